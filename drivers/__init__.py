@@ -1,0 +1,1 @@
+"""Device drivers: pure wire-protocol decoders plus thin asyncio link shells."""

@@ -1,0 +1,8 @@
+"""Streaming ECG signal processing: pure, synchronous, block by block.
+
+Nothing in this package does I/O or imports asyncio, bleak, serial or MQTT.
+"""
+
+from dsp.block import SampleBlock, concat_blocks
+
+__all__ = ["SampleBlock", "concat_blocks"]

@@ -1,0 +1,279 @@
+"""The running gateway: drivers in, pipelines in the middle, outbox and publisher out.
+
+This is the asyncio shell. Each device gets a driver task and a
+:class:`DeviceChannel` (its sink), which runs the pure
+:class:`~gateway.pipeline.DevicePipeline` and hands the results on: live ECG
+straight to the publisher (QoS 0, best effort), strips and events into the
+durable outbox first, from which the publisher delivers them (QoS 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.events import DeviceEvent, Gap
+from dsp.block import SampleBlock
+from gateway.config import CartSerialDevice, GatewayConfig, PolarPmdDevice
+from gateway.outbox import Outbox
+from gateway.payloads import build_live_payload, build_strip_body, topic
+from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, StripReady
+from gateway.publisher import Publisher
+
+__all__ = ["DeviceChannel", "Gateway", "run_gateway"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChannelStats:
+    samples: int = 0
+    blocks: int = 0
+    live_messages: int = 0
+    strips: int = 0
+    events: int = 0
+    gaps: int = 0
+    gap_samples: int = 0
+    button_presses: int = 0
+    errors: int = 0
+    last_event: dict[str, Any] = field(default_factory=dict)
+
+
+class DeviceChannel:
+    """The sink a driver delivers to: runs the device's pipeline and passes its outputs on.
+
+    Exceptions never reach the driver: a failing output is logged and counted.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        pipeline: DevicePipeline,
+        emit: Callable[[str, PipelineOutput], None],
+    ) -> None:
+        self.device_id = device_id
+        self.pipeline = pipeline
+        self._emit = emit
+        self.stats = ChannelStats()
+
+    def _deliver(self, outputs: list[PipelineOutput]) -> None:
+        for out in outputs:
+            try:
+                self._emit(self.device_id, out)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("%s: could not hand on %s", self.device_id, type(out).__name__)
+            else:
+                if isinstance(out, LiveChunk):
+                    self.stats.live_messages += 1
+                elif out.kind == "event":
+                    self.stats.events += 1
+                else:
+                    self.stats.strips += 1
+
+    def on_block(self, block: SampleBlock) -> None:
+        self.stats.blocks += 1
+        self.stats.samples += block.n
+        try:
+            outputs = self.pipeline.on_block(block)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("%s: pipeline failed on block seq %d", self.device_id, block.seq)
+            return
+        self._deliver(outputs)
+
+    def on_event(self, event: DeviceEvent) -> None:
+        if event.kind == "button":
+            self.stats.button_presses += 1
+            log.warning(
+                "%s: SYMPTOM BUTTON pressed (press %s); event strip follows",
+                self.device_id,
+                event.data.get("press_id"),
+            )
+        elif event.kind in ("connected", "disconnected", "stage", "lead_off", "error"):
+            log.info("%s: %s %s", self.device_id, event.kind, event.data)
+        self.stats.last_event[event.kind] = {"time": event.time, **event.data}
+        try:
+            outputs = self.pipeline.on_event(event)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("%s: pipeline failed on %s event", self.device_id, event.kind)
+            return
+        self._deliver(outputs)
+
+    def on_gap(self, gap: Gap) -> None:
+        self.stats.gaps += 1
+        self.stats.gap_samples += gap.n_samples
+        log.warning(
+            "%s: %d samples missing (seq %d..%d, %s)",
+            self.device_id,
+            gap.n_samples,
+            gap.first_seq,
+            gap.end_seq,
+            gap.reason or "no reason given",
+        )
+        self.pipeline.on_gap(gap)
+
+    def flush(self) -> None:
+        self._deliver(self.pipeline.flush())
+
+
+def make_driver(dev: PolarPmdDevice | CartSerialDevice, sink: DeviceChannel, ble_backend: Any):
+    """The driver object for one configured device."""
+    if isinstance(dev, PolarPmdDevice):
+        from drivers.ble_patch import PolarPmdDriver
+
+        return PolarPmdDriver(dev, sink, backend=ble_backend)
+    from drivers.cart_serial import CartSerialDriver
+
+    return CartSerialDriver(dev, sink)
+
+
+class Gateway:
+    """All devices of one configuration, their pipelines, the outbox and the publisher.
+
+    Parameters
+    ----------
+    cfg
+        Validated configuration.
+    ble_backend
+        bleak backend class for BLE devices (None: the platform's, BlueZ on a Pi;
+        the demo passes the bumble-backed simulator backend).
+    clock
+        UTC POSIX seconds now (tests may pass a fake).
+    """
+
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        *,
+        ble_backend: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self._ble_backend = ble_backend
+        self.channels: dict[str, DeviceChannel] = {}
+        self.drivers: dict[str, Any] = {}
+        self.outbox: Outbox | None = None
+        self.publisher: Publisher | None = None
+        self.started = asyncio.Event()
+
+    # --- outputs ------------------------------------------------------------
+    def _topic(self, device_id: str, kind: str) -> str:
+        return topic(self.cfg.mqtt.topic_prefix, self.cfg.gateway.id, device_id, kind)
+
+    def _emit(self, device_id: str, out: PipelineOutput) -> None:
+        if isinstance(out, LiveChunk):
+            if self.publisher is not None:
+                payload = build_live_payload(
+                    out.block, gateway_id=self.cfg.gateway.id, hr_bpm=out.hr_bpm
+                )
+                self.publisher.publish_live(self._topic(device_id, "live"), payload)
+            return
+        assert isinstance(out, StripReady) and self.outbox is not None
+        body = build_strip_body(
+            out.block,
+            gateway_id=self.cfg.gateway.id,
+            kind=out.kind,
+            trigger=out.trigger,
+            facts=out.facts,
+            gaps=list(out.gaps),
+            created=self.clock(),
+        )
+        msg = self.outbox.put(out.kind, device_id, self._topic(device_id, out.kind), body)
+        log.info(
+            "%s: %s stored (seq %s, %.1f s, %s)",
+            device_id,
+            out.kind,
+            msg.seq,
+            out.block.duration,
+            out.trigger.get("type"),
+        )
+        if self.publisher is not None:
+            self.publisher.wake()
+
+    def status_devices(self) -> dict[str, Any]:
+        """Per-device facts for the retained status message."""
+        out: dict[str, Any] = {}
+        for dev_id, ch in self.channels.items():
+            drv = self.drivers.get(dev_id)
+            drv_stats = getattr(drv, "stats", None)
+            if drv_stats is not None and not isinstance(drv_stats, dict):
+                drv_stats = getattr(drv_stats, "__dict__", {})
+            out[dev_id] = {
+                "samples": ch.stats.samples,
+                "gaps": ch.stats.gaps,
+                "gap_samples": ch.stats.gap_samples,
+                "heart_rate_bpm": ch.pipeline.heart_rate_bpm,
+                "driver": dict(drv_stats or {}),
+            }
+        return out
+
+    # --- lifetime -------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then stop drivers, flush pipelines and drain the outbox."""
+        cfg = self.cfg
+        cfg.gateway.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(cfg.gateway.state_dir / "outbox.sqlite3")
+        try:
+            async with Publisher(
+                cfg.mqtt, cfg.gateway.id, self.outbox, status_devices=self.status_devices
+            ) as pub:
+                self.publisher = pub
+                for dev in cfg.devices:
+                    ch = DeviceChannel(dev.id, DevicePipeline(dev.id, cfg), self._emit)
+                    self.channels[dev.id] = ch
+                    self.drivers[dev.id] = make_driver(dev, ch, self._ble_backend)
+                tasks = [
+                    asyncio.create_task(drv.run(), name=f"driver:{dev_id}")
+                    for dev_id, drv in self.drivers.items()
+                ]
+                self.started.set()
+                log.info(
+                    "gateway %s running: %d device(s), broker %s",
+                    cfg.gateway.id,
+                    len(tasks),
+                    cfg.mqtt.url,
+                )
+                stop_wait = asyncio.create_task(stop.wait(), name="stop")
+                try:
+                    await asyncio.wait([stop_wait, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for t in tasks:
+                        t.cancel()
+                    stop_wait.cancel()
+                    results = await asyncio.gather(*tasks, return_exceptions=True)
+                    for t, r in zip(tasks, results, strict=True):
+                        if isinstance(r, BaseException) and not isinstance(
+                            r, asyncio.CancelledError
+                        ):
+                            log.error("%s ended with %r", t.get_name(), r)
+                for ch in self.channels.values():
+                    ch.flush()
+                drained = await pub.wait_drained(timeout=10.0)
+                if not drained:
+                    log.warning(
+                        "%d message(s) still in the outbox; they are kept and sent at next start",
+                        self.outbox.pending(),
+                    )
+        finally:
+            self.publisher = None
+            self.outbox.close()
+
+
+async def run_gateway(cfg: GatewayConfig) -> int:
+    """``ecg-gateway run``: run until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await Gateway(cfg).run(stop)
+    return 0

@@ -1,0 +1,164 @@
+"""The ``ecg-gateway`` command.
+
+Subcommands import their heavy modules lazily so that ``--help`` and
+``--version`` answer instantly on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from gateway import __version__
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: systemd shows it as "configuration error"
+
+_DESCRIPTION = """\
+ecg-gateway bridges ECG devices (Bluetooth LE chest patches, serial stress-test
+carts) and a 24-hour cardiac monitoring center over MQTT: live ECG, periodic
+rhythm strips and post-symptom event strips (HL7 FHIR Observations), delivered
+through a durable outbox. It records tracings and facts; it never interprets.
+"""
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the gateway with a configuration file (what the systemd unit starts)",
+        description="Connect to the configured devices, process their ECG and publish "
+        "it to the configured broker until stopped (SIGTERM/SIGINT). Refuses to start "
+        "on any configuration error, printing each problem with its key path.",
+    )
+    p.add_argument(
+        "--config", "-c", type=Path, required=True, help="TOML file (see config/example.toml)"
+    )
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="all on one machine: simulated BLE patch and serial cart, gateway, broker, monitor",
+        description="Runs a simulated chest patch over a virtual Bluetooth LE link (bleak over "
+        "bumble, Polar PMD profile), a simulated stress-test cart on a real pseudo-terminal, "
+        "the full gateway and the monitor. The patient's symptom button is pressed about "
+        "10 s in. Exits 0 when live ECG, a strip per device and the post-symptom event "
+        "all arrived, with a summary.",
+    )
+    p.add_argument("--seconds", type=float, default=30.0, help="how long to run (default 30)")
+    p.add_argument(
+        "--broker",
+        metavar="mqtt://HOST:PORT",
+        help="use this broker instead of starting an embedded one on a free loopback port",
+    )
+    p.add_argument("--out", type=Path, default=None, help="save strips as PNG + JSON here")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _add_monitor(sub: argparse._SubParsersAction) -> None:
+    try:
+        from gateway import monitor
+    except ImportError:  # TODO(lead): remove once gateway/monitor.py lands
+        return
+    monitor.add_parser(sub)
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    try:
+        from gateway import analyze
+    except ImportError:  # optional module not present
+        return
+    analyze.add_parser(sub)
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config",
+        help="check a configuration file, or print the JSON schema",
+        description="'check FILE' validates a configuration and prints every problem with "
+        "its key path; 'schema' prints the JSON schema of the configuration.",
+    )
+    csub = p.add_subparsers(dest="config_cmd", required=True)
+    c = csub.add_parser("check", help="validate a TOML configuration file")
+    c.add_argument("file", type=Path)
+    csub.add_parser("schema", help="print the configuration JSON schema")
+    p.set_defaults(func=_cmd_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ecg-gateway",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ecg-gateway {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run(sub)
+    _add_demo(sub)
+    _add_monitor(sub)
+    _add_analyze(sub)
+    _add_config(sub)
+    return parser
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, GatewayConfig, load_config
+
+    if args.config_cmd == "schema":
+        print(json.dumps(GatewayConfig.model_json_schema(), indent=2))
+        return EXIT_OK
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"{args.file}: OK — gateway {cfg.gateway.id}, {len(cfg.devices)} device(s), "
+        f"broker {cfg.mqtt.url}"
+    )
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ecg-gateway: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from gateway.app import run_gateway
+
+    return asyncio.run(run_gateway(cfg))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(seconds=args.seconds, broker_url=args.broker, out_dir=args.out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

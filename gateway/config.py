@@ -1,0 +1,231 @@
+"""Gateway configuration: pydantic models, TOML loading, readable errors.
+
+Every model forbids unknown keys, so a typo is an error with its path
+(``devices.1.baudrate: ...``) rather than a silently ignored setting. The
+gateway refuses to start on any error. ``config/schema.json`` is exported from
+these models by ``ecg-gateway config schema``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "BleBackend",
+    "CartSerialDevice",
+    "ConfigError",
+    "DeviceConfig",
+    "DspConfig",
+    "EventsConfig",
+    "GatewayConfig",
+    "GatewaySection",
+    "LiveConfig",
+    "MqttConfig",
+    "PolarPmdDevice",
+    "StripsConfig",
+    "load_config",
+    "parse_config",
+]
+
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Ids end up in MQTT topics: no '/', '+', '#', spaces, and never PHI."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Model):
+    id: Annotated[str, Field(pattern=_ID_PATTERN)] = Field(
+        description="Pseudonymous gateway id used in MQTT topics (no patient data)."
+    )
+    state_dir: Path = Field(
+        Path("/var/lib/ecg-gateway"),
+        description="Where the outbox database and study records are kept.",
+    )
+
+
+class MqttConfig(_Model):
+    url: str = Field(
+        "mqtts://localhost:8883",
+        description="Broker URL: mqtts://host[:port] (TLS, default 8883) or mqtt://host[:port].",
+    )
+    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_/-]+$")] = "ecg/v1"
+    client_id: str | None = Field(None, description="Defaults to the gateway id.")
+    username: str | None = None
+    password_file: Path | None = Field(None, description="File holding the password (0600).")
+    ca_file: Path | None = Field(None, description="PEM CA bundle that signed the broker.")
+    cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="PEM client key; must be mode 0600.")
+    insecure: bool = Field(
+        False, description="Allow plaintext mqtt:// (loud warning). Never for patient data."
+    )
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    session_expiry_s: Annotated[int, Field(ge=0)] = 3600
+    inflight: Annotated[int, Field(ge=1, le=1000)] = 20
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError("URL has no host")
+        _ = parts.port  # raises ValueError on a bad port
+        return v
+
+    @model_validator(mode="after")
+    def _check_security(self) -> MqttConfig:
+        if urlsplit(self.url).scheme == "mqtt" and not self.insecure:
+            raise ValueError(
+                "plaintext mqtt:// carries patient data unencrypted; use mqtts:// "
+                "or set insecure = true explicitly"
+            )
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "localhost"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+BleBackend = Literal["bluez", "sim"]
+
+
+class PolarPmdDevice(_Model):
+    """A BLE chest patch speaking Polar PMD ECG streaming (+ Heart Rate, Battery)."""
+
+    kind: Literal["polar_pmd"]
+    id: Annotated[str, Field(pattern=_ID_PATTERN)]
+    address: str = Field(description="BLE address (AA:BB:CC:DD:EE:FF) or platform id.")
+    fs: Literal[130] = Field(130, description="ECG sample rate, Hz (H10: 130).")
+    lead: str = Field("ECG", description="Lead label given to the single channel.")
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
+    silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+
+
+class CartSerialDevice(_Model):
+    """A stress-test cart streaming 12 leads over a serial port (docs/protocols/cart-serial.md)."""
+
+    kind: Literal["cart_serial"]
+    id: Annotated[str, Field(pattern=_ID_PATTERN)]
+    port: str = Field(description="Serial device, e.g. /dev/ttyUSB0.")
+    baudrate: Literal[115200, 230400, 460800, 921600] = 460800
+    silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+
+
+DeviceConfig = Annotated[PolarPmdDevice | CartSerialDevice, Field(discriminator="kind")]
+
+
+class DspConfig(_Model):
+    band: Literal["monitoring", "diagnostic"] = Field(
+        "monitoring", description="monitoring 0.5-40 Hz; diagnostic 0.05-150 Hz (where fs allows)."
+    )
+    mains_hz: Literal[50, 60] = 50
+    brady_bpm: Annotated[float, Field(gt=10, lt=100)] = 40.0
+    tachy_bpm: Annotated[float, Field(gt=60, lt=300)] = 150.0
+    pause_s: Annotated[float, Field(gt=1, le=20)] = 3.0
+
+
+class StripsConfig(_Model):
+    period_s: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="A periodic rhythm strip is sent every period_s seconds per device."
+    )
+    duration_s: Annotated[float, Field(gt=0, le=120)] = Field(
+        10.0, description="Length of each periodic strip, seconds."
+    )
+
+
+class EventsConfig(_Model):
+    pre_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        30.0, description="Seconds of ECG before a symptom button press in the event strip."
+    )
+    post_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        30.0, description="Seconds of ECG after the press in the event strip."
+    )
+
+
+class LiveConfig(_Model):
+    enabled: bool = True
+    block_s: Annotated[float, Field(gt=0, le=10)] = Field(
+        1.0, description="Live ECG is batched into messages of about this many seconds."
+    )
+    max_rate_hz: Annotated[float, Field(gt=0, le=100)] = Field(
+        5.0, description="At most this many live messages per second per device."
+    )
+
+
+class GatewayConfig(_Model):
+    gateway: GatewaySection
+    mqtt: MqttConfig = MqttConfig()
+    devices: list[DeviceConfig] = Field(default_factory=list)
+    dsp: DspConfig = DspConfig()
+    strips: StripsConfig = StripsConfig()
+    events: EventsConfig = EventsConfig()
+    live: LiveConfig = LiveConfig()
+
+    @model_validator(mode="after")
+    def _unique_device_ids(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for d in self.devices:
+            if d.id in seen:
+                raise ValueError(f"device id {d.id!r} is used twice")
+            seen.add(d.id)
+        return self
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``str()`` lists every problem with its key path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check spelling; see config/example.toml)"
+        out.append(f"{path}: {msg}")
+    return out
+
+
+def parse_config(data: dict, source: str = "<dict>") -> GatewayConfig:
+    """Validate a parsed TOML/JSON mapping; raise :class:`ConfigError` with key paths."""
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _format_errors(exc)) from None
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a TOML configuration file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read file: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    return parse_config(data, str(path))

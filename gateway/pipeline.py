@@ -1,0 +1,338 @@
+"""One device's processing, from received blocks to what gets transmitted.
+
+Pure and synchronous: the app feeds it what a driver reports and takes back
+outputs to send. It never does I/O, so it is tested with arrays.
+
+- live ECG: received blocks are batched into chunks of about ``live.block_s``
+  seconds (filtered for display with the configured band and mains notch);
+- periodic rhythm strips: ``strips.duration_s`` seconds every
+  ``strips.period_s`` seconds, the first one as soon as one is recorded;
+- post-symptom events (CPT 93012): the recorded samples from ``events.pre_s``
+  before to ``events.post_s`` after each button press;
+- stress tests (CPT 93017): a strip of the last ``strips.duration_s`` seconds of
+  each stage when the cart reports the next stage, tagged with stage and blood
+  pressure.
+
+Strips and events carry the samples *as recorded* (unfiltered), NaN where a
+sample never arrived, plus facts measured on them (beats, heart rate, gaps).
+The gateway never interprets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from drivers.events import DeviceEvent, Gap
+from dsp.block import SampleBlock, concat_blocks
+from dsp.filters import EcgFilter
+from dsp.heart_rate import HeartRateTracker
+from dsp.qrs import Beats, QrsDetector
+from gateway.config import GatewayConfig
+from gateway.history import SampleHistory
+
+__all__ = ["DevicePipeline", "LiveChunk", "PipelineOutput", "StripReady"]
+
+# Leads the QRS detector prefers, best first (lead II shows the tallest R in most people).
+_QRS_LEAD_PREFERENCE = ("II", "ECG", "I", "V5", "V2")
+_MAX_BEATS_KEPT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class LiveChunk:
+    """About ``live.block_s`` seconds of display-filtered ECG for the live topic."""
+
+    block: SampleBlock
+    hr_bpm: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StripReady:
+    """A rhythm strip or post-symptom event, complete and ready to be stored and sent."""
+
+    kind: Literal["strip", "event"]
+    block: SampleBlock
+    trigger: dict[str, Any]
+    facts: dict[str, Any]
+    gaps: tuple[Gap, ...]
+
+
+PipelineOutput = LiveChunk | StripReady
+
+
+@dataclass(slots=True)
+class _Pending:
+    kind: Literal["strip", "event"]
+    first_seq: int
+    end_seq: int
+    trigger: dict[str, Any]
+    extra_facts: dict[str, Any] = field(default_factory=dict)
+
+
+class DevicePipeline:
+    """Live chunks, periodic strips and event strips for one device.
+
+    Parameters
+    ----------
+    device_id
+        Device the blocks come from.
+    cfg
+        Gateway configuration (dsp, strips, events, live sections are used).
+    """
+
+    def __init__(self, device_id: str, cfg: GatewayConfig) -> None:
+        self.device_id = device_id
+        self.cfg = cfg
+        self._fs: float | None = None
+        self._leads: tuple[str, ...] = ()
+        self._filter: EcgFilter | None = None
+        self._qrs: QrsDetector | None = None
+        self._hr = HeartRateTracker()
+        self._history: SampleHistory | None = None
+        self._live: list[SampleBlock] = []
+        self._pending: list[_Pending] = []
+        self._next_periodic: int | None = None
+        self._beats_seq: list[int] = []
+        self._gaps: list[Gap] = []
+        self._last_hr: float | None = None
+        self._stage: dict[str, Any] | None = None
+        self._stage_start_seq: int | None = None
+        self._bp: dict[str, Any] | None = None
+        self._lead_off: dict[str, Any] | None = None
+        self._last_block: SampleBlock | None = None
+        self.counters = {"blocks": 0, "samples": 0, "beats": 0, "strips": 0, "events": 0}
+
+    # --- setup ------------------------------------------------------------
+    def _start(self, block: SampleBlock) -> None:
+        self._fs = block.fs
+        self._leads = block.leads
+        lead = next((block.leads.index(n) for n in _QRS_LEAD_PREFERENCE if n in block.leads), 0)
+        self._filter = EcgFilter(
+            block.fs, block.n_leads, band=self.cfg.dsp.band, mains_hz=self.cfg.dsp.mains_hz
+        )
+        self._qrs = QrsDetector(block.fs, lead=lead)
+        ev = self.cfg.events
+        keep = max(ev.pre_s + ev.post_s, self.cfg.strips.duration_s) + 10.0 + self._qrs.latency_s
+        self._history = SampleHistory(keep)
+        self._next_periodic = block.seq
+
+    def _samples(self, seconds: float) -> int:
+        assert self._fs is not None
+        return int(round(seconds * self._fs))
+
+    # --- inputs -------------------------------------------------------------
+    def on_block(self, block: SampleBlock) -> list[PipelineOutput]:
+        """Take one received block; return what is ready to send."""
+        if block.n == 0:
+            return []
+        if self._fs is None:
+            self._start(block)
+        elif block.fs != self._fs or block.leads != self._leads:
+            raise ValueError(
+                f"{self.device_id}: stream changed from {self._fs} Hz {self._leads} "
+                f"to {block.fs} Hz {block.leads}"
+            )
+        assert self._filter and self._qrs and self._history
+        self.counters["blocks"] += 1
+        self.counters["samples"] += block.n
+        self._history.add(block)
+        self._last_block = block
+        out: list[PipelineOutput] = []
+
+        beats = self._qrs.process(block)
+        if len(beats):
+            self._note_beats(beats, block.end_seq)
+
+        if self.cfg.live.enabled:
+            shown = self._filter.process(block)
+            if self._live and self._live[-1].end_seq != shown.seq:
+                # A gap: send what came before it as its own chunk; chunks stay contiguous.
+                out.append(LiveChunk(concat_blocks(self._live), self._last_hr))
+                self._live = []
+            self._live.append(shown)
+            if sum(b.n for b in self._live) >= self._samples(self.cfg.live.block_s):
+                out.append(LiveChunk(concat_blocks(self._live), self._last_hr))
+                self._live = []
+
+        self._schedule_periodic()
+        out.extend(self._flush_ready())
+        return out
+
+    def on_event(self, event: DeviceEvent) -> list[PipelineOutput]:
+        """Take a device event (button, stage, blood pressure, lead-off...)."""
+        if event.kind == "button":
+            self._on_button(event)
+        elif event.kind == "stage":
+            self._on_stage(event)
+        elif event.kind == "blood_pressure":
+            self._bp = {"time": event.time, **event.data}
+        elif event.kind == "lead_off":
+            self._lead_off = {"time": event.time, **event.data}
+        return self._flush_ready()
+
+    def on_gap(self, gap: Gap) -> None:
+        """Record samples that did not arrive (reported in strips that overlap them)."""
+        self._gaps.append(gap)
+        if len(self._gaps) > 1000:
+            del self._gaps[:-1000]
+
+    def flush(self) -> list[PipelineOutput]:
+        """At shutdown: send the partial live chunk and every pending strip, cut short."""
+        out: list[PipelineOutput] = []
+        if self._live:
+            out.append(LiveChunk(concat_blocks(self._live), self._last_hr))
+            self._live = []
+        if self._history is not None and self._history.end_seq is not None:
+            end = self._history.end_seq
+            for p in self._pending:
+                if p.first_seq < end:
+                    p.trigger = {**p.trigger, "truncated_at_shutdown": True}
+                    p.end_seq = min(p.end_seq, end)
+            out.extend(self._flush_ready(force=True))
+        return out
+
+    # --- state --------------------------------------------------------------
+    @property
+    def heart_rate_bpm(self) -> float | None:
+        return self._last_hr
+
+    def _note_beats(self, beats: Beats, now_seq: int) -> None:
+        self._beats_seq.extend(int(s) for s in beats.seq)
+        if len(self._beats_seq) > _MAX_BEATS_KEPT:
+            del self._beats_seq[:-_MAX_BEATS_KEPT]
+        self.counters["beats"] += len(beats)
+        hr = self._hr.process(beats, now_seq)
+        bpm = float(hr.average_bpm)
+        self._last_hr = None if np.isnan(bpm) else round(bpm, 1)
+
+    def _seq_at(self, event: DeviceEvent) -> int | None:
+        if event.seq is not None:
+            return int(event.seq)
+        b = self._last_block
+        if b is None:
+            return None
+        return b.seq + int(round((event.time - b.start) * b.fs))
+
+    def _on_button(self, event: DeviceEvent) -> None:
+        seq = self._seq_at(event)
+        if seq is None or self._fs is None:
+            return  # no stream yet: nothing recorded around the press
+        ev = self.cfg.events
+        first = seq - self._samples(ev.pre_s)
+        held = self._history.first_seq if self._history else None
+        trigger: dict[str, Any] = {
+            "type": "button",
+            "time": event.time,
+            "seq": seq,
+            "press_id": event.data.get("press_id"),
+            "pre_s": ev.pre_s,
+            "post_s": ev.post_s,
+        }
+        if held is not None and first < held:
+            trigger["pre_available_s"] = round((seq - held) / self._fs, 3)
+            first = held
+        self._pending.append(_Pending("event", first, seq + self._samples(ev.post_s), trigger))
+
+    def _on_stage(self, event: DeviceEvent) -> None:
+        seq = self._seq_at(event)
+        if seq is not None and self._stage is not None and self._fs is not None:
+            first = seq - self._samples(self.cfg.strips.duration_s)
+            if self._stage_start_seq is not None:
+                first = max(first, self._stage_start_seq)
+            trigger = {
+                "type": "stage_end",
+                "time": event.time,
+                "seq": seq,
+                "stage": self._stage,
+                "pre_s": round((seq - first) / self._fs, 3),
+                "post_s": 0.0,
+            }
+            extra = {"blood_pressure": self._bp} if self._bp else {}
+            self._pending.append(_Pending("strip", first, seq, trigger, extra))
+        self._stage = dict(event.data)
+        self._stage_start_seq = seq
+
+    def _schedule_periodic(self) -> None:
+        assert self._next_periodic is not None and self._history is not None
+        end = self._history.end_seq or 0
+        dur = self._samples(self.cfg.strips.duration_s)
+        period = max(self._samples(self.cfg.strips.period_s), 1)
+        while self._next_periodic + dur <= end:
+            first = self._next_periodic
+            trigger = {
+                "type": "periodic",
+                "time": None,
+                "seq": None,
+                "pre_s": self.cfg.strips.duration_s,
+                "post_s": 0.0,
+            }
+            self._pending.append(_Pending("strip", first, first + dur, trigger))
+            self._next_periodic += period
+
+    def _flush_ready(self, force: bool = False) -> list[PipelineOutput]:
+        if self._history is None or self._qrs is None or not self._pending:
+            return []
+        end = self._history.end_seq or 0
+        settle = self._samples(self._qrs.latency_s)  # beats near the end must be final first
+        ready = [p for p in self._pending if force or p.end_seq + settle <= end]
+        if not ready:
+            return []
+        self._pending = [p for p in self._pending if p not in ready]
+        out: list[PipelineOutput] = []
+        for p in ready:
+            strip = self._make_strip(p)
+            if strip is not None:
+                out.append(strip)
+                self.counters["strips" if p.kind == "strip" else "events"] += 1
+        return out
+
+    def _make_strip(self, p: _Pending) -> StripReady | None:
+        assert self._history is not None and self._fs is not None
+        win = self._history.window(p.first_seq, p.end_seq)
+        if win is None:
+            return None
+        block = win.block
+        beats = [s for s in self._beats_seq if p.first_seq <= s < p.end_seq]
+        gaps = [g for g in self._gaps if g.end_seq > p.first_seq and g.first_seq < p.end_seq]
+        # Samples missing from the window that no driver reported (e.g. dropped by the
+        # history bound) are reported too: nothing is missing silently.
+        reported = {(g.first_seq, g.end_seq) for g in gaps}
+        for a, b in win.missing:
+            if (
+                not any(g.first_seq <= a and b <= g.end_seq for g in gaps)
+                and (a, b) not in reported
+            ):
+                gaps.append(
+                    Gap(
+                        self.device_id,
+                        a,
+                        b,
+                        float(block.time_of(a)),
+                        float(block.time_of(b)),
+                        reason="not recorded",
+                    )
+                )
+        facts: dict[str, Any] = {
+            "heart_rate_bpm": _mean_hr(beats, self._fs),
+            "beats_seq": beats,
+            "recorded_samples": int(block.n - sum(b - a for a, b in win.missing)),
+            "quality": None,
+        }
+        if self._stage is not None and p.trigger.get("type") != "stage_end":
+            facts["stage"] = self._stage
+        if self._bp is not None:
+            facts["blood_pressure"] = self._bp
+        if self._lead_off is not None:
+            facts["lead_off"] = self._lead_off
+        facts.update(p.extra_facts)
+        return StripReady(p.kind, block, p.trigger, facts, tuple(gaps))
+
+
+def _mean_hr(beats_seq: list[int], fs: float) -> float | None:
+    """Mean heart rate over a strip from its beats, bpm (None with fewer than 2 beats)."""
+    if len(beats_seq) < 2:
+        return None
+    rr = np.diff(np.asarray(beats_seq, dtype=np.float64)) / fs
+    return round(float(60.0 / rr.mean()), 1)
