@@ -1,1 +1,1 @@
-"""Simulated devices (a bumble BLE patch, a pseudo-terminal stress-test cart) for the demo and tests."""
+"""Simulated devices for the demo and tests: a bumble BLE patch, a pseudo-terminal cart."""

@@ -1,0 +1,177 @@
+"""The BLE path end to end: simulated patch -> bumble link -> bleak -> driver -> sink.
+
+Nothing is mocked above the radio: the driver runs real bleak and
+bleak-retry-connector code on a bleak backend built on bumble virtual
+controllers (drivers/sim/bumble_backend.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from bleak import BleakClient
+
+from drivers import patch_uuids as uuids
+from drivers.events import Gap
+from drivers.polar_pmd import (
+    decode_ecg_frame,
+    parse_control_response,
+    start_ecg_command,
+    stop_command,
+)
+from drivers.sim.ble_patch import SimBlePatch
+from drivers.sim.bumble_backend import SimBleWorld
+from dsp.block import SampleBlock, concat_blocks
+from tests.drivers.conftest import RunningDriver, wait_until
+
+
+def check_values_match_sent(blocks: list[SampleBlock], patch: SimBlePatch, k0: int) -> None:
+    """Every received sample equals what the patch sent at device sample ``k0 + seq``."""
+    for b in blocks:
+        sent = np.array([patch.sent[k0 + s] for s in range(b.seq, b.end_seq)])
+        np.testing.assert_allclose(b.lead("ECG"), sent, atol=1e-6)
+
+
+async def test_bleak_client_over_bumble(world: SimBleWorld, patch: SimBlePatch) -> None:
+    lost = asyncio.Event()
+    client = BleakClient(
+        patch.address, disconnected_callback=lambda _c: lost.set(), backend=world.backend()
+    )
+    await client.connect()
+    try:
+        assert client.mtu_size == 247
+        assert client.services.get_service(uuids.PMD_SERVICE) is not None
+        assert await client.read_gatt_char(uuids.BATTERY_LEVEL) == bytearray([87])
+        assert await client.read_gatt_char(uuids.PMD_CONTROL_POINT) == bytearray(b"\x0f\x01\x00")
+        responses: list[bytes] = []
+        frames: list[bytes] = []
+        await client.start_notify(uuids.PMD_CONTROL_POINT, lambda _c, d: responses.append(d))
+        await client.start_notify(uuids.PMD_DATA, lambda _c, d: frames.append(d))
+        await client.write_gatt_char(uuids.PMD_CONTROL_POINT, start_ecg_command(), response=True)
+        await wait_until(lambda: len(frames) >= 2, "two ECG frames")
+        assert parse_control_response(responses[0]).ok
+        assert decode_ecg_frame(frames[0]).n == 73
+        await client.stop_notify(uuids.PMD_DATA)
+        await patch.disconnect()
+        await wait_until(lost.is_set, "disconnected callback")
+        assert not client.is_connected
+    finally:
+        await client.disconnect()
+
+
+async def test_stream_hr_battery_button(driver: RunningDriver, patch: SimBlePatch) -> None:
+    await wait_until(lambda: driver.samples >= 3 * 130, "3 s of ECG")
+    press = await patch.press_button()
+    await wait_until(lambda: driver.events("button"), "button event")
+    await wait_until(lambda: len(driver.events("heart_rate")) >= 2, "HR events")
+
+    whole = concat_blocks(driver.sink.blocks)  # raises unless seq is contiguous
+    assert whole.seq == 0 and whole.fs == 130.0 and whole.source == "patch-1"
+    assert driver.sink.gaps == []
+    check_values_match_sent(driver.sink.blocks, patch, min(patch.sent))
+
+    (button,) = driver.events("button")
+    assert button.data == {"press_id": 1, "device_time": press.device_time_posix}
+    assert button.seq is not None and button.seq >= 0
+    hr = driver.events("heart_rate")[0]
+    assert hr.data["bpm"] == 72 and hr.data["rr_s"] == [853 / 1024]
+    assert [e.data for e in driver.events("battery")] == [{"percent": 87}]
+    assert driver.events("device_info")[0].data["model"] == "SIM-PATCH"
+    assert driver.events("connected")[0].data["mtu"] == 247
+    await patch.set_battery(55)
+    await wait_until(lambda: len(driver.events("battery")) == 2, "battery notification")
+    assert driver.events("battery")[1].data == {"percent": 55}
+    stats = driver.driver.stats
+    assert stats.frames_ok >= 5 and stats.frames_malformed == 0 and stats.connects == 1
+
+
+async def test_malformed_notification_counted_and_dropped(
+    driver: RunningDriver, patch: SimBlePatch
+) -> None:
+    await wait_until(lambda: driver.samples >= 130, "ECG flowing")
+    patch.corrupt_next_frame()
+    await wait_until(lambda: driver.driver.stats.frames_malformed == 1, "malformed frame counted")
+    after = driver.samples
+    await wait_until(lambda: driver.samples >= after + 2 * 73, "stream goes on")
+    (error,) = [e for e in driver.events("error") if e.data["what"] == "pmd_frame"]
+    assert error.data["count"] == 1
+    assert driver.sink.gaps == []
+    concat_blocks(driver.sink.blocks)
+    check_values_match_sent(driver.sink.blocks, patch, min(patch.sent))
+
+
+async def test_disconnect_reconnect_reports_exact_gap(
+    driver: RunningDriver, patch: SimBlePatch
+) -> None:
+    await wait_until(lambda: driver.samples >= 2 * 130, "ECG flowing")
+    await patch.disconnect()
+    await wait_until(lambda: driver.driver.stats.reconnects == 1, "reconnected")
+    await wait_until(lambda: len(driver.sink.gaps) == 1, "gap reported")
+    after = driver.samples
+    await wait_until(lambda: driver.samples >= after + 2 * 73, "streaming again")
+
+    (gap,) = driver.sink.gaps
+    assert isinstance(gap, Gap) and gap.final and gap.source == "patch-1"
+    # the gap is exactly the device samples the patch never sent
+    k0 = min(patch.sent)
+    missing = [k for k in range(k0, max(patch.sent)) if k not in patch.sent]
+    assert (gap.first_seq, gap.end_seq) == (missing[0] - k0, missing[-1] + 1 - k0)
+    assert gap.n_samples == len(missing)
+    blocks = driver.sink.blocks
+    before = [b for b in blocks if b.end_seq <= gap.first_seq]
+    later = [b for b in blocks if b.seq >= gap.end_seq]
+    assert len(before) + len(later) == len(blocks)
+    assert concat_blocks(before).end_seq == gap.first_seq
+    assert concat_blocks(later).seq == gap.end_seq
+    assert gap.start == pytest.approx(concat_blocks(before).end)
+    assert gap.end == pytest.approx(concat_blocks(later).start)
+    check_values_match_sent(blocks, patch, k0)
+    kinds = [e.kind for e in driver.sink.events if e.kind in ("connected", "disconnected")]
+    assert kinds == ["connected", "disconnected", "connected"]
+
+
+async def test_silent_stream_watchdog_reconnects(driver: RunningDriver, patch: SimBlePatch) -> None:
+    await wait_until(lambda: driver.samples >= 130, "ECG flowing")
+    patch.stall()
+    await wait_until(lambda: driver.driver.stats.watchdog_trips == 1, "watchdog trip")
+    await wait_until(lambda: driver.driver.stats.reconnects == 1, "reconnected")
+    after = driver.samples
+    await wait_until(lambda: driver.samples >= after + 73, "streaming again")
+    assert [e.data["what"] for e in driver.events("error")] == ["silence"]
+    assert driver.events("disconnected")[0].data["reason"] == "silent stream"
+    assert len(driver.sink.gaps) == 1
+
+
+async def test_cancel_stops_stream_and_disconnects(
+    driver: RunningDriver, patch: SimBlePatch
+) -> None:
+    await wait_until(lambda: driver.samples >= 73, "ECG flowing")
+    await driver.stop()
+    assert driver.task is not None and driver.task.cancelled()
+    await wait_until(lambda: not patch.connected, "patch sees the link drop")
+    assert not patch.streaming
+    assert patch.commands == [start_ecg_command(), stop_command()]
+    assert driver.events("disconnected")[-1].data["reason"] == "stopped"
+    assert not driver.driver.connected
+
+
+async def test_unreachable_patch_is_retried_with_errors(world: SimBleWorld) -> None:
+    from drivers.ble_patch import PolarPmdDriver
+    from drivers.events import RecordingSink
+    from gateway.config import PolarPmdDevice
+
+    config = PolarPmdDevice(
+        kind="polar_pmd", id="nobody", address="F0:00:00:00:FF:FF", connect_timeout_s=0.3
+    )
+    sink = RecordingSink()
+    running = RunningDriver(
+        PolarPmdDriver(config, sink, backend=world.backend(), reconnect_delay_s=(0.01, 0.05)),
+        sink,
+    )
+    running.start()
+    await wait_until(lambda: running.driver.stats.connect_failures >= 2, "two failed attempts")
+    await running.stop()
+    assert running.events("connected") == []
+    assert all(e.data["what"] == "link" for e in running.events("error"))
