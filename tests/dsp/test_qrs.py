@@ -1,0 +1,85 @@
+"""QRS detector: real ECG, chunked equals whole, bounded latency, gaps."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drivers.sim.synth import EcgSynth
+from dsp import detect_beats
+from dsp.qrs import Beats, QrsDetector
+from tests.dsp.helpers import blocks_of
+
+
+def _match(ref: np.ndarray, det: np.ndarray, tol: int) -> int:
+    """Reference beats with a detection within ``tol`` samples (one detection per beat)."""
+    used: set[int] = set()
+    hits = 0
+    for s in ref:
+        near = [int(d) for d in det if abs(int(d) - int(s)) <= tol and int(d) not in used]
+        if near:
+            used.add(min(near, key=lambda d: abs(d - int(s))))
+            hits += 1
+    return hits
+
+
+def test_mitdb_excerpt_beats_found(mitdb119: dict) -> None:
+    """Record 119 (bigeminy with PVCs): every reference beat after training is found."""
+    fs = mitdb119["fs"]
+    det = detect_beats(mitdb119["mv"], fs)
+    ref = mitdb119["beats"]
+    tol = int(0.15 * fs)
+    assert _match(ref, det, tol) >= len(ref) - 1
+    assert len(det) <= len(ref) + 1
+
+
+def _stream(x: np.ndarray, fs: float, sizes: list[int]) -> Beats:
+    det = QrsDetector(fs)
+    parts = [det.process(b) for b in blocks_of(x, fs, sizes)]
+    parts.append(det.finish())
+    return Beats.concat(parts, fs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 2000), min_size=1, max_size=10))
+def test_chunked_equals_whole(mitdb119: dict, sizes: list[int]) -> None:
+    fs = mitdb119["fs"]
+    x = mitdb119["mv"][:5400]
+    whole = _stream(x, fs, [len(x)])
+    chunked = _stream(x, fs, sizes)
+    np.testing.assert_array_equal(chunked.seq, whole.seq)
+    np.testing.assert_array_equal(chunked.amplitude_mv, whole.amplitude_mv)
+    np.testing.assert_array_equal(chunked.rr_s, whole.rr_s)
+
+
+def test_beats_reported_within_latency() -> None:
+    fs = 250.0
+    x = EcgSynth(fs, ("II",), hr_bpm=45, seed=1).generate(int(fs * 30))
+    det = QrsDetector(fs)
+    worst = 0.0
+    for b in blocks_of(x, fs, [25]):
+        beats = det.process(b)
+        if len(beats):
+            worst = max(worst, (b.end_seq - int(beats.seq.min())) / fs)
+    assert 0 < worst <= det.latency_s
+
+
+def test_synthetic_rate_and_gap() -> None:
+    fs = 130.0
+    synth = EcgSynth(fs, ("ECG",), hr_bpm=90, seed=2)
+    x = synth.generate(int(fs * 40))
+    det = QrsDetector(fs)
+    blocks = list(blocks_of(x, fs, [73]))
+    del blocks[30:40]  # 10 blocks lost on the way
+    beats = Beats.concat([det.process(b) for b in blocks] + [det.finish()], fs)
+    assert det.gaps == 1
+    rr = beats.rr_s[np.isfinite(beats.rr_s)]
+    assert np.isnan(beats.rr_s).sum() == 2  # first beat, and first after the gap
+    assert abs(60 / np.median(rr) - 90) < 2
+    assert rr.max() < 1.0  # no RR interval spans the gap
+
+
+def test_flat_line_gives_no_beats() -> None:
+    x = np.zeros(5000)
+    assert detect_beats(x, 250.0).size == 0

@@ -1,0 +1,96 @@
+"""DevicePipeline: live chunks, periodic strips, post-symptom events, stage strips, gaps."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from drivers.events import DeviceEvent, Gap
+from drivers.sim.synth import EcgSynth
+from dsp.block import SampleBlock
+from gateway.config import parse_config
+from gateway.pipeline import DevicePipeline, LiveChunk, StripReady
+
+T0 = 1_790_000_000.0
+
+
+def _cfg(**over):
+    data = {
+        "gateway": {"id": "gw1", "state_dir": "/tmp/unused"},
+        "strips": {"period_s": 20.0, "duration_s": 10.0},
+        "events": {"pre_s": 5.0, "post_s": 5.0},
+        "live": {"block_s": 1.0},
+    }
+    data.update(over)
+    return parse_config(data)
+
+
+def _feed(p: DevicePipeline, fs: float, seconds: float, block: int, leads=("ECG",), skip=()):
+    synth = EcgSynth(fs, leads, hr_bpm=75, seed=5)
+    out = []
+    n_blocks = int(seconds * fs) // block
+    for i in range(n_blocks):
+        x = synth.generate(block)
+        if i in skip:
+            continue
+        b = SampleBlock(x, fs, T0 + i * block / fs, i * block, leads, "dev")
+        out.extend(p.on_block(b))
+    return out
+
+
+def test_periodic_strips_and_live() -> None:
+    fs = 130.0
+    p = DevicePipeline("patch1", _cfg())
+    out = _feed(p, fs, 45, 13)
+    strips = [o for o in out if isinstance(o, StripReady)]
+    live = [o for o in out if isinstance(o, LiveChunk)]
+    assert [s.block.seq for s in strips] == [0, int(20 * fs)]
+    for s in strips:
+        assert s.block.n == int(10 * fs)
+        assert s.kind == "strip" and s.trigger["type"] == "periodic"
+        assert abs(s.facts["heart_rate_bpm"] - 75) < 3
+        assert s.facts["recorded_samples"] == s.block.n
+    assert len(live) >= 40
+    seqs = [c.block.seq for c in live]
+    assert seqs == sorted(seqs)
+    assert all(a.block.end_seq == b.block.seq for a, b in itertools.pairwise(live))
+
+
+def test_button_event_window_and_gap_reported() -> None:
+    fs = 130.0
+    p = DevicePipeline("patch1", _cfg())
+    out = _feed(p, fs, 11, 13)
+    press_seq = int(10 * fs)
+    out += p.on_event(DeviceEvent("patch1", "button", T0 + 10, press_seq, {"press_id": 1}))
+    p.on_gap(Gap("patch1", int(11 * fs), int(11 * fs) + 13, T0 + 11, T0 + 11.1, "ble", True))
+    synth = EcgSynth(fs, ("ECG",), seed=9)
+    for i in range(int(11 * fs) // 13, int(25 * fs) // 13):
+        if i * 13 == int(11 * fs):
+            continue
+        b = SampleBlock(synth.generate(13), fs, T0 + i * 13 / fs, i * 13, ("ECG",), "patch1")
+        out.extend(p.on_block(b))
+    events = [o for o in out if isinstance(o, StripReady) and o.kind == "event"]
+    assert len(events) == 1
+    ev = events[0]
+    assert ev.block.seq == press_seq - int(5 * fs) and ev.block.n == int(10 * fs)
+    assert ev.trigger["type"] == "button" and ev.trigger["seq"] == press_seq
+    assert len(ev.gaps) == 1 and ev.gaps[0].n_samples == 13
+    assert np.isnan(ev.block.samples[int(6 * fs) : int(6 * fs) + 13]).all()
+    assert ev.facts["recorded_samples"] == ev.block.n - 13
+
+
+def test_stage_end_strip_has_stage_and_pressure() -> None:
+    fs = 500.0
+    leads = ("I", "II", "III")
+    p = DevicePipeline("cart1", _cfg())
+    out = p.on_event(DeviceEvent("cart1", "stage", T0, 0, {"stage": 1, "name": "Bruce 1"}))
+    out += _feed(p, fs, 8, 50, leads)
+    out += p.on_event(DeviceEvent("cart1", "blood_pressure", T0 + 7, None, {"systolic_mmhg": 140}))
+    out += p.on_event(DeviceEvent("cart1", "stage", T0 + 8, int(8 * fs), {"stage": 2}))
+    out += p.flush()
+    stage = [o for o in out if isinstance(o, StripReady) and o.trigger["type"] == "stage_end"]
+    assert len(stage) == 1
+    s = stage[0]
+    assert s.trigger["stage"]["stage"] == 1 and s.facts["blood_pressure"]["systolic_mmhg"] == 140
+    assert s.block.n == int(8 * fs) and s.block.leads == leads
