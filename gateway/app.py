@@ -164,6 +164,8 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
         self.started = asyncio.Event()
+        #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
+        self.outbox_pending_at_exit = 0
 
     # --- outputs ------------------------------------------------------------
     def _topic(self, device_id: str, kind: str) -> str:
@@ -265,6 +267,7 @@ class Gateway:
                     )
         finally:
             self.publisher = None
+            self.outbox_pending_at_exit = self.outbox.pending()
             self.outbox.close()
 
 
