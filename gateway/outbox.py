@@ -1,0 +1,234 @@
+"""The durable outbox: every strip, event and status message is committed here first.
+
+A message is published only after it is committed to SQLite (WAL journal) and
+deleted only after the broker acknowledged it with a success reason code. A
+power cut at any moment loses nothing that :meth:`Outbox.put` returned.
+
+Each message gets a UUID (``msg_id``) and a sequence number ``seq`` that counts
+1, 2, 3... per device and message kind, across restarts (the counter lives in
+its own table, so deleting delivered rows never resets it). Consumers
+de-duplicate by ``msg_id`` and see a gap when ``seq`` jumps.
+
+Delivery order: events first, then strips, then everything else; first in,
+first out within a priority.
+
+Thread safety: paho's callbacks run in paho's thread and the gateway's in the
+event loop, so every call takes one lock around one SQLite connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PRIORITIES", "Outbox", "OutboxMessage"]
+
+#: Delivery priority by message kind (lower goes first).
+PRIORITIES: Mapping[str, int] = {"event": 0, "strip": 1}
+_DEFAULT_PRIORITY = 2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    row_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       TEXT    NOT NULL,
+    device_id  TEXT    NOT NULL,
+    topic      TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    msg_id     TEXT    NOT NULL UNIQUE,
+    priority   INTEGER NOT NULL,
+    payload    BLOB    NOT NULL,
+    created    REAL    NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_order ON messages (priority, row_id);
+CREATE TABLE IF NOT EXISTS counters (
+    device_id TEXT    NOT NULL,
+    kind      TEXT    NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    PRIMARY KEY (device_id, kind)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One stored message.
+
+    ``payload`` is the exact JSON (UTF-8) that is published; it carries
+    ``msg_id`` and ``seq`` too.
+    """
+
+    row_id: int
+    kind: str
+    device_id: str
+    topic: str
+    seq: int
+    msg_id: str
+    payload: bytes
+    created: float
+    attempts: int = 0
+    priority: int = _DEFAULT_PRIORITY
+
+
+class Outbox:
+    """SQLite-backed store of messages waiting for the broker's acknowledgement.
+
+    Parameters
+    ----------
+    path
+        Database file (created with its directory if missing).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self.put_count = 0
+        self.acked = 0
+        self.nacked = 0
+
+    # --- writing -----------------------------------------------------------------
+    def put(
+        self,
+        kind: str,
+        device_id: str,
+        topic: str,
+        body: dict[str, Any],
+        *,
+        priority: int | None = None,
+        now: float | None = None,
+    ) -> OutboxMessage:
+        """Assign ``msg_id`` and ``seq``, store durably, and return the stored message.
+
+        ``body`` gets ``msg_id`` and ``seq`` set; it must be JSON-serializable.
+        """
+        prio = PRIORITIES.get(kind, _DEFAULT_PRIORITY) if priority is None else priority
+        created = time.time() if now is None else now
+        msg_id = str(uuid.uuid4())
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?",
+                    (device_id, kind),
+                ).fetchone()
+                seq = (row[0] if row else 0) + 1
+                self._db.execute(
+                    "INSERT INTO counters (device_id, kind, last_seq) VALUES (?, ?, ?) "
+                    "ON CONFLICT (device_id, kind) DO UPDATE SET last_seq = excluded.last_seq",
+                    (device_id, kind, seq),
+                )
+                body["msg_id"] = msg_id
+                body["seq"] = seq
+                payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+                cur = self._db.execute(
+                    "INSERT INTO messages (kind, device_id, topic, seq, msg_id, priority, "
+                    "payload, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (kind, device_id, topic, seq, msg_id, prio, payload, created),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.put_count += 1
+        return OutboxMessage(
+            int(cur.lastrowid or 0), kind, device_id, topic, seq, msg_id, payload, created, 0, prio
+        )
+
+    # --- delivery ------------------------------------------------------------------
+    def peek(self, limit: int = 100, exclude: Iterable[int] = ()) -> list[OutboxMessage]:
+        """Up to ``limit`` messages in delivery order, skipping rows in ``exclude``."""
+        skip = set(exclude)
+        out: list[OutboxMessage] = []
+        with self._lock:
+            cur = self._db.execute(
+                "SELECT row_id, kind, device_id, topic, seq, msg_id, payload, created, "
+                "attempts, priority FROM messages ORDER BY priority, row_id"
+            )
+            for r in cur:
+                if r[0] in skip:
+                    continue
+                out.append(OutboxMessage(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), *r[7:]))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def ack(self, row_id: int) -> None:
+        """The broker accepted the message: delete it."""
+        with self._lock:
+            self._db.execute("DELETE FROM messages WHERE row_id = ?", (row_id,))
+            self.acked += 1
+
+    def nack(self, row_id: int, reason: str) -> None:
+        """The broker refused the message: keep it, count the attempt, remember why."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE messages SET attempts = attempts + 1, last_error = ? WHERE row_id = ?",
+                (reason, row_id),
+            )
+            self.nacked += 1
+
+    # --- inspection ------------------------------------------------------------------
+    def pending(self) -> int:
+        """Messages not yet acknowledged."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+    def pending_by_kind(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind")
+            return {k: int(n) for k, n in rows}
+
+    def last_seq(self, device_id: str, kind: str) -> int:
+        """The last ``seq`` given to (device, kind), 0 if none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?",
+                (device_id, kind),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def last_error(self, row_id: int) -> str | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT last_error FROM messages WHERE row_id = ?", (row_id,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` answer (``"ok"`` when sound)."""
+        with self._lock:
+            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {
+            "put": self.put_count,
+            "acked": self.acked,
+            "nacked": self.nacked,
+            "pending": self.pending(),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

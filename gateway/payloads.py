@@ -1,0 +1,296 @@
+"""MQTT topics and message bodies (pure): status, live ECG, strips and events.
+
+The contract is documented for monitoring-center developers in ``docs/mqtt.md``.
+Strips and post-symptom events carry an HL7 FHIR R4 ``Observation`` whose
+components hold one lead each as ``valueSampledData`` (integer microvolts,
+``origin`` 0 uV, ``factor`` 1, ``period`` in ms, ``E`` for a sample that was
+never received), coded with IEEE 11073 MDC lead codes, inside an envelope that
+says which samples (sequence range, times) the strip covers, which are missing,
+why it was sent and what was measured on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from drivers.events import Gap
+from dsp.block import SampleBlock
+from gateway import __version__
+from gateway.mdc import MDC_SYSTEM, mdc_lead
+
+__all__ = [
+    "LIVE_SCHEMA",
+    "STATUS_SCHEMA",
+    "STRIP_SCHEMA",
+    "PayloadError",
+    "build_live_payload",
+    "build_status_body",
+    "build_strip_body",
+    "iso",
+    "json_safe",
+    "observation_from_block",
+    "parse_message",
+    "samples_from_observation",
+    "status_topic",
+    "topic",
+]
+
+STRIP_SCHEMA = "ecg-gateway/strip/v1"
+LIVE_SCHEMA = "ecg-gateway/live/v1"
+STATUS_SCHEMA = "ecg-gateway/status/v1"
+
+_UCUM = "http://unitsofmeasure.org"
+_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+_LOINC = "http://loinc.org"
+_TITLES = {
+    "event": "Post-symptom rhythm strip",
+    "strip": "Rhythm strip",
+}
+
+
+class PayloadError(ValueError):
+    """A received message is not one of ours (not JSON, wrong schema, missing fields)."""
+
+
+# --- topics --------------------------------------------------------------------------
+def topic(prefix: str, gateway_id: str, device_id: str, kind: str) -> str:
+    """``{prefix}/{gateway_id}/{device_id}/{kind}`` (kind: live, strip, event)."""
+    return f"{prefix}/{gateway_id}/{device_id}/{kind}"
+
+
+def status_topic(prefix: str, gateway_id: str) -> str:
+    """``{prefix}/{gateway_id}/status`` (retained)."""
+    return f"{prefix}/{gateway_id}/status"
+
+
+# --- helpers ---------------------------------------------------------------------------
+def iso(t: float) -> str:
+    """POSIX seconds as ISO 8601 UTC with milliseconds, e.g. ``2026-11-25T02:54:35.123Z``."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy types, tuples, dataclasses and non-finite floats made JSON-safe."""
+    if value is None or isinstance(value, bool | str | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, np.ndarray):
+        return [json_safe(v) for v in value.tolist()]
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, Sequence | set | frozenset):
+        return [json_safe(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_safe(dataclasses.asdict(value))
+    return str(value)
+
+
+def _microvolts(x_mv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer µV and a mask of missing samples."""
+    missing = ~np.isfinite(x_mv)
+    uv = np.rint(np.where(missing, 0.0, x_mv) * 1000.0).astype(np.int64)
+    return uv, missing
+
+
+def _sampled_data_text(x_mv: np.ndarray) -> str:
+    uv, missing = _microvolts(x_mv)
+    tokens = [str(v) for v in uv.tolist()]
+    for i in np.flatnonzero(missing).tolist():
+        tokens[i] = "E"
+    return " ".join(tokens)
+
+
+def _gap_dict(g: Gap) -> dict[str, Any]:
+    return {
+        "first_seq": int(g.first_seq),
+        "end_seq": int(g.end_seq),
+        "n_samples": int(g.end_seq - g.first_seq),
+        "start": iso(g.start),
+        "end": iso(g.end),
+        "reason": g.reason,
+        "final": bool(g.final),
+    }
+
+
+# --- FHIR ------------------------------------------------------------------------------
+def observation_from_block(
+    block: SampleBlock, *, device_id: str, kind: str = "strip", trigger: Mapping | None = None
+) -> dict[str, Any]:
+    """An HL7 FHIR R4 Observation holding the block's samples, one component per lead."""
+    title = _TITLES.get(kind, "ECG tracing")
+    obs: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {"coding": [{"system": _CATEGORY, "code": "procedure", "display": "Procedure"}]}
+        ],
+        "code": {
+            "coding": [
+                {"system": _LOINC, "code": "11524-6", "display": "EKG study"},
+                {"system": MDC_SYSTEM, "code": "131328", "display": "MDC_ECG_ELEC_POTL"},
+            ],
+            "text": title,
+        },
+        "effectivePeriod": {"start": iso(block.start), "end": iso(block.end)},
+        "device": {"display": device_id},
+        "component": [],
+    }
+    if trigger and trigger.get("type") == "button":
+        obs["note"] = [{"text": "Patient-activated (symptom button); tracing only."}]
+    period_ms = round(1000.0 / block.fs, 6)
+    for i, lead in enumerate(block.leads):
+        code = mdc_lead(lead)
+        obs["component"].append(
+            {
+                "code": {
+                    "coding": [
+                        {"system": MDC_SYSTEM, "code": str(code.code), "display": code.refid}
+                    ],
+                    "text": lead,
+                },
+                "valueSampledData": {
+                    "origin": {"value": 0, "unit": "uV", "system": _UCUM, "code": "uV"},
+                    "period": period_ms,
+                    "factor": 1,
+                    "dimensions": 1,
+                    "data": _sampled_data_text(block.samples[:, i]),
+                },
+            }
+        )
+    return obs
+
+
+def samples_from_observation(obs: Mapping[str, Any]) -> tuple[float, list[str], np.ndarray]:
+    """Sample rate (Hz), lead names and samples (n, leads) in mV (NaN for ``E``)."""
+    try:
+        leads: list[str] = []
+        columns: list[np.ndarray] = []
+        period_ms = None
+        for comp in obs["component"]:
+            sd = comp["valueSampledData"]
+            period_ms = float(sd["period"])
+            origin = float(sd.get("origin", {}).get("value", 0.0))
+            factor = float(sd.get("factor", 1.0))
+            tokens = sd.get("data", "").split()
+            vals = np.array([np.nan if t in ("E", "U", "L") else float(t) for t in tokens])
+            unit = str(sd.get("origin", {}).get("code", "uV"))
+            scale = {"uV": 1e-3, "mV": 1.0, "V": 1e3}.get(unit, 1e-3)
+            columns.append((origin + factor * vals) * scale)
+            leads.append(comp.get("code", {}).get("text") or comp["code"]["coding"][0]["display"])
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise PayloadError(f"not an ECG Observation with valueSampledData: {exc!r}") from exc
+    if not columns or period_ms is None or period_ms <= 0:
+        raise PayloadError("Observation has no sampled components")
+    n = min(len(c) for c in columns)
+    return 1000.0 / period_ms, leads, np.stack([c[:n] for c in columns], axis=1)
+
+
+# --- messages --------------------------------------------------------------------------
+def build_strip_body(
+    block: SampleBlock,
+    *,
+    gateway_id: str,
+    kind: str,
+    trigger: Mapping[str, Any],
+    facts: Mapping[str, Any],
+    gaps: Sequence[Gap],
+    created: float,
+) -> dict[str, Any]:
+    """The JSON body of a strip or event (the outbox adds ``msg_id`` and ``seq``)."""
+    device_id = block.source
+    return {
+        "schema": STRIP_SCHEMA,
+        "kind": kind,
+        "gateway_id": gateway_id,
+        "device_id": device_id,
+        "created": iso(created),
+        "samples": {
+            "first_seq": int(block.seq),
+            "end_seq": int(block.end_seq),
+            "n": int(block.n),
+            "fs": float(block.fs),
+            "start": iso(block.start),
+            "end": iso(block.end),
+            "leads": list(block.leads),
+            "units": "uV",
+        },
+        "gaps": [_gap_dict(g) for g in gaps],
+        "trigger": json_safe(dict(trigger)),
+        "facts": json_safe(dict(facts)),
+        "observation": observation_from_block(
+            block, device_id=device_id, kind=kind, trigger=trigger
+        ),
+    }
+
+
+def build_live_payload(
+    block: SampleBlock, *, gateway_id: str, hr_bpm: float | None, device_id: str | None = None
+) -> bytes:
+    """Compact JSON of about a second of display-filtered ECG (integer µV, null = missing)."""
+    data: dict[str, list[int | None]] = {}
+    for i, lead in enumerate(block.leads):
+        uv, missing = _microvolts(block.samples[:, i])
+        values: list[int | None] = uv.tolist()
+        for j in np.flatnonzero(missing).tolist():
+            values[j] = None
+        data[lead] = values
+    body = {
+        "schema": LIVE_SCHEMA,
+        "gateway_id": gateway_id,
+        "device_id": device_id or block.source,
+        "first_seq": int(block.seq),
+        "end_seq": int(block.end_seq),
+        "fs": float(block.fs),
+        "start": iso(block.start),
+        "leads": list(block.leads),
+        "units": "uV",
+        "hr_bpm": json_safe(hr_bpm),
+        "data": data,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def build_status_body(
+    gateway_id: str, state: str, devices: Mapping[str, Any] | None, time: float
+) -> dict[str, Any]:
+    """The retained status: ``online`` while running, ``offline`` after (also the Last Will)."""
+    return {
+        "schema": STATUS_SCHEMA,
+        "gateway_id": gateway_id,
+        "state": state,
+        "time": iso(time),
+        "version": __version__,
+        "devices": json_safe(dict(devices or {})),
+    }
+
+
+def parse_message(payload: bytes | str) -> dict[str, Any]:
+    """Decode one of our messages; :class:`PayloadError` with the reason when it is not."""
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise PayloadError(f"expected a JSON object, got {type(body).__name__}")
+    schema = body.get("schema")
+    if schema not in (STRIP_SCHEMA, LIVE_SCHEMA, STATUS_SCHEMA):
+        raise PayloadError(f"unknown schema {schema!r}")
+    required = {
+        STRIP_SCHEMA: ("kind", "device_id", "samples", "observation", "msg_id", "seq"),
+        LIVE_SCHEMA: ("device_id", "fs", "leads", "data", "first_seq"),
+        STATUS_SCHEMA: ("gateway_id", "state"),
+    }[schema]
+    missing = [k for k in required if k not in body]
+    if missing:
+        raise PayloadError(f"{schema} message lacks {', '.join(missing)}")
+    return body

@@ -1,0 +1,51 @@
+"""Durable outbox: sequence numbers, order, acks and nacks, restarts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gateway.outbox import Outbox
+
+
+def _put(ob: Outbox, kind: str, dev: str = "d1"):
+    return ob.put(kind, dev, f"t/{dev}/{kind}", {"kind": kind})
+
+
+def test_seq_per_device_and_kind_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path) as ob:
+        assert [_put(ob, "strip").seq for _ in range(3)] == [1, 2, 3]
+        assert _put(ob, "event").seq == 1
+        assert _put(ob, "strip", "d2").seq == 1
+        for m in ob.peek(100):
+            ob.ack(m.row_id)
+        assert ob.pending() == 0
+    with Outbox(path) as ob:
+        m = _put(ob, "strip")
+        assert m.seq == 4
+        body = json.loads(m.payload)
+        assert body["seq"] == 4 and body["msg_id"] == m.msg_id
+        assert ob.integrity_check() == "ok"
+
+
+def test_events_first_then_fifo(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite3") as ob:
+        s1 = _put(ob, "strip")
+        st = _put(ob, "status")
+        e1 = _put(ob, "event")
+        s2 = _put(ob, "strip")
+        order = [m.row_id for m in ob.peek(10)]
+        assert order == [e1.row_id, s1.row_id, s2.row_id, st.row_id]
+        assert next(m.row_id for m in ob.peek(10, exclude={e1.row_id})) == s1.row_id
+
+
+def test_nack_keeps_the_message(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path) as ob:
+        m = _put(ob, "event")
+        ob.nack(m.row_id, "Not authorized")
+        assert ob.pending() == 1 and ob.last_error(m.row_id) == "Not authorized"
+    with Outbox(path) as ob:
+        (again,) = ob.peek(10)
+        assert again.msg_id == m.msg_id and again.attempts == 1 and again.payload == m.payload

@@ -1,0 +1,100 @@
+"""Message bodies: FHIR R4 Observation validity, sample round trip, JSON safety, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fhir.resources.R4B.observation import Observation
+
+from drivers.events import Gap
+from drivers.sim.synth import EcgSynth
+from dsp.block import SampleBlock
+from gateway.payloads import (
+    PayloadError,
+    build_live_payload,
+    build_status_body,
+    build_strip_body,
+    parse_message,
+    samples_from_observation,
+    topic,
+)
+
+T0 = 1_790_000_000.25
+TWELVE = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+
+
+def _block(fs: float, leads: tuple[str, ...], seconds: float, hole: slice | None = None):
+    x = EcgSynth(fs, leads, seed=4).generate(int(fs * seconds)).astype(np.float32)
+    if hole is not None:
+        x[hole] = np.nan
+    return SampleBlock(x, fs, T0, 1000, leads, "dev-1")
+
+
+@pytest.mark.parametrize(
+    ("fs", "leads"), [(130.0, ("ECG",)), (500.0, TWELVE)], ids=["patch", "12-lead"]
+)
+def test_strip_body_validates_and_round_trips(fs: float, leads: tuple[str, ...]) -> None:
+    block = _block(fs, leads, 10.0, hole=slice(200, 260))
+    gap = Gap("dev-1", 1200, 1260, block.time_of(1200), block.time_of(1260), "ble", True)
+    body = build_strip_body(
+        block,
+        gateway_id="gw1",
+        kind="event",
+        trigger={"type": "button", "seq": np.int64(1500), "pre_s": 5.0},
+        facts={"heart_rate_bpm": np.float64(71.9), "beats_seq": np.arange(3), "x": float("nan")},
+        gaps=[gap],
+        created=T0 + 20,
+    )
+    body.update(msg_id="m", seq=1)
+    text = json.dumps(body, allow_nan=False)
+    back = parse_message(text.encode())
+    obs = Observation.model_validate(back["observation"])
+    assert obs.status == "final" and len(obs.component) == len(leads)
+    assert (
+        back["samples"]["n"]
+        == int(fs * 10.0)
+        == len(obs.component[0].valueSampledData.data.split())
+    )
+    assert back["gaps"][0]["n_samples"] == 60
+    assert back["facts"]["x"] is None and back["facts"]["beats_seq"] == [0, 1, 2]
+    fs2, leads2, x = samples_from_observation(back["observation"])
+    assert fs2 == pytest.approx(fs, rel=1e-6) and tuple(leads2) == leads
+    assert np.isnan(x[200:260]).all()
+    ok = np.isfinite(block.samples)
+    assert np.abs(x[ok] - block.samples[ok]).max() <= 0.0005 + 1e-6  # within 0.5 µV
+
+
+def test_mdc_codes_of_twelve_leads() -> None:
+    body = build_strip_body(
+        _block(500.0, TWELVE, 1.0),
+        gateway_id="g",
+        kind="strip",
+        trigger={},
+        facts={},
+        gaps=[],
+        created=T0,
+    )
+    codes = [c["code"]["coding"][0]["code"] for c in body["observation"]["component"]]
+    assert codes[:6] == ["131329", "131330", "131389", "131390", "131391", "131392"]
+    assert codes[6:] == [str(c) for c in range(131331, 131337)]
+
+
+def test_live_and_status() -> None:
+    live = parse_message(
+        build_live_payload(_block(130.0, ("ECG",), 1.0, slice(5, 7)), gateway_id="g", hr_bpm=None)
+    )
+    assert live["data"]["ECG"][5] is None and len(live["data"]["ECG"]) == 130
+    status = build_status_body("g", "online", {"d": {"samples": np.int64(3)}}, T0)
+    assert parse_message(json.dumps(status))["state"] == "online"
+    assert topic("ecg/v1", "g", "d", "event") == "ecg/v1/g/d/event"
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [b"\xff\xfe", b"[1,2]", b'{"schema": "other"}', b"{", b'{"schema":"ecg-gateway/strip/v1"}'],
+)
+def test_garbage_is_a_payload_error(junk: bytes) -> None:
+    with pytest.raises(PayloadError):
+        parse_message(junk)
