@@ -226,7 +226,11 @@ class Gateway:
         self.outbox = Outbox(cfg.gateway.state_dir / "outbox.sqlite3")
         try:
             async with Publisher(
-                cfg.mqtt, cfg.gateway.id, self.outbox, status_devices=self.status_devices
+                cfg.mqtt,
+                cfg.gateway.id,
+                self.outbox,
+                status_devices=self.status_devices,
+                live_max_rate_hz=cfg.live.max_rate_hz,
             ) as pub:
                 self.publisher = pub
                 for dev in cfg.devices:

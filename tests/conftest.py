@@ -1,0 +1,446 @@
+"""Fixtures shared by the whole suite: a real mosquitto broker and an MQTT listener.
+
+``mosquitto`` is a factory: each call starts a broker on a free loopback port with
+its own temporary configuration, in one of these variants (combinable)::
+
+    broker = mosquitto()                                   # anonymous, plaintext
+    broker = mosquitto(users={"gw1": "s3cret"})            # password file
+    broker = mosquitto(users={...}, acl={"gw1": ["topic write ecg/v1/gw1/#"]})
+    broker = mosquitto(tls=True)                           # mutual TLS (needs `cryptography`)
+    broker = mosquitto(persistence=True)                   # sessions survive stop()/start()
+
+The returned :class:`Mosquitto` can be stopped and started again on the *same*
+port (broker outage tests), or paused (SIGSTOP: a hung broker) and resumed.
+Every broker started is terminated at teardown.
+
+``mqtt_listener`` is a factory for a paho subscriber that records what arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+
+START_LIMIT_S = 10.0
+"""Hang guard: how long a broker may take to accept connections (not a timing assertion)."""
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, limit_s: float = 15.0) -> None:
+    """Poll ``predicate`` until true; fail (a hang guard, not a timing assertion) after limit."""
+    try:
+        async with asyncio.timeout(limit_s):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pytest.fail(f"gave up waiting for: {what}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+# --- TLS material -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throw-away PKI: a CA, a broker certificate, a client certificate."""
+
+    ca_file: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(directory: Path, client_cn: str = "gw1") -> TlsFiles:
+    """Create a CA, a server cert for 127.0.0.1/localhost and a client cert (keys 0600)."""
+    pytest.importorskip("cryptography", reason="the TLS broker variant needs `cryptography`")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        path.write_bytes(pem)
+        path.chmod(0o600)
+
+    def issue(
+        subject: str, key: ec.EllipticCurvePrivateKey, ca_key: ec.EllipticCurvePrivateKey, **kw
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name("ecg-gateway test CA"))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
+        for ext, critical in kw.get("extensions", []):
+            builder = builder.add_extension(ext, critical=critical)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue(
+        "ecg-gateway test CA",
+        ca_key,
+        ca_key,
+        extensions=[(x509.BasicConstraints(ca=True, path_length=None), True)],
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = issue(
+        "localhost",
+        server_key,
+        ca_key,
+        extensions=[
+            (
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    ]
+                ),
+                False,
+            ),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        ],
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = issue(
+        client_cn,
+        client_key,
+        ca_key,
+        extensions=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)],
+    )
+    files = TlsFiles(
+        ca_file=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+    )
+    pem = serialization.Encoding.PEM
+    files.ca_file.write_bytes(ca.public_bytes(pem))
+    files.server_cert.write_bytes(server.public_bytes(pem))
+    files.client_cert.write_bytes(client.public_bytes(pem))
+    write_key(server_key, files.server_key)
+    write_key(client_key, files.client_key)
+    return files
+
+
+# --- the broker -----------------------------------------------------------------------
+
+
+class Mosquitto:
+    """One mosquitto process with its own config directory; restartable on the same port."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        users: dict[str, str] | None = None,
+        acl: dict[str, list[str]] | None = None,
+        tls: bool = False,
+        persistence: bool = False,
+    ) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.users = dict(users or {})
+        self.tls: TlsFiles | None = make_tls_files(directory) if tls else None
+        self.log_path = directory / "mosquitto.log"
+        self.conf_path = directory / "mosquitto.conf"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.persistence = persistence
+        self._write_config(acl)
+
+    @property
+    def url(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def _write_config(self, acl: dict[str, list[str]] | None) -> None:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"log_dest file {self.log_path}",
+            "log_type all",
+            "connection_messages true",
+        ]
+        if self.persistence:  # sessions and queued messages survive a restart (SIGTERM)
+            lines += ["persistence true", f"persistence_location {self.dir}/"]
+        else:
+            lines.append("persistence false")
+        if os.geteuid() == 0:
+            lines.append("user root")  # otherwise it drops to `mosquitto`, who can't read tmp
+        if self.users:
+            pw = self.dir / "passwd"
+            for i, (user, password) in enumerate(self.users.items()):
+                flags = ["-b", "-c"] if i == 0 else ["-b"]
+                subprocess.run(
+                    [MOSQUITTO_PASSWD, *flags, str(pw), user, password],
+                    check=True,
+                    capture_output=True,
+                )
+            pw.chmod(0o600)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines.append("allow_anonymous true")
+        if acl is not None:
+            acl_path = self.dir / "acl"
+            acl_lines: list[str] = []
+            for user, rules in acl.items():
+                acl_lines.append(f"user {user}")
+                acl_lines += rules
+                acl_lines.append("")
+            acl_path.write_text("\n".join(acl_lines))
+            acl_path.chmod(0o600)
+            lines.append(f"acl_file {acl_path}")
+        if self.tls is not None:
+            lines += [
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                "require_certificate true",
+                "tls_version tlsv1.2",
+            ]
+        self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> None:
+        """Start (again) on the same port; return when the port accepts connections."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + START_LIMIT_S
+        while not _port_accepts(self.port):
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                pytest.fail(f"mosquitto exited ({self.proc.returncode}): {err}\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"mosquitto did not accept on port {self.port}\n{self.log()}")
+            time.sleep(0.02)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Terminate the broker (SIGKILL with ``kill=True``: a crash) and wait for it."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)  # in case it was paused
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Undo :meth:`pause` (SIGCONT)."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        """The broker's log so far (for assertion messages)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Factory: ``mosquitto(users=, acl=, tls=, persistence=) -> Mosquitto`` (started)."""
+    if not os.access(MOSQUITTO, os.X_OK):
+        pytest.skip(f"{MOSQUITTO} not installed (apt-get install mosquitto)")
+    brokers: list[Mosquitto] = []
+
+    def start(
+        *,
+        users: dict[str, str] | None = None,
+        acl: dict[str, list[str]] | None = None,
+        tls: bool = False,
+        persistence: bool = False,
+    ) -> Mosquitto:
+        if users and not os.access(MOSQUITTO_PASSWD, os.X_OK):
+            pytest.skip("mosquitto_passwd not installed")
+        broker = Mosquitto(
+            tmp_path / f"mosquitto-{len(brokers)}",
+            users=users,
+            acl=acl,
+            tls=tls,
+            persistence=persistence,
+        )
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield start
+    for broker in brokers:
+        broker.stop()
+
+
+# --- a subscriber ---------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One message as a subscriber saw it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    user_properties: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class MqttListener:
+    """A paho MQTT v5 subscriber (own network thread) recording every message.
+
+    With ``session_expiry_s`` (and a fixed ``client_id``) the broker keeps the
+    subscription and queues QoS 1 messages while the listener is away, like a
+    monitoring-center consumer would.
+    """
+
+    def __init__(
+        self,
+        broker: Mosquitto,
+        topics: str | list[str],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str = "",
+        session_expiry_s: int | None = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if broker.tls is not None:
+            ctx = ssl.create_default_context(cafile=str(broker.tls.ca_file))
+            ctx.load_cert_chain(str(broker.tls.client_cert), str(broker.tls.client_key))
+            self.client.tls_set_context(ctx)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
+        if session_expiry_s is None:
+            self.client.connect(broker.host, broker.port, keepalive=30)
+        else:  # a persistent session: survives our reconnects and a broker restart
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry_s
+            self.client.connect(
+                broker.host, broker.port, keepalive=30, clean_start=False, properties=props
+            )
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.subscribed.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        props: dict[str, str] = {}
+        for k, v in getattr(msg.properties, "UserProperty", None) or []:
+            props[k] = v
+        rec = Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), props)
+        with self._lock:
+            self.messages.append(rec)
+
+    def on(self, topic: str) -> list[Received]:
+        """Messages received so far on exactly ``topic``."""
+        with self._lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def mqtt_listener() -> Iterator[Callable[..., MqttListener]]:
+    """Factory: ``mqtt_listener(broker, topics, username=, password=)`` -> subscribed listener."""
+    listeners: list[MqttListener] = []
+
+    def make(broker: Mosquitto, topics: str | list[str], **kw: Any) -> MqttListener:
+        listener = MqttListener(broker, topics, **kw)
+        listeners.append(listener)
+        if not listener.subscribed.wait(START_LIMIT_S):
+            pytest.fail(f"listener could not subscribe to {topics}\n{broker.log()}")
+        return listener
+
+    yield make
+    for listener in listeners:
+        listener.close()

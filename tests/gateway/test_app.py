@@ -1,0 +1,54 @@
+"""The gateway as a whole: simulated BLE patch -> pipeline -> outbox -> real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from drivers.sim.ble_patch import SimBlePatch
+from drivers.sim.bumble_backend import SimBleWorld
+from gateway.app import Gateway
+from gateway.config import parse_config
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_patch_to_broker_with_button_event(mosquitto, mqtt_listener, tmp_path: Path) -> None:
+    broker = mosquitto()
+    listener = mqtt_listener(broker, "ecg/v1/#")
+    world = SimBleWorld()
+    async with SimBlePatch(world, speed=4.0, hr_bpm=66.0) as patch:
+        cfg = parse_config(
+            {
+                "gateway": {"id": "gw-t", "state_dir": str(tmp_path / "state")},
+                "mqtt": {"url": broker.url, "insecure": True},
+                "devices": [{"kind": "polar_pmd", "id": "p1", "address": patch.address}],
+                "strips": {"period_s": 600.0, "duration_s": 4.0},
+                "events": {"pre_s": 3.0, "post_s": 3.0},
+                "live": {"block_s": 1.0, "max_rate_hz": 20},
+            }
+        )
+        gw = Gateway(cfg, ble_backend=world.backend())
+        stop = asyncio.Event()
+        task = asyncio.create_task(gw.run(stop))
+        await wait_for(lambda: listener.on("ecg/v1/gw-t/p1/strip"), "the first strip", 60)
+        await patch.press_button()
+        await wait_for(lambda: listener.on("ecg/v1/gw-t/p1/event"), "the event", 60)
+        stop.set()
+        await task
+
+    (strip,) = [m.json() for m in listener.on("ecg/v1/gw-t/p1/strip")]
+    (event,) = [m.json() for m in listener.on("ecg/v1/gw-t/p1/event")]
+    assert strip["samples"]["n"] == 4 * 130 and strip["seq"] == 1
+    assert event["samples"]["n"] == 6 * 130 and event["trigger"]["type"] == "button"
+    ev_msg = listener.on("ecg/v1/gw-t/p1/event")[0]
+    assert ev_msg.user_properties["msg_id"] == event["msg_id"]
+    assert ev_msg.user_properties["seq"] == "1"
+    assert abs(strip["facts"]["heart_rate_bpm"] - 66) < 3
+    assert listener.on("ecg/v1/gw-t/p1/live")
+    states = [m.json()["state"] for m in listener.on("ecg/v1/gw-t/status")]
+    assert states[0] == "online" and states[-1] == "offline"
+    assert gw.outbox_pending_at_exit == 0

@@ -1,0 +1,469 @@
+"""Publisher against a real mosquitto: delivery, status, Last Will, outage, ACL, auth, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import __version__
+from gateway.config import MqttConfig
+from gateway.outbox import Outbox, OutboxMessage
+from gateway.publisher import LinkState, Publisher, PublisherError, status_payload
+from tests.conftest import Mosquitto, MqttListener, Received, make_tls_files, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+GW = "gw1"
+PREFIX = "ecg/v1"
+STATUS = f"{PREFIX}/{GW}/status"
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+FAST = {"reconnect_delay_s": (0.1, 0.5), "status_period_s": 60.0}
+"""Publisher options for tests: reconnect quickly after a broker outage."""
+
+
+def mqtt_config(broker: Mosquitto, **kw: Any) -> MqttConfig:
+    return MqttConfig(url=broker.url, insecure=broker.tls is None, keepalive_s=5, **kw)
+
+
+def strip_topic(device_id: str, kind: str = "strip", gateway_id: str = GW) -> str:
+    return f"{PREFIX}/{gateway_id}/{device_id}/{kind}"
+
+
+def put(
+    outbox: Outbox, device_id: str, n: int, kind: str = "strip", **kw: Any
+) -> list[OutboxMessage]:
+    """Store ``n`` small strip/event bodies for ``device_id``."""
+    out = []
+    for i in range(n):
+        body = {
+            "schema": "ecg-gateway/strip/v1",
+            "kind": kind,
+            "gateway_id": GW,
+            "device_id": device_id,
+            "samples": {"first_seq": 1300 * i, "end_seq": 1300 * (i + 1), "fs": 130.0},
+        }
+        topic = kw.get("topic") or strip_topic(device_id, kind)
+        out.append(outbox.put(kind, device_id, topic, body))
+    return out
+
+
+def data_messages(listener: MqttListener) -> list[Received]:
+    return [m for m in list(listener.messages) if not m.topic.endswith("/status")]
+
+
+def first_arrivals(messages: list[Received]) -> list[Received]:
+    """Each msg_id once, in order of first arrival (consumers de-duplicate by msg_id)."""
+    seen: set[str] = set()
+    out = []
+    for m in messages:
+        msg_id = m.user_properties.get("msg_id")
+        if msg_id not in seen:
+            seen.add(msg_id)
+            out.append(m)
+    return out
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    ob = Outbox(tmp_path / "outbox.sqlite3")
+    yield ob
+    ob.close()
+
+
+def statuses(listener: MqttListener) -> list[dict]:
+    return [m.json() for m in listener.on(STATUS)]
+
+
+# --- pure -------------------------------------------------------------------------------
+
+
+def test_status_payload_schema() -> None:
+    body = json.loads(
+        status_payload(GW, "online", devices={"patch-1": {"samples": 130}}, now=1_700_000_000.25)
+    )
+    assert body == {
+        "schema": "ecg-gateway/status/v1",
+        "gateway_id": GW,
+        "state": "online",
+        "time": "2023-11-14T22:13:20.250Z",
+        "version": __version__,
+        "devices": {"patch-1": {"samples": 130}},
+    }
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+async def test_outbox_messages_arrive_with_user_properties(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = mosquitto()
+    listener = mqtt_listener(broker, f"{PREFIX}/{GW}/#")
+    stored = put(outbox, "patch-1", 5) + put(outbox, "cart-1", 2, kind="event")
+    caplog.set_level(logging.WARNING, logger="gateway.publisher")
+    async with Publisher(mqtt_config(broker), GW, outbox, **FAST) as pub:
+        assert await pub.wait_drained(timeout=10.0)
+        late = put(outbox, "patch-1", 3)  # stored while running: wake() sends them
+        pub.wake()
+        assert await pub.wait_drained(timeout=10.0)
+        await wait_for(lambda: len(data_messages(listener)) >= 10, "10 messages at subscriber")
+        assert pub.connected
+        assert pub.stats.acked == 10
+        assert pub.stats.nacked == 0
+    assert outbox.pending() == 0
+    assert "INSECURE" in caplog.text  # plaintext is loud
+
+    got = {m.user_properties["msg_id"]: m for m in data_messages(listener)}
+    assert set(got) == {s.msg_id for s in stored + late}
+    for s in stored + late:
+        m = got[s.msg_id]
+        assert m.topic == s.topic
+        assert m.qos == 1
+        assert m.user_properties["seq"] == str(s.seq)
+        body = m.json()
+        assert body["msg_id"] == s.msg_id
+        assert body["seq"] == s.seq
+        assert body["device_id"] == s.device_id
+        assert m.payload == s.payload
+    patch_seqs = [m.json()["seq"] for m in data_messages(listener) if "patch-1" in m.topic]
+    assert patch_seqs == sorted(patch_seqs) == list(range(1, 9))
+
+
+async def test_status_online_while_running_offline_after_exit(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto()
+    facts = {"patch-1": {"samples": 1300, "heart_rate_bpm": 72.0}}
+    async with Publisher(mqtt_config(broker), GW, outbox, status_devices=lambda: facts) as pub:
+        await wait_for(lambda: pub.connected, "connected")
+        await wait_for(lambda: pub.stats.status_sent >= 1, "status sent")
+        late = mqtt_listener(broker, STATUS)  # subscribes after: reads the retained message
+        await wait_for(lambda: statuses(late), "retained online status")
+        online = statuses(late)[-1]
+        assert late.on(STATUS)[-1].retain
+        assert online["state"] == "online"
+        assert online["devices"] == facts
+        assert online["gateway_id"] == GW
+        assert ISO_UTC.match(online["time"])
+    assert not pub.connected
+    later = mqtt_listener(broker, STATUS)
+    await wait_for(lambda: statuses(later), "retained offline status")
+    assert statuses(later)[-1]["state"] == "offline"
+    assert later.on(STATUS)[-1].retain
+
+
+async def test_periodic_status(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto()
+    listener = mqtt_listener(broker, STATUS)
+    async with Publisher(mqtt_config(broker), GW, outbox, status_period_s=0.1):
+        await wait_for(lambda: len(statuses(listener)) >= 3, "three status messages")
+    assert {s["state"] for s in statuses(listener)[:3]} == {"online"}
+
+
+async def test_last_will_when_connection_dies(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto()
+    listener = mqtt_listener(broker, STATUS)
+    async with Publisher(mqtt_config(broker), GW, outbox, **FAST) as pub:
+        await wait_for(lambda: [s for s in statuses(listener) if s["state"] == "online"], "online")
+        # The link dies without a DISCONNECT packet (as on a crash or a cut cable).
+        sock = pub._client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.shutdown(socket.SHUT_RDWR)
+        await wait_for(
+            lambda: [s for s in statuses(listener) if s["state"] == "offline"], "Last Will"
+        )
+        await wait_for(lambda: pub.stats.connects >= 2 and pub.connected, "reconnected")
+        await wait_for(lambda: statuses(listener)[-1]["state"] == "online", "online again")
+        assert pub.stats.disconnects == 1
+        assert "lost" in (pub.stats.last_error or "")
+    states = [s["state"] for s in statuses(listener)]
+    assert states[-1] == "offline"  # the clean exit
+
+
+async def test_broker_outage_mid_stream_loses_nothing(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto(persistence=True)
+    # The monitoring center's consumer: a persistent session kept across the restart.
+    listener = mqtt_listener(
+        broker, f"{PREFIX}/{GW}/+/strip", client_id="center", session_expiry_s=600
+    )
+    devices = ("patch-1", "cart-1")
+    n_per_device = 40
+    stored: list[OutboxMessage] = []
+
+    async def produce(pub: Publisher) -> None:
+        for _ in range(n_per_device):
+            for d in devices:
+                stored.extend(put(outbox, d, 1))
+            pub.wake()
+            await asyncio.sleep(0.01)
+
+    async with Publisher(mqtt_config(broker, inflight=5), GW, outbox, **FAST) as pub:
+        producer = asyncio.create_task(produce(pub))
+        await wait_for(lambda: pub.stats.acked >= 10, "first messages acked")
+        broker.pause()  # the broker hangs: PUBACKs stop, messages pile up in flight...
+        await wait_for(lambda: pub.inflight == 5, "a full in-flight window")
+        broker.stop()  # ...then goes down; the producer goes on storing
+        await wait_for(lambda: not pub.connected, "publisher saw the outage")
+        await asyncio.sleep(0.3)
+        live_during_outage = pub.publish_live(strip_topic("patch-1", "live"), b"{}")
+        broker.start()
+        await producer
+        pub.wake()
+        assert await pub.wait_drained(timeout=30.0), broker.log()
+        assert pub.stats.disconnects >= 1
+        assert pub.stats.connects >= 2
+        assert pub.stats.resent_after_reconnect >= 1
+    assert not live_during_outage
+    assert outbox.pending() == 0
+
+    expected = {m.msg_id for m in stored}
+    assert len(expected) == 2 * n_per_device
+
+    def received_ids() -> set[str]:
+        return {m.user_properties.get("msg_id") for m in data_messages(listener)}
+
+    await wait_for(lambda: expected <= received_ids(), "every message at the consumer")
+    unique = first_arrivals(data_messages(listener))
+    assert len(unique) == len(expected)
+    for d in devices:
+        seqs = [int(m.user_properties["seq"]) for m in unique if f"/{d}/" in m.topic]
+        assert seqs == list(range(1, n_per_device + 1)), f"{d}: order or completeness broken"
+
+
+async def test_stalled_broker_unacked_messages_are_published_again(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto()
+    listener = mqtt_listener(broker, f"{PREFIX}/{GW}/+/strip")
+    cfg = mqtt_config(broker, inflight=3)
+    async with Publisher(cfg, GW, outbox, ack_timeout_s=0.3, **FAST) as pub:
+        await wait_for(lambda: pub.connected, "connected")
+        broker.pause()  # PUBACKs stop coming
+        stored = put(outbox, "patch-1", 6)
+        pub.wake()
+        await wait_for(lambda: pub.stats.ack_timeouts >= 3, "ack timeouts")
+        broker.resume()
+        assert await pub.wait_drained(timeout=15.0)
+    expected = [s.msg_id for s in stored]
+    await wait_for(
+        lambda: set(expected) <= {m.user_properties["msg_id"] for m in data_messages(listener)},
+        "all messages at consumer",
+    )
+    assert len(data_messages(listener)) > len(expected)  # duplicates: at least once
+    assert [
+        m.user_properties["msg_id"] for m in first_arrivals(data_messages(listener))
+    ] == expected
+
+
+async def test_broker_down_at_start_is_not_fatal(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto()
+    broker.stop()
+    stored = put(outbox, "patch-1", 3)
+    async with Publisher(mqtt_config(broker), GW, outbox, **FAST) as pub:
+        await wait_for(lambda: pub.stats.connect_failures >= 1, "a failed attempt")
+        assert not pub.connected
+        assert pub.state is LinkState.DISCONNECTED
+        await wait_for(lambda: "refused" in (pub.stats.last_error or ""), "reason found")
+        assert "cannot connect" in (pub.stats.last_error or "")
+        assert not await pub.wait_drained(timeout=0.2)
+        assert outbox.pending() == 3
+        broker.start()
+        listener = mqtt_listener(broker, f"{PREFIX}/{GW}/+/strip")
+        pub.wake()
+        assert await pub.wait_drained(timeout=15.0)
+    await wait_for(lambda: len(data_messages(listener)) >= 3, "3 messages")
+    assert {m.user_properties["msg_id"] for m in data_messages(listener)} == {
+        s.msg_id for s in stored
+    }
+
+
+# --- live -------------------------------------------------------------------------------
+
+
+async def test_live_is_qos0_rate_limited_and_dropped_offline(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto()
+    topic = strip_topic("patch-1", "live")
+    listener = mqtt_listener(broker, topic)
+    pub = Publisher(mqtt_config(broker), GW, outbox, live_max_rate_hz=0.001, **FAST)
+    assert not pub.publish_live(topic, b"{}")  # not started: dropped
+    async with pub:
+        await wait_for(lambda: pub.connected, "connected")
+        sent = [pub.publish_live(topic, b'{"n": %d}' % i) for i in range(5)]
+        other = pub.publish_live(strip_topic("cart-1", "live"), b"{}")  # own rate budget
+        await wait_for(lambda: listener.on(topic), "live message")
+    assert sent == [True, False, False, False, False]
+    assert other
+    assert pub.stats.live_sent == 2
+    assert pub.stats.live_dropped == 5
+    assert pub.stats.live_dropped_rate == 4
+    assert pub.stats.live_dropped_offline == 1
+    assert [(m.qos, m.json()) for m in listener.on(topic)] == [(0, {"n": 0})]
+    assert outbox.pending() == 0  # live ECG is never stored
+
+
+# --- broker refusals --------------------------------------------------------------------
+
+USERS = {"gw1": "gw1-secret", "center": "center-secret"}
+ACL = {"gw1": [f"topic write {PREFIX}/gw1/#"], "center": ["topic read #"]}
+
+
+def write_password(tmp_path: Path, password: str) -> Path:
+    path = tmp_path / "mqtt-password"
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return path
+
+
+async def test_acl_denied_publish_is_nacked_and_kept(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+    tmp_path: Path,
+) -> None:
+    broker = mosquitto(users=USERS, acl=ACL)
+    listener = mqtt_listener(broker, "#", username="center", password=USERS["center"])
+    cfg = mqtt_config(broker, username="gw1", password_file=write_password(tmp_path, "gw1-secret"))
+    denied = put(outbox, "patch-1", 1, topic=strip_topic("patch-1", gateway_id="gw2"))[0]
+    allowed = put(outbox, "patch-1", 1)[0]
+    async with Publisher(cfg, GW, outbox, retry_backoff_s=0.2, **FAST) as pub:
+        await wait_for(lambda: pub.stats.acked == 1, "allowed message acked")
+        await wait_for(lambda: pub.stats.nacked >= 2, "denied message nacked, then retried")
+        assert not await pub.wait_drained(timeout=0.2)
+        assert pub.connected
+        reasons = pub.stats.nacked_by_reason
+        assert list(reasons) == ["Not authorized (0x87)"]
+        assert "Not authorized" in (pub.stats.last_error or "")
+        assert denied.msg_id in (pub.stats.last_error or "")
+    assert outbox.pending() == 1
+    assert [m.msg_id for m in outbox.peek(10)] == [denied.msg_id]
+    assert outbox.peek(10)[0].attempts >= 2
+    assert "Not authorized" in (outbox.last_error(denied.row_id) or "")
+    await wait_for(lambda: listener.on(allowed.topic), "allowed message at consumer")
+    assert not listener.on(denied.topic)
+
+
+async def test_wrong_password_is_refused_with_clear_error(
+    mosquitto: Callable[..., Mosquitto],
+    outbox: Outbox,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = mosquitto(users=USERS)
+    cfg = mqtt_config(broker, username="gw1", password_file=write_password(tmp_path, "wrong"))
+    put(outbox, "patch-1", 2)
+    caplog.set_level(logging.ERROR, logger="gateway.publisher")
+    async with Publisher(cfg, GW, outbox, **FAST) as pub:
+        await wait_for(lambda: pub.stats.connect_failures >= 1, "refused")
+        assert not pub.connected
+        assert pub.state is LinkState.REFUSED
+        error = pub.stats.last_error or ""
+        assert "refused" in error
+        assert "password" in error.lower() or "authorized" in error.lower()
+    assert "refused the connection" in caplog.text
+    assert outbox.pending() == 2
+
+
+async def test_right_password_connects(
+    mosquitto: Callable[..., Mosquitto], outbox: Outbox, tmp_path: Path
+) -> None:
+    broker = mosquitto(users=USERS)
+    cfg = mqtt_config(broker, username="gw1", password_file=write_password(tmp_path, "gw1-secret"))
+    put(outbox, "patch-1", 1)
+    async with Publisher(cfg, GW, outbox, **FAST) as pub:
+        assert await pub.wait_drained(timeout=10.0)
+        assert pub.stats.connect_failures == 0
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+
+async def test_world_readable_key_file_is_refused(tmp_path: Path, outbox: Outbox) -> None:
+    key = tmp_path / "client.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    cert = tmp_path / "client.pem"
+    cert.write_text("")
+    cfg = MqttConfig(url="mqtts://127.0.0.1:8883", cert_file=cert, key_file=key)
+    with pytest.raises(PublisherError, match=r"mode 0644.*chmod 600"):
+        async with Publisher(cfg, GW, outbox):
+            pass
+
+
+async def test_mutual_tls_delivery(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = mosquitto(tls=True)
+    assert broker.tls is not None
+    listener = mqtt_listener(broker, f"{PREFIX}/{GW}/#")
+    cfg = mqtt_config(
+        broker,
+        ca_file=broker.tls.ca_file,
+        cert_file=broker.tls.client_cert,
+        key_file=broker.tls.client_key,
+    )
+    assert cfg.tls
+    stored = put(outbox, "patch-1", 2)
+    caplog.set_level(logging.WARNING, logger="gateway.publisher")
+    async with Publisher(cfg, GW, outbox, **FAST) as pub:
+        assert await pub.wait_drained(timeout=10.0)
+    assert "INSECURE" not in caplog.text
+    await wait_for(lambda: len(data_messages(listener)) >= 2, "2 messages over TLS")
+    assert [m.user_properties["msg_id"] for m in data_messages(listener)] == [
+        s.msg_id for s in stored
+    ]
+
+
+async def test_tls_untrusted_broker_is_not_used(
+    mosquitto: Callable[..., Mosquitto], outbox: Outbox, tmp_path: Path
+) -> None:
+    broker = mosquitto(tls=True)
+    # Our CA is not the one that signed the broker: the handshake must fail.
+    other = make_tls_files(tmp_path / "other-pki")
+    cfg = mqtt_config(
+        broker, ca_file=other.ca_file, cert_file=other.client_cert, key_file=other.client_key
+    )
+    put(outbox, "patch-1", 1)
+    async with Publisher(cfg, GW, outbox, **FAST) as pub:
+        await wait_for(lambda: "certificate" in (pub.stats.last_error or ""), "clear TLS error")
+        assert not pub.connected
+        assert pub.stats.connect_failures >= 1
+    assert outbox.pending() == 1
