@@ -64,10 +64,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_monitor(sub: argparse._SubParsersAction) -> None:
-    try:
-        from gateway import monitor
-    except ImportError:  # TODO(lead): remove once gateway/monitor.py lands
-        return
+    from gateway import monitor
+
     monitor.add_parser(sub)
 
 

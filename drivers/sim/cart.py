@@ -90,6 +90,7 @@ class SimCart:
         self.frames_sent = 0
         self.overflow_bytes = 0  # bytes the pty would not take (nobody reading)
         self.stage = 0
+        self._stage_start = 0
         self._frame_seq = 0
         self._corrupt = 0
         self._drop = 0
@@ -164,7 +165,7 @@ class SimCart:
         speed, grade = BRUCE[min(stage - 1, len(BRUCE) - 1)]
         return encode_stage(
             self._next_seq(),
-            self.samples_sent,
+            self._stage_start,
             stage,
             Phase.EXERCISE,
             speed,
@@ -177,6 +178,7 @@ class SimCart:
             sys_, dia = 120 + 15 * self.stage, 78 + 2 * self.stage
             self._write(encode_blood_pressure(self._next_seq(), self.samples_sent, sys_, dia))
         self.stage += 1
+        self._stage_start = self.samples_sent
         self._synth.set_heart_rate(self.hr_bpm + 15.0 * self.stage)
         self._write(self._stage_frame(self.stage))
 

@@ -1,0 +1,65 @@
+"""ECG paper PNG: valid PNG, grid at the right pitch, trace drawn, gaps blank."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from drivers.sim.synth import EcgSynth
+from gateway.ecgpaper import MAJOR, MINOR, PAPER, TRACE, render_strip, write_png
+
+
+def _read_png(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, dims = 8, b"", None
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + n]
+        (crc,) = struct.unpack(">I", data[pos + 8 + n : pos + 12 + n])
+        assert zlib.crc32(kind + body) == crc
+        if kind == b"IHDR":
+            dims = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    assert dims is not None
+    w, h = dims
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
+    return raw[:, 1:].reshape(h, w, 3)
+
+
+def test_twelve_leads_with_gap_round_trip(tmp_path: Path) -> None:
+    leads = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+    x = EcgSynth(500.0, leads, seed=2).generate(5000)
+    x[2000:2250] = np.nan  # 0.5 s missing
+    img = render_strip(x, 500.0, leads, title_lines=["TEST STRIP 1"], px_per_mm=8)
+    back = _read_png(write_png(tmp_path / "s.png", img))
+    np.testing.assert_array_equal(back, img)
+    w = img.shape[1]
+    # 10 s at 25 mm/s = 250 mm plus 20 mm margins, at 8 px/mm
+    assert w == int(15 * 8) + 250 * 8 + 5 * 8
+    assert (img == TRACE).all(axis=2).sum() > 12 * 2000  # every row has a trace
+
+
+def test_grid_pitch_and_blank_gap() -> None:
+    fs, px = 130.0, 10
+    x = np.zeros((1300, 1))
+    x[500:600] = np.nan
+    img = render_strip(x, fs, ["ECG"], px_per_mm=px)
+    row = img[-5, : 15 * px + 800]  # near the bottom, before the gap
+    major = np.flatnonzero((row == MAJOR).all(axis=1))
+    assert set(np.diff(major)) <= {5 * px - 1, 5 * px, 5 * px + 1}
+    minor = np.flatnonzero((row == MINOR).all(axis=1))
+    assert len(minor) > 4 * len(major) - 8
+    # the trace is absent over the gap columns (15 mm margin + 500 samples at 25 mm/s)
+    left = 15 * px
+    c0 = left + int(500 / fs * 25 * px) + 3
+    c1 = left + int(600 / fs * 25 * px) - 3
+    band = img[:, c0:c1]
+    assert not (band == TRACE).all(axis=2)[60:].any()
+    assert not (band == PAPER).all(axis=2)[-20:].any()  # shaded, not paper

@@ -1,0 +1,71 @@
+"""The monitor against a real mosquitto: events printed, PNG + JSON saved, duplicates skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from drivers.sim.synth import EcgSynth
+from dsp.block import SampleBlock
+from gateway.monitor import Monitor, MonitorError
+from gateway.payloads import build_status_body, build_strip_body
+
+T0 = 1_790_000_000.0
+
+
+def _publisher(broker) -> mqtt.Client:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+def _event_body(seq: int) -> dict:
+    x = EcgSynth(130.0, ("ECG",), seed=1).generate(1300)
+    block = SampleBlock(x, 130.0, T0, 5000, ("ECG",), "p1")
+    body = build_strip_body(
+        block,
+        gateway_id="gw1",
+        kind="event",
+        trigger={"type": "button", "seq": 5650, "time": T0 + 5},
+        facts={"heart_rate_bpm": 72.0},
+        gaps=[],
+        created=T0 + 11,
+    )
+    body.update(msg_id=f"m-{seq}", seq=seq)
+    return body
+
+
+def test_monitor_saves_events_and_skips_duplicates(mosquitto, tmp_path: Path) -> None:
+    broker = mosquitto()
+    lines: list[str] = []
+    mon = Monitor(broker.url, out_dir=tmp_path, echo=lines.append)
+    mon.start()
+    pub = _publisher(broker)
+    try:
+        status = build_status_body("gw1", "online", {}, T0)
+        pub.publish("ecg/v1/gw1/status", json.dumps(status), qos=1, retain=True).wait_for_publish()
+        for seq in (1, 1, 3):  # a duplicate, then a hole at 2
+            payload = json.dumps(_event_body(seq))
+            pub.publish("ecg/v1/gw1/p1/event", payload, qos=1).wait_for_publish()
+        pub.publish("ecg/v1/gw1/p1/event", b"\x00garbage", qos=1).wait_for_publish()
+        ok = mon.wait_for(lambda s: s["bad_payloads"] == 1 and s["duplicates"] == 1, 10)
+        assert ok, lines
+    finally:
+        pub.loop_stop()
+        mon.stop()
+    s = mon.summary()
+    assert s["counts"]["p1"]["event"] == 2 and s["seq_gaps"] == 1
+    assert s["statuses"]["gw1"] == ["online"]
+    assert (tmp_path / "p1" / "event-000001.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "p1" / "event-000003.json").read_text())["seq"] == 3
+    assert any(line.startswith("*** EVENT gw1/p1  button press") for line in lines)
+
+
+def test_unreachable_broker_is_a_clear_error() -> None:
+    mon = Monitor("mqtt://127.0.0.1:1", echo=lambda _: None)
+    with pytest.raises(MonitorError, match="cannot reach"):
+        mon.start(timeout=2)

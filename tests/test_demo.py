@@ -1,0 +1,65 @@
+"""End to end: the demo's whole path (BLE patch, serial cart, gateway, broker, monitor)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fhir.resources.R4B.observation import Observation
+
+from gateway.demo import CART_ID, EVENT_POST_S, EVENT_PRE_S, PATCH_ID, STRIP_S, demo
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _saved(out: Path, device: str, kind: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / device).glob(f"{kind}-*.json"))]
+
+
+async def test_demo_against_mosquitto(mosquitto, tmp_path: Path) -> None:
+    broker = mosquitto()
+    out = tmp_path / "out"
+    lines: list[str] = []
+    result = await demo(30.0, broker.url, out, echo=lines.append)
+    assert result.ok, "\n".join(lines + result.lines)
+
+    event = _saved(out, PATCH_ID, "event")[0]
+    Observation.model_validate(event["observation"])
+    assert event["trigger"]["type"] == "button"
+    fs = event["samples"]["fs"]
+    want = round((EVENT_PRE_S + EVENT_POST_S) * fs)
+    assert event["samples"]["n"] == want
+    data = event["observation"]["component"][0]["valueSampledData"]["data"].split()
+    assert len(data) == want
+
+    for device in (PATCH_ID, CART_ID):
+        strips = _saved(out, device, "strip")
+        for strip in strips:
+            Observation.model_validate(strip["observation"])
+            fs = strip["samples"]["fs"]
+            assert strip["samples"]["n"] == round(strip["trigger"]["pre_s"] * fs)
+        periodic = [s for s in strips if s["trigger"]["type"] == "periodic"]
+        assert periodic[0]["samples"]["n"] == round(STRIP_S * periodic[0]["samples"]["fs"])
+        assert list((out / device).glob("strip-*.png"))
+    cart_strip = _saved(out, CART_ID, "strip")[0]
+    assert len(cart_strip["observation"]["component"]) == 12
+
+
+def test_demo_cli_with_embedded_python_broker(tmp_path: Path) -> None:
+    """`ecg-gateway demo` without --broker, forced onto the pure-Python broker."""
+    pytest.importorskip("gateway.minibroker")
+    env = {**os.environ, "ECG_GATEWAY_DEMO_BROKER": "python"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--seconds", "30", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=170,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "embedded python broker" in proc.stdout
+    assert "everything arrived" in proc.stdout
