@@ -205,6 +205,11 @@ def _tls_context(cfg: MqttConfig) -> ssl.SSLContext:
     return ctx
 
 
+def _quiet_paho_shutdown(record: logging.LogRecord) -> bool:
+    """Drop paho 2.2's harmless "Client is not connected" error when its loop stops."""
+    return not str(record.msg).startswith("Client is not connected")
+
+
 class Publisher:
     """Delivers the outbox and live ECG over MQTT; an async context manager.
 
@@ -431,7 +436,10 @@ class Publisher:
             client_id=cfg.client_id or self.gateway_id,
             protocol=mqtt.MQTTv5,
         )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        if _quiet_paho_shutdown not in paho_log.filters:
+            paho_log.addFilter(_quiet_paho_shutdown)
+        client.enable_logger(paho_log)
         if cfg.password_file is not None:
             if cfg.username is None:
                 raise PublisherError("mqtt.password_file is set but mqtt.username is not")
