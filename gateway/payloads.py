@@ -208,6 +208,9 @@ def build_strip_body(
 ) -> dict[str, Any]:
     """The JSON body of a strip or event (the outbox adds ``msg_id`` and ``seq``)."""
     device_id = block.source
+    trig = json_safe(dict(trigger))
+    if isinstance(trig.get("time"), int | float):
+        trig["time_utc"] = iso(float(trig["time"]))
     return {
         "schema": STRIP_SCHEMA,
         "kind": kind,
@@ -225,7 +228,7 @@ def build_strip_body(
             "units": "uV",
         },
         "gaps": [_gap_dict(g) for g in gaps],
-        "trigger": json_safe(dict(trigger)),
+        "trigger": trig,
         "facts": json_safe(dict(facts)),
         "observation": observation_from_block(
             block, device_id=device_id, kind=kind, trigger=trigger
