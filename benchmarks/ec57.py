@@ -34,6 +34,27 @@ class Score:
         return Score(self.tp + other.tp, self.fn + other.fn, self.fp + other.fp)
 
 
+def vf_episodes(samples, symbols) -> list[tuple[int, int]]:
+    """Ventricular flutter/fibrillation episodes (``[`` ... ``]``), which EC57 leaves out."""
+    out: list[tuple[int, int]] = []
+    start = None
+    for s, sym in zip(samples, symbols, strict=True):
+        if sym == "[":
+            start = int(s)
+        elif sym == "]" and start is not None:
+            out.append((start, int(s)))
+            start = None
+    return out
+
+
+def outside(beats: np.ndarray, episodes: list[tuple[int, int]]) -> np.ndarray:
+    """``beats`` without those inside any episode."""
+    keep = np.ones(len(beats), bool)
+    for a, b in episodes:
+        keep &= (beats < a) | (beats > b)
+    return np.asarray(beats)[keep]
+
+
 def match_beats(ref: np.ndarray, det: np.ndarray, fs: float, window_s: float = 0.150) -> Score:
     """Score detections ``det`` against reference beats ``ref`` (sample indices)."""
     ref = np.sort(np.asarray(ref, dtype=np.int64))

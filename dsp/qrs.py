@@ -3,12 +3,14 @@
 The detector follows the classic energy-envelope design (Pan & Tompkins 1985,
 Hamilton & Tompkins 1986), written to run block by block with explicit state:
 
-1. band-pass 5-18 Hz (QRS energy band), derivative, square;
-2. moving-window integration over 150 ms -> the feature ``e``;
+1. band-pass 5-18 Hz (QRS energy band), derivative;
+2. moving-window average of the absolute slope over 150 ms -> the feature ``e``
+   (linear in amplitude, so one large ectopic beat does not hide the small ones);
 3. candidate peaks: local maxima of ``e`` over +/- 200 ms (the refractory
    period; this look-ahead is part of the latency);
 4. adaptive thresholds from running signal and noise peak levels
-   (``THR1 = NPK + 0.25 (SPK - NPK)``), with T-wave rejection (a candidate
+   (``THR1 = NPK + 0.3125 (SPK - NPK)``, medians of the last 8 QRS and noise
+   peaks as in Hamilton & Tompkins), with T-wave rejection (a candidate
    within 360 ms of the last beat whose steepest slope is under half that beat's
    slope is a T wave);
 5. search-back: when no beat has come for 1.66 x the mean RR interval, the
@@ -27,6 +29,7 @@ them are reported once training ends.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +49,8 @@ _LEARN_S = 2.0
 _SEARCHBACK_RR = 1.66
 _RR_CAP_S = 1.5  # mean RR used for search-back is capped: bounds the latency
 _RR_HISTORY = 8
+_LEVEL_HISTORY = 8  # peaks in the median signal and noise levels (Hamilton & Tompkins)
+_THRESHOLD = 0.3125
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +144,8 @@ class QrsDetector:
         self.latency_s = (self._r + self._locate + self._window + 1) / fs
         self.gaps = 0
         self._reset_stream()
-        self._spk = 0.0
-        self._npk = 0.0
+        self._sig: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent QRS peak levels
+        self._noi: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent noise peak levels
         self._trained = False
 
     # --- state ----------------------------------------------------------------
@@ -199,7 +204,7 @@ class QrsDetector:
         if self._deriv_zi is None:
             self._deriv_zi = np.array([-f[0]])
         d, self._deriv_zi = signal.lfilter([1.0, -1.0], [1.0], f, zi=self._deriv_zi)
-        s = d * d
+        s = np.abs(d)
         if self._w > 1:
             e, self._mwi_zi = signal.lfilter(
                 np.full(self._w, 1.0 / self._w), [1.0], s, zi=self._mwi_zi
@@ -281,9 +286,9 @@ class QrsDetector:
         peaks = np.array([c.peak for c in held])
         top = float(peaks.max())
         low = peaks[peaks < 0.3 * top]
-        if not self._spk:  # keep levels learned before a gap
-            self._spk = top
-            self._npk = float(low.mean()) if low.size else 0.0
+        if not self._sig:  # keep levels learned before a gap
+            self._sig.append(top)
+            self._noi.append(float(low.mean()) if low.size else 0.0)
         beats: list[_Candidate] = []
         for c in held:
             beats.extend(self._search_back_until(c.idx))
@@ -292,7 +297,9 @@ class QrsDetector:
 
     @property
     def _thr1(self) -> float:
-        return self._npk + 0.25 * (self._spk - self._npk)
+        spk = float(np.median(self._sig)) if self._sig else 0.0
+        npk = float(np.median(self._noi)) if self._noi else 0.0
+        return npk + _THRESHOLD * (spk - npk)
 
     def _decide(self, c: _Candidate) -> list[_Candidate]:
         last = self._last_beat
@@ -303,13 +310,13 @@ class QrsDetector:
             if near and c.slope < 0.5 * self._last_slope:
                 self._noise(c)
                 return []
-            self._spk = 0.125 * c.peak + 0.875 * self._spk
+            self._sig.append(c.peak)
             return [self._accept(c)]
         self._noise(c)
         return []
 
     def _noise(self, c: _Candidate) -> None:
-        self._npk = 0.125 * c.peak + 0.875 * self._npk
+        self._noi.append(c.peak)
         self._noise_since_beat.append(c)
 
     def _accept(self, c: _Candidate) -> _Candidate:
@@ -338,14 +345,15 @@ class QrsDetector:
             pool = [c for c in pool if c.peak > thr2]
             if pool:
                 best = max(pool, key=lambda c: c.peak)
-                self._spk = 0.25 * best.peak + 0.75 * self._spk
+                self._sig.append(best.peak)
                 later = [c for c in self._noise_since_beat if c.idx > best.idx]
                 beats.append(self._accept(best))
                 self._noise_since_beat = later
             else:
                 # Nothing to take back: wait another interval, and let the signal
                 # level decay so a drop in amplitude is followed.
-                self._spk *= 0.5
+                for i in range(len(self._sig)):
+                    self._sig[i] *= 0.5
                 self._deadline = deadline + self._window
         return beats
 
