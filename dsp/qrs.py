@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import signal
-from scipy.ndimage import maximum_filter1d
 
 from dsp.block import SampleBlock
 from dsp.filters import SosFilter, band_edges
@@ -143,6 +142,7 @@ class QrsDetector:
         self._window = int(np.ceil(_SEARCHBACK_RR * self._rr_cap))
         self.latency_s = (self._r + self._locate + self._window + 1) / fs
         self.gaps = 0
+        self._no_beats = Beats.empty(fs)
         self._reset_stream()
         self._sig: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent QRS peak levels
         self._noi: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent noise peak levels
@@ -152,8 +152,9 @@ class QrsDetector:
     def _reset_stream(self, first_seq: int | None = None) -> None:
         self._qrs_f = SosFilter(self._qrs_sos, 1)
         self._amp_f = SosFilter(self._amp_sos, 1)
-        self._deriv_zi: np.ndarray | None = None
-        self._mwi_zi = np.zeros(self._w - 1) if self._w > 1 else np.zeros(0)
+        self._prev_f: float | None = None
+        self._csum_last = 0.0
+        self._csum_hist = np.zeros(self._w)  # running sums of the last w samples
         self._start = first_seq  # first sample index of this stream segment
         self._next_seq = first_seq
         self._buf_start = first_seq if first_seq is not None else 0
@@ -199,21 +200,25 @@ class QrsDetector:
 
     # --- feature ------------------------------------------------------------------
     def _append(self, x: np.ndarray) -> None:
-        f = self._qrs_f.process(x[:, None])[:, 0]
-        a = self._amp_f.process(x[:, None])[:, 0]
-        if self._deriv_zi is None:
-            self._deriv_zi = np.array([-f[0]])
-        d, self._deriv_zi = signal.lfilter([1.0, -1.0], [1.0], f, zi=self._deriv_zi)
-        s = np.abs(d)
-        if self._w > 1:
-            e, self._mwi_zi = signal.lfilter(
-                np.full(self._w, 1.0 / self._w), [1.0], s, zi=self._mwi_zi
-            )
-        else:
-            e = s
-        self._e = np.concatenate([self._e, e])
-        self._d = np.concatenate([self._d, np.abs(d)])
-        self._amp = np.concatenate([self._amp, a])
+        f = self._qrs_f.process_channels(x)[0]
+        a = self._amp_f.process_channels(x)[0]
+        if self._prev_f is None:
+            self._prev_f = float(f[0])
+        d = np.empty_like(f)
+        d[0] = f[0] - self._prev_f
+        np.subtract(f[1:], f[:-1], out=d[1:])
+        np.abs(d, out=d)
+        self._prev_f = float(f[-1])
+        # moving average of |slope| over w samples, from a running sum carried across
+        # blocks: the sums are formed in the same order whatever the block sizes
+        csum = np.cumsum(np.concatenate(([self._csum_last], d)))
+        self._csum_last = float(csum[-1])
+        hist = np.concatenate((self._csum_hist, csum[1:]))
+        e = (hist[self._w :] - hist[: -self._w]) / self._w
+        self._csum_hist = hist[-self._w :]
+        self._e = np.concatenate((self._e, e))
+        self._d = np.concatenate((self._d, d))
+        self._amp = np.concatenate((self._amp, a))
 
     def _scan(self, horizon: int, final: bool) -> list[_Candidate]:
         """Find and classify candidates with index in [scan_from, horizon)."""
@@ -223,16 +228,18 @@ class QrsDetector:
             return beats
         b0 = self._buf_start
         e = self._e
-        i0 = max(lo - self._r, b0)
-        i1 = min(horizon + self._r, b0 + e.size)
-        seg = e[i0 - b0 : i1 - b0]
-        mf = maximum_filter1d(seg, size=2 * self._r + 1, mode="nearest")
-        k = np.arange(lo, horizon)
-        rel = k - i0
-        prev = e[np.maximum(k - 1 - b0, 0)]
-        is_peak = (seg[rel] == mf[rel]) & (seg[rel] > prev) & (seg[rel] > 0)
-        for idx in k[is_peak]:
-            beats.extend(self._classify(self._candidate(int(idx))))
+        n = e.size
+        # local maxima first (few: e is a 150 ms moving average), then the +/- r test
+        a = max(lo - b0, 1)
+        b = min(horizon - b0, n - 1)
+        if b > a:
+            mid = e[a:b]
+            rising = (mid > e[a - 1 : b - 1]) & (mid >= e[a + 1 : b + 1]) & (mid > 0)
+            r = self._r
+            for rel in np.flatnonzero(rising).tolist():
+                i = a + rel
+                if e[i] >= e[max(i - r, 0) : i + r + 1].max():
+                    beats.extend(self._classify(self._candidate(b0 + i)))
         self._scan_from = horizon
         assert self._start is not None
         if not self._trained and horizon >= self._start + self._learn:
@@ -297,8 +304,8 @@ class QrsDetector:
 
     @property
     def _thr1(self) -> float:
-        spk = float(np.median(self._sig)) if self._sig else 0.0
-        npk = float(np.median(self._noi)) if self._noi else 0.0
+        spk = _median(self._sig)
+        npk = _median(self._noi)
         return npk + _THRESHOLD * (spk - npk)
 
     def _decide(self, c: _Candidate) -> list[_Candidate]:
@@ -330,7 +337,7 @@ class QrsDetector:
         self._last_r = c.r_idx
         self._last_slope = c.slope
         self._noise_since_beat = []
-        mean_rr = float(np.mean(self._rr)) if self._rr else self.fs
+        mean_rr = sum(self._rr) / len(self._rr) if self._rr else self.fs
         self._deadline = c.idx + int(np.ceil(_SEARCHBACK_RR * min(mean_rr, self._rr_cap)))
         return c
 
@@ -371,11 +378,20 @@ class QrsDetector:
     # --- output ------------------------------------------------------------------
     def _beats(self, cands: list[_Candidate]) -> Beats:
         if not cands:
-            return Beats.empty(self.fs)
+            return self._no_beats
         seq = np.array([c.r_idx for c in cands], dtype=np.int64)
         amp = np.array([c.amplitude for c in cands])
         rr = np.array([c.rr for c in cands]) / self.fs
         return Beats(seq, self.fs, amp, rr)
+
+
+def _median(values: deque[float]) -> float:
+    """Median of a short sequence (0.0 when empty); plain Python is fastest for 8 values."""
+    n = len(values)
+    if not n:
+        return 0.0
+    v = sorted(values)
+    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 def detect_beats(signal_mv: np.ndarray, fs: float) -> np.ndarray:

@@ -70,10 +70,8 @@ def _add_monitor(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_analyze(sub: argparse._SubParsersAction) -> None:
-    try:
-        from gateway import analyze
-    except ImportError:  # optional module not present
-        return
+    from gateway import analyze
+
     analyze.add_parser(sub)
 
 
