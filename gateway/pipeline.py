@@ -30,6 +30,8 @@ from dsp.block import SampleBlock, concat_blocks
 from dsp.filters import EcgFilter
 from dsp.heart_rate import HeartRateTracker
 from dsp.qrs import Beats, QrsDetector
+from dsp.quality import USABLE, QualityTracker, QualityWindow
+from dsp.rhythm import RhythmEpisode, RhythmTracker
 from gateway.config import GatewayConfig
 from gateway.history import SampleHistory
 
@@ -90,6 +92,9 @@ class DevicePipeline:
         self._filter: EcgFilter | None = None
         self._qrs: QrsDetector | None = None
         self._hr = HeartRateTracker()
+        self._quality: QualityTracker | None = None
+        self._quality_windows: list[QualityWindow] = []
+        self._rhythm: RhythmTracker | None = None
         self._history: SampleHistory | None = None
         self._live: list[SampleBlock] = []
         self._pending: list[_Pending] = []
@@ -116,6 +121,11 @@ class DevicePipeline:
         ev = self.cfg.events
         keep = max(ev.pre_s + ev.post_s, self.cfg.strips.duration_s) + 10.0 + self._qrs.latency_s
         self._history = SampleHistory(keep)
+        self._quality = QualityTracker(block.fs, block.n_leads)
+        d = self.cfg.dsp
+        self._rhythm = RhythmTracker(
+            block.fs, brady_bpm=d.brady_bpm, tachy_bpm=d.tachy_bpm, pause_s=d.pause_s
+        )
         self._next_periodic = block.seq
 
     def _samples(self, seconds: float) -> int:
@@ -141,6 +151,11 @@ class DevicePipeline:
         self._last_block = block
         out: list[PipelineOutput] = []
 
+        assert self._quality is not None
+        self._quality_windows.extend(self._quality.process(block))
+        horizon = block.end_seq - int(self._history.keep_s * block.fs)
+        if self._quality_windows and self._quality_windows[0].end_seq < horizon:
+            self._quality_windows = [w for w in self._quality_windows if w.end_seq >= horizon]
         beats = self._qrs.process(block)
         if len(beats):
             self._note_beats(beats, block.end_seq)
@@ -204,6 +219,10 @@ class DevicePipeline:
             del self._beats_seq[:-_MAX_BEATS_KEPT]
         self.counters["beats"] += len(beats)
         hr = self._hr.process(beats, now_seq)
+        if self._rhythm is not None:
+            self._rhythm.process(beats)
+            if len(self._rhythm.episodes) > 1000:
+                del self._rhythm.episodes[:-1000]
         bpm = float(hr.average_bpm)
         self._last_hr = None if np.isnan(bpm) else round(bpm, 1)
 
@@ -318,7 +337,8 @@ class DevicePipeline:
             "heart_rate_bpm": _mean_hr(beats, self._fs),
             "beats_seq": beats,
             "recorded_samples": int(block.n - sum(b - a for a, b in win.missing)),
-            "quality": None,
+            "quality": self._quality_facts(p.first_seq, p.end_seq),
+            "rhythm_episodes": self._rhythm_facts(p.first_seq, p.end_seq),
         }
         if self._stage is not None and p.trigger.get("type") != "stage_end":
             facts["stage"] = self._stage
@@ -328,6 +348,45 @@ class DevicePipeline:
             facts["lead_off"] = self._lead_off
         facts.update(p.extra_facts)
         return StripReady(p.kind, block, p.trigger, facts, tuple(gaps))
+
+    def _quality_facts(self, first: int, end: int) -> dict[str, Any] | None:
+        """Signal quality over [first, end): index range, unusable seconds, flat/clipped leads."""
+        wins = [w for w in self._quality_windows if w.end_seq > first and w.first_seq < end]
+        if not wins or self._fs is None:
+            return None
+        idx = np.stack([w.index for w in wins])  # windows x leads
+        best = idx.max(axis=1)
+        window_s = (wins[0].end_seq - wins[0].first_seq) / self._fs
+        flat = np.stack([w.flat for w in wins]).any(axis=0)
+        clipped = np.stack([w.saturated for w in wins]).any(axis=0)
+        return {
+            "index_min": round(float(best.min()), 3),
+            "index_mean": round(float(best.mean()), 3),
+            "unusable_s": round(float((best < USABLE).sum()) * window_s, 3),
+            "flat_leads": [n for n, f in zip(self._leads, flat, strict=True) if f],
+            "saturated_leads": [n for n, c in zip(self._leads, clipped, strict=True) if c],
+            "window_s": round(window_s, 3),
+        }
+
+    def _rhythm_facts(self, first: int, end: int) -> list[dict[str, Any]]:
+        """Automated rhythm episodes overlapping [first, end) (measurements, not a diagnosis)."""
+        if self._rhythm is None:
+            return []
+        out = []
+        eps: list[RhythmEpisode] = self._rhythm.episodes
+        for e in eps:
+            e_end = e.end_seq if e.end_seq is not None else end
+            if e_end > first and e.start_seq < end:
+                out.append(
+                    {
+                        "kind": e.kind,
+                        "start_seq": e.start_seq,
+                        "end_seq": e.end_seq,
+                        "confidence": round(e.confidence, 2),
+                        **e.details,
+                    }
+                )
+        return out
 
 
 def _mean_hr(beats_seq: list[int], fs: float) -> float | None:

@@ -51,6 +51,8 @@ def test_periodic_strips_and_live() -> None:
         assert s.kind == "strip" and s.trigger["type"] == "periodic"
         assert abs(s.facts["heart_rate_bpm"] - 75) < 3
         assert s.facts["recorded_samples"] == s.block.n
+        assert s.facts["quality"]["index_min"] > 0.5 and s.facts["quality"]["flat_leads"] == []
+        assert s.facts["rhythm_episodes"] == []
     assert len(live) >= 40
     seqs = [c.block.seq for c in live]
     assert seqs == sorted(seqs)
