@@ -24,7 +24,7 @@ from gateway.config import CartSerialDevice, GatewayConfig, PolarPmdDevice
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, StripReady
-from gateway.publisher import Publisher
+from gateway.publisher import Publisher, PublisherError
 
 __all__ = ["DeviceChannel", "Gateway", "run_gateway"]
 
@@ -282,5 +282,10 @@ async def run_gateway(cfg: GatewayConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await Gateway(cfg).run(stop)
+    try:
+        await Gateway(cfg).run(stop)
+    except PublisherError as exc:
+        # insecure key file, unreadable password file, bad TLS material: refuse to run
+        log.error("refusing to start: %s", exc)
+        return 78  # EX_CONFIG, as for a bad configuration
     return 0

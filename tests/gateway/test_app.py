@@ -52,3 +52,20 @@ async def test_patch_to_broker_with_button_event(mosquitto, mqtt_listener, tmp_p
     states = [m.json()["state"] for m in listener.on("ecg/v1/gw-t/status")]
     assert states[0] == "online" and states[-1] == "offline"
     assert gw.outbox_pending_at_exit == 0
+
+
+async def test_world_readable_key_refuses_to_start(tmp_path: Path) -> None:
+    from gateway.app import run_gateway
+
+    key = tmp_path / "client.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    key.chmod(0o644)
+    cert = tmp_path / "client.pem"
+    cert.write_text("x")
+    cfg = parse_config(
+        {
+            "gateway": {"id": "gw-k", "state_dir": str(tmp_path / "state")},
+            "mqtt": {"url": "mqtts://127.0.0.1:8883", "cert_file": str(cert), "key_file": str(key)},
+        }
+    )
+    assert await run_gateway(cfg) == 78

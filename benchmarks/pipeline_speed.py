@@ -1,0 +1,104 @@
+"""Speed of the whole per-device DSP chain, as x real time per lead.
+
+Usage::
+
+    python3 benchmarks/pipeline_speed.py [--data ../shared/data/mitdb] [--block-s 1] [--markdown F]
+
+Runs, block by block as the gateway does: the display filter (band-pass + notch),
+the QRS detector, heart rate, the rhythm tracker and the quality tracker over
+channel 0 of every record. CPU time (process_time) of the chain only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dsp.block import SampleBlock
+from dsp.filters import EcgFilter
+from dsp.heart_rate import HeartRateTracker
+from dsp.qrs import QrsDetector
+from dsp.quality import QualityTracker
+from dsp.rhythm import RhythmTracker
+
+
+def chain_seconds(x: np.ndarray, fs: float, block_s: float) -> tuple[float, dict[str, float]]:
+    n = max(int(fs * block_s), 1)
+    blocks = [
+        SampleBlock(x[i : i + n, None].astype(np.float32), fs, i / fs, i, ("MLII",))
+        for i in range(0, x.size, n)
+    ]
+    filt, qrs, hr = EcgFilter(fs, 1), QrsDetector(fs), HeartRateTracker()
+    rhythm, quality = RhythmTracker(fs), QualityTracker(fs, 1)
+    parts = dict.fromkeys(("filter", "qrs", "rhythm+hr", "quality"), 0.0)
+    clock = time.process_time
+    for b in blocks:
+        t0 = clock()
+        filt.process(b)
+        t1 = clock()
+        beats = qrs.process(b)
+        t2 = clock()
+        hr.process(beats, b.end_seq)
+        rhythm.process(beats)
+        t3 = clock()
+        quality.process(b)
+        t4 = clock()
+        parts["filter"] += t1 - t0
+        parts["qrs"] += t2 - t1
+        parts["rhythm+hr"] += t3 - t2
+        parts["quality"] += t4 - t3
+    return sum(parts.values()), parts
+
+
+def main() -> int:
+    import wfdb
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/mitdb"))
+    ap.add_argument("--block-s", type=float, nargs="*", default=[1.0, 10.0])
+    ap.add_argument("--markdown", type=Path)
+    args = ap.parse_args()
+    signals = []
+    for rec in sorted(p.stem for p in args.data.glob("*.hea")):
+        r = wfdb.rdrecord(str(args.data / rec), channels=[0])
+        signals.append((r.p_signal[:, 0].astype(np.float64), float(r.fs)))
+    seconds = sum(x.size / fs for x, fs in signals)
+    rows = []
+    for block_s in args.block_s:
+        total = 0.0
+        parts_sum: dict[str, float] = {}
+        for x, fs in signals:
+            t, parts = chain_seconds(x, fs, block_s)
+            total += t
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v
+        detail = ", ".join(f"{k} {seconds / v:,.0f}x" for k, v in parts_sum.items())
+        rows.append(f"| {block_s:g} s | {seconds / total:,.0f} | {detail} |")
+        print(rows[-1], flush=True)
+    cmd = "python3 benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:])
+    text = "\n".join(
+        [
+            f"Command: `{cmd}`  ",
+            f"Machine: {platform.machine()}, Python {platform.python_version()}, "
+            f"{seconds / 3600:.1f} h of ECG (one lead).",
+            "",
+            "| block | whole chain, x real time per lead | per stage |",
+            "|---|---|---|",
+            *rows,
+        ]
+    )
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
