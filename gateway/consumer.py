@@ -27,6 +27,11 @@ class Accepted:
     missing: tuple[range, ...] = ()
     late: bool = False  # arrived after a higher seq (fills an earlier hole)
 
+    @property
+    def missing_seqs(self) -> list[range]:
+        """The seqs this message revealed as not received (yet), as ranges."""
+        return list(self.missing)
+
 
 @dataclass
 class MessageTracker:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,7 @@ def render_strip(
     scale = max(int(round(px / 4)), 1)
     header = int(round(max(HEADER_MM, (len(title_lines) * 9 * scale + 4) / px) * px))
     left = int(round(LEFT_MM * px))
-    width = left + int(np.ceil(n / fs * MM_PER_S * px)) + int(5 * px)
+    width = left + int(np.ceil(n / fs * MM_PER_S * px - 1e-3)) + int(5 * px)
     row_h = int(round(ROW_MM * px))
     height = header + n_leads * row_h + int(2 * px)
     img = _grid(height, width, px, header)
@@ -277,7 +278,10 @@ def _title(body: Mapping[str, Any], fs: float, n_leads: int) -> list[str]:
     }.get(str(trig.get("type")), kind.upper())
     start = str(samples.get("start", ""))
     hr = facts.get("heart_rate_bpm")
-    line1 = f"{body.get('gateway_id', '')}/{body.get('device_id', '')}  {what}  {start} UTC"
+    line1 = f"{body.get('gateway_id', '')}/{body.get('device_id', '')}  {what}  START {start}"
+    pressed = trig.get("time_utc")
+    if trig.get("type") == "button" and isinstance(pressed, str):
+        line1 += f"  PRESSED {pressed}"
     parts = [f"HR {hr:.0f} BPM" if isinstance(hr, int | float) else "HR --"]
     stage = trig.get("stage") if trig.get("type") == "stage_end" else facts.get("stage")
     if isinstance(stage, Mapping):
@@ -300,12 +304,37 @@ def render_message_png(body: Mapping[str, Any], path: str | Path, px_per_mm: flo
     from gateway.payloads import samples_from_observation
 
     fs, leads, x = samples_from_observation(body["observation"])
-    trig = body.get("trigger") or {}
-    marker = None
-    samples = body.get("samples") or {}
-    if trig.get("type") == "button" and trig.get("seq") is not None and "first_seq" in samples:
-        marker = (int(trig["seq"]) - int(samples["first_seq"])) / fs
+    stated = (body.get("samples") or {}).get("fs")
+    if isinstance(stated, int | float) and abs(stated - fs) <= 1e-3 * fs:
+        fs = float(stated)  # exact; the Observation's period (ms) is rounded
     img = render_strip(
-        x, fs, leads, title_lines=_title(body, fs, len(leads)), marker_s=marker, px_per_mm=px_per_mm
+        x,
+        fs,
+        leads,
+        title_lines=_title(body, fs, len(leads)),
+        marker_s=_marker_s(body, fs),
+        px_per_mm=px_per_mm,
     )
     return write_png(path, img)
+
+
+def _marker_s(body: Mapping[str, Any], fs: float) -> float | None:
+    """Seconds from the strip start to the button press, or None (not a press / unknown).
+
+    The press's sample number is exact; its UTC time (POSIX s) is the fallback.
+    """
+    trig = body.get("trigger") or {}
+    samples = body.get("samples") or {}
+    if trig.get("type") != "button":
+        return None
+    seq, first = trig.get("seq"), samples.get("first_seq")
+    if isinstance(seq, int | float) and isinstance(first, int | float):
+        return (float(seq) - float(first)) / fs
+    pressed, start = trig.get("time"), samples.get("start")
+    if isinstance(pressed, int | float) and isinstance(start, str):
+        try:
+            t0 = datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+        return float(pressed) - t0
+    return None

@@ -171,12 +171,18 @@ class Monitor:
             self.echo(f"monitor: ignored a malformed message on {topic}: {exc}")
             return
         schema = body["schema"]
-        if schema == STATUS_SCHEMA:
-            self._status(body)
-        elif schema == LIVE_SCHEMA:
-            self._live(body)
-        else:
-            self._strip(body)
+        try:
+            if schema == STATUS_SCHEMA:
+                self._status(body)
+            elif schema == LIVE_SCHEMA:
+                self._live(body)
+            else:
+                self._strip(body)
+        except PayloadError as exc:
+            with self._changed:
+                self._bad += 1
+                self._changed.notify_all()
+            self.echo(f"monitor: ignored a malformed message on {topic}: {exc}")
 
     def _status(self, body: dict[str, Any]) -> None:
         gw, state = str(body["gateway_id"]), str(body["state"])
@@ -210,6 +216,7 @@ class Monitor:
             )
 
     def _strip(self, body: dict[str, Any]) -> None:
+        _check_strip(body)
         acc = self.tracker.accept(body)
         dev, kind = str(body["device_id"]), str(body["kind"])
         if not acc.new:
@@ -241,6 +248,9 @@ class Monitor:
             "periodic": "periodic",
             "stage_end": "end of stage",
         }.get(str(trig.get("type")), str(trig.get("type")))
+        pressed = trig.get("time_utc")
+        if trig.get("type") == "button" and isinstance(pressed, str) and "T" in pressed:
+            what += " " + pressed.split("T", 1)[1]
         extra = ""
         stage = trig.get("stage")
         if isinstance(stage, dict):
@@ -297,6 +307,22 @@ class Monitor:
                 return False
             with self._changed:
                 self._changed.wait(min(left, 0.5))
+
+
+def _check_strip(body: dict[str, Any]) -> None:
+    """:class:`PayloadError` unless the fields the monitor reads have usable types."""
+    s = body.get("samples")
+    ok = (
+        isinstance(body.get("seq"), int)
+        and isinstance(s, dict)
+        and isinstance(s.get("n"), int)
+        and isinstance(s.get("fs"), int | float)
+        and s["fs"] > 0
+        and isinstance(s.get("leads"), list)
+        and body.get("kind") in ("strip", "event")
+    )
+    if not ok:
+        raise PayloadError("strip/event message with bad seq, kind or samples fields")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -181,8 +181,10 @@ def samples_from_observation(obs: Mapping[str, Any]) -> tuple[float, list[str], 
             period_ms = float(sd["period"])
             origin = float(sd.get("origin", {}).get("value", 0.0))
             factor = float(sd.get("factor", 1.0))
-            tokens = sd.get("data", "").split()
-            vals = np.array([np.nan if t in ("E", "U", "L") else float(t) for t in tokens])
+            text = sd.get("data", "")
+            for missing in ("E", "U", "L"):  # error, above and below detection limit
+                text = text.replace(missing, "nan")
+            vals = np.array(text.split(), dtype=np.float64)
             unit = str(sd.get("origin", {}).get("code", "uV"))
             scale = {"uV": 1e-3, "mV": 1.0, "V": 1e3}.get(unit, 1e-3)
             columns.append((origin + factor * vals) * scale)

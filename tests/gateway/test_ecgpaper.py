@@ -7,9 +7,25 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from drivers.events import Gap
 from drivers.sim.synth import EcgSynth
-from gateway.ecgpaper import MAJOR, MINOR, PAPER, TRACE, render_strip, write_png
+from dsp.block import SampleBlock
+from gateway.ecgpaper import (
+    MAJOR,
+    MARK,
+    MINOR,
+    PAPER,
+    TRACE,
+    _marker_s,
+    render_message_png,
+    render_strip,
+    write_png,
+)
+from gateway.payloads import build_strip_body
+
+T0 = 1_790_000_000.0
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -63,3 +79,44 @@ def test_grid_pitch_and_blank_gap() -> None:
     band = img[:, c0:c1]
     assert not (band == TRACE).all(axis=2)[60:].any()
     assert not (band == PAPER).all(axis=2)[-20:].any()  # shaded, not paper
+
+
+def _event_body(trigger: dict) -> dict:
+    fs = 130.0
+    x = EcgSynth(fs, ("ECG",), seed=1).generate(1300)
+    x[600:650] = np.nan
+    block = SampleBlock(x, fs, T0, 5000, ("ECG",), "p1")
+    gap = Gap("p1", 5600, 5650, T0 + 600 / fs, T0 + 650 / fs, "serial frames lost")
+    body = build_strip_body(
+        block,
+        gateway_id="gw1",
+        kind="event",
+        trigger=trigger,
+        facts={"heart_rate_bpm": 72.0},
+        gaps=[gap],
+        created=T0 + 11,
+    )
+    body.update(msg_id="m-1", seq=1)
+    return body
+
+
+def test_one_lead_event_message_png(tmp_path: Path) -> None:
+    body = _event_body({"type": "button", "seq": 5260, "time": T0 + 2.0})
+    path = render_message_png(body, tmp_path / "ev.png", px_per_mm=10)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    w, h, depth, color = struct.unpack(">IIBB", data[16:26])
+    assert (depth, color) == (8, 2)
+    assert w == 15 * 10 + 250 * 10 + 5 * 10  # 10 s at 25 mm/s plus margins
+    img = _read_png(path)
+    assert img.shape == (h, w, 3)
+    assert len(zlib.decompress(data[data.index(b"IDAT") + 4 : -16])) == h * (1 + 3 * w)
+    # the press, 2 s in, is a blue line 50 mm right of the 15 mm margin
+    col = 150 + 2 * 25 * 10
+    assert (img[-10, col - 1 : col + 2] == MARK).all(axis=1).any()
+
+
+def test_press_marker_falls_back_to_time() -> None:
+    body = _event_body({"type": "button", "time": T0 + 3.0})
+    assert _marker_s(body, 130.0) == pytest.approx(3.0)
+    assert _marker_s(_event_body({"type": "periodic"}), 130.0) is None

@@ -11,7 +11,7 @@ import pytest
 from drivers.sim.synth import EcgSynth
 from dsp.block import SampleBlock
 from gateway.monitor import Monitor, MonitorError
-from gateway.payloads import build_status_body, build_strip_body
+from gateway.payloads import build_live_payload, build_status_body, build_strip_body
 
 T0 = 1_790_000_000.0
 
@@ -63,6 +63,42 @@ def test_monitor_saves_events_and_skips_duplicates(mosquitto, tmp_path: Path) ->
     assert (tmp_path / "p1" / "event-000001.png").stat().st_size > 1000
     assert json.loads((tmp_path / "p1" / "event-000003.json").read_text())["seq"] == 3
     assert any(line.startswith("*** EVENT gw1/p1  button press") for line in lines)
+
+
+def test_live_strips_statuses_and_bad_fields(mosquitto, tmp_path: Path) -> None:
+    broker = mosquitto()
+    lines: list[str] = []
+    mon = Monitor(broker.url, out_dir=None, live=True, echo=lines.append)
+    mon.start()
+    pub = _publisher(broker)
+    try:
+        for state in ("online", "offline"):
+            status = json.dumps(build_status_body("gw1", state, {}, T0))
+            pub.publish("ecg/v1/gw1/status", status, qos=1, retain=True).wait_for_publish()
+        x = EcgSynth(130.0, ("ECG",), seed=3).generate(260)
+        for i in range(2):
+            block = SampleBlock(x[i * 130 : (i + 1) * 130], 130.0, T0 + i, i * 130, ("ECG",), "p1")
+            live = build_live_payload(block, gateway_id="gw1", hr_bpm=70.0)
+            pub.publish("ecg/v1/gw1/p1/live", live, qos=1).wait_for_publish()
+        strip = _event_body(1)
+        strip.update(kind="strip", trigger={"type": "periodic"}, msg_id="s-1")
+        pub.publish("ecg/v1/gw1/p1/strip", json.dumps(strip), qos=1).wait_for_publish()
+        bad = {**strip, "msg_id": "s-2", "seq": "two"}
+        pub.publish("ecg/v1/gw1/p1/strip", json.dumps(bad), qos=1).wait_for_publish()
+        ok = mon.wait_for(
+            lambda s: s["bad_payloads"] == 1 and s["live_samples"].get("p1") == 260, 10
+        )
+        assert ok, lines
+    finally:
+        pub.loop_stop()
+        mon.stop()
+    s = mon.summary()
+    assert s["statuses"]["gw1"] == ["online", "offline"]
+    assert s["counts"]["p1"] == {"live": 2, "strip": 1}
+    assert s["strip_samples"]["p1"] == 1300 and s["seq_gaps"] == 0
+    assert any("gw1 OFFLINE" in line for line in lines)
+    assert sum(line.startswith("live") for line in lines) == 1  # at most one per 5 s
+    assert any(line.startswith("strip     gw1/p1  periodic") for line in lines)
 
 
 def test_unreachable_broker_is_a_clear_error() -> None:
