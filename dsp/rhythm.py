@@ -40,6 +40,7 @@ _AF_TRIM = 4
 _AF_NRMSSD = 0.10
 _AF_ENTROPY = 0.70
 _AF_BINS = 16
+_AF_EVERY = 4  # the AF statistics are evaluated every 4th beat (they change slowly)
 
 
 @dataclass(slots=True)
@@ -55,7 +56,9 @@ class RhythmEpisode:
 
 def _shannon_entropy(rr: np.ndarray, mean: float) -> float:
     """Normalised Shannon entropy of the RR histogram: 16 bins over mean RR +/- 50 %."""
-    counts, _ = np.histogram(rr, bins=_AF_BINS, range=(0.5 * mean, 1.5 * mean))
+    bins = np.floor((rr - 0.5 * mean) / mean * _AF_BINS).astype(np.int64)
+    bins = bins[(bins >= 0) & (bins < _AF_BINS)]
+    counts = np.bincount(bins, minlength=_AF_BINS)
     p = counts[counts > 0] / rr.size
     return float(-(p * np.log(p)).sum() / math.log(_AF_BINS))
 
@@ -89,6 +92,7 @@ class RhythmTracker:
         self._rr: deque[int] = deque(maxlen=_AF_WINDOW)
         self._rate_rr: deque[int] = deque(maxlen=8)
         self._beats: deque[int] = deque(maxlen=_AF_WINDOW + 1)
+        self._af_count = 0
         self._open: dict[str, RhythmEpisode] = {}
         self._streak: dict[str, int] = {"brady": 0, "tachy": 0, "af": 0}
         self._back: dict[str, int] = {"brady": 0, "tachy": 0, "af": 0}
@@ -170,13 +174,17 @@ class RhythmTracker:
     def _judge_rate(self, s: int, out: list[RhythmEpisode]) -> None:
         if len(self._rate_rr) < 4:
             return
-        bpm = 60.0 * self.fs / float(np.median(self._rate_rr))
+        ordered = sorted(self._rate_rr)
+        k = len(ordered)
+        median = ordered[k // 2] if k % 2 else 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
+        bpm = 60.0 * self.fs / median
         det = {"heart_rate_bpm": round(bpm, 1)}
         self._episode_rule("brady", bpm < self.brady_bpm, s, _RATE_BEATS, 1.0, det, out)
         self._episode_rule("tachy", bpm > self.tachy_bpm, s, _RATE_BEATS, 1.0, det, out)
 
     def _judge_af(self, s: int, out: list[RhythmEpisode]) -> None:
-        if len(self._rr) < _AF_WINDOW:
+        self._af_count += 1
+        if len(self._rr) < _AF_WINDOW or self._af_count % _AF_EVERY:
             return
         seq = np.asarray(self._rr, dtype=np.float64)
         order = np.argsort(seq, kind="stable")
@@ -197,4 +205,5 @@ class RhythmTracker:
         irregular = nrmssd > _AF_NRMSSD and ent > _AF_ENTROPY and random_order
         conf = min(1.0, 0.5 * (nrmssd / _AF_NRMSSD - 1) + 0.5 * (ent / _AF_ENTROPY - 1) + 0.5)
         det = {"nrmssd": round(nrmssd, 3), "rr_entropy": round(ent, 3), "turning_points": tp}
-        self._episode_rule("af", irregular, s, 8, max(conf, 0.0), det, out)
+        need = max(8 // _AF_EVERY, 1)  # 8 beats' worth of consecutive verdicts
+        self._episode_rule("af", irregular, s, need, max(conf, 0.0), det, out)
