@@ -11,9 +11,9 @@ stream was cut into blocks, so offline analysis gives what streaming gives.
 - **Pause**: an RR interval of at least ``pause_s`` seconds (default 3 s).
 - **Atrial fibrillation**: RR irregularity over a sliding window of 32 beats
   (normalised RMSSD of successive RR differences above 0.1 and a Shannon
-  entropy of the RR histogram above 0.7, after dropping the 4 shortest and 4
-  longest intervals and the differences that involve them, which keeps isolated
-  ectopic beats from counting, and a turning-point count consistent with a
+  entropy of the RR histogram above 0.7, after dropping premature beats — a short
+  interval followed by a compensatory long one — and the differences that involve
+  them, so ectopic beats do not count, and a turning-point count consistent with a
   random series, which keeps bigeminy and trigeminy out; after Dash et al.,
   Ann Biomed Eng 2009). Confidence grows with how far both
   statistics exceed their limits.
@@ -36,7 +36,8 @@ __all__ = ["RhythmEpisode", "RhythmTracker"]
 
 _RATE_BEATS = 4
 _AF_WINDOW = 32
-_AF_TRIM = 4
+_PREMATURE = 0.85  # an RR under 85 % of the window median followed by one over 110 %
+_COMPENSATORY = 1.10
 _AF_NRMSSD = 0.10
 _AF_ENTROPY = 0.70
 _AF_BINS = 16
@@ -187,11 +188,17 @@ class RhythmTracker:
         if len(self._rr) < _AF_WINDOW or self._af_count % _AF_EVERY:
             return
         seq = np.asarray(self._rr, dtype=np.float64)
-        order = np.argsort(seq, kind="stable")
+        # drop premature beats: a short interval followed by a compensatory long one
+        med = float(np.median(seq))
+        ectopic = (seq[:-1] < _PREMATURE * med) & (seq[1:] > _COMPENSATORY * med)
         keep = np.ones(seq.size, bool)
-        keep[order[:_AF_TRIM]] = False
-        keep[order[-_AF_TRIM:]] = False
-        rr = seq[keep]
+        keep[:-1] &= ~ectopic
+        keep[1:] &= ~ectopic
+        if keep.sum() < seq.size // 2:
+            keep[:] = False  # mostly ectopic couplets (bigeminy): not an AF pattern
+            rr = seq
+        else:
+            rr = seq[keep]
         mean = float(rr.mean())
         pairs = keep[1:] & keep[:-1]  # successive differences between kept intervals only
         diffs = np.diff(seq)[pairs]
@@ -202,7 +209,9 @@ class RhythmTracker:
         tp = int(np.count_nonzero((seq[1:-1] - seq[:-2]) * (seq[1:-1] - seq[2:]) > 0))
         mu, sigma = (2 * n - 4) / 3, math.sqrt((16 * n - 29) / 90)
         random_order = abs(tp - mu) < 2 * sigma
-        irregular = nrmssd > _AF_NRMSSD and ent > _AF_ENTROPY and random_order
+        irregular = (
+            bool(keep.any()) and nrmssd > _AF_NRMSSD and ent > _AF_ENTROPY and random_order
+        )
         conf = min(1.0, 0.5 * (nrmssd / _AF_NRMSSD - 1) + 0.5 * (ent / _AF_ENTROPY - 1) + 0.5)
         det = {"nrmssd": round(nrmssd, 3), "rr_entropy": round(ent, 3), "turning_points": tp}
         need = max(8 // _AF_EVERY, 1)  # 8 beats' worth of consecutive verdicts
