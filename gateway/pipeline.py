@@ -338,6 +338,7 @@ class DevicePipeline:
             "beats_seq": beats,
             "recorded_samples": int(block.n - sum(b - a for a, b in win.missing)),
             "quality": self._quality_facts(p.first_seq, p.end_seq),
+            "beats_in_unusable_signal": self._flag_beats(beats),
             "rhythm_episodes": self._rhythm_facts(p.first_seq, p.end_seq),
         }
         if self._stage is not None and p.trigger.get("type") != "stage_end":
@@ -348,6 +349,11 @@ class DevicePipeline:
             facts["lead_off"] = self._lead_off
         facts.update(p.extra_facts)
         return StripReady(p.kind, block, p.trigger, facts, tuple(gaps))
+
+    def _flag_beats(self, beats: list[int]) -> list[int]:
+        """Beats that fall in windows whose quality index is under 0.5 on every lead."""
+        bad = [(w.first_seq, w.end_seq) for w in self._quality_windows if not w.usable]
+        return [b for b in beats if any(a <= b < e for a, e in bad)]
 
     def _quality_facts(self, first: int, end: int) -> dict[str, Any] | None:
         """Signal quality over [first, end): index range, unusable seconds, flat/clipped leads."""

@@ -48,3 +48,25 @@ def test_analyze_missing_channel_is_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(SystemExit, match="no channel 3"):
         main(["analyze", str(tmp_path / "z"), "--channel", "3", "--out", str(tmp_path)])
+
+
+def test_analyze_reads_edf(tmp_path: Path) -> None:
+    from wfdb.io.convert.edf import wfdb_to_edf
+
+    z = np.load(DATA / "mitdb119_excerpt.npz")
+    mv = (z["adu"].astype(np.float64) - float(z["baseline"])) / float(z["gain"])
+    wfdb.wrsamp(
+        "ex",
+        fs=360,
+        units=["mV"],
+        sig_name=["MLII"],
+        p_signal=mv[:, None],
+        fmt=["16"],
+        write_dir=str(tmp_path),
+    )
+    edf = tmp_path / "ex.edf"
+    wfdb_to_edf(str(tmp_path / "ex"), output_filename=str(edf))
+    out = tmp_path / "out"
+    assert main(["analyze", str(edf), "--out", str(out)]) == 0
+    qrs = wfdb.rdann(str(out / "ex"), "qrs")
+    assert abs(len(qrs.sample) - len(z["beats"])) <= 1

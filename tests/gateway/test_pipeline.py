@@ -52,7 +52,7 @@ def test_periodic_strips_and_live() -> None:
         assert abs(s.facts["heart_rate_bpm"] - 75) < 3
         assert s.facts["recorded_samples"] == s.block.n
         assert s.facts["quality"]["index_min"] > 0.5 and s.facts["quality"]["flat_leads"] == []
-        assert s.facts["rhythm_episodes"] == []
+        assert s.facts["rhythm_episodes"] == [] and s.facts["beats_in_unusable_signal"] == []
     assert len(live) >= 40
     seqs = [c.block.seq for c in live]
     assert seqs == sorted(seqs)
