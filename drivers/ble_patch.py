@@ -112,6 +112,10 @@ class PolarPmdDriver:
         ``(first, cap)`` of the exponential reconnect backoff, seconds.
     clock
         UTC wall clock, POSIX seconds (used for "now" given to the decoders).
+    adapter_lock
+        Shared by every driver on the same Bluetooth adapter: scanning and
+        connecting take it, so a scan never overlaps another patch's connection
+        attempt (BlueZ fails both when they do). None: not shared.
     """
 
     def __init__(
@@ -122,8 +126,10 @@ class PolarPmdDriver:
         backend: type[BaseBleakClient] | None = None,
         reconnect_delay_s: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.time,
+        adapter_lock: asyncio.Lock | None = None,
     ) -> None:
         self.config = config
+        self._adapter_lock = adapter_lock or asyncio.Lock()
         self.sink = sink
         self.backend = backend
         self.reconnect_delay_s = reconnect_delay_s
@@ -166,7 +172,7 @@ class PolarPmdDriver:
             kwargs["backend"] = self.backend
         # establish_connection retries internally and gives each attempt its own 20 s
         # (BLEAK_TIMEOUT); connect_timeout_s bounds the whole call.
-        async with asyncio.timeout(self.config.connect_timeout_s):
+        async with self._adapter_lock, asyncio.timeout(self.config.connect_timeout_s):
             client = await establish_connection(
                 BleakClientWithServiceCache,
                 await self._find_device(),

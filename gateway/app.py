@@ -124,12 +124,17 @@ class DeviceChannel:
         self._deliver(self.pipeline.flush())
 
 
-def make_driver(dev: PolarPmdDevice | CartSerialDevice, sink: DeviceChannel, ble_backend: Any):
+def make_driver(
+    dev: PolarPmdDevice | CartSerialDevice,
+    sink: DeviceChannel,
+    ble_backend: Any,
+    adapter_lock: asyncio.Lock | None = None,
+):
     """The driver object for one configured device."""
     if isinstance(dev, PolarPmdDevice):
         from drivers.ble_patch import PolarPmdDriver
 
-        return PolarPmdDriver(dev, sink, backend=ble_backend)
+        return PolarPmdDriver(dev, sink, backend=ble_backend, adapter_lock=adapter_lock)
     from drivers.cart_serial import CartSerialDriver
 
     return CartSerialDriver(dev, sink)
@@ -233,10 +238,11 @@ class Gateway:
                 live_max_rate_hz=cfg.live.max_rate_hz,
             ) as pub:
                 self.publisher = pub
+                adapter_lock = asyncio.Lock()  # one Bluetooth adapter: scans never overlap
                 for dev in cfg.devices:
                     ch = DeviceChannel(dev.id, DevicePipeline(dev.id, cfg), self._emit)
                     self.channels[dev.id] = ch
-                    self.drivers[dev.id] = make_driver(dev, ch, self._ble_backend)
+                    self.drivers[dev.id] = make_driver(dev, ch, self._ble_backend, adapter_lock)
                 tasks = [
                     asyncio.create_task(drv.run(), name=f"driver:{dev_id}")
                     for dev_id, drv in self.drivers.items()

@@ -14,7 +14,8 @@ import pytest
 from bleak import BleakClient
 
 from drivers import patch_uuids as uuids
-from drivers.events import Gap
+from drivers.ble_patch import PolarPmdDriver
+from drivers.events import Gap, RecordingSink
 from drivers.polar_pmd import (
     decode_ecg_frame,
     parse_control_response,
@@ -24,7 +25,8 @@ from drivers.polar_pmd import (
 from drivers.sim.ble_patch import SimBlePatch
 from drivers.sim.bumble_backend import SimBleWorld
 from dsp.block import SampleBlock, concat_blocks
-from tests.drivers.conftest import RunningDriver, wait_until
+from gateway.config import PolarPmdDevice
+from tests.drivers.conftest import SPEED, RunningDriver, wait_until
 
 
 def check_values_match_sent(blocks: list[SampleBlock], patch: SimBlePatch, k0: int) -> None:
@@ -175,3 +177,27 @@ async def test_unreachable_patch_is_retried_with_errors(world: SimBleWorld) -> N
     await running.stop()
     assert running.events("connected") == []
     assert all(e.data["what"] == "link" for e in running.events("error"))
+
+
+async def test_two_patches_share_one_adapter(world: SimBleWorld) -> None:
+    """Two patches on one adapter: connections are serialised, both stream."""
+    lock = asyncio.Lock()
+    async with (
+        SimBlePatch(world, speed=SPEED, hr_bpm=60.0, seed=1) as p1,
+        SimBlePatch(world, speed=SPEED, hr_bpm=90.0, seed=2) as p2,
+    ):
+        runs = []
+        for i, p in enumerate((p1, p2)):
+            cfg = PolarPmdDevice(kind="polar_pmd", id=f"patch-{i}", address=p.address)
+            sink = RecordingSink()
+            drv = PolarPmdDriver(cfg, sink, backend=world.backend(), adapter_lock=lock)
+            runs.append(RunningDriver(drv, sink))
+        for r in runs:
+            r.start()
+        try:
+            await wait_until(lambda: all(r.samples > 500 for r in runs), "both patches streaming")
+        finally:
+            for r in runs:
+                await r.stop()
+        assert {b.source for b in runs[0].sink.blocks} == {"patch-0"}
+        assert {b.source for b in runs[1].sink.blocks} == {"patch-1"}
