@@ -124,7 +124,9 @@ class CartSerialDevice(_Model):
     kind: Literal["cart_serial"]
     id: Annotated[str, Field(pattern=_ID_PATTERN)]
     port: str = Field(description="Serial device, e.g. /dev/ttyUSB0.")
-    baudrate: Literal[115200, 230400, 460800, 921600] = 460800
+    baudrate: Literal[230400, 460800, 921600] = Field(
+        460800, description="Line speed; 12 leads at 500 Hz need at least 230400 (8N1)."
+    )
     silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
 
 
