@@ -72,6 +72,7 @@ async def test_sigkill_50_times_nothing_committed_is_lost(mosquitto, mqtt_listen
             assert await pub.wait_drained(10)
 
     def received() -> set[str]:
-        return {json.loads(m.payload)["msg_id"] for m in list(listener.messages) if "/dev-" in m.topic}
+        msgs = [m for m in list(listener.messages) if "/dev-" in m.topic]
+        return {json.loads(m.payload)["msg_id"] for m in msgs}
 
     await wait_for(lambda: set(stored) <= received(), "every message at the subscriber", 30)
