@@ -42,6 +42,8 @@ from drivers.sim.synth import EcgSynth
 
 __all__ = ["BRUCE", "SimCart"]
 
+_PEAK_BPM = 185.0
+
 #: Bruce protocol stages: (speed km/h, grade %), 3 minutes each in the clinic.
 BRUCE = ((2.7, 10.0), (4.0, 12.0), (5.5, 14.0), (6.8, 16.0), (8.0, 18.0), (8.9, 20.0), (9.7, 22.0))
 
@@ -179,7 +181,8 @@ class SimCart:
             self._write(encode_blood_pressure(self._next_seq(), self.samples_sent, sys_, dia))
         self.stage += 1
         self._stage_start = self.samples_sent
-        self._synth.set_heart_rate(self.hr_bpm + 15.0 * self.stage)
+        # heart rate climbs 15 bpm per stage, up to a plausible peak exercise rate
+        self._synth.set_heart_rate(min(self.hr_bpm + 15.0 * self.stage, _PEAK_BPM))
         self._write(self._stage_frame(self.stage))
 
     async def _run(self) -> None:
