@@ -49,6 +49,8 @@ _SEARCHBACK_RR = 1.66
 _RR_CAP_S = 1.5  # mean RR used for search-back is capped: bounds the latency
 _RR_HISTORY = 8
 _LEVEL_HISTORY = 8  # peaks in the median signal and noise levels (Hamilton & Tompkins)
+_WIDTH_SLOPE = 0.3  # QRS width: span where the slope exceeds 30 % of its peak
+_WIDE = 1.6  # wider than 1.6 x the median of recent narrow beats: likely ventricular
 _THRESHOLD = 0.3125
 
 
@@ -67,30 +69,52 @@ class Beats:
     rr_s
         Interval from the previous beat, s (NaN for the first beat of a stream
         or after a gap).
+    width_s
+        QRS width estimate, s (span of steep slope around the R peak).
+    ventricular
+        True where the QRS is much wider than the recent narrow beats (over 1.6 x
+        their median width): a likely ventricular beat. A measurement, not a
+        diagnosis.
     """
 
     seq: np.ndarray
     fs: float
     amplitude_mv: np.ndarray = field(default_factory=lambda: np.zeros(0))
     rr_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    width_s: np.ndarray | None = None
+    ventricular: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.seq.size)
 
     @classmethod
     def empty(cls, fs: float) -> Beats:
-        return cls(np.zeros(0, np.int64), fs, np.zeros(0), np.zeros(0))
+        return cls(
+            np.zeros(0, np.int64), fs, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool)
+        )
 
     @classmethod
     def concat(cls, parts: list[Beats], fs: float) -> Beats:
         """One :class:`Beats` from several, in order."""
         if not parts:
             return cls.empty(fs)
+
+        def cat(name: str, default: np.ndarray) -> np.ndarray:
+            return np.concatenate(
+                [
+                    getattr(p, name) if getattr(p, name) is not None else default[: len(p)]
+                    for p in parts
+                ]
+            )
+
+        n = sum(len(p) for p in parts)
         return cls(
             np.concatenate([p.seq for p in parts]).astype(np.int64),
             fs,
             np.concatenate([p.amplitude_mv for p in parts]),
             np.concatenate([p.rr_s for p in parts]),
+            cat("width_s", np.full(n, np.nan)),
+            cat("ventricular", np.zeros(n, bool)),
         )
 
 
@@ -102,6 +126,8 @@ class _Candidate:
     r_idx: int  # R-peak location
     amplitude: float  # mV at r_idx (0.5-40 Hz signal)
     rr: float = float("nan")  # samples since the previous beat's R peak
+    width: float = 0.0  # samples of steep slope around R
+    ventricular: bool = False
 
 
 class QrsDetector:
@@ -168,6 +194,7 @@ class QrsDetector:
         self._last_r: int | None = None
         self._last_slope = 0.0
         self._rr: list[int] = []
+        self._narrow_widths: deque[float] = deque(maxlen=16)
         self._deadline: int | None = None
 
     # --- input ------------------------------------------------------------------
@@ -255,12 +282,16 @@ class QrsDetector:
         win = slice(lo - b0, idx - b0 + 1)
         amp = self._amp[win]
         r_rel = int(np.argmax(np.abs(amp)))
+        slope = np.abs(np.diff(amp))
+        steep = np.flatnonzero(slope > _WIDTH_SLOPE * slope.max()) if slope.size else slope
+        width = float(steep[-1] - steep[0] + 1) if steep.size else 0.0
         return _Candidate(
             idx=idx,
             peak=float(self._e[idx - b0]),
             slope=float(self._d[lo - b0 : idx - b0 + 1].max()),
             r_idx=lo + r_rel,
             amplitude=float(amp[r_rel]),
+            width=width,
         )
 
     def _trim(self) -> None:
@@ -333,6 +364,11 @@ class QrsDetector:
                 del self._rr[0]
         if self._last_r is not None:
             c.rr = float(c.r_idx - self._last_r)
+        narrow = self._narrow_widths
+        if len(narrow) >= 4 and c.width > _WIDE * _median(narrow):
+            c.ventricular = True
+        else:
+            narrow.append(c.width)
         self._last_beat = c.idx
         self._last_r = c.r_idx
         self._last_slope = c.slope
@@ -382,7 +418,9 @@ class QrsDetector:
         seq = np.array([c.r_idx for c in cands], dtype=np.int64)
         amp = np.array([c.amplitude for c in cands])
         rr = np.array([c.rr for c in cands]) / self.fs
-        return Beats(seq, self.fs, amp, rr)
+        width = np.array([c.width for c in cands]) / self.fs
+        wide = np.array([c.ventricular for c in cands], dtype=bool)
+        return Beats(seq, self.fs, amp, rr, width, wide)
 
 
 def _median(values: deque[float]) -> float:

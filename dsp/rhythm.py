@@ -91,6 +91,8 @@ class RhythmTracker:
         self.pause_s = pause_s
         self._last: int | None = None
         self._rr: deque[int] = deque(maxlen=_AF_WINDOW)
+        self._ectopic: deque[bool] = deque(maxlen=_AF_WINDOW)
+        self._last_wide = False
         self._rate_rr: deque[int] = deque(maxlen=8)
         self._beats: deque[int] = deque(maxlen=_AF_WINDOW + 1)
         self._af_count = 0
@@ -107,16 +109,20 @@ class RhythmTracker:
     def process(self, beats: Beats) -> list[RhythmEpisode]:
         """Take new beats (in order); return episodes that began or ended with them."""
         changed: list[RhythmEpisode] = []
-        for s, rr_s in zip(beats.seq.tolist(), beats.rr_s.tolist(), strict=True):
+        wide = beats.ventricular.tolist() if beats.ventricular is not None else [False] * len(beats)
+        for s, rr_s, v in zip(beats.seq.tolist(), beats.rr_s.tolist(), wide, strict=True):
             if self._last is None or math.isnan(rr_s):
                 # first beat, or first after a gap in the stream: no interval to judge
                 self._rr.clear()
+                self._ectopic.clear()
                 self._rate_rr.clear()
                 self._beats.clear()
                 self._close_all(s, changed)
             else:
                 rr = s - self._last
                 self._rr.append(rr)
+                # an interval that ends on or starts from a wide (ventricular) beat
+                self._ectopic.append(bool(v) or self._last_wide)
                 self._rate_rr.append(rr)
                 if rr >= self.pause_s * self.fs:
                     ep = RhythmEpisode(
@@ -128,6 +134,7 @@ class RhythmTracker:
                 self._judge_af(s, changed)
             self._beats.append(s)
             self._last = s
+            self._last_wide = bool(v)
         return changed
 
     def finish(self, end_seq: int) -> list[RhythmEpisode]:
@@ -191,7 +198,7 @@ class RhythmTracker:
         # drop premature beats: a short interval followed by a compensatory long one
         med = float(np.median(seq))
         ectopic = (seq[:-1] < _PREMATURE * med) & (seq[1:] > _COMPENSATORY * med)
-        keep = np.ones(seq.size, bool)
+        keep = ~np.asarray(self._ectopic, dtype=bool)
         keep[:-1] &= ~ectopic
         keep[1:] &= ~ectopic
         if keep.sum() < seq.size // 2:
@@ -209,9 +216,7 @@ class RhythmTracker:
         tp = int(np.count_nonzero((seq[1:-1] - seq[:-2]) * (seq[1:-1] - seq[2:]) > 0))
         mu, sigma = (2 * n - 4) / 3, math.sqrt((16 * n - 29) / 90)
         random_order = abs(tp - mu) < 2 * sigma
-        irregular = (
-            bool(keep.any()) and nrmssd > _AF_NRMSSD and ent > _AF_ENTROPY and random_order
-        )
+        irregular = bool(keep.any()) and nrmssd > _AF_NRMSSD and ent > _AF_ENTROPY and random_order
         conf = min(1.0, 0.5 * (nrmssd / _AF_NRMSSD - 1) + 0.5 * (ent / _AF_ENTROPY - 1) + 0.5)
         det = {"nrmssd": round(nrmssd, 3), "rr_entropy": round(ent, 3), "turning_points": tp}
         need = max(8 // _AF_EVERY, 1)  # 8 beats' worth of consecutive verdicts

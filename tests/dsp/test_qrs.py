@@ -83,3 +83,19 @@ def test_synthetic_rate_and_gap() -> None:
 def test_flat_line_gives_no_beats() -> None:
     x = np.zeros(5000)
     assert detect_beats(x, 250.0).size == 0
+
+
+def test_wide_beats_labelled_ventricular(mitdb119: dict) -> None:
+    """Record 119 excerpt: the PVCs (V) are flagged wide, the normal beats are not."""
+    fs = mitdb119["fs"]
+    det = QrsDetector(fs)
+    beats = Beats.concat([det.process_array(mitdb119["mv"], 0), det.finish()], fs)
+    assert beats.ventricular is not None and beats.width_s is not None
+    symbols = dict(zip(mitdb119["beats"].tolist(), mitdb119["symbols"].tolist(), strict=True))
+    agree = total = 0
+    for s, v in zip(beats.seq.tolist(), beats.ventricular.tolist(), strict=True):
+        ref = [sym for r, sym in symbols.items() if abs(r - s) <= 0.15 * fs]
+        if ref and s > 2 * fs:  # labels start once a few narrow beats were seen
+            total += 1
+            agree += (ref[0] == "V") == v
+    assert agree >= total - 1
