@@ -155,7 +155,12 @@ def _plain(value: Any) -> Any:
 
 
 def status_payload(
-    gateway_id: str, state: str, *, devices: dict[str, Any] | None = None, now: float
+    gateway_id: str,
+    state: str,
+    *,
+    devices: dict[str, Any] | None = None,
+    now: float,
+    transmission: dict[str, Any] | None = None,
 ) -> bytes:
     """The retained status JSON (``ecg-gateway/status/v1``); ``now`` in POSIX UTC s.
 
@@ -169,6 +174,8 @@ def status_payload(
         "version": __version__,
         "devices": _plain(devices or {}),
     }
+    if transmission is not None:
+        body["transmission"] = _plain(transmission)
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -403,7 +410,11 @@ class Publisher:
             info = client.publish(
                 self.status_topic,
                 status_payload(
-                    self.gateway_id, "offline", devices=self._devices(), now=self._clock()
+                    self.gateway_id,
+                    "offline",
+                    devices=self._devices(),
+                    now=self._clock(),
+                    transmission=self._transmission(),
                 ),
                 qos=1,
                 retain=True,
@@ -685,7 +696,11 @@ class Publisher:
             return
         try:
             payload = status_payload(
-                self.gateway_id, state, devices=self._devices(), now=self._clock()
+                self.gateway_id,
+                state,
+                devices=self._devices(),
+                now=self._clock(),
+                transmission=self._transmission(),
             )
         except (TypeError, ValueError) as exc:
             self.stats.last_error = f"status message could not be built: {exc!r}"
@@ -695,6 +710,17 @@ class Publisher:
         if info.rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._status_mids.add(info.mid)
             self.stats.status_sent += 1
+
+    def _transmission(self) -> dict[str, Any]:
+        """Delivery facts for the status: what waits in the outbox, what the broker refused."""
+        st = self.stats
+        return {
+            "outbox_pending": self.outbox.pending(),
+            "inflight": len(self._inflight),
+            "acked": st.acked,
+            "nacked": st.nacked,
+            "nacked_by_reason": dict(st.nacked_by_reason),
+        }
 
     async def _status_loop(self) -> None:
         while True:

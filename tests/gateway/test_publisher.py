@@ -467,3 +467,33 @@ async def test_tls_untrusted_broker_is_not_used(
         assert not pub.connected
         assert pub.stats.connect_failures >= 1
     assert outbox.pending() == 1
+
+
+async def test_status_reports_refused_messages(mosquitto, mqtt_listener, tmp_path) -> None:
+    """A message the ACL refuses shows up in the retained status's transmission facts."""
+    from gateway.config import MqttConfig
+    from gateway.outbox import Outbox
+    from gateway.publisher import Publisher
+    from tests.conftest import wait_for
+
+    broker = mosquitto(
+        users={"gw1": "pw", "mc": "pw"},
+        acl={"gw1": ["topic write ecg/v1/gw1/#"], "mc": ["topic read ecg/v1/#"]},
+    )
+    (tmp_path / "pw").write_text("pw\n")
+    (tmp_path / "pw").chmod(0o600)
+    cfg = MqttConfig(url=broker.url, insecure=True, username="gw1", password_file=tmp_path / "pw")
+    listener = mqtt_listener(broker, "ecg/v1/gw1/status", username="mc", password="pw")
+    with Outbox(tmp_path / "o.sqlite3") as ob:
+        ob.put("event", "d1", "ecg/v1/other-gw/d1/event", {"kind": "event"})
+        async with Publisher(cfg, "gw1", ob, status_period_s=0.2, retry_backoff_s=60) as pub:
+            await wait_for(lambda: pub.stats.nacked >= 1, "the refused publish")
+
+            def refused() -> bool:
+                last = [m.json() for m in listener.on("ecg/v1/gw1/status")][-1:]
+                return bool(last) and last[0].get("transmission", {}).get("nacked", 0) >= 1
+
+            await wait_for(refused, "status with the refusal")
+        status = [m.json() for m in listener.on("ecg/v1/gw1/status")][-1]
+        assert status["transmission"]["outbox_pending"] == 1
+        assert any("authorized" in r.lower() for r in status["transmission"]["nacked_by_reason"])
