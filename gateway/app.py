@@ -228,7 +228,10 @@ class Gateway:
         """Run until ``stop`` is set; then stop drivers, flush pipelines and drain the outbox."""
         cfg = self.cfg
         cfg.gateway.state_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(cfg.gateway.state_dir / "outbox.sqlite3")
+        self.outbox = Outbox(
+            cfg.gateway.state_dir / "outbox.sqlite3",
+            max_bytes=int(cfg.gateway.outbox_max_mb * 1e6),
+        )
         try:
             async with Publisher(
                 cfg.mqtt,

@@ -48,6 +48,11 @@ class GatewaySection(_Model):
         Path("/var/lib/ecg-gateway"),
         description="Where the outbox database and study records are kept.",
     )
+    outbox_max_mb: Annotated[float, Field(gt=0)] = Field(
+        1024.0,
+        description="Disk quota of the outbox, MB; over it the oldest strips are dropped "
+        "(recorded and alarmed), events never.",
+    )
 
 
 class MqttConfig(_Model):

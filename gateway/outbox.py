@@ -19,16 +19,19 @@ event loop, so every call takes one lock around one SQLite connection.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = ["PRIORITIES", "Outbox", "OutboxMessage"]
+
+log = logging.getLogger(__name__)
 
 #: Delivery priority by message kind (lower goes first).
 PRIORITIES: Mapping[str, int] = {"event": 0, "strip": 1}
@@ -49,6 +52,14 @@ CREATE TABLE IF NOT EXISTS messages (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_order ON messages (priority, row_id);
+CREATE TABLE IF NOT EXISTS dropped (
+    device_id  TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    msg_id     TEXT    NOT NULL,
+    created    REAL    NOT NULL,
+    dropped_at REAL    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     device_id TEXT    NOT NULL,
     kind      TEXT    NOT NULL,
@@ -85,9 +96,23 @@ class Outbox:
     ----------
     path
         Database file (created with its directory if missing).
+    max_bytes
+        Disk quota for waiting payloads, bytes (None: no limit). Over it, the oldest
+        status/other messages go first, then the oldest strips; events are never
+        dropped. Every drop is recorded in the ``dropped`` table (device, kind, seq)
+        so it can be reported, and raises an alarm.
+    on_alarm
+        Called with a readable message when messages are dropped or when events
+        alone exceed the quota.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int | None = None,
+        on_alarm: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -97,6 +122,13 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self.max_bytes = max_bytes
+        self._on_alarm = on_alarm
+        self.dropped_by_kind: dict[str, int] = {}
+        self.alarms = 0
+        self._bytes = int(
+            self._db.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM messages").fetchone()[0]
+        )
         self.put_count = 0
         self.acked = 0
         self.nacked = 0
@@ -145,6 +177,9 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
             self.put_count += 1
+            self._bytes += len(payload)
+            if self.max_bytes is not None and self._bytes > self.max_bytes:
+                self._enforce_quota(created)
         return OutboxMessage(
             int(cur.lastrowid or 0), kind, device_id, topic, seq, msg_id, payload, created, 0, prio
         )
@@ -170,8 +205,62 @@ class Outbox:
     def ack(self, row_id: int) -> None:
         """The broker accepted the message: delete it."""
         with self._lock:
+            row = self._db.execute(
+                "SELECT length(payload) FROM messages WHERE row_id = ?", (row_id,)
+            ).fetchone()
             self._db.execute("DELETE FROM messages WHERE row_id = ?", (row_id,))
+            if row is not None:
+                self._bytes -= int(row[0])
             self.acked += 1
+
+    def _enforce_quota(self, now: float) -> None:
+        """Drop the oldest non-event messages until under quota (lock held)."""
+        assert self.max_bytes is not None
+        victims = self._db.execute(
+            "SELECT row_id, kind, device_id, seq, msg_id, created, length(payload) "
+            "FROM messages WHERE kind != 'event' ORDER BY priority DESC, row_id"
+        ).fetchall()
+        gone: list[tuple] = []
+        for row_id, kind, device, seq, msg_id, created, size in victims:
+            if self._bytes <= self.max_bytes:
+                break
+            gone.append((row_id, kind, device, seq, msg_id, created))
+            self._bytes -= int(size)
+        if gone:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM messages WHERE row_id = ?", [(g[0],) for g in gone])
+            self._db.executemany(
+                "INSERT INTO dropped (device_id, kind, seq, msg_id, created, dropped_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(g[2], g[1], g[3], g[4], g[5], now) for g in gone],
+            )
+            self._db.execute("COMMIT")
+            for g in gone:
+                self.dropped_by_kind[g[1]] = self.dropped_by_kind.get(g[1], 0) + 1
+            self._alarm(
+                f"outbox over its {self.max_bytes} byte quota: dropped {len(gone)} oldest "
+                f"non-event message(s) ({', '.join(sorted({g[1] for g in gone}))}); "
+                "events are kept"
+            )
+        if self._bytes > self.max_bytes:
+            self._alarm(
+                f"events alone exceed the outbox quota ({self._bytes} > {self.max_bytes} "
+                "bytes); all kept — free disk or raise the quota"
+            )
+
+    def _alarm(self, text: str) -> None:
+        self.alarms += 1
+        log.error("%s", text)
+        if self._on_alarm is not None:
+            self._on_alarm(text)
+
+    def dropped(self) -> list[tuple[str, str, int]]:
+        """(device, kind, seq) of every message dropped by the quota, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device_id, kind, seq FROM dropped ORDER BY rowid"
+            ).fetchall()
+        return [(d, k, int(q)) for d, k, q in rows]
 
     def nack(self, row_id: int, reason: str) -> None:
         """The broker refused the message: keep it, count the attempt, remember why."""
@@ -218,6 +307,9 @@ class Outbox:
     def stats(self) -> dict[str, int]:
         return {
             "put": self.put_count,
+            "bytes": self._bytes,
+            "alarms": self.alarms,
+            **{f"dropped_{k}": v for k, v in self.dropped_by_kind.items()},
             "acked": self.acked,
             "nacked": self.nacked,
             "pending": self.pending(),

@@ -49,3 +49,29 @@ def test_nack_keeps_the_message(tmp_path: Path) -> None:
     with Outbox(path) as ob:
         (again,) = ob.peek(10)
         assert again.msg_id == m.msg_id and again.attempts == 1 and again.payload == m.payload
+
+
+def test_week_offline_under_quota_keeps_every_event(tmp_path: Path) -> None:
+    """7 days without a broker in fast time: a strip every 5 min, an event every 6 h."""
+    alarms: list[str] = []
+    quota = 1_000_000
+    t0 = 1_790_000_000.0
+    events = []
+    with Outbox(tmp_path / "o.sqlite3", max_bytes=quota, on_alarm=alarms.append) as ob:
+        for i in range(7 * 24 * 12):
+            now = t0 + i * 300
+            ob.put("strip", "p1", "t/p1/strip", {"n": i, "data": "1 " * 4000}, now=now)
+            if i % 72 == 0:
+                events.append(ob.put("event", "p1", "t/p1/event", {"n": i, "data": "2 " * 4000}))
+            assert ob.stats["bytes"] <= quota
+        kept = ob.peek(limit=10_000)
+        assert {m.msg_id for m in events} <= {m.msg_id for m in kept}
+        assert alarms and "events are kept" in alarms[0]
+        dropped = ob.dropped()
+        assert dropped and all(kind == "strip" for _, kind, _ in dropped)
+        # the strips kept are the newest ones, their seq contiguous up to the last
+        strips = sorted(m.seq for m in kept if m.kind == "strip")
+        assert strips == list(range(strips[0], 7 * 24 * 12 + 1))
+        assert [s for _, _, s in dropped] == list(range(1, strips[0]))
+    with Outbox(tmp_path / "o.sqlite3", max_bytes=quota) as ob:  # totals survive a restart
+        assert ob.stats["bytes"] <= quota and ob.pending() == len(kept)
