@@ -144,45 +144,73 @@ class Outbox:
         priority: int | None = None,
         now: float | None = None,
     ) -> OutboxMessage:
-        """Assign ``msg_id`` and ``seq``, store durably, and return the stored message.
+        """Assign ``msg_id`` and ``seq``, store durably (one commit), return the stored message.
 
         ``body`` gets ``msg_id`` and ``seq`` set; it must be JSON-serializable.
         """
-        prio = PRIORITIES.get(kind, _DEFAULT_PRIORITY) if priority is None else priority
+        return self.put_many([(kind, device_id, topic, body)], priority=priority, now=now)[0]
+
+    def put_many(
+        self,
+        items: Iterable[tuple[str, str, str, dict[str, Any]]],
+        *,
+        priority: int | None = None,
+        now: float | None = None,
+    ) -> list[OutboxMessage]:
+        """Store several ``(kind, device_id, topic, body)`` messages in one transaction.
+
+        One commit (one fsync) for the batch: use it for bulk strips and telemetry;
+        all or none of the batch is stored.
+        """
         created = time.time() if now is None else now
-        msg_id = str(uuid.uuid4())
+        out: list[OutboxMessage] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute(
-                    "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?",
-                    (device_id, kind),
-                ).fetchone()
-                seq = (row[0] if row else 0) + 1
-                self._db.execute(
-                    "INSERT INTO counters (device_id, kind, last_seq) VALUES (?, ?, ?) "
-                    "ON CONFLICT (device_id, kind) DO UPDATE SET last_seq = excluded.last_seq",
-                    (device_id, kind, seq),
-                )
-                body["msg_id"] = msg_id
-                body["seq"] = seq
-                payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-                cur = self._db.execute(
-                    "INSERT INTO messages (kind, device_id, topic, seq, msg_id, priority, "
-                    "payload, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (kind, device_id, topic, seq, msg_id, prio, payload, created),
-                )
+                for kind, device_id, topic, body in items:
+                    prio = PRIORITIES.get(kind, _DEFAULT_PRIORITY) if priority is None else priority
+                    msg_id = str(uuid.uuid4())
+                    row = self._db.execute(
+                        "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?",
+                        (device_id, kind),
+                    ).fetchone()
+                    seq = (row[0] if row else 0) + 1
+                    self._db.execute(
+                        "INSERT INTO counters (device_id, kind, last_seq) VALUES (?, ?, ?) "
+                        "ON CONFLICT (device_id, kind) DO UPDATE SET last_seq = excluded.last_seq",
+                        (device_id, kind, seq),
+                    )
+                    body["msg_id"] = msg_id
+                    body["seq"] = seq
+                    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+                    cur = self._db.execute(
+                        "INSERT INTO messages (kind, device_id, topic, seq, msg_id, priority, "
+                        "payload, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (kind, device_id, topic, seq, msg_id, prio, payload, created),
+                    )
+                    out.append(
+                        OutboxMessage(
+                            int(cur.lastrowid or 0),
+                            kind,
+                            device_id,
+                            topic,
+                            seq,
+                            msg_id,
+                            payload,
+                            created,
+                            0,
+                            prio,
+                        )
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self.put_count += 1
-            self._bytes += len(payload)
+            self.put_count += len(out)
+            self._bytes += sum(len(m.payload) for m in out)
             if self.max_bytes is not None and self._bytes > self.max_bytes:
                 self._enforce_quota(created)
-        return OutboxMessage(
-            int(cur.lastrowid or 0), kind, device_id, topic, seq, msg_id, payload, created, 0, prio
-        )
+        return out
 
     # --- delivery ------------------------------------------------------------------
     def peek(self, limit: int = 100, exclude: Iterable[int] = ()) -> list[OutboxMessage]:

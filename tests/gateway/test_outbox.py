@@ -75,3 +75,15 @@ def test_week_offline_under_quota_keeps_every_event(tmp_path: Path) -> None:
         assert [s for _, _, s in dropped] == list(range(1, strips[0]))
     with Outbox(tmp_path / "o.sqlite3", max_bytes=quota) as ob:  # totals survive a restart
         assert ob.stats["bytes"] <= quota and ob.pending() == len(kept)
+
+
+def test_put_many_is_one_atomic_batch(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite3") as ob:
+        msgs = ob.put_many([("strip", "d", "t", {"i": i}) for i in range(5)])
+        assert [m.seq for m in msgs] == [1, 2, 3, 4, 5]
+        bad = [("strip", "d", "t", {"i": 9}), ("strip", "d", "t", {"x": float("nan")})]
+        try:
+            ob.put_many(bad)
+        except ValueError:
+            pass
+        assert ob.pending() == 5 and ob.last_seq("d", "strip") == 5  # nothing of the batch
