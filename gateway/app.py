@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from drivers.events import DeviceEvent, Gap
 from dsp.block import SampleBlock
 from gateway.config import CartSerialDevice, GatewayConfig, PolarPmdDevice
 from gateway.outbox import Outbox
-from gateway.payloads import build_live_payload, build_strip_body, topic
+from gateway.payloads import build_live_payload, build_strip_body, iso, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, StripReady
 from gateway.publisher import Publisher, PublisherError
 
@@ -56,8 +59,11 @@ class DeviceChannel:
         device_id: str,
         pipeline: DevicePipeline,
         emit: Callable[[str, PipelineOutput], None],
+        study_dir: Path | None = None,
     ) -> None:
         self.device_id = device_id
+        self.study_dir = study_dir
+        self.gap_ledger: deque[dict[str, Any]] = deque(maxlen=50)
         self.pipeline = pipeline
         self._emit = emit
         self.stats = ChannelStats()
@@ -110,6 +116,25 @@ class DeviceChannel:
     def on_gap(self, gap: Gap) -> None:
         self.stats.gaps += 1
         self.stats.gap_samples += gap.n_samples
+        entry = {
+            "first_seq": gap.first_seq,
+            "end_seq": gap.end_seq,
+            "n_samples": gap.n_samples,
+            "start": iso(gap.start),
+            "end": iso(gap.end),
+            "reason": gap.reason,
+            "final": gap.final,
+        }
+        self.gap_ledger.append(entry)
+        if self.study_dir is not None:
+            # the study record keeps every gap (samples the report must show as missing)
+            try:
+                self.study_dir.mkdir(parents=True, exist_ok=True)
+                with open(self.study_dir / f"{self.device_id}.gaps.jsonl", "a") as f:
+                    f.write(json.dumps(entry) + "\n")
+            except OSError:
+                self.stats.errors += 1
+                log.exception("%s: could not record a gap in the study record", self.device_id)
         log.warning(
             "%s: %d samples missing (seq %d..%d, %s)",
             self.device_id,
@@ -212,13 +237,16 @@ class Gateway:
         for dev_id, ch in self.channels.items():
             drv = self.drivers.get(dev_id)
             drv_stats = getattr(drv, "stats", None)
-            if drv_stats is not None and not isinstance(drv_stats, dict):
+            if hasattr(drv_stats, "as_dict"):
+                drv_stats = drv_stats.as_dict()
+            elif drv_stats is not None and not isinstance(drv_stats, dict):
                 drv_stats = getattr(drv_stats, "__dict__", {})
             out[dev_id] = {
                 "samples": ch.stats.samples,
                 "gaps": ch.stats.gaps,
                 "gap_samples": ch.stats.gap_samples,
                 "heart_rate_bpm": ch.pipeline.heart_rate_bpm,
+                "recent_gaps": list(ch.gap_ledger)[-10:],
                 "driver": dict(drv_stats or {}),
             }
         return out
@@ -243,7 +271,12 @@ class Gateway:
                 self.publisher = pub
                 adapter_lock = asyncio.Lock()  # one Bluetooth adapter: scans never overlap
                 for dev in cfg.devices:
-                    ch = DeviceChannel(dev.id, DevicePipeline(dev.id, cfg), self._emit)
+                    ch = DeviceChannel(
+                        dev.id,
+                        DevicePipeline(dev.id, cfg),
+                        self._emit,
+                        study_dir=cfg.gateway.state_dir / "study",
+                    )
                     self.channels[dev.id] = ch
                     self.drivers[dev.id] = make_driver(dev, ch, self._ble_backend, adapter_lock)
                 tasks = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,7 @@ async def test_patch_to_broker_with_button_event(mosquitto, mqtt_listener, tmp_p
     states = [m.json()["state"] for m in listener.on("ecg/v1/gw-t/status")]
     assert states[0] == "online" and states[-1] == "offline"
     assert gw.outbox_pending_at_exit == 0
+    assert listener.on("ecg/v1/gw-t/status")[-1].json()["devices"]["p1"]["driver"]["connects"] == 1
 
 
 async def test_world_readable_key_refuses_to_start(tmp_path: Path) -> None:
@@ -69,3 +71,17 @@ async def test_world_readable_key_refuses_to_start(tmp_path: Path) -> None:
         }
     )
     assert await run_gateway(cfg) == 78
+
+
+def test_gaps_go_to_the_study_record_and_status(tmp_path: Path) -> None:
+    from drivers.events import Gap
+    from gateway.app import DeviceChannel
+    from gateway.pipeline import DevicePipeline
+
+    cfg = parse_config({"gateway": {"id": "g", "state_dir": str(tmp_path)}})
+    ch = DeviceChannel("p1", DevicePipeline("p1", cfg), lambda *_: None, tmp_path / "study")
+    ch.on_gap(Gap("p1", 100, 230, 1.79e9, 1.79e9 + 1, "pmd timestamp jump", True))
+    ch.on_gap(Gap("p1", 500, 510, 1.79e9 + 3, 1.79e9 + 3.1, "serial frames lost", True))
+    lines = (tmp_path / "study" / "p1.gaps.jsonl").read_text().splitlines()
+    assert [json.loads(x)["n_samples"] for x in lines] == [130, 10]
+    assert ch.gap_ledger[0]["reason"] == "pmd timestamp jump"
