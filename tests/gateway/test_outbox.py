@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from gateway.outbox import Outbox
 
 
@@ -82,8 +84,6 @@ def test_put_many_is_one_atomic_batch(tmp_path: Path) -> None:
         msgs = ob.put_many([("strip", "d", "t", {"i": i}) for i in range(5)])
         assert [m.seq for m in msgs] == [1, 2, 3, 4, 5]
         bad = [("strip", "d", "t", {"i": 9}), ("strip", "d", "t", {"x": float("nan")})]
-        try:
+        with pytest.raises(ValueError):
             ob.put_many(bad)
-        except ValueError:
-            pass
         assert ob.pending() == 5 and ob.last_seq("d", "strip") == 5  # nothing of the batch
