@@ -22,8 +22,15 @@ __all__ = [
     "HEART_RATE_SERVICE",
     "MANUFACTURER_NAME",
     "MODEL_NUMBER",
+    "PATCH_BACKFILL",
     "PATCH_BUTTON",
+    "PATCH_ECG",
     "PATCH_EVENT_SERVICE",
+    "PATCH_RACP",
+    "PATCH_SERVICE",
+    "PATCH_STATUS",
+    "PATCH_SYMPTOM",
+    "PATCH_TIME",
     "PMD_CONTROL_POINT",
     "PMD_DATA",
     "PMD_SERVICE",
@@ -57,3 +64,12 @@ PMD_DATA = "fb005c82-02e7-f387-1cad-8acd2d8df0c8"  # notify
 _PATCH_BASE = "c236{:04x}-8ad6-4484-a212-d9b0c62eba76"
 PATCH_EVENT_SERVICE = _PATCH_BASE.format(0x0001)
 PATCH_BUTTON = _PATCH_BASE.format(0x0002)  # notify, see gatt_standard.ButtonPress
+
+# ecg-gateway patch profile with backfill (docs/protocols/patch-gatt.md)
+PATCH_SERVICE = _PATCH_BASE.format(0x0010)
+PATCH_ECG = _PATCH_BASE.format(0x0011)  # notify: live ECG frames
+PATCH_BACKFILL = _PATCH_BASE.format(0x0012)  # notify: ECG frames re-sent from memory
+PATCH_RACP = _PATCH_BASE.format(0x0013)  # write + indicate: record access control point
+PATCH_TIME = _PATCH_BASE.format(0x0014)  # read, write: device time at a sample number
+PATCH_STATUS = _PATCH_BASE.format(0x0015)  # read, notify: battery, contact, storage
+PATCH_SYMPTOM = _PATCH_BASE.format(0x0016)  # notify: symptom button with its sample number
