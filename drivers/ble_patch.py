@@ -33,14 +33,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bleak import BleakClient, BleakScanner
+from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient
-from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
-from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 
 from drivers import patch_uuids as uuids
+from drivers.ble_link import connect, supervise
 from drivers.events import DeviceEvent, DeviceSink
 from drivers.gatt_standard import (
     GattDecodeError,
@@ -148,39 +147,18 @@ class PolarPmdDriver:
     # --- main loop --------------------------------------------------------------------
     async def run(self) -> None:
         """Connect, stream, reconnect on loss; returns only by cancellation."""
-        failures = 0
-        while True:
-            try:
-                streamed = await self._session()
-            except (BleakError, TimeoutError, OSError, PmdStartError) as exc:
-                self.stats.connect_failures += 1
-                self._event("error", what="link", detail=repr(exc), count=failures + 1)
-                streamed = False
-            failures = 0 if streamed else failures + 1
-            await asyncio.sleep(self._backoff(failures))
+        await supervise(
+            self._session, self._failed, self.reconnect_delay_s, self._rng, (PmdStartError,)
+        )
 
-    def _backoff(self, failures: int) -> float:
-        first, cap = self.reconnect_delay_s
-        delay = min(cap, first * 2 ** max(0, failures - 1))
-        return delay * self._rng.uniform(0.5, 1.0)
+    def _failed(self, exc: Exception, count: int) -> None:
+        self.stats.connect_failures += 1
+        self._event("error", what="link", detail=repr(exc), count=count)
 
     async def _session(self) -> bool:
         """One connection: returns True if ECG streamed before the link was lost."""
         lost = asyncio.Event()
-        kwargs: dict[str, Any] = {"timeout": self.config.connect_timeout_s}
-        if self.backend is not None:
-            kwargs["backend"] = self.backend
-        # establish_connection retries internally and gives each attempt its own 20 s
-        # (BLEAK_TIMEOUT); connect_timeout_s bounds the whole call.
-        async with self._adapter_lock, asyncio.timeout(self.config.connect_timeout_s):
-            client = await establish_connection(
-                BleakClientWithServiceCache,
-                await self._find_device(),
-                self.config.id,
-                disconnected_callback=lambda _c: lost.set(),
-                max_attempts=2,
-                **kwargs,
-            )
+        client = await connect(self.config, self.backend, self._adapter_lock, lost)
         self.stats.connects += 1
         if self.stats.connects > 1:
             self.stats.reconnects += 1
@@ -214,22 +192,6 @@ class PolarPmdDriver:
                     await client.disconnect()
             self._event("disconnected", reason=reason)
         return streamed
-
-    async def _find_device(self) -> BLEDevice:
-        """The BLEDevice to connect to.
-
-        BlueZ (the default backend) needs the D-Bus object path that only a scan
-        provides (``BLEDevice.details["path"]``); a backend given explicitly (the
-        simulator) connects by address alone.
-        """
-        if self.backend is not None:
-            return BLEDevice(self.config.address, self.config.id, details=None)
-        device = await BleakScanner.find_device_by_address(
-            self.config.address, timeout=self.config.connect_timeout_s
-        )
-        if device is None:
-            raise BleakError(f"{self.config.address} not seen in a scan")
-        return device
 
     async def _watch(self, lost: asyncio.Event) -> str:
         """Wait until the link drops or the ECG stream goes silent."""

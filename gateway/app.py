@@ -23,7 +23,7 @@ from typing import Any
 
 from drivers.events import DeviceEvent, Gap
 from dsp.block import SampleBlock
-from gateway.config import CartSerialDevice, GatewayConfig, PolarPmdDevice
+from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, iso, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, StripReady
@@ -150,7 +150,7 @@ class DeviceChannel:
 
 
 def make_driver(
-    dev: PolarPmdDevice | CartSerialDevice,
+    dev: PolarPmdDevice | PatchDevice | CartSerialDevice,
     sink: DeviceChannel,
     ble_backend: Any,
     adapter_lock: asyncio.Lock | None = None,
@@ -160,6 +160,10 @@ def make_driver(
         from drivers.ble_patch import PolarPmdDriver
 
         return PolarPmdDriver(dev, sink, backend=ble_backend, adapter_lock=adapter_lock)
+    if isinstance(dev, PatchDevice):
+        from drivers.patch_driver import PatchDriver
+
+        return PatchDriver(dev, sink, backend=ble_backend, adapter_lock=adapter_lock)
     from drivers.cart_serial import CartSerialDriver
 
     return CartSerialDriver(dev, sink)

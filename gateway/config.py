@@ -123,6 +123,17 @@ class PolarPmdDevice(_Model):
     silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
 
 
+class PatchDevice(_Model):
+    """A BLE chest patch speaking our profile with backfill (docs/protocols/patch-gatt.md)."""
+
+    kind: Literal["patch"]
+    id: Annotated[str, Field(pattern=_ID_PATTERN)]
+    address: str = Field(description="BLE address (AA:BB:CC:DD:EE:FF) or platform id.")
+    lead: str = Field("ECG", description="Lead label given to the single channel.")
+    connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
+    silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+
+
 class CartSerialDevice(_Model):
     """A stress-test cart streaming 12 leads over a serial port (docs/protocols/cart-serial.md)."""
 
@@ -135,7 +146,9 @@ class CartSerialDevice(_Model):
     silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
 
 
-DeviceConfig = Annotated[PolarPmdDevice | CartSerialDevice, Field(discriminator="kind")]
+DeviceConfig = Annotated[
+    PolarPmdDevice | PatchDevice | CartSerialDevice, Field(discriminator="kind")
+]
 
 
 class DspConfig(_Model):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_example_config_is_valid_and_complete():
     cfg = load_config(ROOT / "config" / "example.toml")
     assert cfg.gateway.id == "gw-0001"
-    assert {d.kind for d in cfg.devices} == {"polar_pmd", "cart_serial"}
+    assert {d.kind for d in cfg.devices} == {"patch", "polar_pmd", "cart_serial"}
     # Every top-level section of the model appears in the example.
     text = (ROOT / "config" / "example.toml").read_text()
     for section in GatewayConfig.model_fields:

@@ -1,0 +1,89 @@
+"""Connection supervision shared by the BLE patch drivers (the I/O shell).
+
+- :func:`connect`: find the patch (a scan on BlueZ, which needs the D-Bus path;
+  by address with an explicit backend such as the simulator) and connect through
+  bleak-retry-connector's ``establish_connection``, all under the adapter-wide
+  lock so a scan never overlaps another patch's connection attempt.
+- :func:`supervise`: run connection sessions forever with capped, jittered
+  exponential backoff between failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.client import BaseBleakClient
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakError
+from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
+
+__all__ = ["backoff_s", "connect", "supervise"]
+
+
+class _PatchConfig(Protocol):
+    id: str
+    address: str
+    connect_timeout_s: float
+
+
+def backoff_s(failures: int, delays: tuple[float, float], rng: random.Random) -> float:
+    """Delay before the next attempt: ``first * 2**(failures-1)`` capped, times 0.5..1."""
+    first, cap = delays
+    return min(cap, first * 2 ** max(0, failures - 1)) * rng.uniform(0.5, 1.0)
+
+
+async def _find_device(config: _PatchConfig, backend: type[BaseBleakClient] | None) -> BLEDevice:
+    if backend is not None:
+        return BLEDevice(config.address, config.id, details=None)
+    device = await BleakScanner.find_device_by_address(
+        config.address, timeout=config.connect_timeout_s
+    )
+    if device is None:
+        raise BleakError(f"{config.address} not seen in a scan")
+    return device
+
+
+async def connect(
+    config: _PatchConfig,
+    backend: type[BaseBleakClient] | None,
+    adapter_lock: asyncio.Lock,
+    lost: asyncio.Event,
+) -> BleakClient:
+    """A connected client; ``lost`` is set when the link drops."""
+    kwargs: dict[str, Any] = {"timeout": config.connect_timeout_s}
+    if backend is not None:
+        kwargs["backend"] = backend
+    # establish_connection retries internally and gives each attempt its own 20 s
+    # (BLEAK_TIMEOUT); connect_timeout_s bounds the whole call.
+    async with adapter_lock, asyncio.timeout(config.connect_timeout_s):
+        return await establish_connection(
+            BleakClientWithServiceCache,
+            await _find_device(config, backend),
+            config.id,
+            disconnected_callback=lambda _c: lost.set(),
+            max_attempts=2,
+            **kwargs,
+        )
+
+
+async def supervise(
+    session: Callable[[], Awaitable[bool]],
+    on_failure: Callable[[Exception, int], None],
+    delays: tuple[float, float],
+    rng: random.Random,
+    errors: tuple[type[Exception], ...] = (),
+) -> None:
+    """Run ``session`` forever; a session that streamed nothing counts as a failure."""
+    failures = 0
+    while True:
+        try:
+            ok = await session()
+        except (BleakError, TimeoutError, OSError, *errors) as exc:
+            on_failure(exc, failures + 1)
+            ok = False
+        failures = 0 if ok else failures + 1
+        await asyncio.sleep(backoff_s(failures, delays, rng))
