@@ -143,7 +143,8 @@ class CartSerialDriver:
                 writer.write(encode_command(FrameType.STOP))
             writer.close()
             with contextlib.suppress(Exception):
-                await writer.wait_closed()
+                async with asyncio.timeout(1.0):  # a port whose other end is gone can hang
+                    await writer.wait_closed()
             self._event("disconnected", {"reason": reason})
         return got_data
 

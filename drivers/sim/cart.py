@@ -177,7 +177,7 @@ class SimCart:
 
     def _next_stage(self) -> None:
         if self.stage:
-            sys_, dia = 120 + 15 * self.stage, 78 + 2 * self.stage
+            sys_, dia = min(120 + 15 * self.stage, 220), min(78 + 2 * self.stage, 95)
             self._write(encode_blood_pressure(self._next_seq(), self.samples_sent, sys_, dia))
         self.stage += 1
         self._stage_start = self.samples_sent

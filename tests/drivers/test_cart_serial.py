@@ -48,14 +48,15 @@ async def test_pty_stream_with_corruption_and_drop() -> None:
             cart.corrupt_next_frame()
             await wait_for(lambda: drv.stats.crc_errors >= 1, "the corrupted frame")
             cart.drop_frames(3)
-            await wait_for(lambda: drv.stats.gaps >= 2, "the dropped frames")
+            # the corrupted frame and the dropped ones may be adjacent: one gap or two
+            await wait_for(lambda: drv.stats.gap_samples >= 80, "the dropped frames")
             await wait_for(lambda: drv.stats.samples >= 4000, "more ECG")
         # START was sent and answered with HELLO and the current stage
         assert FrameType.START in cart.commands
         assert "device_info" in _kinds(sink) and "stage" in _kinds(sink)
         assert "blood_pressure" in _kinds(sink) and "error" in _kinds(sink)
         blocks, gaps = sink.blocks, sink.gaps
-        assert [g.n_samples for g in gaps] == [20, 60]
+        assert sum(g.n_samples for g in gaps) == 80 and len(gaps) in (1, 2)
         # received blocks + gaps tile the sample sequence exactly, nothing twice
         spans = [(b.seq, b.end_seq) for b in blocks] + [(g.first_seq, g.end_seq) for g in gaps]
         spans.sort()
