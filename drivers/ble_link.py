@@ -21,19 +21,15 @@ from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 
-__all__ = ["backoff_s", "connect", "supervise"]
+from drivers.backoff import backoff_s
+
+__all__ = ["connect", "supervise"]
 
 
 class _PatchConfig(Protocol):
     id: str
     address: str
     connect_timeout_s: float
-
-
-def backoff_s(failures: int, delays: tuple[float, float], rng: random.Random) -> float:
-    """Delay before the next attempt: ``first * 2**(failures-1)`` capped, times 0.5..1."""
-    first, cap = delays
-    return min(cap, first * 2 ** max(0, failures - 1)) * rng.uniform(0.5, 1.0)
 
 
 async def _find_device(config: _PatchConfig, backend: type[BaseBleakClient] | None) -> BLEDevice:

@@ -28,6 +28,7 @@ from typing import Any
 import serial
 import serial_asyncio_fast
 
+from drivers.backoff import backoff_s
 from drivers.cart_protocol import CartDecoder, CartStream, FrameType, encode_command
 from drivers.events import DeviceEvent, DeviceSink, Gap
 from dsp.block import SampleBlock
@@ -87,6 +88,7 @@ class CartSerialDriver:
         self.stats = CartSerialStats()
         self._clock = clock
         self._delays = reconnect_delay_s
+        self._rng = random.Random()
         self.decoder = CartDecoder()
         self.stream = CartStream(dev.id)
         self._errors_seen = 0
@@ -110,8 +112,7 @@ class CartSerialDriver:
             await asyncio.sleep(self._backoff(failures))
 
     def _backoff(self, failures: int) -> float:
-        first, cap = self._delays
-        return min(cap, first * 2 ** max(failures - 1, 0)) * random.uniform(0.8, 1.2)
+        return backoff_s(failures, self._delays, self._rng)
 
     async def _session(self) -> bool:
         reader, writer = await serial_asyncio_fast.open_serial_connection(

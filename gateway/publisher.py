@@ -59,6 +59,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from drivers.backoff import Backoff
 from gateway import __version__
 from gateway.config import MqttConfig
 from gateway.outbox import Outbox, OutboxMessage
@@ -237,7 +238,9 @@ class Publisher:
     retry_backoff_s
         Seconds before a message refused by the broker (failure PUBACK) is retried.
     reconnect_delay_s
-        (min, max) reconnect delay, seconds; doubles after each failure.
+        (first, cap) reconnect delay, seconds; doubles after each failure up to the cap,
+        times a random 0.5-1.0 (jitter: gateways that lost the broker together do not
+        all come back at the same instant).
     ack_timeout_s
         Seconds without PUBACK on a live connection before a message is published
         again (default max(60, 2 × keepalive)).
@@ -271,6 +274,8 @@ class Publisher:
         self._live_min_interval_s = 1.0 / live_max_rate_hz if live_max_rate_hz > 0 else 0.0
         self._retry_backoff_s = retry_backoff_s
         self._reconnect_delay_s = reconnect_delay_s
+        self._reconnect = Backoff(reconnect_delay_s)  # used on the paho thread only
+        self._refused_at_cap = False
         self._ack_timeout_s = (
             ack_timeout_s if ack_timeout_s is not None else max(60.0, 2.0 * cfg.keepalive_s)
         )
@@ -482,8 +487,7 @@ class Publisher:
             qos=1,
             retain=True,
         )
-        lo, hi = self._reconnect_delay_s
-        client.reconnect_delay_set(lo, hi)  # type: ignore[arg-type]  # paho does float math
+        self._schedule_reconnect(client, self._reconnect.delays[0])
         client.max_inflight_messages_set(cfg.inflight + 1)
         client.max_queued_messages_set(0)
         client.on_pre_connect = self._cb_pre_connect
@@ -518,18 +522,27 @@ class Publisher:
         reason_code: Any,
         properties: Properties | None,
     ) -> None:
-        lo, hi = self._reconnect_delay_s
         if reason_code.is_failure:
-            if reason_code.value in _AUTH_FAILURES:
-                client.reconnect_delay_set(hi, hi)  # type: ignore[arg-type]
+            if reason_code.value in _AUTH_FAILURES:  # retrying soon cannot fix credentials
+                self._schedule_reconnect(client, self._reconnect.at_cap())
+                self._refused_at_cap = True
             self._to_loop(self._on_refused, reason_code.getName(), int(reason_code.value))
             return
-        client.reconnect_delay_set(lo, hi)  # type: ignore[arg-type]
+        self._reconnect.reset()
         receive_max = getattr(properties, "ReceiveMaximum", None)
         self._to_loop(self._on_connected, bool(flags.session_present), receive_max)
 
     def _cb_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._schedule_reconnect(client, self._reconnect.next())
         self._to_loop(self._on_connect_failed)
+
+    def _schedule_reconnect(self, client: mqtt.Client, delay_s: float) -> None:
+        """Make paho's next reconnect wait exactly ``delay_s`` (jittered by :class:`Backoff`).
+
+        paho doubles its delay without jitter; called from the paho thread after each
+        failure (before paho waits), ``reconnect_delay_set(d, d)`` makes its wait ``d``.
+        """
+        client.reconnect_delay_set(delay_s, delay_s)  # type: ignore[arg-type]  # float math
 
     def _cb_disconnect(
         self,
@@ -539,6 +552,10 @@ class Publisher:
         reason_code: Any,
         properties: Properties | None,
     ) -> None:
+        if self._refused_at_cap:  # a refused CONNECT is followed by this disconnect
+            self._refused_at_cap = False
+        else:
+            self._schedule_reconnect(client, self._reconnect.next())
         self._to_loop(self._on_disconnected, str(reason_code))
 
     def _cb_publish(

@@ -297,12 +297,14 @@ async def test_broker_down_at_start_is_not_fatal(
         assert pub.state is LinkState.DISCONNECTED
         await wait_for(lambda: "refused" in (pub.stats.last_error or ""), "reason found")
         assert "cannot connect" in (pub.stats.last_error or "")
+        await wait_for(lambda: pub.stats.connect_failures >= 3, "jittered retries")
         assert not await pub.wait_drained(timeout=0.2)
         assert outbox.pending() == 3
         broker.start()
         listener = mqtt_listener(broker, f"{PREFIX}/{GW}/+/strip")
         pub.wake()
         assert await pub.wait_drained(timeout=15.0)
+        assert pub._reconnect.failures == 0  # the backoff starts over after a connect
     await wait_for(lambda: len(data_messages(listener)) >= 3, "3 messages")
     assert {m.user_properties["msg_id"] for m in data_messages(listener)} == {
         s.msg_id for s in stored
