@@ -132,6 +132,19 @@ class _InFlight:
     """Monotonic s when last (re)sent on a live connection."""
 
 
+_CLIENT_CERT_ALERTS = (
+    "ALERT_DECRYPT_ERROR",
+    "ALERT_UNKNOWN_CA",
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_CERTIFICATE_REQUIRED",
+    "ALERT_CERTIFICATE_EXPIRED",
+    "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_ACCESS_DENIED",
+)
+"""TLS alerts a broker sends when it does not accept the client certificate."""
+
+
 def _utc_iso(t: float) -> str:
     """POSIX seconds → ISO-8601 UTC with milliseconds and a 'Z'."""
     stamp = dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds")
@@ -633,12 +646,22 @@ class Publisher:
         try:
             with socket.create_connection((host, port), timeout=5.0) as sock:
                 if self._ssl_context is not None:
-                    with self._ssl_context.wrap_socket(sock, server_hostname=host):
-                        pass
+                    with self._ssl_context.wrap_socket(sock, server_hostname=host) as tls:
+                        # With TLS 1.3 the broker checks our certificate after the handshake
+                        # and answers a bad one with an alert: read briefly to see it.
+                        tls.settimeout(1.0)
+                        with contextlib.suppress(TimeoutError, socket.timeout):
+                            tls.recv(1)
         except ssl.SSLCertVerificationError as exc:
             return f"TLS certificate check failed: {exc.verify_message}"
         except ssl.SSLError as exc:
-            return f"TLS handshake failed: {exc.reason or exc}"
+            reason = exc.reason or str(exc)
+            if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
+                return (
+                    f"the broker refused our client certificate ({reason}): check that "
+                    "mqtt.cert_file was issued by the CA the broker trusts and is not expired"
+                )
+            return f"TLS handshake failed: {reason}"
         except OSError as exc:
             return exc.strerror or str(exc)
         return "network or TLS error (the link worked when probed again)"
@@ -647,6 +670,11 @@ class Publisher:
         was_connected = self._connected
         self._connected = False
         if self._closing:
+            return
+        if not was_connected and self.state is not LinkState.REFUSED:
+            # Dropped before any CONNACK (e.g. TLS 1.3 rejecting our certificate after
+            # the handshake): a failed connection attempt, and worth explaining.
+            self._on_connect_failed()
             return
         if self.state is not LinkState.REFUSED:
             self.state = LinkState.DISCONNECTED

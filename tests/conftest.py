@@ -8,6 +8,8 @@ its own temporary configuration, in one of these variants (combinable)::
     broker = mosquitto(users={...}, acl={"gw1": ["topic write ecg/v1/gw1/#"]})
     broker = mosquitto(tls=True)                           # mutual TLS (needs `cryptography`)
     broker = mosquitto(persistence=True)                   # sessions survive stop()/start()
+    broker = mosquitto(tls=True, identity_as_username=True,   # certificate CN = username,
+                       acl_patterns=["pattern write ecg/v1/%u/#"])  # per-gateway topics
 
 The returned :class:`Mosquitto` can be stopped and started again on the *same*
 port (broker outage tests), or paused (SIGSTOP: a hung broker) and resumed.
@@ -82,6 +84,43 @@ class TlsFiles:
     server_key: Path
     client_cert: Path
     client_key: Path
+    ca_key: Path
+
+
+def make_client_cert(tls: TlsFiles, cn: str, directory: Path) -> tuple[Path, Path]:
+    """Issue another client certificate (CN ``cn``) from ``tls``'s CA: (cert, key 0600)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = x509.load_pem_x509_certificate(tls.ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key(tls.ca_key.read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    cert_path, key_path = directory / f"{cn}.pem", directory / f"{cn}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
 
 
 def make_tls_files(directory: Path, client_cn: str = "gw1") -> TlsFiles:
@@ -161,6 +200,7 @@ def make_tls_files(directory: Path, client_cn: str = "gw1") -> TlsFiles:
         server_key=directory / "server.key",
         client_cert=directory / "client.pem",
         client_key=directory / "client.key",
+        ca_key=directory / "ca.key",
     )
     pem = serialization.Encoding.PEM
     files.ca_file.write_bytes(ca.public_bytes(pem))
@@ -168,6 +208,7 @@ def make_tls_files(directory: Path, client_cn: str = "gw1") -> TlsFiles:
     files.client_cert.write_bytes(client.public_bytes(pem))
     write_key(server_key, files.server_key)
     write_key(client_key, files.client_key)
+    write_key(ca_key, files.ca_key)
     return files
 
 
@@ -185,8 +226,12 @@ class Mosquitto:
         acl: dict[str, list[str]] | None = None,
         tls: bool = False,
         persistence: bool = False,
+        identity_as_username: bool = False,
+        acl_patterns: list[str] | None = None,
     ) -> None:
         self.dir = directory
+        self.identity_as_username = identity_as_username
+        self.acl_patterns = list(acl_patterns or [])
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -229,9 +274,10 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {pw}"]
         else:
             lines.append("allow_anonymous true")
-        if acl is not None:
+        if acl is not None or self.acl_patterns:
+            acl = acl or {}
             acl_path = self.dir / "acl"
-            acl_lines: list[str] = []
+            acl_lines = [*self.acl_patterns, ""]  # patterns apply to every user (%u, %c)
             for user, rules in acl.items():
                 acl_lines.append(f"user {user}")
                 acl_lines += rules
@@ -247,6 +293,8 @@ class Mosquitto:
                 "require_certificate true",
                 "tls_version tlsv1.2",
             ]
+            if self.identity_as_username:  # the certificate's CN is the username (ACLs)
+                lines.append("use_identity_as_username true")
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> None:
@@ -318,6 +366,8 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
         acl: dict[str, list[str]] | None = None,
         tls: bool = False,
         persistence: bool = False,
+        identity_as_username: bool = False,
+        acl_patterns: list[str] | None = None,
     ) -> Mosquitto:
         if users and not os.access(MOSQUITTO_PASSWD, os.X_OK):
             pytest.skip("mosquitto_passwd not installed")
@@ -327,6 +377,8 @@ def mosquitto(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
             acl=acl,
             tls=tls,
             persistence=persistence,
+            identity_as_username=identity_as_username,
+            acl_patterns=acl_patterns,
         )
         brokers.append(broker)
         broker.start()
@@ -371,6 +423,7 @@ class MqttListener:
         password: str | None = None,
         client_id: str = "",
         session_expiry_s: int | None = None,
+        cert: tuple[Path, Path] | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.packettypes import PacketTypes
@@ -387,7 +440,8 @@ class MqttListener:
             self.client.username_pw_set(username, password)
         if broker.tls is not None:
             ctx = ssl.create_default_context(cafile=str(broker.tls.ca_file))
-            ctx.load_cert_chain(str(broker.tls.client_cert), str(broker.tls.client_key))
+            cert_file, key_file = cert or (broker.tls.client_cert, broker.tls.client_key)
+            ctx.load_cert_chain(str(cert_file), str(key_file))
             self.client.tls_set_context(ctx)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe

@@ -17,7 +17,14 @@ from gateway import __version__
 from gateway.config import MqttConfig
 from gateway.outbox import Outbox, OutboxMessage
 from gateway.publisher import LinkState, Publisher, PublisherError, status_payload
-from tests.conftest import Mosquitto, MqttListener, Received, make_tls_files, wait_for
+from tests.conftest import (
+    Mosquitto,
+    MqttListener,
+    Received,
+    make_client_cert,
+    make_tls_files,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -499,3 +506,77 @@ async def test_status_reports_refused_messages(mosquitto, mqtt_listener, tmp_pat
         status = [m.json() for m in listener.on("ecg/v1/gw1/status")][-1]
         assert status["transmission"]["outbox_pending"] == 1
         assert any("authorized" in r.lower() for r in status["transmission"]["nacked_by_reason"])
+
+
+# --- certificates as identities ---------------------------------------------------------
+
+
+async def test_client_certificate_from_another_ca_is_refused(
+    mosquitto: Callable[..., Mosquitto], outbox: Outbox, tmp_path: Path
+) -> None:
+    """The gateway trusts the broker, but its own certificate was not issued by the broker's CA."""
+    broker = mosquitto(tls=True)
+    assert broker.tls is not None
+    rogue = make_tls_files(tmp_path / "rogue-pki", client_cn="gw1")
+    cfg = mqtt_config(
+        broker, ca_file=broker.tls.ca_file, cert_file=rogue.client_cert, key_file=rogue.client_key
+    )
+    put(outbox, "patch-1", 1)
+    async with Publisher(cfg, GW, outbox, **FAST) as pub:
+        await wait_for(
+            lambda: "refused our client certificate" in (pub.stats.last_error or ""),
+            "a clear diagnosis",
+        )
+        assert not pub.connected
+        assert pub.stats.connects == 0
+        assert pub.stats.connect_failures >= 1
+        assert "mqtt.cert_file" in (pub.stats.last_error or "")
+    assert outbox.pending() == 1
+
+
+async def test_certificate_identity_acl_keeps_gateways_apart(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    tmp_path: Path,
+) -> None:
+    """mTLS with the certificate CN as the username and ``pattern write ecg/v1/%u/#``.
+
+    Gateway gw-a, holding its own valid certificate, tries to publish as gw-b: the broker
+    refuses each message (v5 reason code), the publisher counts it, keeps it in the
+    outbox and says so in its status; gw-a's own messages go through.
+    """
+    broker = mosquitto(
+        tls=True,
+        identity_as_username=True,
+        acl_patterns=[f"pattern write {PREFIX}/%u/#", f"pattern readwrite {PREFIX}/%u/status"],
+        acl={"center": [f"topic read {PREFIX}/#"]},
+    )
+    assert broker.tls is not None
+    pki = tmp_path / "pki"
+    cert_a = make_client_cert(broker.tls, "gw-a", pki)
+    cert_center = make_client_cert(broker.tls, "center", pki)
+    listener = mqtt_listener(broker, f"{PREFIX}/#", cert=cert_center)
+
+    def config(cert: tuple[Path, Path]) -> MqttConfig:
+        return mqtt_config(broker, ca_file=broker.tls.ca_file, cert_file=cert[0], key_file=cert[1])
+
+    with Outbox(tmp_path / "a.sqlite3") as box_a, Outbox(tmp_path / "b.sqlite3") as box_b:
+        own = box_a.put("strip", "patch-1", strip_topic("patch-1", gateway_id="gw-a"), {"n": 1})
+        forged = box_a.put("event", "patch-1", strip_topic("patch-1", gateway_id="gw-b"), {})
+        async with Publisher(
+            config(cert_a), "gw-a", box_a, retry_backoff_s=0.2, **{**FAST, "status_period_s": 0.3}
+        ) as pub:
+            await wait_for(lambda: pub.stats.acked == 1, "gw-a's own strip acked")
+            await wait_for(lambda: pub.stats.nacked >= 2, "forged message refused, retried")
+            assert list(pub.stats.nacked_by_reason) == ["Not authorized (0x87)"]
+            assert forged.msg_id in (pub.stats.last_error or "")
+
+            def status_says_refused() -> bool:
+                st = [m.json() for m in listener.on(f"{PREFIX}/gw-a/status")]
+                return bool(st) and st[-1].get("transmission", {}).get("nacked", 0) >= 1
+
+            await wait_for(status_says_refused, "status reporting the refusal")
+        assert [m.msg_id for m in box_a.peek(10)] == [forged.msg_id]  # kept, not dropped
+        assert box_b.pending() == 0
+    await wait_for(lambda: listener.on(own.topic), "own strip at the monitoring center")
+    assert not listener.on(forged.topic)
