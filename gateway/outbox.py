@@ -12,6 +12,11 @@ de-duplicate by ``msg_id`` and see a gap when ``seq`` jumps.
 Delivery order: events first, then strips, then everything else; first in,
 first out within a priority.
 
+Retained state messages (the gateway status) are stored with ``replace=True``:
+a newer one supersedes an older one still waiting for the same topic (latest wins,
+like the retained message itself), so a long outage queues one status, not
+thousands; their ``seq`` therefore may jump.
+
 Thread safety: paho's callbacks run in paho's thread and the gateway's in the
 event loop, so every call takes one lock around one SQLite connection.
 """
@@ -49,7 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
     payload    BLOB    NOT NULL,
     created    REAL    NOT NULL,
     attempts   INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    retain     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_order ON messages (priority, row_id);
 CREATE TABLE IF NOT EXISTS dropped (
@@ -87,6 +93,7 @@ class OutboxMessage:
     created: float
     attempts: int = 0
     priority: int = _DEFAULT_PRIORITY
+    retain: bool = False
 
 
 class Outbox:
@@ -122,6 +129,9 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(messages)")}
+        if "retain" not in columns:  # an outbox written by 0.1.0
+            self._db.execute("ALTER TABLE messages ADD COLUMN retain INTEGER NOT NULL DEFAULT 0")
         self.max_bytes = max_bytes
         self._on_alarm = on_alarm
         self.dropped_by_kind: dict[str, int] = {}
@@ -130,6 +140,7 @@ class Outbox:
             self._db.execute("SELECT COALESCE(SUM(length(payload)), 0) FROM messages").fetchone()[0]
         )
         self.put_count = 0
+        self.superseded = 0
         self.acked = 0
         self.nacked = 0
 
@@ -143,12 +154,23 @@ class Outbox:
         *,
         priority: int | None = None,
         now: float | None = None,
+        retain: bool = False,
+        replace: bool = False,
     ) -> OutboxMessage:
         """Assign ``msg_id`` and ``seq``, store durably (one commit), return the stored message.
 
         ``body`` gets ``msg_id`` and ``seq`` set; it must be JSON-serializable.
+        ``retain``: publish as an MQTT retained message. ``replace``: delete waiting
+        messages of the same kind, device and topic in the same transaction (latest wins;
+        for state, never for records).
         """
-        return self.put_many([(kind, device_id, topic, body)], priority=priority, now=now)[0]
+        return self.put_many(
+            [(kind, device_id, topic, body)],
+            priority=priority,
+            now=now,
+            retain=retain,
+            replace=replace,
+        )[0]
 
     def put_many(
         self,
@@ -156,6 +178,8 @@ class Outbox:
         *,
         priority: int | None = None,
         now: float | None = None,
+        retain: bool = False,
+        replace: bool = False,
     ) -> list[OutboxMessage]:
         """Store several ``(kind, device_id, topic, body)`` messages in one transaction.
 
@@ -169,6 +193,8 @@ class Outbox:
             try:
                 for kind, device_id, topic, body in items:
                     prio = PRIORITIES.get(kind, _DEFAULT_PRIORITY) if priority is None else priority
+                    if replace:
+                        self._bytes -= self._delete_waiting(kind, device_id, topic)
                     msg_id = str(uuid.uuid4())
                     row = self._db.execute(
                         "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?",
@@ -185,8 +211,8 @@ class Outbox:
                     payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
                     cur = self._db.execute(
                         "INSERT INTO messages (kind, device_id, topic, seq, msg_id, priority, "
-                        "payload, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (kind, device_id, topic, seq, msg_id, prio, payload, created),
+                        "payload, created, retain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (kind, device_id, topic, seq, msg_id, prio, payload, created, retain),
                     )
                     out.append(
                         OutboxMessage(
@@ -200,6 +226,7 @@ class Outbox:
                             created,
                             0,
                             prio,
+                            retain,
                         )
                     )
                 self._db.execute("COMMIT")
@@ -212,6 +239,21 @@ class Outbox:
                 self._enforce_quota(created)
         return out
 
+    def _delete_waiting(self, kind: str, device_id: str, topic: str) -> int:
+        """Delete waiting rows of (kind, device, topic); bytes freed (lock and txn held)."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(length(payload)), 0), COUNT(*) FROM messages "
+            "WHERE kind = ? AND device_id = ? AND topic = ?",
+            (kind, device_id, topic),
+        ).fetchone()
+        if row[1]:
+            self._db.execute(
+                "DELETE FROM messages WHERE kind = ? AND device_id = ? AND topic = ?",
+                (kind, device_id, topic),
+            )
+            self.superseded += int(row[1])
+        return int(row[0])
+
     # --- delivery ------------------------------------------------------------------
     def peek(self, limit: int = 100, exclude: Iterable[int] = ()) -> list[OutboxMessage]:
         """Up to ``limit`` messages in delivery order, skipping rows in ``exclude``."""
@@ -220,12 +262,26 @@ class Outbox:
         with self._lock:
             cur = self._db.execute(
                 "SELECT row_id, kind, device_id, topic, seq, msg_id, payload, created, "
-                "attempts, priority FROM messages ORDER BY priority, row_id"
+                "attempts, priority, retain FROM messages ORDER BY priority, row_id"
             )
             for r in cur:
                 if r[0] in skip:
                     continue
-                out.append(OutboxMessage(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), *r[7:]))
+                out.append(
+                    OutboxMessage(
+                        r[0],
+                        r[1],
+                        r[2],
+                        r[3],
+                        r[4],
+                        r[5],
+                        bytes(r[6]),
+                        r[7],
+                        r[8],
+                        r[9],
+                        bool(r[10]),
+                    )
+                )
                 if len(out) >= limit:
                     break
         return out
@@ -316,6 +372,12 @@ class Outbox:
             rows = self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind")
             return {k: int(n) for k, n in rows}
 
+    def waiting(self, row_id: int) -> bool:
+        """Whether the row is still waiting (not yet acknowledged, superseded or dropped)."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM messages WHERE row_id = ?", (row_id,))
+            return row.fetchone() is not None
+
     def last_seq(self, device_id: str, kind: str) -> int:
         """The last ``seq`` given to (device, kind), 0 if none."""
         with self._lock:
@@ -344,6 +406,7 @@ class Outbox:
             "bytes": self._bytes,
             "alarms": self.alarms,
             **{f"dropped_{k}": v for k, v in self.dropped_by_kind.items()},
+            "superseded": self.superseded,
             "acked": self.acked,
             "nacked": self.nacked,
             "pending": self.pending(),

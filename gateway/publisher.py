@@ -28,6 +28,11 @@ Status
 ``{prefix}/{gateway_id}/status`` is retained JSON: "online" on each connect and
 every ``status_period_s``, "offline" on a clean exit, and the same "offline" as
 the Last Will, which the broker publishes if the connection dies uncleanly.
+Statuses go through the outbox like everything else (kind ``status``, lowest
+priority, retained) with latest-wins replacement: during an outage one status
+waits, not thousands. If the broker has not acknowledged the exit's "offline"
+within ``offline_timeout_s``, the gateway disconnects with reason 0x04 ("with
+Will Message") so the broker publishes the "offline" Will anyway.
 
 Security
 --------
@@ -58,6 +63,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.backoff import Backoff
 from gateway import __version__
@@ -176,10 +182,20 @@ def status_payload(
     now: float,
     transmission: dict[str, Any] | None = None,
 ) -> bytes:
-    """The retained status JSON (``ecg-gateway/status/v1``); ``now`` in POSIX UTC s.
+    """The retained status JSON (``ecg-gateway/status/v1``); ``now`` in POSIX UTC s."""
+    body = status_body(gateway_id, state, devices=devices, now=now, transmission=transmission)
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
-    Device facts are made JSON-safe (NaN → null).
-    """
+
+def status_body(
+    gateway_id: str,
+    state: str,
+    *,
+    devices: dict[str, Any] | None = None,
+    now: float,
+    transmission: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The status as a JSON-ready dict; device facts are made JSON-safe (NaN → null)."""
     body = {
         "schema": STATUS_SCHEMA,
         "gateway_id": gateway_id,
@@ -190,7 +206,7 @@ def status_payload(
     }
     if transmission is not None:
         body["transmission"] = _plain(transmission)
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    return body
 
 
 def _check_private(path: Path, what: str) -> None:
@@ -304,7 +320,6 @@ class Publisher:
         self._inflight: dict[int, _InFlight] = {}
         self._resending = False
         self._backoff: dict[int, float] = {}  # row_id -> monotonic s when it may be retried
-        self._status_mids: set[int] = set()
         self._live_last: dict[str, float] = {}  # topic -> monotonic s of last live publish
         self._ssl_context: ssl.SSLContext | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -409,10 +424,30 @@ class Publisher:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        """Stop draining; publish "offline" (waits up to ``offline_timeout_s``); disconnect.
+        """Publish "offline" (waits up to ``offline_timeout_s``); stop draining; disconnect.
 
-        Un-acknowledged outbox rows are left in the outbox (sent at next start).
+        The "offline" status goes through the outbox like every status. If the broker has
+        not acknowledged it in time (a backlog, a slow link), the gateway disconnects with
+        reason "Disconnect with Will Message" so the broker publishes the retained
+        "offline" Will instead. Un-acknowledged rows stay in the outbox (sent at next
+        start; the next status supersedes a waiting "offline").
         """
+        offline_delivered = False
+        if self._connected:
+            row = self._put_status("offline")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._offline_timeout_s
+            while (
+                row is not None
+                and self._connected
+                and self.outbox.waiting(row)
+                and loop.time() < deadline
+            ):
+                self._wake.set()
+                await asyncio.sleep(0.02)
+            offline_delivered = row is not None and not self.outbox.waiting(row)
+            if not offline_delivered:
+                log.warning("broker did not acknowledge the offline status before exit")
         if self._probe is not None:
             self._tasks.append(self._probe)
         for task in self._tasks:
@@ -424,28 +459,11 @@ class Publisher:
         client = self._client
         if client is None:
             return
-        if self._connected:
-            info = client.publish(
-                self.status_topic,
-                status_payload(
-                    self.gateway_id,
-                    "offline",
-                    devices=self._devices(),
-                    now=self._clock(),
-                    transmission=self._transmission(),
-                ),
-                qos=1,
-                retain=True,
-            )
-            self.stats.status_sent += 1
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self._offline_timeout_s
-            while not info.is_published() and self._connected and loop.time() < deadline:
-                await asyncio.sleep(0.02)
-            if not info.is_published():
-                log.warning("broker did not acknowledge the offline status before exit")
         self._closing = True
-        client.disconnect()
+        if offline_delivered:
+            client.disconnect()
+        else:  # MQTT v5 reason 0x04: the broker publishes our Will ("offline", retained)
+            client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
         await asyncio.to_thread(client.loop_stop)
         self._connected = False
         self.state = LinkState.STOPPED
@@ -609,8 +627,7 @@ class Publisher:
             now = time.monotonic()
             for entry in self._inflight.values():
                 entry.sent_at = now
-        self._publish_status("online")
-        self._wake.set()
+        self._put_status("online")
 
     def _on_refused(self, reason: str, value: int) -> None:
         self.stats.connect_failures += 1
@@ -690,12 +707,6 @@ class Publisher:
     def _on_puback(self, mid: int, failed: bool, reason: str, value: int) -> None:
         if self._client is None:
             return  # after exit: the outbox may be closed; the row is re-sent next start
-        if mid in self._status_mids:
-            self._status_mids.discard(mid)
-            if failed:
-                self.stats.last_error = f"status message refused by broker: {reason}"
-                log.error("%s", self.stats.last_error)
-            return
         entry = self._inflight.pop(mid, None)
         if entry is None:
             return  # a message we had given up waiting for (ack timeout); re-sent already
@@ -735,26 +746,33 @@ class Publisher:
             log.exception("status_devices() failed")
             return {}
 
-    def _publish_status(self, state: str) -> None:
-        client = self._client
-        if client is None or not self._connected:
-            return
+    def _put_status(self, state: str) -> int | None:
+        """Commit a retained status to the outbox (superseding a waiting one); its row id."""
+        now = self._clock()
         try:
-            payload = status_payload(
+            body = status_body(
                 self.gateway_id,
                 state,
                 devices=self._devices(),
-                now=self._clock(),
+                now=now,
                 transmission=self._transmission(),
             )
+            json.dumps(body, allow_nan=False)
         except (TypeError, ValueError) as exc:
             self.stats.last_error = f"status message could not be built: {exc!r}"
             log.exception("status message could not be built")
-            payload = status_payload(self.gateway_id, state, now=self._clock())
-        info = client.publish(self.status_topic, payload, qos=1, retain=True)
-        if info.rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._status_mids.add(info.mid)
-            self.stats.status_sent += 1
+            body = status_body(self.gateway_id, state, now=now)
+        try:
+            msg = self.outbox.put(
+                "status", self.gateway_id, self.status_topic, body, retain=True, replace=True
+            )
+        except Exception as exc:  # a full disk must not stop the publisher
+            self.stats.last_error = f"status could not be stored: {exc!r}"
+            log.exception("status could not be stored in the outbox")
+            return None
+        self.stats.status_sent += 1
+        self._wake.set()
+        return msg.row_id
 
     def _transmission(self) -> dict[str, Any]:
         """Delivery facts for the status: what waits in the outbox, what the broker refused."""
@@ -770,7 +788,7 @@ class Publisher:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self._status_period_s)
-            self._publish_status("online")
+            self._put_status("online")
 
     async def _drain_loop(self) -> None:
         tick_s = 0.5  # re-checks backoffs and ack timeouts even when nobody wakes us
@@ -830,7 +848,9 @@ class Publisher:
         props.ContentType = "application/json"
         props.PayloadFormatIndicator = 1  # UTF-8
         try:
-            info = client.publish(msg.topic, msg.payload, qos=1, properties=props)
+            info = client.publish(
+                msg.topic, msg.payload, qos=1, retain=msg.retain, properties=props
+            )
         except ValueError as exc:  # bad topic or payload: retrying the same bytes cannot help
             self._nack(_InFlight(msg.row_id, msg, now), f"invalid message: {exc}")
             return True

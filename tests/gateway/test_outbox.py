@@ -87,3 +87,40 @@ def test_put_many_is_one_atomic_batch(tmp_path: Path) -> None:
         with pytest.raises(ValueError):
             ob.put_many(bad)
         assert ob.pending() == 5 and ob.last_seq("d", "strip") == 5  # nothing of the batch
+
+
+def test_retained_state_supersedes_what_still_waits(tmp_path: Path) -> None:
+    """A status waiting in the outbox is replaced by the next one (latest wins)."""
+    with Outbox(tmp_path / "o.sqlite3") as ob:
+        strip = _put(ob, "strip")
+        first = ob.put(
+            "status", "gw", "t/gw/status", {"state": "online"}, retain=True, replace=True
+        )
+        last = ob.put(
+            "status", "gw", "t/gw/status", {"state": "offline"}, retain=True, replace=True
+        )
+        waiting = ob.peek(10)
+        assert [m.row_id for m in waiting] == [strip.row_id, last.row_id]
+        assert waiting[1].retain and not waiting[0].retain
+        assert (first.seq, last.seq) == (1, 2)
+        assert not ob.waiting(first.row_id) and ob.waiting(last.row_id)
+        assert ob.stats["superseded"] == 1
+        assert ob.stats["bytes"] == len(strip.payload) + len(last.payload)
+
+
+def test_outbox_of_the_previous_version_is_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path) as ob:
+        kept = _put(ob, "event")
+    db = sqlite3.connect(path)  # as 0.1.0 wrote it: no retain column
+    db.executescript(
+        "CREATE TABLE m2 AS SELECT row_id, kind, device_id, topic, seq, msg_id, priority, "
+        "payload, created, attempts, last_error FROM messages; DROP TABLE messages; "
+        "ALTER TABLE m2 RENAME TO messages;"
+    )
+    db.close()
+    with Outbox(path) as ob:
+        assert [(m.msg_id, m.retain) for m in ob.peek(10)] == [(kept.msg_id, False)]
+        assert _put(ob, "event").seq == 2

@@ -127,7 +127,7 @@ async def test_outbox_messages_arrive_with_user_properties(
         assert await pub.wait_drained(timeout=10.0)
         await wait_for(lambda: len(data_messages(listener)) >= 10, "10 messages at subscriber")
         assert pub.connected
-        assert pub.stats.acked == 10
+        assert pub.stats.acked == 10 + 1  # and the "online" status, through the outbox too
         assert pub.stats.nacked == 0
     assert outbox.pending() == 0
     assert "INSECURE" in caplog.text  # plaintext is loud
@@ -183,6 +183,50 @@ async def test_periodic_status(
     async with Publisher(mqtt_config(broker), GW, outbox, status_period_s=0.1):
         await wait_for(lambda: len(statuses(listener)) >= 3, "three status messages")
     assert {s["state"] for s in statuses(listener)[:3]} == {"online"}
+
+
+async def test_status_goes_through_the_outbox_latest_wins(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    """During an outage statuses wait in the outbox as one row (the latest), retained."""
+    broker = mosquitto()
+    async with Publisher(
+        mqtt_config(broker), GW, outbox, **{**FAST, "status_period_s": 0.1}
+    ) as pub:
+        await wait_for(lambda: pub.connected, "connected")
+        broker.stop()
+        await wait_for(lambda: not pub.connected, "outage seen")
+        await wait_for(lambda: pub.stats.status_sent >= 6, "statuses during the outage")
+        assert outbox.pending_by_kind() == {"status": 1}
+        waiting = outbox.peek(10)[0]
+        assert waiting.retain and waiting.topic == STATUS
+        assert outbox.stats["superseded"] >= 4
+        broker.start()
+        await wait_for(lambda: pub.connected, "reconnected")
+        assert await pub.wait_drained(timeout=10.0)
+        late = mqtt_listener(broker, STATUS)
+        await wait_for(lambda: statuses(late), "retained status after the outage")
+        got = late.on(STATUS)[0]
+        assert got.retain and got.json()["state"] == "online"
+        assert got.user_properties["kind"] == "status"
+
+
+async def test_offline_not_acknowledged_in_time_falls_back_to_the_will(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto()
+    listener = mqtt_listener(broker, STATUS)
+    async with Publisher(mqtt_config(broker), GW, outbox, offline_timeout_s=0.0) as pub:
+        await wait_for(lambda: [s for s in statuses(listener) if s["state"] == "online"], "online")
+    await wait_for(lambda: statuses(listener)[-1]["state"] == "offline", "the Will, on exit")
+    later = mqtt_listener(broker, STATUS)
+    await wait_for(lambda: statuses(later), "retained status")
+    assert later.on(STATUS)[-1].retain and statuses(later)[-1]["state"] == "offline"
+    assert pub.stats.status_sent >= 2
 
 
 async def test_last_will_when_connection_dies(
@@ -371,7 +415,7 @@ async def test_acl_denied_publish_is_nacked_and_kept(
     denied = put(outbox, "patch-1", 1, topic=strip_topic("patch-1", gateway_id="gw2"))[0]
     allowed = put(outbox, "patch-1", 1)[0]
     async with Publisher(cfg, GW, outbox, retry_backoff_s=0.2, **FAST) as pub:
-        await wait_for(lambda: pub.stats.acked == 1, "allowed message acked")
+        await wait_for(lambda: not outbox.waiting(allowed.row_id), "allowed message acked")
         await wait_for(lambda: pub.stats.nacked >= 2, "denied message nacked, then retried")
         assert not await pub.wait_drained(timeout=0.2)
         assert pub.connected
@@ -566,7 +610,7 @@ async def test_certificate_identity_acl_keeps_gateways_apart(
         async with Publisher(
             config(cert_a), "gw-a", box_a, retry_backoff_s=0.2, **{**FAST, "status_period_s": 0.3}
         ) as pub:
-            await wait_for(lambda: pub.stats.acked == 1, "gw-a's own strip acked")
+            await wait_for(lambda: not box_a.waiting(own.row_id), "gw-a's own strip acked")
             await wait_for(lambda: pub.stats.nacked >= 2, "forged message refused, retried")
             assert list(pub.stats.nacked_by_reason) == ["Not authorized (0x87)"]
             assert forged.msg_id in (pub.stats.last_error or "")
