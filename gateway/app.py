@@ -143,7 +143,7 @@ class DeviceChannel:
             gap.end_seq,
             gap.reason or "no reason given",
         )
-        self.pipeline.on_gap(gap)
+        self._deliver(self.pipeline.on_gap(gap))
 
     def flush(self) -> None:
         self._deliver(self.pipeline.flush())
@@ -277,7 +277,7 @@ class Gateway:
                 for dev in cfg.devices:
                     ch = DeviceChannel(
                         dev.id,
-                        DevicePipeline(dev.id, cfg),
+                        DevicePipeline(dev.id, cfg, getattr(dev, "backfill_wait_s", 0.0)),
                         self._emit,
                         study_dir=cfg.gateway.state_dir / "study",
                     )

@@ -132,6 +132,11 @@ class PatchDevice(_Model):
     lead: str = Field("ECG", description="Lead label given to the single channel.")
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
     silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    backfill_wait_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        300.0,
+        description="Stream time, s, that analysis (strips, events, rhythm) waits for "
+        "samples the patch is still backfilling; later ones are kept out of analysis.",
+    )
 
 
 class CartSerialDevice(_Model):

@@ -16,6 +16,14 @@ outputs to send. It never does I/O, so it is tested with arrays.
 Strips and events carry the samples *as recorded* (unfiltered), NaN where a
 sample never arrived, plus facts measured on them (beats, heart rate, gaps).
 The gateway never interprets.
+
+Blocks may arrive out of order (a patch backfilling what a dropped connection
+missed while live samples keep coming). Live ECG shows what arrives at the head
+of the stream at once (older, backfilled samples are not "live"); analysis
+(QRS, rhythm, quality, strips, events) takes the samples in order through a
+:class:`~gateway.reorder.BlockReorderer`, waiting up to ``backfill_wait_s`` of
+stream for a hole to be filled or declared lost, so strips and events contain
+the backfilled samples.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from dsp.quality import USABLE, QualityTracker, QualityWindow
 from dsp.rhythm import RhythmEpisode, RhythmTracker
 from gateway.config import GatewayConfig
 from gateway.history import SampleHistory
+from gateway.reorder import BlockReorderer
 
 __all__ = ["DevicePipeline", "LiveChunk", "PipelineOutput", "StripReady"]
 
@@ -82,11 +91,16 @@ class DevicePipeline:
         Device the blocks come from.
     cfg
         Gateway configuration (dsp, strips, events, live sections are used).
+    backfill_wait_s
+        How much stream, seconds, analysis holds while waiting for missing samples the
+        device may still backfill (0 for devices without memory: nothing is held).
     """
 
-    def __init__(self, device_id: str, cfg: GatewayConfig) -> None:
+    def __init__(self, device_id: str, cfg: GatewayConfig, backfill_wait_s: float = 0.0) -> None:
         self.device_id = device_id
         self.cfg = cfg
+        self.reorder = BlockReorderer(backfill_wait_s)
+        self._live_next: int | None = None
         self._fs: float | None = None
         self._leads: tuple[str, ...] = ()
         self._filter: EcgFilter | None = None
@@ -144,14 +158,37 @@ class DevicePipeline:
                 f"{self.device_id}: stream changed from {self._fs} Hz {self._leads} "
                 f"to {block.fs} Hz {block.leads}"
             )
-        assert self._filter and self._qrs and self._history
         self.counters["blocks"] += 1
         self.counters["samples"] += block.n
-        self._history.add(block)
-        self._last_block = block
         out: list[PipelineOutput] = []
+        if self._live_next is None or block.end_seq > self._live_next:
+            self._last_block = block  # the head of the stream: times of button presses
+            if self.cfg.live.enabled:
+                self._add_live(block, out)
+        for ordered in self.reorder.push(block):
+            self._analyse(ordered, out)
+        return out
 
-        assert self._quality is not None
+    def _add_live(self, block: SampleBlock, out: list[PipelineOutput]) -> None:
+        """Display-filter the new part of ``block`` into live chunks (contiguous each)."""
+        assert self._filter is not None
+        if self._live_next is not None and block.seq < self._live_next:
+            block = block.slice_seq(self._live_next, block.end_seq)
+        self._live_next = block.end_seq
+        shown = self._filter.process(block)
+        if self._live and self._live[-1].end_seq != shown.seq:
+            # A gap: send what came before it as its own chunk; chunks stay contiguous.
+            out.append(LiveChunk(concat_blocks(self._live), self._last_hr))
+            self._live = []
+        self._live.append(shown)
+        if sum(b.n for b in self._live) >= self._samples(self.cfg.live.block_s):
+            out.append(LiveChunk(concat_blocks(self._live), self._last_hr))
+            self._live = []
+
+    def _analyse(self, block: SampleBlock, out: list[PipelineOutput]) -> None:
+        """Samples in order: history, quality, QRS, heart rate, rhythm; then ready strips."""
+        assert self._qrs and self._history and self._quality is not None
+        self._history.add(block)
         self._quality_windows.extend(self._quality.process(block))
         horizon = block.end_seq - int(self._history.keep_s * block.fs)
         if self._quality_windows and self._quality_windows[0].end_seq < horizon:
@@ -159,21 +196,8 @@ class DevicePipeline:
         beats = self._qrs.process(block)
         if len(beats):
             self._note_beats(beats, block.end_seq)
-
-        if self.cfg.live.enabled:
-            shown = self._filter.process(block)
-            if self._live and self._live[-1].end_seq != shown.seq:
-                # A gap: send what came before it as its own chunk; chunks stay contiguous.
-                out.append(LiveChunk(concat_blocks(self._live), self._last_hr))
-                self._live = []
-            self._live.append(shown)
-            if sum(b.n for b in self._live) >= self._samples(self.cfg.live.block_s):
-                out.append(LiveChunk(concat_blocks(self._live), self._last_hr))
-                self._live = []
-
         self._schedule_periodic()
         out.extend(self._flush_ready())
-        return out
 
     def on_event(self, event: DeviceEvent) -> list[PipelineOutput]:
         """Take a device event (button, stage, blood pressure, lead-off...)."""
@@ -187,11 +211,19 @@ class DevicePipeline:
             self._lead_off = {"time": event.time, **event.data}
         return self._flush_ready()
 
-    def on_gap(self, gap: Gap) -> None:
-        """Record samples that did not arrive (reported in strips that overlap them)."""
+    def on_gap(self, gap: Gap) -> list[PipelineOutput]:
+        """Record samples that did not arrive (reported in strips that overlap them).
+
+        A final gap also tells analysis to stop waiting for those samples.
+        """
         self._gaps.append(gap)
         if len(self._gaps) > 1000:
             del self._gaps[:-1000]
+        out: list[PipelineOutput] = []
+        if gap.final and self._fs is not None:
+            for ordered in self.reorder.lost(gap.first_seq, gap.end_seq):
+                self._analyse(ordered, out)
+        return out
 
     def flush(self) -> list[PipelineOutput]:
         """At shutdown: send the partial live chunk and every pending strip, cut short."""
@@ -199,6 +231,8 @@ class DevicePipeline:
         if self._live:
             out.append(LiveChunk(concat_blocks(self._live), self._last_hr))
             self._live = []
+        for ordered in self.reorder.flush():
+            self._analyse(ordered, out)
         if self._history is not None and self._history.end_seq is not None:
             end = self._history.end_seq
             for p in self._pending:

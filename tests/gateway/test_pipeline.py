@@ -96,3 +96,65 @@ def test_stage_end_strip_has_stage_and_pressure() -> None:
     s = stage[0]
     assert s.trigger["stage"]["stage"] == 1 and s.facts["blood_pressure"]["systolic_mmhg"] == 140
     assert s.block.n == int(8 * fs) and s.block.leads == leads
+
+
+def _blocks(fs: float, seconds: float, block: int) -> list[SampleBlock]:
+    synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=11)
+    return [
+        SampleBlock(synth.generate(block), fs, T0 + i * block / fs, i * block, ("ECG",), "p")
+        for i in range(int(seconds * fs) // block)
+    ]
+
+
+def _strips(out) -> list[StripReady]:
+    return [o for o in out if isinstance(o, StripReady)]
+
+
+def test_backfilled_samples_reach_strips_and_events_as_if_never_missed() -> None:
+    """A 12 s hole backfilled 20 s later: strips and the event equal the in-order run."""
+    fs = 250.0
+    blocks = _blocks(fs, 70, 25)
+    press = DeviceEvent("p", "button", T0 + 30, int(30 * fs), {"press_id": 1})
+
+    def run(order: list[SampleBlock], wait_s: float) -> tuple[list, DevicePipeline]:
+        p = DevicePipeline("p", _cfg(), backfill_wait_s=wait_s)
+        out = []
+        for b in order:
+            out += p.on_block(b)
+            if b.seq == int(40 * fs):
+                out += p.on_event(press)
+        return out + p.flush(), p
+
+    expected, _ = run(blocks, 0.0)
+    hole = [b for b in blocks if 25 * fs <= b.seq < 37 * fs]
+    rest = [b for b in blocks if not 25 * fs <= b.seq < 37 * fs]
+    at = next(i for i, b in enumerate(rest) if b.seq >= 57 * fs)
+    scrambled = rest[:at] + hole + rest[at:]  # the patch backfills 20 s after the hole
+    got, p = run(scrambled, 60.0)
+    want, have = _strips(expected), _strips(got)
+    assert [(s.kind, s.block.seq, s.block.n) for s in have] == [
+        (s.kind, s.block.seq, s.block.n) for s in want
+    ]
+    assert any(s.kind == "event" for s in have)
+    for a, b in zip(want, have, strict=True):
+        np.testing.assert_array_equal(a.block.samples, b.block.samples)
+        assert a.facts["beats_seq"] == b.facts["beats_seq"]  # QRS saw one continuous stream
+        assert b.facts["recorded_samples"] == b.block.n
+    assert p.reorder.stats.filled == len(hole) * 25 and p.reorder.stats.late == 0
+    live = [o for o in got if isinstance(o, LiveChunk)]
+    assert all(c.block.seq >= int(37 * fs) or c.block.end_seq <= int(25 * fs) for c in live)
+
+
+def test_lost_range_releases_analysis_at_once() -> None:
+    fs = 250.0
+    blocks = _blocks(fs, 40, 25)
+    p = DevicePipeline("p", _cfg(), backfill_wait_s=600.0)
+    out = []
+    for b in blocks:
+        if not 5 * fs <= b.seq < 6 * fs:
+            out += p.on_block(b)
+    assert _strips(out) == [] and p.reorder.held_samples > 0  # waiting for the backfill
+    out += p.on_gap(Gap("p", int(5 * fs), int(6 * fs), T0 + 5, T0 + 6, "not in memory", True))
+    (strip,) = _strips(out)[:1]
+    assert strip.block.seq == 0 and len(strip.gaps) == 1
+    assert strip.facts["recorded_samples"] == strip.block.n - int(fs)
