@@ -23,7 +23,7 @@ from bleak_retry_connector import BleakClientWithServiceCache, establish_connect
 
 from drivers.backoff import backoff_s
 
-__all__ = ["connect", "supervise"]
+__all__ = ["connect", "really_cancelled", "supervise"]
 
 
 class _PatchConfig(Protocol):
@@ -66,6 +66,12 @@ async def connect(
         )
 
 
+def really_cancelled() -> bool:
+    """Whether the current task is being cancelled (not just a cancelled future awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def supervise(
     session: Callable[[], Awaitable[bool]],
     on_failure: Callable[[Exception, int], None],
@@ -80,6 +86,13 @@ async def supervise(
             ok = await session()
         except (BleakError, TimeoutError, OSError, *errors) as exc:
             on_failure(exc, failures + 1)
+            ok = False
+        except asyncio.CancelledError:
+            if really_cancelled():
+                raise
+            # A GATT operation whose future the BLE stack cancelled when the link dropped
+            # (seen with bumble): the link is lost, the driver is not being stopped.
+            on_failure(BleakError("link lost during a GATT operation"), failures + 1)
             ok = False
         failures = 0 if ok else failures + 1
         await asyncio.sleep(backoff_s(failures, delays, rng))

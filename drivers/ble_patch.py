@@ -39,7 +39,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.exc import BleakError
 
 from drivers import patch_uuids as uuids
-from drivers.ble_link import connect, supervise
+from drivers.ble_link import connect, really_cancelled, supervise
 from drivers.events import DeviceEvent, DeviceSink
 from drivers.gatt_standard import (
     GattDecodeError,
@@ -167,13 +167,18 @@ class PolarPmdDriver:
         reason = "link lost"
         streamed = False
         try:
-            await self._subscribe(client)
-            await self._start_ecg(client)
+            # a link that dies mid-setup may never report it: bound the GATT setup
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                await self._subscribe(client)
+                await self._start_ecg(client)
             self._last_frame = time.monotonic()
             frames_before = self.stats.frames_ok
             reason = await self._watch(lost)
             streamed = self.stats.frames_ok > frames_before
         except asyncio.CancelledError:
+            if not really_cancelled():  # the link dropped mid-operation: not a stop
+                reason = "link lost during a GATT operation"
+                raise
             reason = "stopped"
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_STOP_TIMEOUT_S):

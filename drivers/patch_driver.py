@@ -25,7 +25,7 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient
 
 from drivers import patch_uuids as uuids
-from drivers.ble_link import connect, supervise
+from drivers.ble_link import connect, really_cancelled, supervise
 from drivers.events import DeviceEvent, DeviceSink
 from drivers.patch_gatt import (
     PatchDecodeError,
@@ -111,28 +111,15 @@ class PatchDriver:
         self._event("connected", detail=self.config.address)
         reason, got_data = "link lost", False
         try:
-            self.stream.set_time(decode_device_time(await client.read_gatt_char(uuids.PATCH_TIME)))
-            await client.start_notify(uuids.PATCH_RACP, self._on_racp)
-            extent = await self._command(client, encode_report_extent(), RacpOp.EXTENT)
-            if not self._started:  # first connection of this recording: all that is held
-                self.stream.start_at(extent.first)
-                self._started = True
-            self._expire(extent.first)
-            self.stream.ledger.receive(extent.end, extent.end)  # samples up to now are due
-            # data only after the ledger knows where this connection starts
-            for uuid, handler in (
-                (uuids.PATCH_ECG, self._on_frame),
-                (uuids.PATCH_BACKFILL, self._on_frame),
-                (uuids.PATCH_SYMPTOM, self._on_symptom),
-                (uuids.PATCH_STATUS, self._on_status),
-            ):
-                await client.start_notify(uuid, handler)
+            # a link that dies mid-setup may never report it: bound the GATT setup
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                await self._setup(client)
             self._last_data = time.monotonic()
             before = self.stats.samples
             reason = await self._backfill_until_lost(client, lost)
             got_data = self.stats.samples > before
         except asyncio.CancelledError:
-            reason = "stopped"
+            reason = "stopped" if really_cancelled() else "link lost during a GATT operation"
             raise
         finally:
             with contextlib.suppress(Exception):
@@ -140,6 +127,25 @@ class PatchDriver:
                     await client.disconnect()
             self._event("disconnected", reason=reason)
         return got_data
+
+    async def _setup(self, client: Any) -> None:
+        """Clock, RACP, extent (final gaps for what memory lost), then the data streams."""
+        self.stream.set_time(decode_device_time(await client.read_gatt_char(uuids.PATCH_TIME)))
+        await client.start_notify(uuids.PATCH_RACP, self._on_racp)
+        extent = await self._command(client, encode_report_extent(), RacpOp.EXTENT)
+        if not self._started:  # first connection of this recording: all that is held
+            self.stream.start_at(extent.first)
+            self._started = True
+        self._expire(extent.first)
+        self.stream.ledger.receive(extent.end, extent.end)  # samples up to now are due
+        # data only after the ledger knows where this connection starts
+        for uuid, handler in (
+            (uuids.PATCH_ECG, self._on_frame),
+            (uuids.PATCH_BACKFILL, self._on_frame),
+            (uuids.PATCH_SYMPTOM, self._on_symptom),
+            (uuids.PATCH_STATUS, self._on_status),
+        ):
+            await client.start_notify(uuid, handler)
 
     async def _command(self, client: Any, data: bytes, want: RacpOp) -> RacpResponse:
         while not self._racp.empty():

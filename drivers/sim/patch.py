@@ -47,6 +47,7 @@ from drivers.sim.synth import EcgSynth
 __all__ = ["SimPatch"]
 
 _LOGGER = logging.getLogger(__name__)
+_READVERTISE_S = 1.0  # wall-clock seconds without a connection before advertising is re-armed
 
 
 class SimPatch:
@@ -90,6 +91,8 @@ class SimPatch:
         self._us0 = 0
         self._connection: Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._link_tasks: set[asyncio.Task[None]] = set()
+        self._advertised_at = 0.0
         self._recorder: asyncio.Task[None] | None = None
         self._streamer: asyncio.Task[None] | None = None
         self._backfill_lock = asyncio.Lock()
@@ -165,7 +168,18 @@ class SimPatch:
                 )
                 self.recorded = np.concatenate([self.recorded, uv])
                 self.next_seq = due
+            now = time.monotonic()
+            if self._connection is None and now - self._advertised_at > _READVERTISE_S:
+                # re-arm advertising while alone: a link torn down mid-setup can leave the
+                # virtual controller's advertiser stopped (real patches re-arm too)
+                self._advertised_at = now
+                self._spawn(self._readvertise())
             await asyncio.sleep(self.frame_samples / FS / self.speed / 2)
+
+    async def _readvertise(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.device.stop_advertising()
+        await self._advertise()
 
     # --- lifetime --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -177,8 +191,14 @@ class SimPatch:
         await self._advertise()
 
     async def _advertise(self) -> None:
-        if not self._stopping:
-            await self.device.start_advertising(advertising_interval_min=20.0)
+        self._advertised_at = time.monotonic()
+        while not self._stopping and self._connection is None:
+            try:
+                await self.device.start_advertising(advertising_interval_min=20.0)
+                return
+            except Exception as exc:  # the controller still tearing the last link down
+                _LOGGER.warning("sim patch: advertising failed (%r); retrying", exc)
+                await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -200,6 +220,11 @@ class SimPatch:
         await self.stop()
 
     # --- hooks ------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        """Whether a central is connected (the link is up)."""
+        return self._connection is not None
+
     async def disconnect(self) -> None:
         conn = self._connection
         if conn is not None:
@@ -224,7 +249,15 @@ class SimPatch:
         if self._streamer is not None:
             self._streamer.cancel()
             self._streamer = None
+        for task in self._link_tasks:  # backfills and indications of the dead link
+            task.cancel()
         self._spawn(self._advertise())
+
+    def _spawn_on_link(self, coro: object) -> None:
+        """A task that lives only as long as the current connection."""
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._link_tasks.add(task)
+        task.add_done_callback(self._link_tasks.discard)
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
@@ -258,10 +291,10 @@ class SimPatch:
             extent = RacpResponse(RacpOp.EXTENT, RacpStatus.SUCCESS, self.oldest, self.next_seq)
             self._indicate(extent)
         elif op == RacpOp.REQUEST_RANGE:
-            self._spawn(self._send_range(first, end))
+            self._spawn_on_link(self._send_range(first, end))
 
     def _indicate(self, r: RacpResponse) -> None:
-        self._spawn(self.device.indicate_subscribers(self._racp, encode_racp_response(r)))
+        self._spawn_on_link(self.device.indicate_subscribers(self._racp, encode_racp_response(r)))
 
     async def _send_range(self, first: int, end: int) -> None:
         async with self._backfill_lock:
