@@ -138,6 +138,7 @@ async def test_sigkill_of_the_running_gateway_loses_no_committed_message(
                 with Outbox(db) as ob:
                     assert ob.integrity_check() == "ok"
         assert sum(n for (_, kind), n in _committed(db).items() if kind == "strip") > 3
+
         def onlines() -> int:
             return sum(
                 1
