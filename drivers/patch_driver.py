@@ -89,6 +89,7 @@ class PatchDriver:
         self._racp: asyncio.Queue[RacpResponse] = asyncio.Queue()
         self._last_data = 0.0
         self._started = False
+        self._streaming = False  # data subscriptions are up (the silence watchdog applies)
         self._rng = random.Random()
 
     @property
@@ -115,6 +116,7 @@ class PatchDriver:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 await self._setup(client)
             self._last_data = time.monotonic()
+            self._streaming = True
             before = self.stats.samples
             reason = await self._backfill_until_lost(client, lost)
             got_data = self.stats.samples > before
@@ -122,6 +124,7 @@ class PatchDriver:
             reason = "stopped" if really_cancelled() else "link lost during a GATT operation"
             raise
         finally:
+            self._streaming = False
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
                     await client.disconnect()
@@ -151,11 +154,17 @@ class PatchDriver:
         while not self._racp.empty():
             self._racp.get_nowait()
         await client.write_gatt_char(uuids.PATCH_RACP, data, response=True)
-        async with asyncio.timeout(_RACP_TIMEOUT_S):
-            while True:
-                r = await self._racp.get()
-                if r.op == want:
-                    return r
+        deadline = time.monotonic() + _RACP_TIMEOUT_S
+        while True:
+            # a silent stream means a dead link even if nobody said so: stop waiting
+            silent = time.monotonic() - self._last_data > self.config.silence_timeout_s
+            if (self._streaming and silent) or time.monotonic() > deadline:
+                raise TimeoutError(f"no RACP {want.name} response")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    r = await self._racp.get()
+                    if r.op == want:
+                        return r
 
     async def _backfill_until_lost(self, client: Any, lost: asyncio.Event) -> str:
         while not lost.is_set():

@@ -73,6 +73,7 @@ class SimBleWorld:
     def __init__(self) -> None:
         self.link = LocalLink()
         self._numbers = itertools.count(1)
+        self._controllers: dict[int, Controller] = {}  # by id() of the Device they serve
 
     def new_address(self, prefix: int) -> str:
         """A fresh static address ``PP:00:00:00:NN:NN`` (``prefix`` >= 0xC0 => random static)."""
@@ -85,12 +86,13 @@ class SimBleWorld:
         host = Host(controller, AsyncPipeSink(controller))
         device = Device(name=name, address=Address(address), host=host)
         device.random_address = Address(address)
+        self._controllers[id(device)] = controller
         return device
 
     def remove_device(self, device: Device) -> None:
         """Detach a device's controller from the link (it can no longer be reached)."""
-        controller = device.host.controller
-        if isinstance(controller, Controller) and controller in self.link.controllers:
+        controller = self._controllers.pop(id(device), None)
+        if controller is not None and controller in self.link.controllers:
             self.link.remove_controller(controller)
 
     def backend(self) -> type[BumbleBleakClient]:
