@@ -26,6 +26,7 @@ EventKind = Literal[
     "blood_pressure",  # data: systolic_mmhg, diastolic_mmhg
     "device_info",  # data: serial, firmware, model...
     "error",  # counted decoder/link error (data: what, count)
+    "recording",  # a device with memory: its recording starts at seq (data: first_seq, end_seq)
 ]
 
 

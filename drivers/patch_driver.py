@@ -139,6 +139,15 @@ class PatchDriver:
         if not self._started:  # first connection of this recording: all that is held
             self.stream.start_at(extent.first)
             self._started = True
+            self.sink.on_event(
+                DeviceEvent(
+                    self.source,
+                    "recording",
+                    self.stream.utc_of(extent.first),
+                    extent.first,
+                    {"first_seq": extent.first, "end_seq": extent.end},
+                )
+            )
         self._expire(extent.first)
         self.stream.ledger.receive(extent.end, extent.end)  # samples up to now are due
         # data only after the ledger knows where this connection starts

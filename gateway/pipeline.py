@@ -209,6 +209,10 @@ class DevicePipeline:
             self._bp = {"time": event.time, **event.data}
         elif event.kind == "lead_off":
             self._lead_off = {"time": event.time, **event.data}
+        elif event.kind == "recording" and event.seq is not None:
+            # a patch with memory: analysis starts at its oldest sample, which arrives
+            # by backfill after the first live ones
+            self.reorder.start_at(int(event.seq))
         return self._flush_ready()
 
     def on_gap(self, gap: Gap) -> list[PipelineOutput]:

@@ -70,7 +70,7 @@ class BlockReorderer:
             return []
         if self.next_seq is None:
             self.next_seq = block.seq
-            self._fs = block.fs
+        self._fs = block.fs
         pieces = self._new_pieces(block)
         if not pieces:
             return []
@@ -81,6 +81,12 @@ class BlockReorderer:
             self._held[piece.seq] = piece
         self.stats.held_max = max(self.stats.held_max, self.held_samples)
         return self._release()
+
+    def start_at(self, first_seq: int) -> None:
+        """The stream begins at ``first_seq`` (e.g. the oldest sample in the patch's
+        memory), whatever arrives first; ignored once analysis has started."""
+        if self.next_seq is None:
+            self.next_seq = first_seq
 
     def lost(self, first_seq: int, end_seq: int) -> list[SampleBlock]:
         """The device will never deliver ``[first_seq, end_seq)``; return what that frees."""
