@@ -107,16 +107,30 @@ class SosFilter:
     def process_channels(self, x: np.ndarray) -> np.ndarray:
         """Filter ``x`` laid out (channels, n); returns a new float64 (channels, n) array."""
         y = np.array(x, dtype=np.float64, order="C", ndmin=2)
-        if y.shape[1] == 0:
-            return y
-        if self._zi is None:
-            self._zi = np.ascontiguousarray(self._zi_unit[None, :, :] * y[:, :1, None])
+        self.filter_inplace(y)
+        return y
+
+    def process_into(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Filter ``x`` (channels, n) into ``out``, a C-contiguous float64 (channels, n) array.
+
+        ``out`` may be a view into a larger buffer: a streaming stage can write the
+        filtered block straight into its history, with no new array per block.
+        """
+        out[...] = x
+        self.filter_inplace(out)
+
+    def filter_inplace(self, y: np.ndarray) -> None:
+        """Filter ``y``, a C-contiguous float64 (channels, n) array, in place."""
+        zi = self._zi
+        if zi is None:
+            if y.shape[1] == 0:
+                return
+            zi = self._zi = np.ascontiguousarray(self._zi_unit[None, :, :] * y[:, :1, None])
         if _sosfilt_inplace is not None:
-            _sosfilt_inplace(self.sos, y, self._zi)
-            return y
-        out, zi = signal.sosfilt(self.sos, y, axis=1, zi=self._zi.transpose(1, 0, 2))
-        self._zi = np.ascontiguousarray(zi.transpose(1, 0, 2))
-        return out
+            _sosfilt_inplace(self.sos, y, zi)
+        else:
+            y[...], zi = signal.sosfilt(self.sos, y, axis=1, zi=zi.transpose(1, 0, 2))
+            self._zi = np.ascontiguousarray(zi.transpose(1, 0, 2))
 
 
 class EcgFilter:

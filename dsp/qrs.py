@@ -29,11 +29,12 @@ them are reported once training ends.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import signal
+from scipy import ndimage, signal
 
 from dsp.block import SampleBlock
 from dsp.filters import SosFilter, band_edges
@@ -139,6 +140,17 @@ class QrsDetector:
         Sample rate, Hz (at least 100).
     lead
         Index of the lead to analyse in each block.
+
+    Notes
+    -----
+    Blocks of a second are short, so the fixed cost per block matters more than
+    the cost per sample. The history the decisions look back on (filtered signals,
+    slope, running sum, feature) lives in one preallocated array: the last
+    ``_hist_n`` samples, then the new block, which is filtered and computed
+    straight into place. The views each block needs depend only on its size and
+    are made once per size. Candidate peaks are found with one sliding-maximum
+    pass per block, so Python only sees the few samples that are the largest of
+    their +/- 200 ms neighbourhood.
     """
 
     def __init__(self, fs: float, lead: int = 0) -> None:
@@ -161,6 +173,8 @@ class QrsDetector:
                 signal.butter(2, hi, "lowpass", fs=fs, output="sos"),
             ]
         )
+        self._qrs_f = SosFilter(self._qrs_sos, 1)
+        self._amp_f = SosFilter(self._amp_sos, 1)
         # R is searched in [energy peak - window - delay, energy peak]
         self._locate = self._w + int(round(0.05 * fs))
         self._keep = self._r + self._locate + 2
@@ -169,6 +183,12 @@ class QrsDetector:
         self.latency_s = (self._r + self._locate + self._window + 1) / fs
         self.gaps = 0
         self._no_beats = Beats.empty(fs)
+        self._w_f = float(self._w)
+        # Samples of history kept ahead of each new block: what decisions read before
+        # ``_scan_from`` (``_keep``) plus the look-ahead ``_r``; more than the moving
+        # average needs (``_w`` running sums) and the sliding maximum (``2 _r``).
+        self._hist_n = self._keep + self._r
+        self._alloc(self._hist_n + int(np.ceil(fs)))
         self._reset_stream()
         self._sig: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent QRS peak levels
         self._noi: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent noise peak levels
@@ -176,18 +196,19 @@ class QrsDetector:
 
     # --- state ----------------------------------------------------------------
     def _reset_stream(self, first_seq: int | None = None) -> None:
-        self._qrs_f = SosFilter(self._qrs_sos, 1)
-        self._amp_f = SosFilter(self._amp_sos, 1)
-        self._prev_f: float | None = None
-        self._csum_last = 0.0
-        self._csum_hist = np.zeros(self._w)  # running sums of the last w samples
+        self._qrs_f.reset()
+        self._amp_f.reset()
+        if self._cap > 4 * (self._hist_n + self.fs):  # a huge block grew the buffers
+            self._alloc(self._hist_n + int(np.ceil(self.fs)))
         self._start = first_seq  # first sample index of this stream segment
         self._next_seq = first_seq
-        self._buf_start = first_seq if first_seq is not None else 0
-        self._e = np.zeros(0)
-        self._d = np.zeros(0)
-        self._amp = np.zeros(0)
-        self._scan_from = first_seq if first_seq is not None else 0
+        seg0 = first_seq if first_seq is not None else 0
+        # buffer slot i holds sample base + i; the next block goes in at slot ``_pos``
+        self._base = seg0 - self._hist_n
+        self._pos = self._hist_n
+        self._buf[:, : self._hist_n] = 0.0  # no history: running sums start at 0
+        self._fresh = True  # no sample yet: the first slope of the segment is 0
+        self._scan_from = seg0
         self._learning: list[_Candidate] = []
         self._noise_since_beat: list[_Candidate] = []
         self._last_beat: int | None = None
@@ -196,6 +217,49 @@ class QrsDetector:
         self._rr: list[int] = []
         self._narrow_widths: deque[float] = deque(maxlen=16)
         self._deadline: int | None = None
+
+    def _alloc(self, cap: int) -> None:
+        """(Re)allocate the history for blocks of up to ``cap - _hist_n`` samples.
+
+        The history (the first ``_hist_n`` slots) is kept.
+        """
+        hist = np.zeros((6, cap))
+        old = getattr(self, "_buf", None)
+        if old is not None:
+            hist[:, : self._hist_n] = old[:, : self._hist_n]
+        self._buf = hist
+        # QRS-band signal f, its |slope| d, the running sum of d, the feature e (the
+        # moving average of d); the 0.5-40 Hz signal and its |slope|
+        self._f, self._d, self._csum, self._e, self._amp, self._amp_slope = hist
+        self._mf = np.zeros(cap)  # scratch: sliding maximum of e
+        self._cap = cap
+        self._views: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def _block_views(self, n: int) -> tuple[np.ndarray, ...]:
+        """Views of the buffers for a block of ``n`` samples (made once per size)."""
+        views = self._views.get(n)
+        if views is None:
+            if len(self._views) > 16:  # block sizes vary: keep the cache small
+                self._views.clear()
+            h, w = self._hist_n, self._w
+            q = h + n
+            f, csum, e, amp = self._f, self._csum, self._e, self._amp
+            views = self._views[n] = (
+                self._buf[:, n:q],  # the history to keep after this block
+                self._buf[0:1, h:q],  # filter outputs, (1, n) as SosFilter wants them
+                self._buf[4:5, h:q],
+                f[h:q],  # f and the sample before each
+                f[h - 1 : q - 1],
+                self._d[h:q],
+                csum[h - 1 : q],  # running sums, from the one before the block
+                csum[h:q],
+                csum[h - w : q - w],  # ... and w samples earlier
+                e[h:q],
+                amp[h:q],  # amp and the sample before each
+                amp[h - 1 : q - 1],
+                self._amp_slope[h:q],
+            )
+        return views
 
     # --- input ------------------------------------------------------------------
     def process(self, block: SampleBlock) -> Beats:
@@ -206,132 +270,142 @@ class QrsDetector:
 
     def process_array(self, x_mv: np.ndarray, seq: int) -> Beats:
         """Take samples (mV) whose first has sequence number ``seq``."""
+        x = np.asarray(x_mv)
+        n = x.shape[0]
+        if n == 0:
+            return self._no_beats
         out: list[_Candidate] = []
-        x = np.asarray(x_mv, dtype=np.float64)
-        if x.size == 0:
-            return self._beats(out)
         if self._next_seq is not None and seq != self._next_seq:
-            out.extend(self._finish_segment())
+            self._finish_segment(out)
             self.gaps += 1
             self._reset_stream(seq)
         elif self._next_seq is None:
             self._reset_stream(seq)
-        self._next_seq = seq + x.size
+        self._next_seq = seq + n
         self._append(x)
-        out.extend(self._scan(self._buf_start + self._e.size - self._r, final=False))
+        self._scan(self._base + self._pos - self._r, False, out)
         return self._beats(out)
 
     def finish(self) -> Beats:
         """End of the stream: decide the remaining candidates (no more look-ahead)."""
-        return self._beats(self._finish_segment())
+        out: list[_Candidate] = []
+        self._finish_segment(out)
+        return self._beats(out)
 
     # --- feature ------------------------------------------------------------------
     def _append(self, x: np.ndarray) -> None:
-        f = self._qrs_f.process_channels(x)[0]
-        a = self._amp_f.process_channels(x)[0]
-        if self._prev_f is None:
-            self._prev_f = float(f[0])
-        d = np.empty_like(f)
-        d[0] = f[0] - self._prev_f
-        np.subtract(f[1:], f[:-1], out=d[1:])
+        """Filter ``x`` and compute slope and feature, straight into the buffers."""
+        h, n = self._hist_n, x.shape[0]
+        done = self._pos - h  # size of the previous block
+        if done:  # its last ``h`` samples become the history
+            self._buf[:, :h] = self._block_views(done)[0]
+            self._base += done
+            self._pos = h
+        if h + n > self._cap:
+            self._alloc(max(h + n, (3 * self._cap) // 2))
+        views = self._block_views(n)
+        _, f_out, amp_out, f, f_prev, d, run, csum, lag, e, amp, amp_prev, amp_slope = views
+        self._qrs_f.process_into(x, f_out)
+        self._amp_f.process_into(x, amp_out)
+        if self._fresh:  # first sample of the segment: its slope is 0
+            self._f[h - 1] = self._f[h]
+            self._fresh = False
+        np.subtract(f, f_prev, out=d)
         np.abs(d, out=d)
-        self._prev_f = float(f[-1])
         # moving average of |slope| over w samples, from a running sum carried across
         # blocks: the sums are formed in the same order whatever the block sizes
-        csum = np.cumsum(np.concatenate(([self._csum_last], d)))
-        self._csum_last = float(csum[-1])
-        hist = np.concatenate((self._csum_hist, csum[1:]))
-        e = (hist[self._w :] - hist[: -self._w]) / self._w
-        self._csum_hist = hist[-self._w :]
-        self._e = np.concatenate((self._e, e))
-        self._d = np.concatenate((self._d, d))
-        self._amp = np.concatenate((self._amp, a))
+        csum[...] = d
+        np.add.accumulate(run, out=run)  # = np.cumsum, without its wrapper's cost
+        np.subtract(csum, lag, out=e)
+        np.divide(e, self._w_f, out=e)
+        # |slope| of the 0.5-40 Hz signal, for QRS widths (garbage at a segment's first
+        # sample, which no width window reaches back to)
+        np.subtract(amp, amp_prev, out=amp_slope)
+        np.abs(amp_slope, out=amp_slope)
+        self._pos = h + n
 
-    def _scan(self, horizon: int, final: bool) -> list[_Candidate]:
-        """Find and classify candidates with index in [scan_from, horizon)."""
-        beats: list[_Candidate] = []
+    def _scan(self, horizon: int, final: bool, out: list[_Candidate]) -> None:
+        """Find and classify candidates with index in [scan_from, horizon).
+
+        Beats decided on the way are appended to ``out``, as in every method below.
+        """
         lo = self._scan_from
         if horizon <= lo:
-            return beats
-        b0 = self._buf_start
-        e = self._e
-        n = e.size
-        # local maxima first (few: e is a 150 ms moving average), then the +/- r test
-        a = max(lo - b0, 1)
-        b = min(horizon - b0, n - 1)
-        if b > a:
-            mid = e[a:b]
-            rising = (mid > e[a - 1 : b - 1]) & (mid >= e[a + 1 : b + 1]) & (mid > 0)
-            r = self._r
-            for rel in np.flatnonzero(rising).tolist():
-                i = a + rel
-                if e[i] >= e[max(i - r, 0) : i + r + 1].max():
-                    beats.extend(self._classify(self._candidate(b0 + i)))
-        self._scan_from = horizon
+            return
         assert self._start is not None
+        a = max(lo, self._start + 1)
+        b = min(horizon, self._base + self._pos - 1)
+        if b > a:
+            for i in self._peaks(a, b):
+                self._classify(self._candidate(i), out)
+        self._scan_from = horizon
         if not self._trained and horizon >= self._start + self._learn:
-            beats.extend(self._train())
-        if not final:
-            beats.extend(self._search_back_until(horizon))
-            self._trim()
-        return beats
+            self._train(out)
+        if not final and self._deadline is not None and self._deadline < horizon:
+            self._search_back_until(horizon, out)
+
+    def _peaks(self, a: int, b: int) -> list[int]:
+        """Candidate peaks with index in [a, b) (see :func:`_local_peaks`)."""
+        assert self._start is not None
+        base = self._base
+        first, stop = self._start - base, self._pos
+        if math.isfinite(self._csum[stop - 1]):
+            found = _local_peaks_fast(self._e, a - base, b - base, self._r, first, stop, self._mf)
+        else:  # NaN or inf in the segment (the running sum keeps it)
+            found = _local_peaks(self._e, a - base, b - base, self._r, first, stop)
+        return [base + i for i in found]
 
     def _candidate(self, idx: int) -> _Candidate:
-        b0 = self._buf_start
-        lo = max(idx - self._locate, b0)
-        win = slice(lo - b0, idx - b0 + 1)
-        amp = self._amp[win]
-        r_rel = int(np.argmax(np.abs(amp)))
-        slope = np.abs(np.diff(amp))
-        steep = np.flatnonzero(slope > _WIDTH_SLOPE * slope.max()) if slope.size else slope
-        width = float(steep[-1] - steep[0] + 1) if steep.size else 0.0
+        """Measure the candidate at energy peak ``idx`` on the window that produced it."""
+        assert self._start is not None
+        base = self._base
+        lo = max(idx - self._locate, self._start) - base
+        hi = idx - base + 1
+        amp = self._amp[lo:hi]
+        r_rel = int(np.abs(amp).argmax())
+        width = 0.0
+        if hi - lo > 1:
+            # QRS width: span where the slope exceeds a fraction of its steepest
+            slope = self._amp_slope[lo + 1 : hi]  # = np.abs(np.diff(amp))
+            steep = (slope > _WIDTH_SLOPE * _max(slope)).nonzero()[0].tolist()
+            if steep:
+                width = float(steep[-1] - steep[0] + 1)
         return _Candidate(
-            idx=idx,
-            peak=float(self._e[idx - b0]),
-            slope=float(self._d[lo - b0 : idx - b0 + 1].max()),
-            r_idx=lo + r_rel,
-            amplitude=float(amp[r_rel]),
+            idx,
+            self._e.item(hi - 1),
+            _max(self._d[lo:hi]),
+            base + lo + r_rel,
+            amp.item(r_rel),
             width=width,
         )
 
-    def _trim(self) -> None:
-        cut = self._scan_from - self._keep - self._buf_start
-        if cut > 0:
-            self._e = self._e[cut:]
-            self._d = self._d[cut:]
-            self._amp = self._amp[cut:]
-            self._buf_start += cut
-
     # --- decisions ------------------------------------------------------------------
-    def _classify(self, c: _Candidate) -> list[_Candidate]:
+    def _classify(self, c: _Candidate, out: list[_Candidate]) -> None:
         assert self._start is not None
-        beats: list[_Candidate] = []
         if not self._trained:
             if c.idx < self._start + self._learn:
                 self._learning.append(c)
-                return beats
-            beats.extend(self._train())
-        beats.extend(self._search_back_until(c.idx))
-        beats.extend(self._decide(c))
-        return beats
+                return
+            self._train(out)
+        if self._deadline is not None and self._deadline < c.idx:
+            self._search_back_until(c.idx, out)
+        self._decide(c, out)
 
-    def _train(self) -> list[_Candidate]:
+    def _train(self, out: list[_Candidate]) -> None:
         """Set the thresholds from the first ``learn_s`` and decide the candidates held."""
         held, self._learning = self._learning, []
         self._trained = True
         if not held:
-            return []
+            return
         peaks = np.array([c.peak for c in held])
         top = float(peaks.max())
         low = peaks[peaks < 0.3 * top]
         if not self._sig:  # keep levels learned before a gap
             self._sig.append(top)
             self._noi.append(float(low.mean()) if low.size else 0.0)
-        beats: list[_Candidate] = []
         for c in held:
-            beats.extend(self._search_back_until(c.idx))
-            beats.extend(self._decide(c))
-        return beats
+            self._search_back_until(c.idx, out)
+            self._decide(c, out)
 
     @property
     def _thr1(self) -> float:
@@ -339,19 +413,19 @@ class QrsDetector:
         npk = _median(self._noi)
         return npk + _THRESHOLD * (spk - npk)
 
-    def _decide(self, c: _Candidate) -> list[_Candidate]:
+    def _decide(self, c: _Candidate, out: list[_Candidate]) -> None:
         last = self._last_beat
         if last is not None and c.idx - last < self._r:
-            return []
+            return
         if c.peak > self._thr1:
             near = last is not None and c.idx - last < self._t_wave
             if near and c.slope < 0.5 * self._last_slope:
                 self._noise(c)
-                return []
+                return
             self._sig.append(c.peak)
-            return [self._accept(c)]
+            out.append(self._accept(c))
+            return
         self._noise(c)
-        return []
 
     def _noise(self, c: _Candidate) -> None:
         self._noi.append(c.peak)
@@ -374,12 +448,11 @@ class QrsDetector:
         self._last_slope = c.slope
         self._noise_since_beat = []
         mean_rr = sum(self._rr) / len(self._rr) if self._rr else self.fs
-        self._deadline = c.idx + int(np.ceil(_SEARCHBACK_RR * min(mean_rr, self._rr_cap)))
+        self._deadline = c.idx + math.ceil(_SEARCHBACK_RR * min(mean_rr, self._rr_cap))
         return c
 
-    def _search_back_until(self, upto: int) -> list[_Candidate]:
+    def _search_back_until(self, upto: int, out: list[_Candidate]) -> None:
         """Run every search-back whose deadline falls before sample ``upto``."""
-        beats: list[_Candidate] = []
         while self._trained and self._deadline is not None and self._deadline < upto:
             deadline = self._deadline
             oldest = deadline - self._window  # older candidates are final: bounded latency
@@ -390,7 +463,7 @@ class QrsDetector:
                 best = max(pool, key=lambda c: c.peak)
                 self._sig.append(best.peak)
                 later = [c for c in self._noise_since_beat if c.idx > best.idx]
-                beats.append(self._accept(best))
+                out.append(self._accept(best))
                 self._noise_since_beat = later
             else:
                 # Nothing to take back: wait another interval, and let the signal
@@ -398,29 +471,44 @@ class QrsDetector:
                 for i in range(len(self._sig)):
                     self._sig[i] *= 0.5
                 self._deadline = deadline + self._window
-        return beats
 
-    def _finish_segment(self) -> list[_Candidate]:
-        if self._start is None or self._e.size == 0:
-            return []
-        end = self._buf_start + self._e.size
-        beats = self._scan(end, final=True)
+    def _finish_segment(self, out: list[_Candidate]) -> None:
+        if self._start is None:
+            return
+        end = self._base + self._pos
+        self._scan(end, True, out)
         if not self._trained and self._learning:
-            beats.extend(self._train())
-        beats.extend(self._search_back_until(end))
+            self._train(out)
+        self._search_back_until(end, out)
         self._scan_from = end
-        return beats
 
     # --- output ------------------------------------------------------------------
     def _beats(self, cands: list[_Candidate]) -> Beats:
         if not cands:
             return self._no_beats
-        seq = np.array([c.r_idx for c in cands], dtype=np.int64)
-        amp = np.array([c.amplitude for c in cands])
-        rr = np.array([c.rr for c in cands]) / self.fs
-        width = np.array([c.width for c in cands]) / self.fs
-        wide = np.array([c.ventricular for c in cands], dtype=bool)
-        return Beats(seq, self.fs, amp, rr, width, wide)
+        fs = self.fs  # x / fs in Python is the same IEEE division numpy does
+        if len(cands) == 1:  # the usual case with 1-s blocks
+            c = cands[0]
+            seq, amp, rr, width, wide = (
+                [c.r_idx],
+                [c.amplitude],
+                [c.rr / fs],
+                [c.width / fs],
+                [c.ventricular],
+            )
+        else:
+            seq, amp, rr, width, wide = zip(
+                *[(c.r_idx, c.amplitude, c.rr / fs, c.width / fs, c.ventricular) for c in cands],
+                strict=True,
+            )
+        return Beats(
+            np.array(seq, dtype=np.int64),
+            fs,
+            np.array(amp),
+            np.array(rr),
+            np.array(width),
+            np.array(wide, dtype=bool),
+        )
 
 
 def _median(values: deque[float]) -> float:
@@ -448,3 +536,68 @@ def detect_beats(signal_mv: np.ndarray, fs: float) -> np.ndarray:
     det = QrsDetector(fs)
     parts = [det.process_array(x, 0), det.finish()]
     return Beats.concat(parts, fs).seq
+
+
+try:  # the compiled kernel behind scipy.ndimage.maximum_filter1d, without its ~3 µs of checks
+    from scipy.ndimage import _nd_image
+    from scipy.ndimage._ni_support import _extend_mode_to_code
+
+    _NEAREST = _extend_mode_to_code("nearest")
+    _minmax_1d = _nd_image.min_or_max_filter1d
+    _probe = np.empty(5)  # a private function: check it still does what we call it for
+    _minmax_1d(np.array([0.0, 3.0, 1.0, 0.0, 2.0]), 3, 0, _probe, _NEAREST, 0.0, 0, 0)
+    if _probe.tolist() != [3.0, 3.0, 3.0, 2.0, 2.0]:
+        raise ValueError("unexpected min_or_max_filter1d")
+except (ImportError, AttributeError, TypeError, ValueError, RuntimeError):  # pragma: no cover
+    _minmax_1d = None  # other scipy layouts: the public function
+
+
+def _max(x: np.ndarray) -> float:
+    """``float(x.max())`` (NaN if any is NaN) for a short 1-D array: ``argmax`` costs less."""
+    return x.item(x.argmax())
+
+
+def _local_peaks(e: np.ndarray, a: int, b: int, r: int, first: int, stop: int) -> list[int]:
+    """Candidate peaks of the feature ``e``, sample by sample: the indices ``i`` in [a, b).
+
+    A candidate rises strictly and does not fall, ``e[i - 1] < e[i] >= e[i + 1]``, is
+    above 0, and is the largest of ``e[max(i - r, first) : min(i + r + 1, stop)]``
+    (NaN never qualifies, nor does a window holding one). Needs ``first < a`` and
+    ``b < stop``.
+    """
+    mid = e[a:b]
+    rising = (mid > e[a - 1 : b - 1]) & (mid >= e[a + 1 : b + 1]) & (mid > 0)
+    return [
+        i
+        for i in (a + np.flatnonzero(rising)).tolist()
+        if e[i] >= e[max(i - r, first) : min(i + r + 1, stop)].max()
+    ]
+
+
+def _local_peaks_fast(
+    e: np.ndarray, a: int, b: int, r: int, first: int, stop: int, scratch: np.ndarray
+) -> list[int]:
+    """:func:`_local_peaks` for finite ``e``, with one sliding maximum instead of a loop.
+
+    A sample equal to the maximum of its +/- r window is not below its right
+    neighbour, so only the rise and the sign are left to check, on the few samples
+    found. ``scratch`` is a float64 array as long as ``e``.
+    """
+    lo, hi = max(a - r, first), min(b + r, stop)
+    _sliding_max(e[lo:hi], 2 * r + 1, scratch[lo:hi])
+    hits = (e[a:b] == scratch[a:b]).nonzero()[0].tolist()
+    item = e.item
+    return [i for i in [a + h for h in hits] if item(i) > item(i - 1) and item(i) > 0]
+
+
+def _sliding_max(x: np.ndarray, size: int, out: np.ndarray) -> None:
+    """``out[i] = max(x[i - size // 2 : i + size // 2 + 1])``, the window clipped to ``x``.
+
+    ``x`` and ``out`` are 1-D float64 arrays of the same length.
+    """
+    if _minmax_1d is not None:
+        # (input, size, axis, output, mode, cval, origin, minimum): "nearest" repeats
+        # the edge samples, which never changes the maximum of a clipped window
+        _minmax_1d(x, size, 0, out, _NEAREST, 0.0, 0, 0)
+    else:  # pragma: no cover
+        ndimage.maximum_filter1d(x, size, mode="nearest", output=out)

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from drivers.sim.synth import EcgSynth
 from dsp import detect_beats
-from dsp.qrs import Beats, QrsDetector
+from dsp.block import SampleBlock
+from dsp.qrs import Beats, QrsDetector, _local_peaks, _local_peaks_fast
 from tests.dsp.helpers import blocks_of
 
 
@@ -99,3 +100,73 @@ def test_wide_beats_labelled_ventricular(mitdb119: dict) -> None:
             total += 1
             agree += (ref[0] == "V") == v
     assert agree >= total - 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 4), min_size=8, max_size=300),
+    r=st.integers(1, 40),
+    cut=st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300)),
+)
+def test_sliding_max_peaks_equal_plain_rule(values: list[int], r: int, cut: tuple) -> None:
+    """The sliding-maximum candidate search gives the sample-by-sample rule, ties included."""
+    e = np.asarray(values, dtype=np.float64)  # few levels: plateaus and ties everywhere
+    first, a, b = sorted(c % (len(e) - 1) for c in cut)
+    a, b = max(a, first + 1), min(b, len(e) - 1)
+    stop = len(e)
+    if b <= a:
+        return
+    expected = _local_peaks(e, a, b, r, first, stop)
+    assert _local_peaks_fast(e, a, b, r, first, stop, np.empty_like(e)) == expected
+
+
+def _all(beats: Beats) -> tuple:
+    return tuple(
+        getattr(beats, k) for k in ("seq", "amplitude_mv", "rr_s", "width_s", "ventricular")
+    )
+
+
+def _assert_same(a: Beats, b: Beats) -> None:
+    for x, y in zip(_all(a), _all(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@settings(max_examples=15, deadline=None)
+@given(sizes=st.lists(st.integers(1, 1500), min_size=1, max_size=6))
+def test_non_finite_samples_chunked_equals_whole(mitdb119: dict, sizes: list[int]) -> None:
+    """NaN or inf in the stream: no crash, beats before it found, chunking does not matter."""
+    fs = mitdb119["fs"]
+    x = mitdb119["mv"][:5400].copy()
+    x[4000] = np.nan
+    x[4500] = np.inf
+    whole = _stream(x, fs, [len(x)])
+    _assert_same(_stream(x, fs, sizes), whole)
+    clean = _stream(mitdb119["mv"][:3600], fs, [len(x)])
+    assert len(clean) > 5 and np.isin(clean.seq[clean.seq < 3500], whole.seq).all()
+
+
+def test_block_sizes_and_gaps_do_not_matter(mitdb119: dict) -> None:
+    """One huge block, then 1-s blocks, a gap, and the other way round: the same beats."""
+    fs = mitdb119["fs"]
+    x = mitdb119["mv"]
+    half = len(x) // 2
+    one_s = int(fs)
+
+    def run(first: list[int], second: list[int]) -> Beats:
+        det = QrsDetector(fs)
+        parts = [det.process(b) for b in blocks_of(x[:half], fs, first)]
+        later = [
+            SampleBlock(b.samples, fs, b.start, b.seq + half + 1000, b.leads)  # after a gap
+            for b in blocks_of(x[half:], fs, second)
+        ]
+        parts += [det.process(b) for b in later]
+        parts.append(det.finish())
+        assert det.gaps == 1
+        return Beats.concat(parts, fs)
+
+    a = run([half], [one_s])
+    b = run([one_s], [len(x) - half])
+    c = run([7, 3000, 1], [one_s, 5, 20000])
+    assert len(a) > 10
+    _assert_same(a, b)
+    _assert_same(a, c)

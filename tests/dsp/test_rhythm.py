@@ -1,21 +1,46 @@
-"""Rhythm episodes from beats: pause, rate limits, AF vs regular and bigeminy; chunking."""
+"""Rhythm episodes from beats: pause, rate limits, AF vs regular and bigeminy; chunking.
+
+Also the AF detector of :mod:`dsp.af`: window statistics, onset and end placement,
+ectopy inside AF and in sinus rhythm, and that streaming gives what one block gives.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dsp.af import AfDetector, window_stats
 from dsp.qrs import Beats
 from dsp.rhythm import RhythmTracker
 
 FS = 250.0
 
 
-def _beats(rr_s: np.ndarray, start: int = 0) -> Beats:
+def _beats(rr_s: np.ndarray, start: int = 0, wide: np.ndarray | None = None) -> Beats:
     seq = start + np.concatenate([[0], np.cumsum(np.round(rr_s * FS))]).astype(np.int64)
     rr = np.concatenate([[np.nan], np.diff(seq) / FS])
-    return Beats(seq, FS, np.ones(seq.size), rr)
+    v = None if wide is None else np.asarray(wide, dtype=bool)
+    return Beats(seq, FS, np.ones(seq.size), rr, None, v)
+
+
+def _slice(b: Beats, sl: slice) -> Beats:
+    v = None if b.ventricular is None else b.ventricular[sl]
+    return Beats(b.seq[sl], FS, b.amplitude_mv[sl], b.rr_s[sl], None, v)
+
+
+def _af_episodes(b: Beats) -> list[tuple[int, int]]:
+    """(start, end) AF episodes as beat indices, the tracker fed one whole block."""
+    t = RhythmTracker(FS)
+    t.process(b)
+    t.finish(int(b.seq[-1]))
+    at = lambda s: int(np.searchsorted(b.seq, s))  # noqa: E731
+    return [(at(e.start_seq), at(e.end_seq)) for e in t.episodes if e.kind == "af"]
+
+
+def _sinus(rng: np.random.Generator, n: int) -> np.ndarray:
+    return 0.8 + 0.02 * rng.standard_normal(n)
 
 
 def _kinds(rr_s: np.ndarray, **kw) -> dict[str, float]:
@@ -71,3 +96,115 @@ def test_chunked_equals_whole(sizes: list[int]) -> None:
         i += 1
     key = [(e.kind, e.start_seq, e.end_seq) for e in whole.episodes]
     assert [(e.kind, e.start_seq, e.end_seq) for e in parts.episodes] == key
+
+
+# --- AF detector --------------------------------------------------------------------
+def test_window_stats_random_regular_and_ectopic() -> None:
+    rng = np.random.default_rng(3)
+    none = np.zeros(32, bool)
+    af = window_stats(rng.uniform(0.4, 1.1, 32), none)
+    assert af is not None and af.irregular and 0.0 < af.confidence <= 1.0
+    sinus = window_stats(_sinus(rng, 32), none)
+    assert sinus is not None and not sinus.irregular
+    # most intervals touch a wide beat: too much ectopy to judge either way
+    assert window_stats(rng.uniform(0.4, 1.1, 32), np.arange(32) % 3 != 0) is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_af_boundaries_placed_where_the_rhythm_changed(seed: int) -> None:
+    """Sinus, 200 beats of AF, sinus: the episode is where the AF is, not where the
+    decisions were made (about 30 beats after the onset, 70 after the end)."""
+    rng = np.random.default_rng(seed)
+    rr = np.concatenate([_sinus(rng, 100), rng.uniform(0.4, 1.1, 200), _sinus(rng, 150)])
+    (start, end), *more = _af_episodes(_beats(rr))
+    assert not more
+    assert 100 <= start <= 116  # AF's first interval ends at beat 101
+    assert 284 <= end <= 308  # its last at beat 300
+
+
+def test_af_reported_late_but_never_ahead_of_the_beats() -> None:
+    rng = np.random.default_rng(5)
+    rr = np.concatenate([_sinus(rng, 100), rng.uniform(0.4, 1.1, 200), _sinus(rng, 150)])
+    b = _beats(rr)
+    t = RhythmTracker(FS)
+    seen: list[tuple[int, int, int | None]] = []
+    for i in range(len(b)):
+        for e in t.process(_slice(b, slice(i, i + 1))):
+            assert e.start_seq <= b.seq[i] and (e.end_seq is None or e.end_seq <= b.seq[i])
+            seen.append((i, e.start_seq, e.end_seq))
+    (i_open, s0, e0), (i_close, s1, e1) = seen
+    assert e0 is None and s1 == s0 and e1 is not None
+    assert 101 < i_open <= 150 and 300 < i_close <= 400
+
+
+def test_af_with_ventricular_ectopy_is_one_episode() -> None:
+    """PVCs (wide, premature, with a compensatory pause) every few beats of AF."""
+    rng = np.random.default_rng(8)
+    af = rng.uniform(0.4, 1.1, 400)
+    wide = np.zeros(af.size + 1, bool)
+    for k in range(20, af.size - 2, 7):  # beat k + 1 is a PVC
+        af[k], af[k + 1] = 0.35, 1.2
+        wide[k + 1] = True
+    rr = np.concatenate([_sinus(rng, 60), af])
+    w = np.concatenate([np.zeros(60, bool), wide])
+    episodes = _af_episodes(_beats(rr, wide=w))
+    assert len(episodes) == 1
+    start, end = episodes[0]
+    assert 60 <= start <= 80 and end == len(rr)
+
+
+def test_sinus_with_isolated_premature_beats_is_not_af() -> None:
+    rng = np.random.default_rng(9)
+    rr = _sinus(rng, 600)
+    wide = np.zeros(rr.size + 1, bool)
+    for k in range(10, 590, 9):
+        rr[k], rr[k + 1] = 0.5, 1.1  # premature beat, compensatory pause
+        wide[k + 1] = k % 2 == 0  # half ventricular (wide), half supraventricular
+    assert _af_episodes(_beats(rr, wide=wide)) == []
+
+
+def test_short_irregular_burst_is_not_af() -> None:
+    rng = np.random.default_rng(10)
+    rr = np.concatenate([_sinus(rng, 200), rng.uniform(0.4, 1.1, 20), _sinus(rng, 200)])
+    assert _af_episodes(_beats(rr)) == []
+
+
+def test_af_from_the_first_beat_starts_at_the_first_beat() -> None:
+    rng = np.random.default_rng(12)
+    rr = np.concatenate([rng.uniform(0.4, 1.1, 150), _sinus(rng, 150)])
+    [(start, end)] = _af_episodes(_beats(rr))
+    assert start == 0 and 135 <= end <= 160
+
+
+def test_gap_resets_the_af_detector() -> None:
+    d = AfDetector()
+    rng = np.random.default_rng(13)
+    seq = np.cumsum(np.round(rng.uniform(0.4, 1.1, 200) * FS)).astype(int)
+    changes = [c for s in seq.tolist() if (c := d.push(s)) is not None]
+    assert [c.began for c in changes] == [True] and d.active
+    d.start(int(seq[-1]) + 10_000)
+    assert not d.active
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=20))
+def test_af_chunked_equals_whole(sizes: list[int]) -> None:
+    """AF on and off, with wide beats: block boundaries never change an episode."""
+    rng = np.random.default_rng(21)
+    rr = np.concatenate(
+        [_sinus(rng, 80), rng.uniform(0.4, 1.1, 150), _sinus(rng, 120), rng.uniform(0.4, 1.1, 90)]
+    )
+    wide = rng.random(rr.size + 1) < 0.08
+    b = _beats(rr, wide=wide)
+    whole = RhythmTracker(FS)
+    whole.process(b)
+    parts = RhythmTracker(FS)
+    pos, i = 0, 0
+    while pos < len(b):
+        n = sizes[i % len(sizes)]
+        parts.process(_slice(b, slice(pos, pos + n)))
+        pos += n
+        i += 1
+    key = [(e.kind, e.start_seq, e.end_seq, e.confidence) for e in whole.episodes]
+    assert any(k[0] == "af" for k in key)
+    assert [(e.kind, e.start_seq, e.end_seq, e.confidence) for e in parts.episodes] == key
