@@ -60,8 +60,9 @@ class PatchStats:
     samples_lost: int = 0
     bad_notifications: int = 0
     watchdog_trips: int = 0
+    clock_drift_ppm: float | None = None  # the patch clock's rate error vs NTP UTC
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -212,7 +213,10 @@ class PatchDriver:
         else:
             self.stats.frames_live += 1
         before = self.stream.duplicates
-        for block in self.stream.feed(frame, self._clock()):
+        blocks = self.stream.feed(frame, self._clock())
+        if self.stream.clock is not None and self.stream.clock.drift_ppm is not None:
+            self.stats.clock_drift_ppm = round(self.stream.clock.drift_ppm, 2)
+        for block in blocks:
             self.stats.samples += block.n
             self.sink.on_block(block)
         self.stats.duplicate_samples += self.stream.duplicates - before

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from drivers.clock import ClockTracker
 from drivers.events import Gap
 from dsp.block import SampleBlock
 
@@ -350,9 +351,10 @@ class GapLedger:
 class PatchStream:
     """ECG frames (live and backfill) in; blocks (each sample once) and final gaps out.
 
-    Times come from the patch clock: :meth:`set_time` with a :class:`DeviceTime`
-    read at each connection maps sample numbers to UTC (``t = t0 + (seq - seq0) / fs``);
-    before that the host's arrival time anchors them.
+    Times: a :class:`~drivers.clock.ClockTracker` maps sample numbers to UTC. The
+    first :meth:`set_time` (the patch's Device Time) anchors it; the arrival times of
+    live frames then measure the patch clock's drift against the host's NTP clock, and
+    the mapping slews to them, so block times stay monotonic across reconnections.
     """
 
     source: str
@@ -360,7 +362,7 @@ class PatchStream:
     fs: float = FS
     ledger: GapLedger = field(default_factory=GapLedger)
     duplicates: int = 0
-    _anchor: tuple[int, float] | None = None
+    clock: ClockTracker | None = None
 
     def start_at(self, seq: int) -> None:
         """Samples from ``seq`` on are wanted (e.g. the patch's oldest held sample at the
@@ -368,18 +370,26 @@ class PatchStream:
         if self.ledger.next_seq is None:
             self.ledger.next_seq = seq
 
+    def __post_init__(self) -> None:
+        if self.clock is None:
+            self.clock = ClockTracker(self.fs)
+
     def set_time(self, t: DeviceTime) -> None:
-        self._anchor = (t.seq, t.posix)
+        """A Device Time read: anchors the mapping until drift tracking takes over."""
+        assert self.clock is not None
+        self.clock.anchor(t.seq, t.posix)
 
     def utc_of(self, seq: int) -> float:
-        assert self._anchor is not None
-        seq0, t0 = self._anchor
-        return t0 + (seq - seq0) / self.fs
+        assert self.clock is not None
+        return self.clock.utc_of(seq)
 
     def feed(self, frame: EcgFrame, now: float) -> list[SampleBlock]:
         """Blocks for the samples of ``frame`` not delivered before."""
-        if self._anchor is None:
-            self._anchor = (frame.end_seq - 1, now)
+        assert self.clock is not None
+        if not frame.backfill:  # live frames arrive just after they were recorded
+            self.clock.observe(frame.end_seq - 1, now)
+        else:
+            self.clock.anchor(frame.end_seq - 1, now)  # only if nothing better yet
         parts = self.ledger.receive(frame.first_seq, frame.end_seq)
         out: list[SampleBlock] = []
         taken = 0
@@ -396,5 +406,5 @@ class PatchStream:
         return [
             Gap(self.source, a, b, self.utc_of(a), self.utc_of(b), "not in patch memory", True)
             for a, b in self.ledger.expire(oldest_held)
-            if self._anchor is not None
+            if self.clock is not None and self.clock.anchored
         ]

@@ -305,6 +305,7 @@ class Publisher:
         self._reconnect_delay_s = reconnect_delay_s
         self._reconnect = Backoff(reconnect_delay_s)  # used on the paho thread only
         self._refused_at_cap = False
+        self._exiting = False  # __aexit__ started: no more "online"
         self._ack_timeout_s = (
             ack_timeout_s if ack_timeout_s is not None else max(60.0, 2.0 * cfg.keepalive_s)
         )
@@ -433,6 +434,12 @@ class Publisher:
         start; the next status supersedes a waiting "offline").
         """
         offline_delivered = False
+        self._exiting = True
+        for task in self._tasks:  # no "online" may follow the "offline"
+            if task.get_name() == "mqtt-status":
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._connected:
             row = self._put_status("offline")
             loop = asyncio.get_running_loop()
@@ -627,7 +634,8 @@ class Publisher:
             now = time.monotonic()
             for entry in self._inflight.values():
                 entry.sent_at = now
-        self._put_status("online")
+        if not self._exiting:
+            self._put_status("online")
 
     def _on_refused(self, reason: str, value: int) -> None:
         self.stats.connect_failures += 1

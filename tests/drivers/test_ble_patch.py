@@ -134,6 +134,42 @@ async def test_disconnect_reconnect_reports_exact_gap(
     assert kinds == ["connected", "disconnected", "connected"]
 
 
+@pytest.mark.timeout(120)
+async def test_many_disconnects_gap_ledger_equals_truly_missed(
+    driver: RunningDriver, patch: SimBlePatch
+) -> None:
+    """A patch without memory (Polar PMD): 20 disconnects at random moments; the gaps
+    reported are exactly the device samples that were never sent, nothing else."""
+    import random
+
+    rng = random.Random(9)
+    await wait_until(lambda: driver.samples >= 130, "ECG flowing")
+    for i in range(20):
+        await asyncio.sleep(rng.uniform(0.05, 0.4))
+        await wait_until(lambda: patch.streaming, "streaming", 30)
+        await patch.disconnect()
+        await wait_until(lambda i=i: driver.driver.stats.reconnects == i + 1, "reconnected", 30)
+    after = driver.samples
+    await wait_until(lambda: driver.samples >= after + 130, "streaming again")
+    await driver.stop()
+
+    k0 = min(patch.sent)
+    end = max(b.end_seq for b in driver.sink.blocks)
+    received = np.zeros(end, int)
+    for b in driver.sink.blocks:
+        received[b.seq : b.end_seq] += 1
+    reported = np.zeros(end, int)
+    for g in driver.sink.gaps:
+        assert g.final and g.n_samples > 0
+        reported[g.first_seq : g.end_seq] += 1
+    truly_missed = np.array([k0 + s not in patch.sent for s in range(end)])
+    np.testing.assert_array_equal(received, ~truly_missed)  # every sent sample, once
+    np.testing.assert_array_equal(reported.astype(bool), truly_missed)  # gaps = the rest
+    assert reported.max() == 1  # no range reported twice
+    assert len(driver.sink.gaps) >= 10  # most disconnects cost samples
+    check_values_match_sent(driver.sink.blocks, patch, k0)
+
+
 async def test_silent_stream_watchdog_reconnects(driver: RunningDriver, patch: SimBlePatch) -> None:
     await wait_until(lambda: driver.samples >= 130, "ECG flowing")
     patch.stall()

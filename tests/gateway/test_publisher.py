@@ -213,6 +213,21 @@ async def test_status_goes_through_the_outbox_latest_wins(
         assert got.user_properties["kind"] == "status"
 
 
+async def test_no_online_after_offline_even_when_the_period_ends_at_exit(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+) -> None:
+    broker = mosquitto()
+    listener = mqtt_listener(broker, STATUS)
+    for _ in range(3):  # the periodic status fires all the time, also during the exit
+        async with Publisher(mqtt_config(broker), GW, outbox, status_period_s=0.01):
+            await wait_for(lambda: len(statuses(listener)) >= 2, "periodic statuses")
+        await wait_for(lambda: statuses(listener)[-1]["state"] == "offline", "offline")
+        await asyncio.sleep(0.2)
+        assert statuses(listener)[-1]["state"] == "offline"
+
+
 async def test_offline_not_acknowledged_in_time_falls_back_to_the_will(
     mosquitto: Callable[..., Mosquitto],
     mqtt_listener: Callable[..., MqttListener],
