@@ -22,8 +22,13 @@ from bleak.exc import BleakError
 from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 
 from drivers.backoff import backoff_s
+from drivers.ble_adapter import BleAdapter
 
-__all__ = ["connect", "really_cancelled", "supervise"]
+__all__ = ["DeviceNotFound", "connect", "really_cancelled", "supervise"]
+
+
+class DeviceNotFound(BleakError):
+    """The patch was not seen in a scan: away or off (not an adapter problem)."""
 
 
 class _PatchConfig(Protocol):
@@ -39,14 +44,14 @@ async def _find_device(config: _PatchConfig, backend: type[BaseBleakClient] | No
         config.address, timeout=config.connect_timeout_s
     )
     if device is None:
-        raise BleakError(f"{config.address} not seen in a scan")
+        raise DeviceNotFound(f"{config.address} not seen in a scan")
     return device
 
 
 async def connect(
     config: _PatchConfig,
     backend: type[BaseBleakClient] | None,
-    adapter_lock: asyncio.Lock,
+    adapter_lock: asyncio.Lock | BleAdapter,
     lost: asyncio.Event,
 ) -> BleakClient:
     """A connected client; ``lost`` is set when the link drops."""
@@ -78,15 +83,21 @@ async def supervise(
     delays: tuple[float, float],
     rng: random.Random,
     errors: tuple[type[Exception], ...] = (),
+    adapter: BleAdapter | None = None,
 ) -> None:
-    """Run ``session`` forever; a session that streamed nothing counts as a failure."""
+    """Run ``session`` forever; a session that streamed nothing counts as a failure.
+
+    Outcomes go to ``adapter`` (if given), which may reset a stuck adapter; a patch
+    not seen in a scan is not held against the adapter.
+    """
     failures = 0
     while True:
+        absent = False
         try:
             ok = await session()
         except (BleakError, TimeoutError, OSError, *errors) as exc:
             on_failure(exc, failures + 1)
-            ok = False
+            ok, absent = False, isinstance(exc, DeviceNotFound)
         except asyncio.CancelledError:
             if really_cancelled():
                 raise
@@ -95,4 +106,9 @@ async def supervise(
             on_failure(BleakError("link lost during a GATT operation"), failures + 1)
             ok = False
         failures = 0 if ok else failures + 1
+        if adapter is not None:
+            if ok:
+                adapter.success()
+            elif not absent and await adapter.failure():
+                failures = 0  # a fresh adapter: retry soon
         await asyncio.sleep(backoff_s(failures, delays, rng))

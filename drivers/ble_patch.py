@@ -39,6 +39,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.exc import BleakError
 
 from drivers import patch_uuids as uuids
+from drivers.ble_adapter import BleAdapter
 from drivers.ble_link import connect, really_cancelled, supervise
 from drivers.events import DeviceEvent, DeviceSink
 from drivers.gatt_standard import (
@@ -125,10 +126,10 @@ class PolarPmdDriver:
         backend: type[BaseBleakClient] | None = None,
         reconnect_delay_s: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.time,
-        adapter_lock: asyncio.Lock | None = None,
+        adapter_lock: asyncio.Lock | BleAdapter | None = None,
     ) -> None:
         self.config = config
-        self._adapter_lock = adapter_lock or asyncio.Lock()
+        self._adapter_lock = BleAdapter.wrap(adapter_lock)
         self.sink = sink
         self.backend = backend
         self.reconnect_delay_s = reconnect_delay_s
@@ -148,7 +149,12 @@ class PolarPmdDriver:
     async def run(self) -> None:
         """Connect, stream, reconnect on loss; returns only by cancellation."""
         await supervise(
-            self._session, self._failed, self.reconnect_delay_s, self._rng, (PmdStartError,)
+            self._session,
+            self._failed,
+            self.reconnect_delay_s,
+            self._rng,
+            (PmdStartError,),
+            adapter=self._adapter_lock,
         )
 
     def _failed(self, exc: Exception, count: int) -> None:

@@ -25,6 +25,7 @@ from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient
 
 from drivers import patch_uuids as uuids
+from drivers.ble_adapter import BleAdapter
 from drivers.ble_link import connect, really_cancelled, supervise
 from drivers.events import DeviceEvent, DeviceSink
 from drivers.patch_gatt import (
@@ -77,7 +78,7 @@ class PatchDriver:
         backend: type[BaseBleakClient] | None = None,
         reconnect_delay_s: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.time,
-        adapter_lock: asyncio.Lock | None = None,
+        adapter_lock: asyncio.Lock | BleAdapter | None = None,
     ) -> None:
         self.config = config
         self.sink = sink
@@ -86,7 +87,7 @@ class PatchDriver:
         self.stats = PatchStats()
         self.stream = PatchStream(config.id, lead=config.lead)
         self._clock = clock
-        self._lock = adapter_lock or asyncio.Lock()
+        self._lock = BleAdapter.wrap(adapter_lock)
         self._racp: asyncio.Queue[RacpResponse] = asyncio.Queue()
         self._last_data = 0.0
         self._started = False
@@ -99,7 +100,9 @@ class PatchDriver:
 
     async def run(self) -> None:
         """Connect, stream, backfill, reconnect; returns only by cancellation."""
-        await supervise(self._session, self._failed, self.reconnect_delay_s, self._rng)
+        await supervise(
+            self._session, self._failed, self.reconnect_delay_s, self._rng, adapter=self._lock
+        )
 
     def _failed(self, exc: Exception, count: int) -> None:
         self.stats.connect_failures += 1

@@ -149,6 +149,24 @@ class DeviceChannel:
         self._deliver(self.pipeline.flush())
 
 
+def _adapter_reset(cfg: GatewayConfig, ble_backend: Any) -> Callable[[], Any] | None:
+    """How to reset the Bluetooth adapter: the simulated world's, or BlueZ over D-Bus."""
+    if cfg.gateway.ble_reset_after_failures == 0:
+        return None
+    world = getattr(ble_backend, "world", None)
+    if world is not None:
+        return world.reset_adapter
+    if ble_backend is not None:
+        return None  # some other test backend: nothing to reset
+
+    async def power_cycle() -> None:
+        from drivers.ble_adapter import bluez_power_cycle
+
+        await bluez_power_cycle(cfg.gateway.ble_adapter)
+
+    return power_cycle
+
+
 def make_driver(
     dev: PolarPmdDevice | PatchDevice | CartSerialDevice,
     sink: DeviceChannel,
@@ -197,6 +215,7 @@ class Gateway:
         self.drivers: dict[str, Any] = {}
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
+        self.ble_adapter: Any = None  # drivers.ble_adapter.BleAdapter, made by run()
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
         self.outbox_pending_at_exit = 0
@@ -234,6 +253,16 @@ class Gateway:
         )
         if self.publisher is not None:
             self.publisher.wake()
+
+    def _ble_adapter(self) -> Any:
+        from drivers.ble_adapter import AdapterHealth, BleAdapter
+
+        n = self.cfg.gateway.ble_reset_after_failures
+        self.ble_adapter = BleAdapter(
+            _adapter_reset(self.cfg, self._ble_backend),
+            AdapterHealth(failures_to_reset=max(n, 1)),
+        )
+        return self.ble_adapter
 
     def status_devices(self) -> dict[str, Any]:
         """Per-device facts for the retained status message."""
@@ -273,7 +302,7 @@ class Gateway:
                 live_max_rate_hz=cfg.live.max_rate_hz,
             ) as pub:
                 self.publisher = pub
-                adapter_lock = asyncio.Lock()  # one Bluetooth adapter: scans never overlap
+                adapter_lock = self._ble_adapter()  # one adapter: scans never overlap
                 for dev in cfg.devices:
                     ch = DeviceChannel(
                         dev.id,

@@ -53,6 +53,14 @@ class GatewaySection(_Model):
         description="Disk quota of the outbox, MB; over it the oldest strips are dropped "
         "(recorded and alarmed), events never.",
     )
+    ble_adapter: Annotated[str, Field(pattern=r"^hci[0-9]{1,2}$")] = Field(
+        "hci0", description="BlueZ adapter the BLE patches use."
+    )
+    ble_reset_after_failures: Annotated[int, Field(ge=0, le=100)] = Field(
+        5,
+        description="Power-cycle the Bluetooth adapter after this many failed connections "
+        "in a row (over at least a minute, at most every 10 minutes); 0 never resets.",
+    )
 
 
 class MqttConfig(_Model):

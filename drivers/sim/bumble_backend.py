@@ -74,6 +74,8 @@ class SimBleWorld:
         self.link = LocalLink()
         self._numbers = itertools.count(1)
         self._controllers: dict[int, Controller] = {}  # by id() of the Device they serve
+        self.jammed = False
+        self.resets = 0
 
     def new_address(self, prefix: int) -> str:
         """A fresh static address ``PP:00:00:00:NN:NN`` (``prefix`` >= 0xC0 => random static)."""
@@ -94,6 +96,15 @@ class SimBleWorld:
         controller = self._controllers.pop(id(device), None)
         if controller is not None and controller in self.link.controllers:
             self.link.remove_controller(controller)
+
+    def jam(self) -> None:
+        """Simulate a stuck host adapter: every connection attempt fails until reset."""
+        self.jammed = True
+
+    async def reset_adapter(self) -> None:
+        """What a power cycle of the adapter does to a stuck one (see ble_adapter)."""
+        self.jammed = False
+        self.resets += 1
 
     def backend(self) -> type[BumbleBleakClient]:
         """A bleak backend class whose clients live in this world."""
@@ -143,6 +154,9 @@ class BumbleBleakClient(BaseBleakClient):
         if pair:
             _LOGGER.debug("pairing not supported by the bumble sim backend; ignored")
         world = self.world
+        if world.jammed:  # a stuck adapter: the attempt goes nowhere
+            await asyncio.sleep(min(timeout, 0.05))
+            raise BleakError(f"{self.address}: le-connection-abort-by-local (adapter stuck)")
         device = world.new_device("gateway-central", world.new_address(0xD0))
         self._device = device
         try:

@@ -147,3 +147,38 @@ async def test_patch_gone_longer_than_its_memory_gives_exact_final_gap() -> None
         assert (gap.first_seq, gap.end_seq, gap.final) == (last, oldest, True) or (
             gap.first_seq == last and gap.end_seq >= oldest
         )
+
+
+async def test_stuck_adapter_is_reset_and_nothing_is_lost() -> None:
+    """Every connection fails (a stuck BlueZ) until the adapter is power-cycled."""
+    from drivers.ble_adapter import AdapterHealth, BleAdapter
+
+    world = SimBleWorld()
+    health = AdapterHealth(failures_to_reset=4, min_span_s=0.1, cooldown_s=1.0)
+    adapter = BleAdapter(world.reset_adapter, health)
+    async with SimPatch(world, speed=10.0, memory_s=600) as patch:
+        cfg = PatchDevice(kind="patch", id="patch-1", address=patch.address, silence_timeout_s=1)
+        sink = RecordingSink()
+        drv = PatchDriver(
+            cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2), adapter_lock=adapter
+        )
+        run = RunningDriver(drv, sink)  # type: ignore[arg-type]
+        run.start()
+        try:
+            await wait_until(lambda: drv.stats.samples > 500, "first ECG", 30)
+            world.jam()
+            await patch.disconnect()
+            await wait_until(lambda: world.resets == 1, "the adapter reset", 30)
+            await wait_until(lambda: drv.stats.connects >= 2, "connected after the reset", 30)
+            target = patch.next_seq
+            await wait_until(
+                lambda: drv.stream.ledger.next_seq >= target and drv.stream.ledger.missing == 0,
+                "the outage backfilled",
+                30,
+            )
+        finally:
+            await run.stop()
+        assert drv.stats.connect_failures >= 4 and health.resets == 1
+        got, count = _received(sink, target)
+        np.testing.assert_array_equal(count, 1)
+        np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
