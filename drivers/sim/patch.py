@@ -47,6 +47,7 @@ from drivers.sim.synth import EcgSynth
 __all__ = ["SimPatch"]
 
 _LOGGER = logging.getLogger(__name__)
+_BACKFILL_SAMPLES = 100  # 8-byte header + 200 bytes: fits the 247-byte MTU with room
 _READVERTISE_S = 1.0  # wall-clock seconds without a connection before advertising is re-armed
 
 
@@ -81,7 +82,8 @@ class SimPatch:
         self.device: Device = world.new_device(name, self.address)
         self._synth = EcgSynth(FS, ("ECG",), hr_bpm=hr_bpm, seed=seed)
         self.capacity = int(memory_s * FS)
-        self.recorded = np.zeros(0, dtype=np.int32)  # every sample ever recorded, µV
+        self._recorded = np.zeros(int(FS * 60), dtype=np.int32)  # grows by doubling
+        self._away_until = 0.0  # wall-clock monotonic time the patch is back in range
         self.next_seq = 0
         self.press_count = 0
         self.frames_live = 0
@@ -166,10 +168,16 @@ class SimPatch:
                 uv = (np.rint(mv.astype(np.float64) * 1000 / UV_PER_LSB) * UV_PER_LSB).astype(
                     np.int32
                 )
-                self.recorded = np.concatenate([self.recorded, uv])
+                if due > self._recorded.size:
+                    bigger = np.zeros(max(2 * self._recorded.size, due), dtype=np.int32)
+                    bigger[: self.next_seq] = self._recorded[: self.next_seq]
+                    self._recorded = bigger
+                self._recorded[self.next_seq : due] = uv
                 self.next_seq = due
             now = time.monotonic()
-            if self._connection is None and now - self._advertised_at > _READVERTISE_S:
+            if now < self._away_until:
+                pass  # out of range: nobody can connect
+            elif self._connection is None and now - self._advertised_at > _READVERTISE_S:
                 # re-arm advertising while alone: a link torn down mid-setup can leave the
                 # virtual controller's advertiser stopped (real patches re-arm too)
                 self._advertised_at = now
@@ -193,6 +201,8 @@ class SimPatch:
     async def _advertise(self) -> None:
         self._advertised_at = time.monotonic()
         while not self._stopping and self._connection is None:
+            if time.monotonic() < self._away_until:
+                return  # out of range: the recorder re-arms advertising on return
             try:
                 await self.device.start_advertising(advertising_interval_min=20.0)
                 return
@@ -220,6 +230,19 @@ class SimPatch:
         await self.stop()
 
     # --- hooks ------------------------------------------------------------------------------
+    @property
+    def recorded(self) -> np.ndarray:
+        """Every sample recorded so far, µV, indexed by sample number (int32)."""
+        return self._recorded[: self.next_seq]
+
+    async def go_away(self, seconds: float) -> None:
+        """The patient walks out of range for ``seconds`` of simulated time: the link drops,
+        nobody can connect, the patch keeps recording; then it advertises again."""
+        self._away_until = time.monotonic() + seconds / self.speed
+        with contextlib.suppress(Exception):
+            await self.device.stop_advertising()
+        await self.disconnect()
+
     @property
     def connected(self) -> bool:
         """Whether a central is connected (the link is up)."""
@@ -299,7 +322,7 @@ class SimPatch:
     async def _send_range(self, first: int, end: int) -> None:
         async with self._backfill_lock:
             a, b = max(first, self.oldest), min(end, self.next_seq)
-            n = self.frame_samples
+            n = _BACKFILL_SAMPLES  # backfill frames fill the ATT MTU
             try:
                 for k in range(a, b, n):
                     frame = encode_ecg_frame(k, self.recorded[k : min(k + n, b)], backfill=True)

@@ -182,3 +182,42 @@ async def test_stuck_adapter_is_reset_and_nothing_is_lost() -> None:
         got, count = _received(sink, target)
         np.testing.assert_array_equal(count, 1)
         np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+
+
+@pytest.mark.timeout(180)
+async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
+    """The patient leaves the gateway for one simulated hour (200x real time); on return
+    the gateway backfills the hour from the patch's memory: nothing is lost."""
+    world = SimBleWorld()
+    speed = 200.0
+    async with SimPatch(world, speed=speed, memory_s=2 * 3600) as patch:
+        cfg = PatchDevice(
+            kind="patch",
+            id="patch-1",
+            address=patch.address,
+            silence_timeout_s=0.5,
+            connect_timeout_s=0.5,
+        )
+        sink = RecordingSink()
+        drv = PatchDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.5))
+        run = RunningDriver(drv, sink)  # type: ignore[arg-type]
+        run.start()
+        try:
+            await wait_until(lambda: drv.stats.samples > 250 * 60, "a minute of ECG", 30)
+            left_at = patch.next_seq
+            await patch.go_away(3600.0)
+            await wait_until(lambda: patch.connected, "back after the hour", 60)
+            assert patch.next_seq - left_at >= 3600 * 250
+            target = patch.next_seq
+            await wait_until(
+                lambda: drv.stream.ledger.next_seq >= target and drv.stream.ledger.missing == 0,
+                "the hour backfilled",
+                120,
+            )
+        finally:
+            await run.stop()
+        got, count = _received(sink, target)
+        np.testing.assert_array_equal(count, 1)
+        np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+        assert drv.stats.samples_lost == 0 and not sink.gaps
+        assert drv.stats.connect_failures > 0  # it kept trying while the patch was away
