@@ -221,3 +221,53 @@ async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
         np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
         assert drv.stats.samples_lost == 0 and not sink.gaps
         assert drv.stats.connect_failures > 0  # it kept trying while the patch was away
+
+
+async def test_two_patches_on_one_adapter_each_lose_nothing() -> None:
+    """Two patients' patches on one gateway: one adapter (lock), independent backfill."""
+    from drivers.ble_adapter import BleAdapter
+
+    world = SimBleWorld()
+    adapter = BleAdapter(world.reset_adapter)
+    async with (
+        SimPatch(world, speed=10.0, seed=1) as p1,
+        SimPatch(world, speed=10.0, seed=2, hr_bpm=95.0) as p2,
+    ):
+        runs = []
+        for i, patch in enumerate((p1, p2)):
+            cfg = PatchDevice(kind="patch", id=f"patch-{i}", address=patch.address)
+            sink = RecordingSink()
+            drv = PatchDriver(
+                cfg,
+                sink,
+                backend=world.backend(),
+                reconnect_delay_s=(0.05, 0.2),
+                adapter_lock=adapter,
+            )
+            runs.append(RunningDriver(drv, sink))  # type: ignore[arg-type]
+            runs[-1].start()
+        try:
+            drivers = [r.driver for r in runs]
+            await wait_until(lambda: all(d.stats.samples > 500 for d in drivers), "both stream", 30)
+            for _ in range(3):
+                await p1.disconnect()
+                await asyncio.sleep(0.2)
+                await p2.disconnect()
+                await asyncio.sleep(0.2)
+            targets = [p1.next_seq, p2.next_seq]
+            await wait_until(
+                lambda: all(
+                    d.stream.ledger.next_seq >= t and d.stream.ledger.missing == 0
+                    for d, t in zip(drivers, targets, strict=True)
+                ),
+                "both backfilled",
+                30,
+            )
+        finally:
+            for r in runs:
+                await r.stop()
+        for r, patch, target in zip(runs, (p1, p2), targets, strict=True):
+            got, count = _received(r.sink, target)
+            np.testing.assert_array_equal(count, 1)
+            np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+            assert r.driver.stats.connects >= 4
