@@ -44,6 +44,7 @@ from drivers.ble_link import connect, really_cancelled, supervise
 from drivers.events import DeviceEvent, DeviceSink
 from drivers.gatt_standard import (
     GattDecodeError,
+    RrTracker,
     decode_battery_level,
     decode_button_press,
     decode_heart_rate_measurement,
@@ -91,6 +92,9 @@ class BlePatchStats:
     samples_missed: int = 0
     values_malformed: int = 0  # bad HR / battery / button / control point values
     start_refused: int = 0
+    rr_beats: int = 0  # RR intervals heard from the Heart Rate service
+    rr_gaps: int = 0  # stretches of beats never heard (link down), see RrGap
+    rr_missing_beats: int = 0  # estimated beats in those stretches
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -136,6 +140,7 @@ class PolarPmdDriver:
         self.stats = BlePatchStats()
         self.connected = False
         self._clock = clock
+        self._rr = RrTracker()
         self._stream = PmdEcgStream(config.id, fs=config.fs, lead=config.lead)
         self._cp_responses: asyncio.Queue[PmdControlResponse] = asyncio.Queue()
         self._last_frame = 0.0  # time.monotonic() of the last good ECG frame
@@ -197,6 +202,7 @@ class PolarPmdDriver:
             raise
         finally:
             self.connected = False
+            self._rr.link_lost()
             self.stats.disconnects += 1
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_STOP_TIMEOUT_S):  # a stalled BlueZ link can hang
@@ -304,6 +310,18 @@ class PolarPmdDriver:
             self._bad_value("heart_rate", exc)
             return
         rr_s = list(m.rr_s)
+        gap = self._rr.feed(rr_s, self._clock())
+        self.stats.rr_beats = self._rr.beats
+        if gap is not None:
+            self.stats.rr_gaps += 1
+            self.stats.rr_missing_beats += gap.beats_missing
+            self._event(
+                "rr_gap",
+                start=gap.start,
+                end=gap.end,
+                duration_s=round(gap.duration_s, 3),
+                beats_missing=gap.beats_missing,
+            )
         self._event("heart_rate", seq=self._latest_seq(), bpm=m.bpm, rr_s=rr_s, contact=m.contact)
 
     def _on_battery(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:

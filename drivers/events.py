@@ -27,6 +27,7 @@ EventKind = Literal[
     "device_info",  # data: serial, firmware, model...
     "error",  # counted decoder/link error (data: what, count)
     "recording",  # a device with memory: its recording starts at seq (data: first_seq, end_seq)
+    "rr_gap",  # Heart Rate service beats never heard (data: start, end, duration_s, beats_missing)
 ]
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "ButtonPress",
     "GattDecodeError",
     "HeartRateMeasurement",
+    "RrGap",
+    "RrTracker",
     "decode_battery_level",
     "decode_button_press",
     "decode_heart_rate_measurement",
@@ -203,3 +205,63 @@ def decode_button_press(data: bytes | bytearray | memoryview) -> ButtonPress:
 def encode_button_press(press: ButtonPress) -> bytes:
     """Encode a patch button value (version 1)."""
     return _BUTTON.pack(BUTTON_VERSION, press.press_id & 0xFFFFFFFF, press.device_time_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class RrGap:
+    """Beats the Heart Rate service never delivered (the link was down).
+
+    ``start`` is the last beat heard before, ``end`` the beat that begins the first
+    interval heard after (UTC POSIX s). HRS carries no sequence numbers: the span is
+    anchored on notification arrival, so it is known to within one notification
+    interval (about 1 s); ``beats_missing`` is estimated from the RR intervals around it.
+    """
+
+    start: float
+    end: float
+    beats_missing: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+
+class RrTracker:
+    """Beat times from HRS RR intervals, and the gaps where beats were never heard (pure).
+
+    Within a connection, beat times chain by the RR intervals themselves; the first
+    notification of a connection is anchored on its arrival time (its last beat
+    happened at most one notification interval before).
+    """
+
+    def __init__(self) -> None:
+        self._last_beat: float | None = None
+        self._resync = True
+        self._rr_recent: list[float] = []
+        self.beats = 0
+        self.gaps: list[RrGap] = []
+
+    def link_lost(self) -> None:
+        """The connection dropped: the next intervals start a new chain."""
+        self._resync = True
+
+    def feed(self, rr_s: tuple[float, ...] | list[float], arrival: float) -> RrGap | None:
+        """Take one measurement's RR intervals (s); return the gap it reveals, if any."""
+        if not rr_s:
+            return None
+        total = float(sum(rr_s))
+        gap = None
+        if self._resync or self._last_beat is None:
+            first_start = arrival - total
+            if self._last_beat is not None and first_start > self._last_beat:
+                mean = sum(self._rr_recent + list(rr_s)) / (len(self._rr_recent) + len(rr_s))
+                missing = max(0, round((first_start - self._last_beat) / mean))
+                gap = RrGap(self._last_beat, first_start, missing)
+                self.gaps.append(gap)
+            self._last_beat = max(first_start, self._last_beat or first_start) + total
+            self._resync = False
+        else:
+            self._last_beat += total
+        self.beats += len(rr_s)
+        self._rr_recent = (self._rr_recent + list(rr_s))[-16:]
+        return gap

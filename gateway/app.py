@@ -104,6 +104,8 @@ class DeviceChannel:
             )
         elif event.kind in ("connected", "disconnected", "stage", "lead_off", "error"):
             log.info("%s: %s %s", self.device_id, event.kind, event.data)
+        elif event.kind == "rr_gap":  # Heart Rate service beats never heard
+            self._record_gap({"kind": "rr", **event.data, "final": True})
         self.stats.last_event[event.kind] = {"time": event.time, **event.data}
         try:
             outputs = self.pipeline.on_event(event)
@@ -125,16 +127,7 @@ class DeviceChannel:
             "reason": gap.reason,
             "final": gap.final,
         }
-        self.gap_ledger.append(entry)
-        if self.study_dir is not None:
-            # the study record keeps every gap (samples the report must show as missing)
-            try:
-                self.study_dir.mkdir(parents=True, exist_ok=True)
-                with open(self.study_dir / f"{self.device_id}.gaps.jsonl", "a") as f:
-                    f.write(json.dumps(entry) + "\n")
-            except OSError:
-                self.stats.errors += 1
-                log.exception("%s: could not record a gap in the study record", self.device_id)
+        self._record_gap(entry)
         log.warning(
             "%s: %d samples missing (seq %d..%d, %s)",
             self.device_id,
@@ -144,6 +137,19 @@ class DeviceChannel:
             gap.reason or "no reason given",
         )
         self._deliver(self.pipeline.on_gap(gap))
+
+    def _record_gap(self, entry: dict[str, Any]) -> None:
+        """Into the status ledger and the study record (what the report must show missing)."""
+        self.gap_ledger.append(entry)
+        if self.study_dir is None:
+            return
+        try:
+            self.study_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.study_dir / f"{self.device_id}.gaps.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        except OSError:
+            self.stats.errors += 1
+            log.exception("%s: could not record a gap in the study record", self.device_id)
 
     def flush(self) -> None:
         self._deliver(self.pipeline.flush())

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -79,7 +80,9 @@ def _synth_factory(hr_bpm: float, seed: int) -> Callable[[int], np.ndarray]:
 
         return stand_in
     synth = EcgSynth(FS, ["ECG"], hr_bpm=hr_bpm, seed=seed)
-    return lambda n: synth.generate(n)[:, 0]
+    generate = lambda n: synth.generate(n)[:, 0]  # noqa: E731
+    generate.synth = synth  # type: ignore[attr-defined]  # R times for the HR service
+    return generate
 
 
 class SimBlePatch:
@@ -123,6 +126,9 @@ class SimBlePatch:
         self.address = world.new_address(0xF0)
         self.press_count = 0
         self.frames_sent = 0
+        self.rr_sent: list[tuple[float, float]] = []
+        """Every RR interval sent by the Heart Rate service: (beat time s, RR s)."""
+        self._hr_t: float | None = None
         self.commands: list[bytes] = []
         """Every control point write received, in order."""
         self.sent: dict[int, float] = {}
@@ -334,6 +340,7 @@ class SimBlePatch:
             self._generate(now_k - self._next_sample)
             self._next_sample = now_k
         next_hr_k = self._next_sample
+        self._hr_t = self._next_sample / FS  # RR of beats nobody heard are not sent later
         frame_wall = n / FS / self.speed
         try:
             while True:
@@ -362,6 +369,18 @@ class SimBlePatch:
         self.sent.update(zip(range(k0, k0 + n), (uv / 1000.0).tolist(), strict=True))
 
     async def _send_hr(self) -> None:
-        rr = round(60.0 / self.hr_bpm * 1024)
-        m = HeartRateMeasurement(bpm=round(self.hr_bpm), contact=True, rr_1024=(rr,))
+        """A Heart Rate Measurement with the RR intervals of the beats since the last one
+        sent (beats while nobody listened are never sent: what an HRS-only sensor loses)."""
+        synth = getattr(self._generate, "synth", None)
+        t_now = self._next_sample / FS
+        rr_1024: tuple[int, ...] = ()
+        if synth is not None:
+            beats = synth.r_times_between(0.0 if self._hr_t is None else self._hr_t, t_now)
+            everything = synth.r_times_between(0.0, t_now)
+            prev = {b: a for a, b in itertools.pairwise(everything)}
+            intervals = [(b, b - prev[b]) for b in beats if b in prev]
+            self.rr_sent.extend(intervals)
+            rr_1024 = tuple(round(rr * 1024) for _, rr in intervals)
+        self._hr_t = t_now
+        m = HeartRateMeasurement(bpm=round(self.hr_bpm), contact=True, rr_1024=rr_1024)
         await self.device.notify_subscribers(self._hrm, encode_heart_rate_measurement(m))

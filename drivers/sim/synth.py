@@ -128,6 +128,11 @@ class EcgSynth:
         seq = np.round(r * self.fs).astype(np.int64)
         return seq[seq < self._n_done]
 
+    def r_times_between(self, t0: float, t1: float) -> list[float]:
+        """True R-peak times (s since the start) in ``[t0, t1)``, among samples generated."""
+        t1 = min(t1, self._n_done / self.fs)
+        return [t for t in self._r_times if t0 <= t < t1]
+
     def _schedule_until(self, t_end: float) -> None:
         while self._next_r <= t_end:
             t = self._next_r

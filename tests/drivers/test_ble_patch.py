@@ -77,8 +77,12 @@ async def test_stream_hr_battery_button(driver: RunningDriver, patch: SimBlePatc
     (button,) = driver.events("button")
     assert button.data == {"press_id": 1, "device_time": press.device_time_posix}
     assert button.seq is not None and button.seq >= 0
-    hr = driver.events("heart_rate")[0]
-    assert hr.data["bpm"] == 72 and hr.data["rr_s"] == [853 / 1024]
+    hrs = driver.events("heart_rate")
+    assert hrs[0].data["bpm"] == 72
+    rr = [r for e in hrs for r in e.data["rr_s"]]  # the true intervals of the beats heard
+    sent = [round(r * 1024) / 1024 for _, r in patch.rr_sent]
+    assert rr and rr == sent[: len(rr)]
+    assert all(0.6 < r < 1.1 for r in rr)  # 72 bpm with sinus arrhythmia
     assert [e.data for e in driver.events("battery")] == [{"percent": 87}]
     assert driver.events("device_info")[0].data["model"] == "SIM-PATCH"
     assert driver.events("connected")[0].data["mtu"] == 247
@@ -237,3 +241,46 @@ async def test_two_patches_share_one_adapter(world: SimBleWorld) -> None:
                 await r.stop()
         assert {b.source for b in runs[0].sink.blocks} == {"patch-0"}
         assert {b.source for b in runs[1].sink.blocks} == {"patch-1"}
+
+
+@pytest.mark.timeout(60)
+async def test_heart_rate_service_gaps_match_the_beats_never_heard(world: SimBleWorld) -> None:
+    """HRS has no sequence numbers: beats lost while the stream was stalled are found as
+    RR gaps whose beat counts equal the truth and whose spans are right to within the
+    notification interval (1 s). Real time (speed 1): RR intervals are device seconds."""
+    async with SimBlePatch(world, speed=1.0, hr_bpm=90.0, seed=4) as patch:
+        cfg = PolarPmdDevice(
+            kind="polar_pmd", id="patch-1", address=patch.address, silence_timeout_s=1.5
+        )
+        sink = RecordingSink()
+        run = RunningDriver(
+            PolarPmdDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.1)),
+            sink,
+        )
+        run.start()
+        try:
+            await wait_until(lambda: len(run.events("heart_rate")) >= 2, "HR flowing", 30)
+            for i in range(3):
+                patch.stall()  # silent: the watchdog reconnects; beats meanwhile are lost
+                await wait_until(lambda i=i: run.driver.stats.reconnects == i + 1, "back", 30)
+                await wait_until(lambda i=i: len(run.events("rr_gap")) == i + 1, "rr gap", 30)
+        finally:
+            await run.stop()
+    synth = patch._generate.synth  # type: ignore[attr-defined]
+    heard = {round(t, 6) for t, _ in patch.rr_sent}
+    beats = [t for t in synth.r_times_between(0.0, 1e9) if t >= patch.rr_sent[0][0]]
+    beats = [t for t in beats if t <= patch.rr_sent[-1][0]]
+    runs: list[tuple[float, float, int]] = []  # (last heard, last unheard, unheard count)
+    last_heard, last_unheard, count = beats[0], beats[0], 0
+    for t in beats:
+        if round(t, 6) in heard:
+            if count:
+                runs.append((last_heard, last_unheard, count))
+            last_heard, count = t, 0
+        else:
+            last_unheard, count = t, count + 1
+    gaps = [e.data for e in run.events("rr_gap")]
+    assert [g["beats_missing"] for g in gaps] == [n for _, _, n in runs]
+    for g, (a, b, _) in zip(gaps, runs, strict=True):
+        assert abs(g["duration_s"] - (b - a)) < 1.1
+    assert run.driver.stats.rr_gaps == 3
