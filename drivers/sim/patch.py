@@ -235,6 +235,13 @@ class SimPatch:
         """Every sample recorded so far, µV, indexed by sample number (int32)."""
         return self._recorded[: self.next_seq]
 
+    def set_speed(self, speed: float) -> None:
+        """Change the simulated time rate from now on (sample numbers continue)."""
+        now = time.monotonic()
+        seq_now = (now - self._t0) * self.speed * FS
+        self.speed = speed
+        self._t0 = now - seq_now / (speed * FS)
+
     async def go_away(self, seconds: float) -> None:
         """The patient walks out of range for ``seconds`` of simulated time: the link drops,
         nobody can connect, the patch keeps recording; then it advertises again."""
