@@ -25,7 +25,14 @@ from drivers.events import DeviceEvent, Gap
 from dsp.block import SampleBlock
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
 from gateway.outbox import Outbox
-from gateway.payloads import build_live_payload, build_strip_body, iso, topic
+from gateway.payloads import (
+    StudyFacts,
+    build_live_payload,
+    build_strip_body,
+    build_study_body,
+    iso,
+    topic,
+)
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, StripReady
 from gateway.publisher import Publisher, PublisherError
 
@@ -64,6 +71,8 @@ class DeviceChannel:
         self.device_id = device_id
         self.study_dir = study_dir
         self.gap_ledger: deque[dict[str, Any]] = deque(maxlen=50)
+        self.study = StudyFacts()
+        self.study_gaps: list[dict[str, Any]] = []  # ledger entries not yet in a study message
         self.pipeline = pipeline
         self._emit = emit
         self.stats = ChannelStats()
@@ -86,6 +95,7 @@ class DeviceChannel:
     def on_block(self, block: SampleBlock) -> None:
         self.stats.blocks += 1
         self.stats.samples += block.n
+        self.study.add_block(block.seq, block.end_seq, block.fs, block.start, block.end)
         try:
             outputs = self.pipeline.on_block(block)
         except Exception:
@@ -141,6 +151,9 @@ class DeviceChannel:
     def _record_gap(self, entry: dict[str, Any]) -> None:
         """Into the status ledger and the study record (what the report must show missing)."""
         self.gap_ledger.append(entry)
+        self.study_gaps.append(entry)
+        if entry.get("final", True) and "n_samples" in entry:
+            self.study.missing += int(entry["n_samples"])
         if self.study_dir is None:
             return
         try:
@@ -222,6 +235,7 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
         self.ble_adapter: Any = None  # drivers.ble_adapter.BleAdapter, made by run()
+        self._study_since = clock()
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
         self.outbox_pending_at_exit = 0
@@ -257,6 +271,38 @@ class Gateway:
             out.block.duration,
             out.trigger.get("type"),
         )
+        if self.publisher is not None:
+            self.publisher.wake()
+
+    async def _study_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.study.period_s)
+            try:
+                self._put_study()
+            except Exception:  # a full disk must not stop the gateway; retried next period
+                log.exception("could not store the study records")
+
+    def _put_study(self, *, final: bool = False) -> None:
+        """One study record per device into the outbox (one transaction)."""
+        if self.outbox is None or not self.channels:
+            return
+        now = self.clock()
+        items = []
+        for dev_id, ch in self.channels.items():
+            body = build_study_body(
+                self.cfg.gateway.id,
+                dev_id,
+                ch.study,
+                ch.study_gaps,
+                since=self._study_since,
+                now=now,
+                final=final,
+            )
+            items.append(("study", dev_id, self._topic(dev_id, "study"), body))
+        self.outbox.put_many(items)
+        for ch in self.channels.values():
+            ch.study_gaps = []
+        self._study_since = now
         if self.publisher is not None:
             self.publisher.wake()
 
@@ -322,6 +368,7 @@ class Gateway:
                     asyncio.create_task(drv.run(), name=f"driver:{dev_id}")
                     for dev_id, drv in self.drivers.items()
                 ]
+                study = asyncio.create_task(self._study_loop(), name="study")
                 self.started.set()
                 log.info(
                     "gateway %s running: %d device(s), broker %s",
@@ -342,8 +389,12 @@ class Gateway:
                             r, asyncio.CancelledError
                         ):
                             log.error("%s ended with %r", t.get_name(), r)
+                study.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await study
                 for ch in self.channels.values():
                     ch.flush()
+                self._put_study(final=True)
                 drained = await pub.wait_drained(timeout=10.0)
                 if not drained:
                     log.warning(

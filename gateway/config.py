@@ -202,6 +202,14 @@ class LiveConfig(_Model):
     )
 
 
+class StudyConfig(_Model):
+    period_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        3600.0,
+        description="A study record per device (recorded span, coverage, new gaps) this "
+        "often, seconds, and one at shutdown.",
+    )
+
+
 class GatewayConfig(_Model):
     gateway: GatewaySection
     mqtt: MqttConfig = MqttConfig()
@@ -210,6 +218,7 @@ class GatewayConfig(_Model):
     strips: StripsConfig = StripsConfig()
     events: EventsConfig = EventsConfig()
     live: LiveConfig = LiveConfig()
+    study: StudyConfig = StudyConfig()
 
     @model_validator(mode="after")
     def _unique_device_ids(self) -> GatewayConfig:

@@ -26,7 +26,13 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 
 from gateway.consumer import MessageTracker
-from gateway.payloads import LIVE_SCHEMA, STATUS_SCHEMA, PayloadError, parse_message
+from gateway.payloads import (
+    LIVE_SCHEMA,
+    STATUS_SCHEMA,
+    STUDY_SCHEMA,
+    PayloadError,
+    parse_message,
+)
 
 __all__ = ["Monitor", "MonitorError", "add_parser", "run_monitor"]
 
@@ -129,7 +135,7 @@ class Monitor:
 
     def topics(self) -> list[str]:
         p = self.prefix
-        out = [f"{p}/+/status", f"{p}/+/+/strip", f"{p}/+/+/event"]
+        out = [f"{p}/+/status", f"{p}/+/+/strip", f"{p}/+/+/event", f"{p}/+/+/study"]
         if self.live:
             out.append(f"{p}/+/+/live")
         return out
@@ -174,6 +180,8 @@ class Monitor:
         try:
             if schema == STATUS_SCHEMA:
                 self._status(body)
+            elif schema == STUDY_SCHEMA:
+                self._study(body)
             elif schema == LIVE_SCHEMA:
                 self._live(body)
             else:
@@ -194,6 +202,16 @@ class Monitor:
             self._changed.notify_all()
         if changed:
             self.echo(f"STATUS {gw} {state.upper()} at {body.get('time', '?')}")
+
+    def _study(self, body: dict[str, Any]) -> None:
+        rec = body.get("recording") or {}
+        hours = float(rec.get("duration_s") or 0.0) / 3600.0
+        gaps = body.get("gaps") or []
+        self.echo(
+            f"study  {body['gateway_id']}/{body['device_id']}  {hours:.2f} h recorded, "
+            f"coverage {rec.get('coverage_pct')} %, {rec.get('samples_missing', 0)} samples "
+            f"missing, {len(gaps)} new gap(s){'  (final)' if body.get('final') else ''}"
+        )
 
     def _live(self, body: dict[str, Any]) -> None:
         dev = str(body["device_id"])

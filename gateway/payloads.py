@@ -29,10 +29,13 @@ __all__ = [
     "LIVE_SCHEMA",
     "STATUS_SCHEMA",
     "STRIP_SCHEMA",
+    "STUDY_SCHEMA",
     "PayloadError",
+    "StudyFacts",
     "build_live_payload",
     "build_status_body",
     "build_strip_body",
+    "build_study_body",
     "iso",
     "json_safe",
     "observation_from_block",
@@ -45,6 +48,7 @@ __all__ = [
 STRIP_SCHEMA = "ecg-gateway/strip/v1"
 LIVE_SCHEMA = "ecg-gateway/live/v1"
 STATUS_SCHEMA = "ecg-gateway/status/v1"
+STUDY_SCHEMA = "ecg-gateway/study/v1"
 
 _UCUM = "http://unitsofmeasure.org"
 _CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -279,6 +283,72 @@ def build_status_body(
     }
 
 
+@dataclasses.dataclass
+class StudyFacts:
+    """What a device recorded, for the study record (long-term monitoring reports).
+
+    Sample numbers are the device's; blocks may arrive out of order (backfill).
+    """
+
+    fs: float | None = None
+    first_seq: int | None = None
+    end_seq: int | None = None
+    start: float | None = None  # UTC of first_seq, POSIX s
+    end: float | None = None  # UTC of end_seq
+    received: int = 0  # samples received (each once)
+    missing: int = 0  # samples declared lost (final gaps)
+
+    def add_block(self, first_seq: int, end_seq: int, fs: float, start: float, end: float) -> None:
+        self.fs = fs
+        self.received += end_seq - first_seq
+        if self.first_seq is None or first_seq < self.first_seq:
+            self.first_seq, self.start = first_seq, start
+        if self.end_seq is None or end_seq > self.end_seq:
+            self.end_seq, self.end = end_seq, end
+
+
+def build_study_body(
+    gateway_id: str,
+    device_id: str,
+    facts: StudyFacts,
+    gaps: list[dict[str, Any]],
+    *,
+    since: float,
+    now: float,
+    final: bool = False,
+) -> dict[str, Any]:
+    """The periodic study record of one device (``ecg-gateway/study/v1``).
+
+    ``recording`` covers the whole recording so far; ``gaps`` lists the gap-ledger
+    entries recorded since the previous study message (``since``..``now``).
+    """
+    span = None
+    if facts.first_seq is not None and facts.end_seq is not None and facts.fs:
+        span = facts.end_seq - facts.first_seq
+    covered = None
+    if span:
+        covered = round(100.0 * facts.received / span, 3)
+    return {
+        "schema": STUDY_SCHEMA,
+        "gateway_id": gateway_id,
+        "device_id": device_id,
+        "period": {"from": iso(since), "to": iso(now)},
+        "final": final,
+        "recording": {
+            "fs": facts.fs,
+            "first_seq": facts.first_seq,
+            "end_seq": facts.end_seq,
+            "start": iso(facts.start) if facts.start is not None else None,
+            "end": iso(facts.end) if facts.end is not None else None,
+            "duration_s": round(span / facts.fs, 3) if span and facts.fs else 0.0,
+            "samples_received": facts.received,
+            "samples_missing": facts.missing,
+            "coverage_pct": covered,
+        },
+        "gaps": json_safe(gaps),
+    }
+
+
 def parse_message(payload: bytes | str) -> dict[str, Any]:
     """Decode one of our messages; :class:`PayloadError` with the reason when it is not."""
     try:
@@ -288,12 +358,13 @@ def parse_message(payload: bytes | str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise PayloadError(f"expected a JSON object, got {type(body).__name__}")
     schema = body.get("schema")
-    if schema not in (STRIP_SCHEMA, LIVE_SCHEMA, STATUS_SCHEMA):
+    if schema not in (STRIP_SCHEMA, LIVE_SCHEMA, STATUS_SCHEMA, STUDY_SCHEMA):
         raise PayloadError(f"unknown schema {schema!r}")
     required = {
         STRIP_SCHEMA: ("kind", "device_id", "samples", "observation", "msg_id", "seq"),
         LIVE_SCHEMA: ("device_id", "fs", "leads", "data", "first_seq"),
         STATUS_SCHEMA: ("gateway_id", "state"),
+        STUDY_SCHEMA: ("gateway_id", "device_id", "recording", "msg_id", "seq"),
     }[schema]
     missing = [k for k in required if k not in body]
     if missing:

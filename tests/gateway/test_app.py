@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 
@@ -85,3 +86,46 @@ def test_gaps_go_to_the_study_record_and_status(tmp_path: Path) -> None:
     lines = (tmp_path / "study" / "p1.gaps.jsonl").read_text().splitlines()
     assert [json.loads(x)["n_samples"] for x in lines] == [130, 10]
     assert ch.gap_ledger[0]["reason"] == "pmd timestamp jump"
+
+
+async def test_study_records_of_a_patch_with_a_dropout(
+    mosquitto, mqtt_listener, tmp_path: Path
+) -> None:
+    """Hourly (here: every second) study records: recorded span, coverage, new gaps; the
+    patch's dropout is backfilled, so coverage stays 100 %; a final record at shutdown."""
+    from drivers.sim.patch import SimPatch
+
+    broker = mosquitto()
+    listener = mqtt_listener(broker, "ecg/v1/gw-s/+/study")
+    world = SimBleWorld()
+    async with SimPatch(world, speed=4.0) as patch:
+        cfg = parse_config(
+            {
+                "gateway": {"id": "gw-s", "state_dir": str(tmp_path / "state")},
+                "mqtt": {"url": broker.url, "insecure": True},
+                "devices": [{"kind": "patch", "id": "p1", "address": patch.address}],
+                "live": {"enabled": False},
+                "study": {"period_s": 1.0},
+            }
+        )
+        gw = Gateway(cfg, ble_backend=world.backend())
+        stop = asyncio.Event()
+        task = asyncio.create_task(gw.run(stop))
+        await wait_for(lambda: len(listener.on("ecg/v1/gw-s/p1/study")) >= 2, "study records")
+        await patch.disconnect()
+        await wait_for(lambda: len(listener.on("ecg/v1/gw-s/p1/study")) >= 5, "more records")
+        stop.set()
+        await task
+    records = [m.json() for m in listener.on("ecg/v1/gw-s/p1/study")]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    last = records[-1]
+    assert last["schema"] == "ecg-gateway/study/v1" and last["final"] is True
+    rec = last["recording"]
+    assert rec["fs"] == 250.0 and rec["first_seq"] == 0
+    assert rec["samples_missing"] == 0 and rec["coverage_pct"] == 100.0
+    assert rec["samples_received"] == rec["end_seq"] - rec["first_seq"]
+    assert rec["duration_s"] > 4.0
+    assert all(
+        r["recording"]["end_seq"] >= p["recording"]["end_seq"]
+        for p, r in itertools.pairwise(records)
+    )

@@ -98,3 +98,21 @@ def test_live_and_status() -> None:
 def test_garbage_is_a_payload_error(junk: bytes) -> None:
     with pytest.raises(PayloadError):
         parse_message(junk)
+
+
+def test_study_body_counts_out_of_order_blocks_and_coverage() -> None:
+    from gateway.payloads import STUDY_SCHEMA, StudyFacts, build_study_body
+
+    f = StudyFacts()
+    f.add_block(250, 500, 250.0, 1.0, 2.0)  # live first
+    f.add_block(0, 250, 250.0, 0.0, 1.0)  # then the backfill of what came before
+    f.add_block(600, 1000, 250.0, 2.4, 4.0)  # 100 samples never arrived
+    f.missing = 100
+    body = build_study_body("gw", "p1", f, [{"n_samples": 100}], since=0.0, now=10.0)
+    rec = body["recording"]
+    assert body["schema"] == STUDY_SCHEMA and body["final"] is False
+    assert (rec["first_seq"], rec["end_seq"], rec["duration_s"]) == (0, 1000, 4.0)
+    assert rec["samples_received"] == 900 and rec["coverage_pct"] == 90.0
+    assert rec["start"] == "1970-01-01T00:00:00.000Z" and body["gaps"] == [{"n_samples": 100}]
+    empty = build_study_body("gw", "p1", StudyFacts(), [], since=0.0, now=1.0, final=True)
+    assert empty["recording"]["coverage_pct"] is None and empty["final"] is True
