@@ -29,6 +29,23 @@ def _received(sink: RecordingSink, end: int) -> tuple[np.ndarray, np.ndarray]:
     return got, count
 
 
+async def _backfilled(drv: PatchDriver, target: int, limit_s: float, what: str) -> None:
+    """Wait until the driver holds every sample before ``target`` (nothing missing)."""
+    ledger = drv.stream.ledger
+    await wait_until(
+        lambda: ledger.next_seq is not None and ledger.next_seq >= target and ledger.missing == 0,
+        what,
+        limit_s,
+    )
+
+
+def _exactly_the_recording(sink: RecordingSink, patch: SimPatch, target: int) -> None:
+    """Every sample the patch recorded before ``target`` reached the sink once, unchanged."""
+    got, count = _received(sink, target)
+    np.testing.assert_array_equal(count, 1)
+    np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+
+
 async def test_forced_disconnects_lose_nothing() -> None:
     world = SimBleWorld()
     rng = random.Random(4)
@@ -45,20 +62,10 @@ async def test_forced_disconnects_lose_nothing() -> None:
                 await patch.disconnect()
                 await wait_until(lambda i=i: drv.stats.connects > i + 1, "reconnected", 30)
             target = patch.next_seq
-            await wait_until(
-                lambda: (
-                    drv.stream.ledger.next_seq is not None
-                    and drv.stream.ledger.next_seq >= target
-                    and drv.stream.ledger.missing == 0
-                ),
-                "every missing range backfilled",
-                60,
-            )
+            await _backfilled(drv, target, 60, "every missing range backfilled")
         finally:
             await run.stop()
-        got, count = _received(sink, target)
-        np.testing.assert_array_equal(count, 1)  # every sample exactly once
-        np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+        _exactly_the_recording(sink, patch, target)
         assert drv.stats.frames_backfill > 0 and drv.stats.samples_lost == 0
         assert not sink.gaps
 
@@ -100,22 +107,12 @@ async def test_ten_minutes_with_100_disconnects_at_random_moments_lose_nothing()
                 forced += 1
             await asyncio.sleep(max(0.0, t0 + minutes * 60 / speed - loop.time()))
             target = patch.next_seq
-            await wait_until(
-                lambda: (
-                    drv.stream.ledger.next_seq is not None
-                    and drv.stream.ledger.next_seq >= target
-                    and drv.stream.ledger.missing == 0
-                ),
-                "every missing range backfilled",
-                90,
-            )
+            await _backfilled(drv, target, 90, "every missing range backfilled")
         finally:
             await run.stop()
         assert forced == 100
         assert target >= 0.95 * minutes * 60 * 250  # about 10 minutes at 250 Hz were recorded
-        got, count = _received(sink, target)
-        np.testing.assert_array_equal(count, 1)  # every sample exactly once
-        np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+        _exactly_the_recording(sink, patch, target)
         assert drv.stats.frames_backfill > 0 and drv.stats.samples_lost == 0
         assert not sink.gaps
 
@@ -171,17 +168,11 @@ async def test_stuck_adapter_is_reset_and_nothing_is_lost() -> None:
             await wait_until(lambda: world.resets == 1, "the adapter reset", 30)
             await wait_until(lambda: drv.stats.connects >= 2, "connected after the reset", 30)
             target = patch.next_seq
-            await wait_until(
-                lambda: drv.stream.ledger.next_seq >= target and drv.stream.ledger.missing == 0,
-                "the outage backfilled",
-                30,
-            )
+            await _backfilled(drv, target, 30, "the outage backfilled")
         finally:
             await run.stop()
         assert drv.stats.connect_failures >= 4 and health.resets == 1
-        got, count = _received(sink, target)
-        np.testing.assert_array_equal(count, 1)
-        np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+        _exactly_the_recording(sink, patch, target)
 
 
 @pytest.mark.timeout(180)
@@ -211,16 +202,10 @@ async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
             patch.set_speed(5.0)
             assert patch.next_seq - left_at >= 3600 * 250
             target = patch.next_seq
-            await wait_until(
-                lambda: drv.stream.ledger.next_seq >= target and drv.stream.ledger.missing == 0,
-                "the hour backfilled",
-                120,
-            )
+            await _backfilled(drv, target, 120, "the hour backfilled")
         finally:
             await run.stop()
-        got, count = _received(sink, target)
-        np.testing.assert_array_equal(count, 1)
-        np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+        _exactly_the_recording(sink, patch, target)
         assert drv.stats.samples_lost == 0 and not sink.gaps
         assert drv.stats.connect_failures > 0  # it kept trying while the patch was away
 
@@ -269,7 +254,5 @@ async def test_two_patches_on_one_adapter_each_lose_nothing() -> None:
             for r in runs:
                 await r.stop()
         for r, patch, target in zip(runs, (p1, p2), targets, strict=True):
-            got, count = _received(r.sink, target)
-            np.testing.assert_array_equal(count, 1)
-            np.testing.assert_allclose(got * 1000, patch.recorded[:target], atol=1e-3)
+            _exactly_the_recording(r.sink, patch, target)
             assert r.driver.stats.connects >= 4
