@@ -142,8 +142,9 @@ class PatchDevice(_Model):
     silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
     backfill_wait_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         300.0,
-        description="Stream time, s, that analysis (strips, events, rhythm) waits for "
-        "samples the patch is still backfilling; later ones are kept out of analysis.",
+        description="After a hole, how much new stream, s, analysis (strips, events, "
+        "rhythm) holds while the patch backfills the hole (its length does not count); "
+        "samples backfilled later are kept out of analysis.",
     )
 
 

@@ -7,9 +7,10 @@ the pipeline holds what arrives after a hole until the hole is
 
 - filled (the backfilled blocks arrive: everything contiguous is released),
 - declared lost (a final :class:`~drivers.events.Gap` from the driver covers it), or
-- waited for long enough: once the held samples reach ``max_hold_s`` of stream
-  time past the hole, analysis moves on without it (the hole is released as a
-  sequence jump, which the detectors treat as a gap).
+- waited for long enough: once ``max_hold_s`` of stream has arrived after the hole
+  (held samples), analysis moves on without it (the hole is released as a sequence
+  jump, which the detectors treat as a gap). The hole's own length does not count:
+  a patch back after an hour away gets ``max_hold_s`` to backfill that hour.
 
 Samples that arrive after analysis moved past them (a late backfill, a duplicate)
 are counted and not analysed again. A device without backfill (Polar PMD,
@@ -137,8 +138,7 @@ class BlockReorderer:
                 self.next_seq = block.end_seq
                 continue
             # A hole [next_seq, first): wait for it, unless the hold is full.
-            held_end = max(b.end_seq for b in self._held.values())
-            if held_end - self.next_seq <= self.max_hold_s * self._fs:
+            if self.held_samples <= self.max_hold_s * self._fs:
                 break
             self.stats.gave_up += 1
             self.stats.skipped += first - self.next_seq

@@ -49,11 +49,26 @@ def test_hold_is_bounded_then_late_backfill_is_counted() -> None:
     r = BlockReorderer(max_hold_s=1.0)  # 250 samples
     r.push(block(0, 100))
     assert r.push(block(200, 300)) == []
-    out = r.push(block(300, 400))  # 300 samples past the hole: give up waiting
-    assert seqs(out) == list(range(200, 400))
+    assert r.push(block(300, 400)) == []  # 200 samples held: still waiting
+    out = r.push(block(400, 500))  # 300 samples held past the hole: give up waiting
+    assert seqs(out) == list(range(200, 500))
     assert r.stats.gave_up == 1 and r.stats.skipped == 100
     assert r.push(block(100, 200)) == []  # too late for analysis
     assert r.stats.late == 100
+
+
+def test_a_long_hole_gets_the_whole_hold_to_be_backfilled() -> None:
+    """Back after an hour away: the hour's length does not count against the hold."""
+    r = BlockReorderer(max_hold_s=300.0)
+    hour = int(3600 * FS)
+    r.push(block(0, 250))
+    live = [block(hour + k * 250, hour + (k + 1) * 250) for k in range(240)]  # 4 min back
+    assert all(r.push(b) == [] for b in live)
+    out = []
+    for k in range(250, hour, 25_000):  # the backfill, in big pieces
+        out += r.push(block(k, min(k + 25_000, hour)))
+    assert seqs(out) == list(range(250, hour + 240 * 250))
+    assert r.stats.skipped == 0 and r.stats.gave_up == 0
 
 
 def test_no_hold_passes_through_and_drops_duplicates() -> None:
