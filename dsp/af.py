@@ -47,9 +47,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 __all__ = ["AfChange", "AfDetector", "AfStats", "window_stats"]
 
@@ -95,35 +94,50 @@ class AfChange:
     stats: AfStats
 
 
-def _shannon_entropy(rr: np.ndarray, mean: float) -> float:
+def _shannon_entropy(rr: list[float], mean: float) -> float:
     """Normalised Shannon entropy of the RR histogram: 16 bins over mean RR +/- 50 %."""
-    bins = np.floor((rr - 0.5 * mean) / mean * BINS).astype(np.int64)
-    bins = bins[(bins >= 0) & (bins < BINS)]
-    counts = np.bincount(bins, minlength=BINS)
-    p = counts[counts > 0] / rr.size
-    return float(-(p * np.log(p)).sum() / math.log(BINS))
+    counts = [0] * BINS
+    for v in rr:
+        b = math.floor((v - 0.5 * mean) / mean * BINS)
+        if 0 <= b < BINS:
+            counts[b] += 1
+    n = len(rr)
+    h = 0.0
+    for c in counts:
+        if c:
+            p = c / n
+            h -= p * math.log(p)
+    return h / math.log(BINS)
 
 
-def window_stats(rr: np.ndarray, wide: np.ndarray) -> AfStats | None:
+def window_stats(rr: Sequence[float], wide: Sequence[bool]) -> AfStats | None:
     """Statistics of one window of RR intervals (any unit); ``wide[i]``: interval i
-    starts or ends on a wide QRS. None when too few intervals are left to judge."""
-    seq = np.asarray(rr, dtype=np.float64)
-    med = float(np.median(seq))
-    premature = (seq[:-1] < PREMATURE * med) & (seq[1:] > COMPENSATORY * med)
-    keep = ~np.asarray(wide, dtype=bool)
-    keep[:-1] &= ~premature
-    keep[1:] &= ~premature
-    if keep.sum() < seq.size // 2 or keep.sum() < 2:
+    starts or ends on a wide QRS. None when too few intervals are left to judge.
+
+    Plain Python on purpose: for 32 intervals, per-call numpy overhead would cost more
+    than the arithmetic (this runs at every beat).
+    """
+    seq = [float(v) for v in rr]
+    n = len(seq)
+    ordered = sorted(seq)
+    mid = n // 2
+    med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    keep = [not w for w in wide]
+    lo, hi = PREMATURE * med, COMPENSATORY * med
+    for i in range(n - 1):
+        if seq[i] < lo and seq[i + 1] > hi:  # a premature beat and its compensatory pause
+            keep[i] = keep[i + 1] = False
+    n_kept = sum(keep)
+    if n_kept < n // 2 or n_kept < 2:
         return None
-    kept = seq[keep]
-    mean = float(kept.mean())
-    pairs = keep[1:] & keep[:-1]  # successive differences between kept intervals only
-    diffs = np.diff(seq)[pairs]
-    nrmssd = float(np.sqrt(np.mean(diffs**2)) / mean) if mean > 0 and diffs.size else 0.0
+    kept = [v for v, k in zip(seq, keep, strict=True) if k]
+    mean = math.fsum(kept) / n_kept
+    # successive differences between kept intervals only
+    sq = [(seq[i + 1] - seq[i]) ** 2 for i in range(n - 1) if keep[i] and keep[i + 1]]
+    nrmssd = math.sqrt(math.fsum(sq) / len(sq)) / mean if mean > 0 and sq else 0.0
     ent = _shannon_entropy(kept, mean) if mean > 0 else 0.0
     # turning points: AF's RR series is random; bigeminy and trigeminy alternate
-    n = seq.size
-    tp = int(np.count_nonzero((seq[1:-1] - seq[:-2]) * (seq[1:-1] - seq[2:]) > 0))
+    tp = sum(1 for i in range(1, n - 1) if (seq[i] - seq[i - 1]) * (seq[i] - seq[i + 1]) > 0)
     mu, sigma = (2 * n - 4) / 3, math.sqrt((16 * n - 29) / 90)
     random_order = abs(tp - mu) < 2 * sigma
     irregular = nrmssd > NRMSSD and ent > ENTROPY and random_order
@@ -173,7 +187,7 @@ class AfDetector:
         self._last_wide = bool(wide)
         if len(self._rr) < WINDOW:
             return None
-        stats = window_stats(np.fromiter(self._rr, np.float64), np.fromiter(self._wide, bool))
+        stats = window_stats(self._rr, self._wide)
         if stats is None:
             return None  # too much ectopy to judge: nothing changes
         centre = self._beats[WINDOW // 2]

@@ -115,12 +115,11 @@ class QualityTracker:
         self._band.reset()
 
     def _judge(self, first: int, w: np.ndarray) -> QualityWindow:
-        ptp = w.max(axis=0) - w.min(axis=0)
-        flat = ptp < _FLAT_MV
         hi = w.max(axis=0)
         lo = w.min(axis=0)
+        flat = (hi - lo) < _FLAT_MV
         at_edge = np.maximum((w == hi).mean(axis=0), (w == lo).mean(axis=0))
-        saturated = (~flat & (at_edge > _CLIP_SHARE)) | (np.abs(w).max(axis=0) > _RAIL_MV)
+        saturated = (~flat & (at_edge > _CLIP_SHARE)) | (np.maximum(hi, -lo) > _RAIL_MV)
         hp = self._hp.process(w)
         band = self._band.process(w)
         p_hf = (hp**2).mean(axis=0)
