@@ -170,8 +170,7 @@ class PatchDriver:
         deadline = time.monotonic() + _RACP_TIMEOUT_S
         while True:
             # a silent stream means a dead link even if nobody said so: stop waiting
-            silent = time.monotonic() - self._last_data > self.config.silence_timeout_s
-            if (self._streaming and silent) or time.monotonic() > deadline:
+            if self._silent() or time.monotonic() > deadline:
                 raise TimeoutError(f"no RACP {want.name} response")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.1):
@@ -179,9 +178,14 @@ class PatchDriver:
                     if r.op == want:
                         return r
 
+    def _silent(self) -> bool:
+        """The data streams are up but nothing came for ``silence_timeout_s``: a dead link."""
+        idle = time.monotonic() - self._last_data
+        return self._streaming and idle > self.config.silence_timeout_s
+
     async def _backfill_until_lost(self, client: Any, lost: asyncio.Event) -> str:
         while not lost.is_set():
-            if time.monotonic() - self._last_data > self.config.silence_timeout_s:
+            if self._silent():
                 self.stats.watchdog_trips += 1
                 return "silent stream"
             ranges = self.stream.ledger.to_request()
@@ -217,7 +221,7 @@ class PatchDriver:
             self.stats.frames_live += 1
         before = self.stream.duplicates
         blocks = self.stream.feed(frame, self._clock())
-        if self.stream.clock is not None and self.stream.clock.drift_ppm is not None:
+        if self.stream.clock.drift_ppm is not None:
             self.stats.clock_drift_ppm = round(self.stream.clock.drift_ppm, 2)
         for block in blocks:
             self.stats.samples += block.n

@@ -362,7 +362,7 @@ class PatchStream:
     fs: float = FS
     ledger: GapLedger = field(default_factory=GapLedger)
     duplicates: int = 0
-    clock: ClockTracker | None = None
+    clock: ClockTracker = field(init=False)
 
     def start_at(self, seq: int) -> None:
         """Samples from ``seq`` on are wanted (e.g. the patch's oldest held sample at the
@@ -371,21 +371,17 @@ class PatchStream:
             self.ledger.next_seq = seq
 
     def __post_init__(self) -> None:
-        if self.clock is None:
-            self.clock = ClockTracker(self.fs)
+        self.clock = ClockTracker(self.fs)
 
     def set_time(self, t: DeviceTime) -> None:
         """A Device Time read: anchors the mapping until drift tracking takes over."""
-        assert self.clock is not None
         self.clock.anchor(t.seq, t.posix)
 
     def utc_of(self, seq: int) -> float:
-        assert self.clock is not None
         return self.clock.utc_of(seq)
 
     def feed(self, frame: EcgFrame, now: float) -> list[SampleBlock]:
         """Blocks for the samples of ``frame`` not delivered before."""
-        assert self.clock is not None
         if not frame.backfill:  # live frames arrive just after they were recorded
             self.clock.observe(frame.end_seq - 1, now)
         else:
@@ -406,5 +402,5 @@ class PatchStream:
         return [
             Gap(self.source, a, b, self.utc_of(a), self.utc_of(b), "not in patch memory", True)
             for a, b in self.ledger.expire(oldest_held)
-            if self.clock is not None and self.clock.anchored
+            if self.clock.anchored
         ]
