@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
 from drivers.events import DeviceEvent, Gap
 from dsp.block import SampleBlock
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
@@ -128,6 +130,8 @@ class DeviceChannel:
     def on_gap(self, gap: Gap) -> None:
         self.stats.gaps += 1
         self.stats.gap_samples += gap.n_samples
+        if gap.final:
+            self.study.missing += gap.n_samples
         entry = {
             "first_seq": gap.first_seq,
             "end_seq": gap.end_seq,
@@ -152,8 +156,6 @@ class DeviceChannel:
         """Into the status ledger and the study record (what the report must show missing)."""
         self.gap_ledger.append(entry)
         self.study_gaps.append(entry)
-        if entry.get("final", True) and "n_samples" in entry:
-            self.study.missing += int(entry["n_samples"])
         if self.study_dir is None:
             return
         try:
@@ -177,13 +179,7 @@ def _adapter_reset(cfg: GatewayConfig, ble_backend: Any) -> Callable[[], Any] | 
         return world.reset_adapter
     if ble_backend is not None:
         return None  # some other test backend: nothing to reset
-
-    async def power_cycle() -> None:
-        from drivers.ble_adapter import bluez_power_cycle
-
-        await bluez_power_cycle(cfg.gateway.ble_adapter)
-
-    return power_cycle
+    return functools.partial(bluez_power_cycle, cfg.gateway.ble_adapter)
 
 
 def make_driver(
@@ -234,7 +230,7 @@ class Gateway:
         self.drivers: dict[str, Any] = {}
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
-        self.ble_adapter: Any = None  # drivers.ble_adapter.BleAdapter, made by run()
+        self.ble_adapter: BleAdapter | None = None  # made by run()
         self._study_since = clock()
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
@@ -306,9 +302,7 @@ class Gateway:
         if self.publisher is not None:
             self.publisher.wake()
 
-    def _ble_adapter(self) -> Any:
-        from drivers.ble_adapter import AdapterHealth, BleAdapter
-
+    def _ble_adapter(self) -> BleAdapter:
         n = self.cfg.gateway.ble_reset_after_failures
         self.ble_adapter = BleAdapter(
             _adapter_reset(self.cfg, self._ble_backend),
