@@ -56,6 +56,7 @@ from drivers.polar_pmd import (
     encode_ecg_frame,
 )
 from drivers.sim.bumble_backend import SimBleWorld
+from drivers.sim.synth import EcgSynth
 
 __all__ = ["SimBlePatch"]
 
@@ -64,25 +65,6 @@ _LOGGER = logging.getLogger(__name__)
 FS = 130
 _FEATURES = bytes([0x0F, 1 << PmdMeasurement.ECG, 0x00])
 _ECG_SETTINGS = bytes([PmdSetting.SAMPLE_RATE, 1, FS, 0, PmdSetting.RESOLUTION, 1, 14, 0])
-
-
-def _synth_factory(hr_bpm: float, seed: int) -> Callable[[int], np.ndarray]:
-    """``generate(n) -> (n,) float32 mV`` from EcgSynth (or a plain stand-in)."""
-    try:
-        from drivers.sim.synth import EcgSynth
-    except ImportError:  # pragma: no cover - synth lands in the same release
-        phase = [0.0]
-
-        def stand_in(n: int) -> np.ndarray:
-            t = (phase[0] + np.arange(n)) / FS
-            phase[0] += n
-            return (np.sin(2 * np.pi * hr_bpm / 60 * t) ** 63).astype(np.float32)
-
-        return stand_in
-    synth = EcgSynth(FS, ["ECG"], hr_bpm=hr_bpm, seed=seed)
-    generate = lambda n: synth.generate(n)[:, 0]  # noqa: E731
-    generate.synth = synth  # type: ignore[attr-defined]  # R times for the HR service
-    return generate
 
 
 class SimBlePatch:
@@ -134,7 +116,8 @@ class SimBlePatch:
         self.sent: dict[int, float] = {}
         """Every ECG sample sent: device sample number -> value in mV (as quantized, µV/1000)."""
         self._battery = battery_percent
-        self._generate = _synth_factory(hr_bpm, seed)
+        self.synth = EcgSynth(FS, ["ECG"], hr_bpm=hr_bpm, seed=seed)
+        """The ECG generator; its R-peak times feed the Heart Rate service."""
         self._clock = clock
         self._t0_wall = 0.0
         self._t0_device_ns = 0
@@ -337,7 +320,7 @@ class SimBlePatch:
         # The heart kept beating while nobody listened: skip to "now".
         now_k = self._device_sample_now()
         if now_k > self._next_sample:
-            self._generate(now_k - self._next_sample)
+            self.synth.generate(now_k - self._next_sample)
             self._next_sample = now_k
         next_hr_k = self._next_sample
         self._hr_t = self._next_sample / FS  # RR of beats nobody heard are not sent later
@@ -357,7 +340,7 @@ class SimBlePatch:
 
     async def _send_frame(self, n: int) -> None:
         k0 = self._next_sample
-        mv = self._generate(n)
+        mv = self.synth.generate(n)[:, 0]
         uv = np.round(np.asarray(mv, dtype=np.float64) * 1000.0).astype(np.int32)
         frame = encode_ecg_frame(self._sample_time_ns(k0 + n - 1), uv)
         self._next_sample += n
@@ -371,16 +354,13 @@ class SimBlePatch:
     async def _send_hr(self) -> None:
         """A Heart Rate Measurement with the RR intervals of the beats since the last one
         sent (beats while nobody listened are never sent: what an HRS-only sensor loses)."""
-        synth = getattr(self._generate, "synth", None)
         t_now = self._next_sample / FS
-        rr_1024: tuple[int, ...] = ()
-        if synth is not None:
-            beats = synth.r_times_between(0.0 if self._hr_t is None else self._hr_t, t_now)
-            everything = synth.r_times_between(0.0, t_now)
-            prev = {b: a for a, b in itertools.pairwise(everything)}
-            intervals = [(b, b - prev[b]) for b in beats if b in prev]
-            self.rr_sent.extend(intervals)
-            rr_1024 = tuple(round(rr * 1024) for _, rr in intervals)
+        beats = self.synth.r_times_between(0.0 if self._hr_t is None else self._hr_t, t_now)
+        everything = self.synth.r_times_between(0.0, t_now)
+        prev = {b: a for a, b in itertools.pairwise(everything)}
+        intervals = [(b, b - prev[b]) for b in beats if b in prev]
+        self.rr_sent.extend(intervals)
+        rr_1024 = tuple(round(rr * 1024) for _, rr in intervals)
         self._hr_t = t_now
         m = HeartRateMeasurement(bpm=round(self.hr_bpm), contact=True, rr_1024=rr_1024)
         await self.device.notify_subscribers(self._hrm, encode_heart_rate_measurement(m))

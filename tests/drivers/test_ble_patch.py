@@ -266,7 +266,7 @@ async def test_heart_rate_service_gaps_match_the_beats_never_heard(world: SimBle
                 await wait_until(lambda i=i: len(run.events("rr_gap")) == i + 1, "rr gap", 30)
         finally:
             await run.stop()
-    synth = patch._generate.synth  # type: ignore[attr-defined]
+    synth = patch.synth
     heard = {round(t, 6) for t, _ in patch.rr_sent}
     beats = [t for t in synth.r_times_between(0.0, 1e9) if t >= patch.rr_sent[0][0]]
     beats = [t for t in beats if t <= patch.rr_sent[-1][0]]
