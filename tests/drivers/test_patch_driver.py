@@ -29,6 +29,17 @@ def _received(sink: RecordingSink, end: int) -> tuple[np.ndarray, np.ndarray]:
     return got, count
 
 
+def _quick_to_give_up(patch: SimPatch) -> PatchDevice:
+    """Short silence and setup limits: on the virtual link a wedged setup costs 0.5 s."""
+    return PatchDevice(
+        kind="patch",
+        id="patch-1",
+        address=patch.address,
+        silence_timeout_s=0.5,
+        connect_timeout_s=0.5,
+    )
+
+
 async def _backfilled(drv: PatchDriver, target: int, limit_s: float, what: str) -> None:
     """Wait until the driver holds every sample before ``target`` (nothing missing)."""
     ledger = drv.stream.ledger
@@ -83,13 +94,7 @@ async def test_ten_minutes_with_100_disconnects_at_random_moments_lose_nothing()
     speed, minutes = 20.0, 10.0
     moments = sorted(rng.uniform(2.0, minutes * 60 - 2.0) for _ in range(100))  # simulated s
     async with SimPatch(world, speed=speed, memory_s=3600) as patch:
-        cfg = PatchDevice(
-            kind="patch",
-            id="patch-1",
-            address=patch.address,
-            silence_timeout_s=0.5,
-            connect_timeout_s=0.5,
-        )
+        cfg = _quick_to_give_up(patch)
         sink = RecordingSink()
         drv = PatchDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.02, 0.2))
         run = RunningDriver(drv, sink)  # type: ignore[arg-type]
@@ -182,13 +187,7 @@ async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
     nothing is lost."""
     world = SimBleWorld()
     async with SimPatch(world, speed=5.0, memory_s=2 * 3600) as patch:
-        cfg = PatchDevice(
-            kind="patch",
-            id="patch-1",
-            address=patch.address,
-            silence_timeout_s=0.5,
-            connect_timeout_s=0.5,
-        )
+        cfg = _quick_to_give_up(patch)
         sink = RecordingSink()
         drv = PatchDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.5))
         run = RunningDriver(drv, sink)  # type: ignore[arg-type]
