@@ -44,6 +44,7 @@ from drivers.ble_link import connect, really_cancelled, supervise
 from drivers.events import DeviceEvent, DeviceSink
 from drivers.gatt_standard import (
     GattDecodeError,
+    RrGap,
     RrTracker,
     decode_battery_level,
     decode_button_press,
@@ -202,7 +203,7 @@ class PolarPmdDriver:
             raise
         finally:
             self.connected = False
-            self._rr.link_lost()
+            self._rr_gap(self._rr.link_lost())
             self.stats.disconnects += 1
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_STOP_TIMEOUT_S):  # a stalled BlueZ link can hang
@@ -310,19 +311,22 @@ class PolarPmdDriver:
             self._bad_value("heart_rate", exc)
             return
         rr_s = list(m.rr_s)
-        gap = self._rr.feed(rr_s, self._clock())
+        self._rr_gap(self._rr.feed(rr_s, self._clock()))
         self.stats.rr_beats = self._rr.beats
-        if gap is not None:
-            self.stats.rr_gaps += 1
-            self.stats.rr_missing_beats += gap.beats_missing
-            self._event(
-                "rr_gap",
-                start=gap.start,
-                end=gap.end,
-                duration_s=round(gap.duration_s, 3),
-                beats_missing=gap.beats_missing,
-            )
         self._event("heart_rate", seq=self._latest_seq(), bpm=m.bpm, rr_s=rr_s, contact=m.contact)
+
+    def _rr_gap(self, gap: RrGap | None) -> None:
+        if gap is None:
+            return
+        self.stats.rr_gaps += 1
+        self.stats.rr_missing_beats += gap.beats_missing
+        self._event(
+            "rr_gap",
+            start=gap.start,
+            end=gap.end,
+            duration_s=round(gap.duration_s, 3),
+            beats_missing=gap.beats_missing,
+        )
 
     def _on_battery(self, _char: BleakGATTCharacteristic, data: bytearray) -> None:
         try:

@@ -212,9 +212,10 @@ class RrGap:
     """Beats the Heart Rate service never delivered (the link was down).
 
     ``start`` is the last beat heard before, ``end`` the beat that begins the first
-    interval heard after (UTC POSIX s). HRS carries no sequence numbers: the span is
-    anchored on notification arrival, so it is known to within one notification
-    interval (about 1 s); ``beats_missing`` is estimated from the RR intervals around it.
+    interval heard after (UTC POSIX s). HRS carries no sequence numbers: each chain of
+    intervals is anchored on the earliest-arriving of its notifications (a beat is never
+    notified before it happens), so the span is as good as the tightest notification of
+    each side, and ``beats_missing`` is the span divided by the RR intervals around it.
     """
 
     start: float
@@ -229,39 +230,64 @@ class RrGap:
 class RrTracker:
     """Beat times from HRS RR intervals, and the gaps where beats were never heard (pure).
 
-    Within a connection, beat times chain by the RR intervals themselves; the first
-    notification of a connection is anchored on its arrival time (its last beat
-    happened at most one notification interval before).
+    Within a connection the beats form a chain: their times relative to each other are
+    exact sums of RR intervals. Where the chain sits in time is bounded by every
+    notification: its last beat happened before it arrived. The chain's offset is the
+    lowest (arrival - chained time) seen, which tightens with each notification.
+
+    A gap between two chains is therefore held until the chain after it has been
+    anchored by ``settle`` notifications (or its link drops), then returned once.
     """
 
-    def __init__(self) -> None:
-        self._last_beat: float | None = None
+    def __init__(self, settle: int = 15) -> None:
+        self.settle = settle
+        self._rel = 0.0  # chained time of the current chain's last beat, from its first (s)
+        self._offset: float | None = None  # absolute time of the chain's first beat (s)
+        self._notes = 0  # notifications in the current chain
+        self._prev_end: float | None = None  # last beat of the previous chain (s)
+        self._pending = False  # a gap between the previous chain and this one is unreported
         self._resync = True
+        self._rr_before: list[float] = []  # last intervals of the previous chain (s)
         self._rr_recent: list[float] = []
         self.beats = 0
         self.gaps: list[RrGap] = []
 
-    def link_lost(self) -> None:
-        """The connection dropped: the next intervals start a new chain."""
+    def link_lost(self) -> RrGap | None:
+        """The connection dropped: settle any gap still held, and start a new chain next."""
+        gap = self._settle()
+        if self._offset is not None and not self._resync:
+            self._prev_end = self._offset + self._rel
+            self._rr_before = self._rr_recent[-16:]
         self._resync = True
+        return gap
 
     def feed(self, rr_s: tuple[float, ...] | list[float], arrival: float) -> RrGap | None:
-        """Take one measurement's RR intervals (s); return the gap it reveals, if any."""
+        """Take one measurement's RR intervals (s) arriving at ``arrival`` (s); return a gap
+        once it is settled."""
         if not rr_s:
             return None
-        total = float(sum(rr_s))
-        gap = None
-        if self._resync or self._last_beat is None:
-            first_start = arrival - total
-            if self._last_beat is not None and first_start > self._last_beat:
-                mean = sum(self._rr_recent + list(rr_s)) / (len(self._rr_recent) + len(rr_s))
-                missing = max(0, round((first_start - self._last_beat) / mean))
-                gap = RrGap(self._last_beat, first_start, missing)
-                self.gaps.append(gap)
-            self._last_beat = max(first_start, self._last_beat or first_start) + total
+        if self._resync:
+            self._rel, self._offset, self._notes = 0.0, None, 0
+            self._rr_recent = []
+            self._pending = self._prev_end is not None
             self._resync = False
-        else:
-            self._last_beat += total
+        self._rel += float(sum(rr_s))
+        bound = arrival - self._rel
+        self._offset = bound if self._offset is None else min(self._offset, bound)
+        self._notes += 1
         self.beats += len(rr_s)
         self._rr_recent = (self._rr_recent + list(rr_s))[-16:]
+        return self._settle() if self._notes >= self.settle else None
+
+    def _settle(self) -> RrGap | None:
+        if not self._pending or self._offset is None or self._prev_end is None:
+            return None
+        self._pending = False
+        rr = self._rr_before + self._rr_recent
+        span = self._offset - self._prev_end
+        missing = round(span / (sum(rr) / len(rr))) if span > 0 else 0
+        if missing < 1:
+            return None
+        gap = RrGap(self._prev_end, self._offset, missing)
+        self.gaps.append(gap)
         return gap

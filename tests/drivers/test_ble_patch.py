@@ -8,6 +8,7 @@ controllers (drivers/sim/bumble_backend.py).
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -246,20 +247,29 @@ async def test_two_patches_share_one_adapter(world: SimBleWorld) -> None:
 @pytest.mark.timeout(60)
 async def test_heart_rate_service_gaps_match_the_beats_never_heard(world: SimBleWorld) -> None:
     """HRS has no sequence numbers: beats lost while the stream was stalled are found as
-    RR gaps whose beat counts equal the truth and whose spans are right to within the
-    notification interval (1 s). Real time (speed 1): RR intervals are device seconds."""
-    async with SimBlePatch(world, speed=1.0, hr_bpm=90.0, seed=4) as patch:
+    RR gaps whose beat counts equal the truth and whose spans are right to within a quarter
+    of a beat. The patch runs at 4x and the driver's clock with it (RR intervals are device
+    seconds; a gap is settled after 15 notifications of the chain after it)."""
+    speed = 4.0
+    t0_wall, t0 = time.monotonic(), time.time()
+    async with SimBlePatch(world, speed=speed, hr_bpm=90.0, seed=4) as patch:
         cfg = PolarPmdDevice(
             kind="polar_pmd", id="patch-1", address=patch.address, silence_timeout_s=1.5
         )
         sink = RecordingSink()
         run = RunningDriver(
-            PolarPmdDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.1)),
+            PolarPmdDriver(
+                cfg,
+                sink,
+                backend=world.backend(),
+                reconnect_delay_s=(0.05, 0.1),
+                clock=lambda: t0 + (time.monotonic() - t0_wall) * speed,
+            ),
             sink,
         )
         run.start()
         try:
-            await wait_until(lambda: len(run.events("heart_rate")) >= 2, "HR flowing", 30)
+            await wait_until(lambda: len(run.events("heart_rate")) >= 15, "HR flowing", 30)
             for i in range(3):
                 patch.stall()  # silent: the watchdog reconnects; beats meanwhile are lost
                 await wait_until(lambda i=i: run.driver.stats.reconnects == i + 1, "back", 30)
@@ -282,5 +292,5 @@ async def test_heart_rate_service_gaps_match_the_beats_never_heard(world: SimBle
     gaps = [e.data for e in run.events("rr_gap")]
     assert [g["beats_missing"] for g in gaps] == [n for _, _, n in runs]
     for g, (a, b, _) in zip(gaps, runs, strict=True):
-        assert abs(g["duration_s"] - (b - a)) < 1.1
+        assert abs(g["duration_s"] - (b - a)) < 0.25 * 60 / 90
     assert run.driver.stats.rr_gaps == 3

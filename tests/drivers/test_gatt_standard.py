@@ -15,6 +15,8 @@ from drivers.gatt_standard import (
     ButtonPress,
     GattDecodeError,
     HeartRateMeasurement,
+    RrGap,
+    RrTracker,
     decode_battery_level,
     decode_button_press,
     decode_heart_rate_measurement,
@@ -124,3 +126,57 @@ def test_fuzz_mutated_button(press_id: int, t_ns: int, data: st.DataObject) -> N
     except GattDecodeError:
         return
     assert press.version >= 1
+
+
+def _hrs_session(seed: int, outages: list[tuple[float, float]], bpm: float) -> tuple:
+    """Beats with a varying RR, notified each second (random phase, 0-60 ms latency) with the
+    intervals ending since the last notification; nothing is notified while the link is
+    down. Returns (tracker gaps, per outage: (unheard beats, last heard to last unheard, s))."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rr = 60.0 / bpm * (1 + 0.05 * rng.standard_normal(2000))
+    beats = np.cumsum(rr)
+    tracker = RrTracker()
+    gaps: list[RrGap] = []
+    heard = np.zeros(beats.size, dtype=bool)
+    last_sent = 0.0
+    up = True
+    t = rng.uniform(0, 1)
+    while t < beats[-1] - 5:
+        down = any(a <= t < b for a, b in outages)
+        if down and up:
+            gap = tracker.link_lost()
+            gaps += [gap] if gap else []
+        if not down:
+            new = np.flatnonzero((beats > last_sent) & (beats <= t))
+            new = new[new > 0]
+            if not up:  # reconnected: only beats since the reconnection are notified
+                new = new[beats[new] > max(b for a, b in outages if b <= t)]
+            heard[new] = True
+            got = tracker.feed([float(x) for x in rr[new]], t + rng.uniform(0, 0.06))
+            gaps += [got] if got else []
+        last_sent, up = t, not down
+        t += 1.0
+    truth = []
+    for a, b in outages:
+        inside = np.flatnonzero(~heard & (beats > a - 1) & (beats < b + 2))
+        truth.append((int(inside.size), float(beats[inside[-1]] - beats[inside[0] - 1])))
+    return gaps, truth
+
+
+@pytest.mark.parametrize("bpm", [45.0, 72.0, 130.0])
+@pytest.mark.parametrize("seed", range(5))
+def test_rr_gaps_count_the_beats_never_heard(seed: int, bpm: float) -> None:
+    """HRS outages: spans right to within a quarter of a beat whatever the phase of the
+    notifications; beat counts exact for short outages, and for long ones as good as
+    the RR variability inside allows (here 5 % per beat)."""
+    outages = [(100.3, 104.1), (200.0, 230.7), (400.5, 401.9)]
+    gaps, truth = _hrs_session(seed, outages, bpm)
+    assert len(gaps) == len(truth)
+    for gap, (count, span), (a, b) in zip(gaps, truth, outages, strict=True):
+        assert abs(gap.duration_s - span) < 0.25 * 60 / bpm
+        if b - a < 10:
+            assert gap.beats_missing == count
+        else:
+            assert abs(gap.beats_missing - count) <= max(1, 0.03 * count)
