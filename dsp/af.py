@@ -97,10 +97,11 @@ class AfChange:
 def _shannon_entropy(rr: list[float], mean: float) -> float:
     """Normalised Shannon entropy of the RR histogram: 16 bins over mean RR +/- 50 %."""
     counts = [0] * BINS
+    half = 0.5 * mean
     for v in rr:
-        b = math.floor((v - 0.5 * mean) / mean * BINS)
+        b = (v - half) / mean * BINS
         if 0 <= b < BINS:
-            counts[b] += 1
+            counts[int(b)] += 1
     n = len(rr)
     h = 0.0
     for c in counts:
@@ -117,7 +118,36 @@ def window_stats(rr: Sequence[float], wide: Sequence[bool]) -> AfStats | None:
     Plain Python on purpose: for 32 intervals, per-call numpy overhead would cost more
     than the arithmetic (this runs at every beat).
     """
-    seq = [float(v) for v in rr]
+    prepared = _prepare(rr, wide)
+    if prepared is None:
+        return None
+    seq, kept, mean, nrmssd = prepared
+    ent = _shannon_entropy(kept, mean) if mean > 0 else 0.0
+    tp = _turning_points(seq)
+    irregular = nrmssd > NRMSSD and ent > ENTROPY and _random_order(tp, len(seq))
+    return AfStats(nrmssd, ent, tp, irregular)
+
+
+def _irregular(rr: Sequence[float], wide: Sequence[bool]) -> bool | None:
+    """``window_stats(rr, wide).irregular`` (None when it is None), computing only what
+    the verdict needs: most windows are regular and fail the first test."""
+    prepared = _prepare(rr, wide)
+    if prepared is None:
+        return None
+    seq, kept, mean, nrmssd = prepared
+    if not nrmssd > NRMSSD:
+        return False
+    if not _random_order(_turning_points(seq), len(seq)):
+        return False
+    return (_shannon_entropy(kept, mean) if mean > 0 else 0.0) > ENTROPY
+
+
+def _prepare(
+    rr: Sequence[float], wide: Sequence[bool]
+) -> tuple[list[float], list[float], float, float] | None:
+    """(intervals, those kept, their mean, normalised RMSSD), leaving out wide beats and
+    premature-compensatory pairs; None when fewer than half are left."""
+    seq = list(rr)  # ints (sample counts) stay ints: the arithmetic below is exact for them
     n = len(seq)
     ordered = sorted(seq)
     mid = n // 2
@@ -135,13 +165,18 @@ def window_stats(rr: Sequence[float], wide: Sequence[bool]) -> AfStats | None:
     # successive differences between kept intervals only
     sq = [(seq[i + 1] - seq[i]) ** 2 for i in range(n - 1) if keep[i] and keep[i + 1]]
     nrmssd = math.sqrt(math.fsum(sq) / len(sq)) / mean if mean > 0 and sq else 0.0
-    ent = _shannon_entropy(kept, mean) if mean > 0 else 0.0
-    # turning points: AF's RR series is random; bigeminy and trigeminy alternate
-    tp = sum(1 for i in range(1, n - 1) if (seq[i] - seq[i - 1]) * (seq[i] - seq[i + 1]) > 0)
+    return seq, kept, mean, nrmssd
+
+
+def _turning_points(seq: list[float]) -> int:
+    return sum((b - a) * (b - c) > 0 for a, b, c in zip(seq, seq[1:], seq[2:], strict=False))
+
+
+def _random_order(tp: int, n: int) -> bool:
+    """Turning points consistent with a random series: AF's RR series is random;
+    bigeminy and trigeminy alternate."""
     mu, sigma = (2 * n - 4) / 3, math.sqrt((16 * n - 29) / 90)
-    random_order = abs(tp - mu) < 2 * sigma
-    irregular = nrmssd > NRMSSD and ent > ENTROPY and random_order
-    return AfStats(nrmssd, ent, tp, irregular)
+    return abs(tp - mu) < 2 * sigma
 
 
 class AfDetector:
@@ -187,11 +222,11 @@ class AfDetector:
         self._last_wide = bool(wide)
         if len(self._rr) < WINDOW:
             return None
-        stats = window_stats(self._rr, self._wide)
-        if stats is None:
+        irregular = _irregular(self._rr, self._wide)
+        if irregular is None:
             return None  # too much ectopy to judge: nothing changes
         centre = self._beats[WINDOW // 2]
-        if stats.irregular:
+        if irregular:
             if self._evidence == 0:
                 # the rise starts here; a stream's first verdict covers its whole window
                 self._onset = centre if self._state is not None else self._beats[0]
@@ -207,10 +242,15 @@ class AfDetector:
             self._regular_run += 1
         if not self._state and self._evidence >= ENTER:
             self._state = True
-            return AfChange(True, self._onset, stats)
+            return AfChange(True, self._onset, self._stats())
         if self._state and self._evidence == 0:
             self._state = False
-            return AfChange(False, max(self._offset, self._onset), stats)
+            return AfChange(False, max(self._offset, self._onset), self._stats())
         if self._state is None and self._regular_run >= ENTER:
             self._state = False  # regular rhythm established; later onsets sit at a centre
         return None
+
+    def _stats(self) -> AfStats:
+        stats = window_stats(self._rr, self._wide)
+        assert stats is not None  # the same window just gave a verdict
+        return stats

@@ -8,10 +8,9 @@ old number through a pause or a lead-off.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
-
-import numpy as np
 
 from dsp.qrs import Beats
 
@@ -47,11 +46,10 @@ class HeartRateTracker:
 
     def process(self, beats: Beats, now_seq: int) -> HeartRate:
         """Add new beats; ``now_seq`` is the sequence number of the latest sample received."""
-        if len(beats):
+        if len(beats):  # plain Python: a block brings one or two beats
             self._fs = beats.fs
-            rr = beats.rr_s[np.isfinite(beats.rr_s)]
-            self._rr.extend(float(v) for v in rr[-self.n_average :])
-            self._last_seq = int(beats.seq[-1])
+            self._rr.extend(v for v in beats.rr_s.tolist() if math.isfinite(v))
+            self._last_seq = beats.seq.item(-1)
         return self.current(now_seq)
 
     def current(self, now_seq: int) -> HeartRate:
@@ -64,4 +62,6 @@ class HeartRateTracker:
             or (now_seq - self._last_seq) / self._fs > self.stale_s
         ):
             return HeartRate(float("nan"), float("nan"), n)
-        return HeartRate(60.0 / self._rr[-1], 60.0 / float(np.median(self._rr)), n)
+        ordered = sorted(self._rr)
+        median = ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
+        return HeartRate(60.0 / self._rr[-1], 60.0 / median, n)

@@ -98,7 +98,7 @@ class QualityTracker:
         out: list[QualityWindow] = []
         if self._buf_n < self.window:
             return out
-        data = np.concatenate(self._buf)
+        data = self._buf[0] if len(self._buf) == 1 else np.concatenate(self._buf)
         n_full = data.shape[0] // self.window
         for k in range(n_full):
             w = data[k * self.window : (k + 1) * self.window]
@@ -115,16 +115,22 @@ class QualityTracker:
         self._band.reset()
 
     def _judge(self, first: int, w: np.ndarray) -> QualityWindow:
+        # ufunc reductions rather than ndarray.mean/np.clip: their Python wrappers cost
+        # more than the arithmetic on one second of samples
+        n = w.shape[0]
         hi = w.max(axis=0)
         lo = w.min(axis=0)
         flat = (hi - lo) < _FLAT_MV
-        at_edge = np.maximum((w == hi).mean(axis=0), (w == lo).mean(axis=0))
+        at_edge = np.maximum(_add(w == hi, axis=0), _add(w == lo, axis=0)) / n
         saturated = (~flat & (at_edge > _CLIP_SHARE)) | (np.maximum(hi, -lo) > _RAIL_MV)
         hp = self._hp.process(w)
         band = self._band.process(w)
-        p_hf = (hp**2).mean(axis=0)
-        p_band = (band**2).mean(axis=0) + 1e-12
+        p_hf = _add(hp * hp, axis=0) / n
+        p_band = _add(band * band, axis=0) / n + 1e-12
         hf_ratio = p_hf / (p_hf + p_band)
-        index = np.clip(1.0 - 2.0 * hf_ratio, 0.0, 1.0)
+        index = np.maximum(1.0 - 2.0 * hf_ratio, 0.0)  # hf_ratio >= 0: never above 1
         index[flat | saturated] = 0.0
         return QualityWindow(first, first + self.window, index, flat, saturated, hf_ratio)
+
+
+_add = np.add.reduce

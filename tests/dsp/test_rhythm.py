@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.af import AfDetector, window_stats
+from dsp.af import AfDetector, _irregular, window_stats
 from dsp.qrs import Beats
 from dsp.rhythm import RhythmTracker
 
@@ -108,6 +108,20 @@ def test_window_stats_random_regular_and_ectopic() -> None:
     assert sinus is not None and not sinus.irregular
     # most intervals touch a wide beat: too much ectopy to judge either way
     assert window_stats(rng.uniform(0.4, 1.1, 32), np.arange(32) % 3 != 0) is None
+
+
+@given(
+    st.lists(st.integers(40, 800), min_size=32, max_size=32),
+    st.lists(st.booleans(), min_size=32, max_size=32),
+    st.integers(0, 3),
+)
+def test_quick_verdict_is_the_full_one(rr: list[int], wide: list[bool], regular: int) -> None:
+    """The detector's short-cut verdict equals the full statistics' on any window
+    (irregular, sinus-like, ectopic)."""
+    if regular:  # mostly steady intervals, where the short cut stops early
+        rr = [300 + v % (5 * regular) for v in rr]
+    stats = window_stats(rr, wide)
+    assert _irregular(rr, wide) == (None if stats is None else stats.irregular)
 
 
 @pytest.mark.parametrize("seed", range(5))
