@@ -45,7 +45,9 @@ such flutter is reported as AF.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,24 +154,26 @@ def _prepare(
     ordered = sorted(seq)
     mid = n // 2
     med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    keep = [not w for w in wide]
     lo, hi = PREMATURE * med, COMPENSATORY * med
-    for i in range(n - 1):
-        if seq[i] < lo and seq[i + 1] > hi:  # a premature beat and its compensatory pause
-            keep[i] = keep[i + 1] = False
-    n_kept = sum(keep)
+    keep = list(map(operator.not_, wide))
+    if ordered[0] < lo:  # some interval is short enough to be premature
+        for i in range(n - 1):
+            if seq[i] < lo and seq[i + 1] > hi:  # a premature beat and its compensatory pause
+                keep[i] = keep[i + 1] = False
+    kept = list(itertools.compress(seq, keep))
+    n_kept = len(kept)
+    # successive differences between kept intervals only
+    diffs = [(b - a) ** 2 for a, b in itertools.pairwise(seq)]
+    sq = list(itertools.compress(diffs, map(operator.and_, keep, keep[1:])))
     if n_kept < n // 2 or n_kept < 2:
         return None
-    kept = [v for v, k in zip(seq, keep, strict=True) if k]
     mean = math.fsum(kept) / n_kept
-    # successive differences between kept intervals only
-    sq = [(seq[i + 1] - seq[i]) ** 2 for i in range(n - 1) if keep[i] and keep[i + 1]]
     nrmssd = math.sqrt(math.fsum(sq) / len(sq)) / mean if mean > 0 and sq else 0.0
     return seq, kept, mean, nrmssd
 
 
 def _turning_points(seq: list[float]) -> int:
-    return sum((b - a) * (b - c) > 0 for a, b, c in zip(seq, seq[1:], seq[2:], strict=False))
+    return sum([(b - a) * (b - c) > 0 for a, b, c in zip(seq, seq[1:], seq[2:], strict=False)])
 
 
 def _random_order(tp: int, n: int) -> bool:

@@ -83,7 +83,7 @@ class QualityTracker:
         if self._next_seq is not None and block.seq != self._next_seq:
             self._reset()  # gap: windows restart at the next aligned boundary
         self._next_seq = block.end_seq
-        x = np.asarray(block.samples, dtype=np.float64)
+        x = block.samples
         seq = block.seq
         if self._win_start is None:
             aligned = -(-seq // self.window) * self.window  # first boundary at or after seq
@@ -115,22 +115,40 @@ class QualityTracker:
         self._band.reset()
 
     def _judge(self, first: int, w: np.ndarray) -> QualityWindow:
-        # ufunc reductions rather than ndarray.mean/np.clip: their Python wrappers cost
-        # more than the arithmetic on one second of samples
-        n = w.shape[0]
-        hi = w.max(axis=0)
-        lo = w.min(axis=0)
-        flat = (hi - lo) < _FLAT_MV
-        at_edge = np.maximum(_add(w == hi, axis=0), _add(w == lo, axis=0)) / n
-        saturated = (~flat & (at_edge > _CLIP_SHARE)) | (np.maximum(hi, -lo) > _RAIL_MV)
-        hp = self._hp.process(w)
-        band = self._band.process(w)
-        p_hf = _add(hp * hp, axis=0) / n
-        p_band = _add(band * band, axis=0) / n + 1e-12
-        hf_ratio = p_hf / (p_hf + p_band)
-        index = np.maximum(1.0 - 2.0 * hf_ratio, 0.0)  # hf_ratio >= 0: never above 1
-        index[flat | saturated] = 0.0
-        return QualityWindow(first, first + self.window, index, flat, saturated, hf_ratio)
+        # The window laid out (leads, n) and reduced per lead by ufuncs; the verdicts in
+        # plain Python on the few numbers per lead (numpy's per-call cost on arrays of
+        # one to twelve values exceeds the arithmetic).
+        x = np.array(w.T, dtype=np.float64, order="C")
+        n = x.shape[1]
+        hi = x.max(axis=1)
+        lo = x.min(axis=1)
+        n_hi = _add(x == hi[:, None], axis=1).tolist()
+        n_lo = _add(x == lo[:, None], axis=1).tolist()
+        hp = x.copy()
+        self._hp.filter_inplace(hp)
+        self._band.filter_inplace(x)
+        p_hf = (_add(hp * hp, axis=1) / n).tolist()
+        p_band = (_add(x * x, axis=1) / n).tolist()
+        flat, saturated, hf_ratio, index = [], [], [], []
+        for h, lw, c_hi, c_lo, ph, pb in zip(
+            hi.tolist(), lo.tolist(), n_hi, n_lo, p_hf, p_band, strict=True
+        ):
+            is_flat = (h - lw) < _FLAT_MV
+            clipped = not is_flat and max(c_hi, c_lo) / n > _CLIP_SHARE
+            is_sat = clipped or max(h, -lw) > _RAIL_MV
+            ratio = ph / (ph + (pb + 1e-12))
+            flat.append(is_flat)
+            saturated.append(is_sat)
+            hf_ratio.append(ratio)
+            index.append(0.0 if is_flat or is_sat else max(1.0 - 2.0 * ratio, 0.0))
+        return QualityWindow(
+            first,
+            first + self.window,
+            np.array(index),
+            np.array(flat),
+            np.array(saturated),
+            np.array(hf_ratio),
+        )
 
 
 _add = np.add.reduce
