@@ -21,6 +21,7 @@ Memory is bounded by ``max_hold_s`` of samples per device.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from dsp.block import SampleBlock
@@ -57,13 +58,15 @@ class BlockReorderer:
         self.next_seq: int | None = None  # first sample analysis has not passed yet
         self._fs = 0.0
         self._held: dict[int, SampleBlock] = {}  # by first seq; never overlapping
+        self._keys: list[int] = []  # the first seqs of ``_held``, sorted
+        self._held_n = 0  # samples in ``_held``
         self._lost: list[tuple[int, int]] = []  # final gaps analysis has not reached yet
         self.stats = ReorderStats()
 
     @property
     def held_samples(self) -> int:
         """Samples waiting for a hole before them to be filled."""
-        return sum(b.n for b in self._held.values())
+        return self._held_n
 
     def push(self, block: SampleBlock) -> list[SampleBlock]:
         """Take a block in arrival order; return the blocks now releasable, in order."""
@@ -75,11 +78,11 @@ class BlockReorderer:
         pieces = self._new_pieces(block)
         if not pieces:
             return []
-        if any(seq > block.seq for seq in self._held):  # it fills a hole behind held data
+        if self._keys and self._keys[-1] > block.seq:  # it fills a hole behind held data
             self.stats.reordered_blocks += 1
             self.stats.filled += sum(p.n for p in pieces)
         for piece in pieces:
-            self._held[piece.seq] = piece
+            self._hold(piece)
         self.stats.held_max = max(self.stats.held_max, self.held_samples)
         return self._release()
 
@@ -99,8 +102,8 @@ class BlockReorderer:
     def flush(self) -> list[SampleBlock]:
         """Release everything held (at shutdown), in order, holes left as they are."""
         out: list[SampleBlock] = []
-        for seq in sorted(self._held):
-            block = self._held.pop(seq)
+        while self._keys:
+            block = self._unhold()
             assert self.next_seq is not None
             self.stats.skipped += max(0, block.seq - self.next_seq)
             self.next_seq = block.end_seq
@@ -112,9 +115,14 @@ class BlockReorderer:
         """The parts of ``block`` not yet analysed nor held (duplicates are counted late)."""
         assert self.next_seq is not None
         cur, pieces = max(block.seq, self.next_seq), []
-        for seq in sorted(self._held):
-            held = self._held[seq]
-            if held.end_seq <= cur or held.seq >= block.end_seq:
+        keys = self._keys
+        # held blocks are sorted and never overlap: only those from the one holding ``cur``
+        # up to the block's end can overlap it
+        for i in range(max(bisect.bisect_right(keys, cur) - 1, 0), len(keys)):
+            held = self._held[keys[i]]
+            if held.seq >= block.end_seq:
+                break
+            if held.end_seq <= cur:
                 continue
             if held.seq > cur:
                 pieces.append(block.slice_seq(cur, held.seq))
@@ -129,16 +137,16 @@ class BlockReorderer:
         out: list[SampleBlock] = []
         while True:
             self._skip_lost()
-            if not self._held:
+            if not self._keys:
                 break
-            first = min(self._held)
+            first = self._keys[0]
             if first <= self.next_seq:
-                block = self._held.pop(first)
+                block = self._unhold()
                 out.append(block)
                 self.next_seq = block.end_seq
                 continue
             # A hole [next_seq, first): wait for it, unless the hold is full.
-            if self.held_samples <= self.max_hold_s * self._fs:
+            if self._held_n <= self.max_hold_s * self._fs:
                 break
             self.stats.gave_up += 1
             self.stats.skipped += first - self.next_seq
@@ -153,8 +161,20 @@ class BlockReorderer:
             moved = False
             for first, end in self._lost:
                 if first <= self.next_seq < end:
-                    upto = min([end, *(s for s in self._held if s > self.next_seq)])
+                    i = bisect.bisect_right(self._keys, self.next_seq)
+                    upto = min(end, self._keys[i]) if i < len(self._keys) else end
                     self.stats.skipped += upto - self.next_seq
                     self.next_seq = upto
                     moved = True
             self._lost = [(f, e) for f, e in self._lost if e > self.next_seq]
+
+    def _hold(self, block: SampleBlock) -> None:
+        self._held[block.seq] = block
+        bisect.insort(self._keys, block.seq)
+        self._held_n += block.n
+
+    def _unhold(self) -> SampleBlock:
+        """Remove and return the earliest held block."""
+        block = self._held.pop(self._keys.pop(0))
+        self._held_n -= block.n
+        return block
