@@ -119,6 +119,14 @@ class SosFilter:
         out[...] = x
         self.filter_inplace(out)
 
+    def state(self, first: np.ndarray) -> np.ndarray:
+        """The carried state, (channels, sections, 2) C-contiguous float64, for code that
+        filters in place itself; started in steady state for ``first`` (one float64 sample
+        per channel) when there is none."""
+        if self._zi is None:
+            self._zi = np.ascontiguousarray(self._zi_unit[None, :, :] * first[:, None, None])
+        return self._zi
+
     def filter_inplace(self, y: np.ndarray) -> None:
         """Filter ``y``, a C-contiguous float64 (channels, n) array, in place."""
         zi = self._zi

@@ -29,6 +29,7 @@ them are reported once training ends.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,6 +39,33 @@ from scipy import ndimage, signal
 
 from dsp.block import SampleBlock
 from dsp.filters import SosFilter, band_edges
+
+try:  # the optional compiled inner loops (setup.py); the numpy code gives the same beats
+    from dsp import _qrs_kernel
+except ImportError:  # pragma: no cover - built wherever a C compiler was at install
+    _qrs_kernel = None
+
+
+def _kernel_filters_match() -> bool:
+    """Whether the kernel's SOS recurrence gives scipy's results bit for bit here (a
+    compiler may fuse multiply-adds in one and not the other); if not, the kernel path
+    filters with scipy, so both paths still give the same beats."""
+    if _qrs_kernel is None:
+        return False
+    rng = np.random.default_rng(0)
+    sos = signal.butter(2, [5.0, 18.0], "bandpass", fs=360.0, output="sos")
+    x = np.cumsum(rng.standard_normal(2000))
+    zi = rng.standard_normal((1, sos.shape[0], 2))
+    ours = np.empty_like(x)
+    _qrs_kernel.sosfilt(sos, zi[0].copy(), x, ours)
+    reference = SosFilter(sos, 1)  # exactly what the numpy path runs
+    reference.state(x[:1])[...] = zi
+    theirs = x[None, :].copy()
+    reference.filter_inplace(theirs)
+    return bool(np.array_equal(ours, theirs[0]))
+
+
+_KERNEL_FILTERS = _kernel_filters_match()
 
 __all__ = ["Beats", "QrsDetector", "detect_beats"]
 
@@ -143,6 +171,10 @@ class QrsDetector:
         Sample rate, Hz (at least 100).
     lead
         Index of the lead to analyse in each block.
+    compiled
+        Use the compiled inner loops (``dsp._qrs_kernel``): None (default) when they
+        were built, True to require them, False for the numpy code. Both give
+        bit-identical beats; the compiled loops save numpy's per-call cost.
 
     Notes
     -----
@@ -156,11 +188,14 @@ class QrsDetector:
     their +/- 200 ms neighbourhood.
     """
 
-    def __init__(self, fs: float, lead: int = 0) -> None:
+    def __init__(self, fs: float, lead: int = 0, *, compiled: bool | None = None) -> None:
         if fs < 100:
             raise ValueError(f"QRS detection needs fs >= 100 Hz, got {fs}")
+        if compiled and _qrs_kernel is None:
+            raise RuntimeError("dsp._qrs_kernel was not built (needs gcc and python3-dev)")
         self.fs = float(fs)
         self.lead = lead
+        self._k = _qrs_kernel if compiled is not False else None
         self._w = max(int(round(_MWI_S * fs)), 1)
         self._r = max(int(round(_REFRACTORY_S * fs)), 1)
         self._t_wave = int(round(_T_WAVE_S * fs))
@@ -195,6 +230,7 @@ class QrsDetector:
         self._reset_stream()
         self._sig: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent QRS peak levels
         self._noi: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent noise peak levels
+        self._thr: float | None = None  # THR1 of the current levels (None: to compute)
         self._trained = False
 
     # --- state ----------------------------------------------------------------
@@ -218,7 +254,8 @@ class QrsDetector:
         self._last_r: int | None = None
         self._last_slope = 0.0
         self._rr: list[int] = []
-        self._widths: deque[float] = deque(maxlen=_WIDTH_HISTORY)
+        self._widths: deque[float] = deque()  # the last _WIDTH_HISTORY beats' widths
+        self._widths_sorted: list[float] = []  # the same, sorted (median in O(1))
         self._deadline: int | None = None
 
     def _alloc(self, cap: int) -> None:
@@ -300,16 +337,35 @@ class QrsDetector:
         """Filter ``x`` and compute slope and feature, straight into the buffers."""
         h, n = self._hist_n, x.shape[0]
         done = self._pos - h  # size of the previous block
+        # one compiled call does the rest (history move, both filters, feature) when it can
+        front = self._k is not None and _KERNEL_FILTERS and h + n <= self._cap
         if done:  # its last ``h`` samples become the history
-            self._buf[:, :h] = self._block_views(done)[0]
+            if not front:
+                self._buf[:, :h] = self._block_views(done)[0]
             self._base += done
             self._pos = h
+        if front:
+            x64 = np.ascontiguousarray(x, dtype=np.float64)
+            first = x64[:1]
+            qrs, amp = self._qrs_f, self._amp_f
+            self._k.front(
+                self._buf, self._cap, done, h, n, self._w, self._fresh,
+                x64, qrs.sos, qrs.state(first), amp.sos, amp.state(first),
+            )  # fmt: skip
+            self._fresh = False
+            self._pos = h + n
+            return
         if h + n > self._cap:
             self._alloc(max(h + n, (3 * self._cap) // 2))
         views = self._block_views(n)
         _, f_out, amp_out, f, f_prev, d, run, csum, lag, e, amp, amp_prev, amp_slope = views
         self._qrs_f.process_into(x, f_out)
         self._amp_f.process_into(x, amp_out)
+        if self._k is not None:
+            self._k.feature(self._buf, self._cap, h, n, self._w, self._fresh)
+            self._fresh = False
+            self._pos = h + n
+            return
         if self._fresh:  # first sample of the segment: its slope is 0
             self._f[h - 1] = self._f[h]
             self._fresh = False
@@ -352,10 +408,12 @@ class QrsDetector:
         assert self._start is not None
         base = self._base
         first, stop = self._start - base, self._pos
-        if math.isfinite(self._csum[stop - 1]):
-            found = _local_peaks_fast(self._e, a - base, b - base, self._r, first, stop, self._mf)
-        else:  # NaN or inf in the segment (the running sum keeps it)
+        if not math.isfinite(self._csum[stop - 1]):  # NaN or inf in the segment (kept by the sum)
             found = _local_peaks(self._e, a - base, b - base, self._r, first, stop)
+        elif self._k is not None:
+            found = self._k.peaks(self._buf, self._cap, a - base, b - base, self._r, first, stop)
+        else:
+            found = _local_peaks_fast(self._e, a - base, b - base, self._r, first, stop, self._mf)
         return [base + i for i in found]
 
     def _candidate(self, idx: int) -> _Candidate:
@@ -364,6 +422,11 @@ class QrsDetector:
         base = self._base
         lo = max(idx - self._locate, self._start) - base
         hi = idx - base + 1
+        if self._k is not None:
+            r_rel, amplitude, width, slope, peak = self._k.candidate(
+                self._buf, self._cap, lo, hi, _WIDTH_SLOPE
+            )
+            return _Candidate(idx, peak, slope, base + lo + r_rel, amplitude, width=width)
         amp = self._amp[lo:hi]
         r_rel = int(np.abs(amp).argmax())
         width = 0.0
@@ -406,15 +469,19 @@ class QrsDetector:
         if not self._sig:  # keep levels learned before a gap
             self._sig.append(top)
             self._noi.append(float(low.mean()) if low.size else 0.0)
+            self._thr = None
         for c in held:
             self._search_back_until(c.idx, out)
             self._decide(c, out)
 
     @property
     def _thr1(self) -> float:
-        spk = _median(self._sig)
-        npk = _median(self._noi)
-        return npk + _THRESHOLD * (spk - npk)
+        """``NPK + 0.3125 (SPK - NPK)``, recomputed only after the levels changed."""
+        if self._thr is None:
+            spk = _median(self._sig)
+            npk = _median(self._noi)
+            self._thr = npk + _THRESHOLD * (spk - npk)
+        return self._thr
 
     def _decide(self, c: _Candidate, out: list[_Candidate]) -> None:
         last = self._last_beat
@@ -426,12 +493,14 @@ class QrsDetector:
                 self._noise(c)
                 return
             self._sig.append(c.peak)
+            self._thr = None
             out.append(self._accept(c))
             return
         self._noise(c)
 
     def _noise(self, c: _Candidate) -> None:
         self._noi.append(c.peak)
+        self._thr = None
         self._noise_since_beat.append(c)
 
     def _accept(self, c: _Candidate) -> _Candidate:
@@ -441,10 +510,16 @@ class QrsDetector:
                 del self._rr[0]
         if self._last_r is not None:
             c.rr = float(c.r_idx - self._last_r)
-        widths = self._widths
-        if len(widths) >= 4 and c.width > _WIDE * _median(widths):
-            c.ventricular = True
-        widths.append(c.width)  # every beat: a wide rhythm (paced, bundle branch block) dominates
+        ordered = self._widths_sorted
+        k = len(ordered)
+        if k >= 4:
+            median = ordered[k // 2] if k % 2 else 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
+            c.ventricular = c.width > _WIDE * median
+        # every beat counts: a wide rhythm (paced, bundle branch block) becomes the dominant one
+        self._widths.append(c.width)
+        bisect.insort(ordered, c.width)
+        if k + 1 > _WIDTH_HISTORY:
+            del ordered[bisect.bisect_left(ordered, self._widths.popleft())]
         self._last_beat = c.idx
         self._last_r = c.r_idx
         self._last_slope = c.slope
@@ -464,6 +539,7 @@ class QrsDetector:
             if pool:
                 best = max(pool, key=lambda c: c.peak)
                 self._sig.append(best.peak)
+                self._thr = None
                 later = [c for c in self._noise_since_beat if c.idx > best.idx]
                 out.append(self._accept(best))
                 self._noise_since_beat = later
@@ -472,6 +548,7 @@ class QrsDetector:
                 # level decay so a drop in amplitude is followed.
                 for i in range(len(self._sig)):
                     self._sig[i] *= 0.5
+                self._thr = None
                 self._deadline = deadline + self._window
 
     def _finish_segment(self, out: list[_Candidate]) -> None:

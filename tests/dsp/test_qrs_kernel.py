@@ -1,0 +1,102 @@
+"""The compiled QRS inner loops give the numpy code's beats, bit for bit.
+
+Skipped where the optional extension was not built (no C compiler at install).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsp import qrs
+from dsp.qrs import Beats, QrsDetector, _local_peaks
+from tests.dsp.helpers import blocks_of
+
+kernel = pytest.importorskip("dsp._qrs_kernel", reason="compiled QRS kernel not built")
+
+
+def _stream(x: np.ndarray, fs: float, sizes: list[int], compiled: bool) -> Beats:
+    det = QrsDetector(fs, compiled=compiled)
+    parts = [det.process(b) for b in blocks_of(x, fs, sizes)]
+    parts.append(det.finish())
+    return Beats.concat(parts, fs)
+
+
+def _assert_same(a: Beats, b: Beats) -> None:
+    for name in ("seq", "amplitude_mv", "rr_s", "width_s", "ventricular"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_filters_agree_with_scipy_here() -> None:
+    """On this machine the kernel's own SOS recurrence is scipy's, so one call does the whole
+    front end (elsewhere the kernel path would filter with scipy, still identical beats)."""
+    assert qrs._KERNEL_FILTERS
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 2500), min_size=1, max_size=8),
+    bad=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+)
+def test_compiled_equals_numpy(mitdb119: dict, sizes: list[int], bad: float | None) -> None:
+    """Record 119 excerpt (PVCs, bigeminy), any block sizes, with or without a non-finite
+    sample: the compiled path and the numpy path report the same beats, field by field."""
+    fs = mitdb119["fs"]
+    x = mitdb119["mv"][:9000].copy()
+    if bad is not None:
+        x[6000] = bad
+    numpy_beats = _stream(x, fs, [len(x)], compiled=False)
+    assert len(numpy_beats) > 10
+    _assert_same(_stream(x, fs, sizes, compiled=True), numpy_beats)
+
+
+def test_compiled_equals_numpy_across_a_gap(mitdb119: dict) -> None:
+    fs = mitdb119["fs"]
+    x = mitdb119["mv"]
+    half = len(x) // 2
+
+    def run(compiled: bool) -> Beats:
+        det = QrsDetector(fs, compiled=compiled)
+        parts = [det.process_array(x[:half], 0), det.process_array(x[half:], half + 777)]
+        return Beats.concat([*parts, det.finish()], fs)
+
+    _assert_same(run(True), run(False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 4), min_size=8, max_size=300),
+    r=st.integers(1, 40),
+    cut=st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300)),
+)
+def test_peaks_equal_plain_rule(values: list[int], r: int, cut: tuple) -> None:
+    """The kernel's candidate search is the sample-by-sample rule, plateaus and ties included."""
+    e = np.asarray(values, dtype=np.float64)
+    first, a, b = sorted(c % (len(e) - 1) for c in cut)
+    a, b = max(a, first + 1, r), min(b, len(e) - 1)
+    if b <= a:
+        return
+    buf = np.zeros((6, len(e)))
+    buf[3] = e  # the feature row
+    assert kernel.peaks(buf, len(e), a, b, r, first, len(e)) == _local_peaks(
+        e, a, b, r, first, len(e)
+    )
+
+
+def test_bad_arguments_raise_instead_of_reading_out_of_bounds() -> None:
+    buf = np.zeros((6, 100))
+    with pytest.raises(ValueError):
+        kernel.feature(np.zeros(10), 100, 10, 10, 5, False)  # buffer smaller than 6 x cap
+    with pytest.raises(IndexError):
+        kernel.feature(buf, 100, 3, 200, 5, False)  # past the end
+    with pytest.raises(IndexError):
+        kernel.peaks(buf, 100, 5, 99, 10, 0, 100)  # a < r: windows before the buffer
+    with pytest.raises(IndexError):
+        kernel.candidate(buf, 100, 50, 50, 0.3)  # empty window
+    sos = np.array([[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]])
+    with pytest.raises(ValueError):
+        kernel.sosfilt(sos, np.zeros(3), np.zeros(4), np.zeros(4))  # state of the wrong size
+    with pytest.raises(TypeError):
+        kernel.feature(np.zeros((6, 100)).T.copy().T, 100, 10, 10, 5, False)  # not contiguous
