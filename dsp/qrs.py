@@ -228,8 +228,8 @@ class QrsDetector:
         self._hist_n = self._keep + self._r
         self._alloc(self._hist_n + int(np.ceil(fs)))
         self._reset_stream()
-        self._sig: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent QRS peak levels
-        self._noi: deque[float] = deque(maxlen=_LEVEL_HISTORY)  # recent noise peak levels
+        self._sig = _RunningMedian(_LEVEL_HISTORY)  # recent QRS peak levels
+        self._noi = _RunningMedian(_LEVEL_HISTORY)  # recent noise peak levels
         self._thr: float | None = None  # THR1 of the current levels (None: to compute)
         self._trained = False
 
@@ -254,8 +254,7 @@ class QrsDetector:
         self._last_r: int | None = None
         self._last_slope = 0.0
         self._rr: list[int] = []
-        self._widths: deque[float] = deque()  # the last _WIDTH_HISTORY beats' widths
-        self._widths_sorted: list[float] = []  # the same, sorted (median in O(1))
+        self._widths = _RunningMedian(_WIDTH_HISTORY)  # QRS widths of the last beats
         self._deadline: int | None = None
 
     def _alloc(self, cap: int) -> None:
@@ -478,8 +477,8 @@ class QrsDetector:
     def _thr1(self) -> float:
         """``NPK + 0.3125 (SPK - NPK)``, recomputed only after the levels changed."""
         if self._thr is None:
-            spk = _median(self._sig)
-            npk = _median(self._noi)
+            spk = self._sig.median()
+            npk = self._noi.median()
             self._thr = npk + _THRESHOLD * (spk - npk)
         return self._thr
 
@@ -510,16 +509,10 @@ class QrsDetector:
                 del self._rr[0]
         if self._last_r is not None:
             c.rr = float(c.r_idx - self._last_r)
-        ordered = self._widths_sorted
-        k = len(ordered)
-        if k >= 4:
-            median = ordered[k // 2] if k % 2 else 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
-            c.ventricular = c.width > _WIDE * median
+        if len(self._widths) >= 4:
+            c.ventricular = c.width > _WIDE * self._widths.median()
         # every beat counts: a wide rhythm (paced, bundle branch block) becomes the dominant one
         self._widths.append(c.width)
-        bisect.insort(ordered, c.width)
-        if k + 1 > _WIDTH_HISTORY:
-            del ordered[bisect.bisect_left(ordered, self._widths.popleft())]
         self._last_beat = c.idx
         self._last_r = c.r_idx
         self._last_slope = c.slope
@@ -546,8 +539,7 @@ class QrsDetector:
             else:
                 # Nothing to take back: wait another interval, and let the signal
                 # level decay so a drop in amplitude is followed.
-                for i in range(len(self._sig)):
-                    self._sig[i] *= 0.5
+                self._sig.scale(0.5)
                 self._thr = None
                 self._deadline = deadline + self._window
 
@@ -580,23 +572,47 @@ class QrsDetector:
                 *[(c.r_idx, c.amplitude, c.rr / fs, c.width / fs, c.ventricular) for c in cands],
                 strict=True,
             )
+        floats = np.array((amp, rr, width))  # one array, three rows: fewer numpy calls
         return Beats(
             np.array(seq, dtype=np.int64),
             fs,
-            np.array(amp),
-            np.array(rr),
-            np.array(width),
+            floats[0],
+            floats[1],
+            floats[2],
             np.array(wide, dtype=bool),
         )
 
 
-def _median(values: deque[float]) -> float:
-    """Median of a short sequence (0.0 when empty); plain Python is fastest for 8 values."""
-    n = len(values)
-    if not n:
-        return 0.0
-    v = sorted(values)
-    return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+class _RunningMedian:
+    """The last ``size`` values and their median (0.0 when empty), kept sorted as they come:
+    the detector asks for medians of 8 to 32 values at every candidate."""
+
+    __slots__ = ("_order", "_sorted", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._order: deque[float] = deque()  # arrival order
+        self._sorted: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def append(self, value: float) -> None:
+        self._order.append(value)
+        bisect.insort(self._sorted, value)
+        if len(self._order) > self.size:
+            del self._sorted[bisect.bisect_left(self._sorted, self._order.popleft())]
+
+    def scale(self, factor: float) -> None:
+        """Multiply every value by ``factor`` (> 0: the order is kept)."""
+        self._order = deque(v * factor for v in self._order)
+        self._sorted = [v * factor for v in self._sorted]
+
+    def median(self) -> float:
+        v, n = self._sorted, len(self._sorted)
+        if not n:
+            return 0.0
+        return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 def detect_beats(signal_mv: np.ndarray, fs: float) -> np.ndarray:
