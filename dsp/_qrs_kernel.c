@@ -99,7 +99,7 @@ static PyObject *peaks(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "w*nnnnnn", &view, &cap, &a, &b, &r, &first, &stop)) return NULL;
     double *buf = history(&view, cap);
     /* ``first`` (the segment's first sample) may lie before the buffer; windows never do */
-    if (buf == NULL || stop > cap || a - r < 0 || a <= first || b >= stop || a > b) {
+    if (buf == NULL || stop > cap || a - r < 0 || a < 1 || a <= first || b >= stop || a > b) {
         if (buf != NULL)
             PyErr_SetString(PyExc_IndexError, "peaks needs first < a <= b < stop <= cap, a >= r");
         PyBuffer_Release(&view);

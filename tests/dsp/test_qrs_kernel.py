@@ -100,3 +100,19 @@ def test_bad_arguments_raise_instead_of_reading_out_of_bounds() -> None:
         kernel.sosfilt(sos, np.zeros(3), np.zeros(4), np.zeros(4))  # state of the wrong size
     with pytest.raises(TypeError):
         kernel.feature(np.zeros((6, 100)).T.copy().T, 100, 10, 10, 5, False)  # not contiguous
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.sampled_from([1e-6, 1.0, 50.0, 1e30]),
+    sizes=st.lists(st.integers(1, 700), min_size=1, max_size=6),
+)
+def test_compiled_equals_numpy_on_garbage(seed: int, scale: float, sizes: list[int]) -> None:
+    """Noise, spikes, steps and huge values (a corrupt stream): no crash, same beats."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(3000) * scale
+    x[rng.integers(0, 3000, 20)] *= 1000.0
+    x[1500:] += scale * 10
+    fs = 250.0
+    _assert_same(_stream(x, fs, sizes, compiled=True), _stream(x, fs, [len(x)], compiled=False))
