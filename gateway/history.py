@@ -15,7 +15,7 @@ import numpy as np
 
 from dsp.block import SampleBlock
 
-__all__ = ["SampleHistory", "Window"]
+__all__ = ["SampleHistory", "Window", "runs_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +107,10 @@ class SampleHistory:
         anchor = parts[0]
         start = anchor.start + (first_seq - anchor.seq) / anchor.fs
         block = SampleBlock(out, ref.fs, start, first_seq, ref.leads, ref.source, ref.units)
-        return Window(block, _runs(~covered, first_seq))
+        return Window(block, runs_of(~covered, first_seq))
 
 
-def _runs(mask: np.ndarray, offset: int) -> tuple[tuple[int, int], ...]:
+def runs_of(mask: np.ndarray, offset: int) -> tuple[tuple[int, int], ...]:
     """``(first, end)`` runs where ``mask`` is True, shifted by ``offset``."""
     if not mask.any():
         return ()

@@ -23,7 +23,12 @@ of the stream at once (older, backfilled samples are not "live"); analysis
 (QRS, rhythm, quality, strips, events) takes the samples in order through a
 :class:`~gateway.reorder.BlockReorderer`, waiting up to ``backfill_wait_s`` of
 stream for a hole to be filled or declared lost, so strips and events contain
-the backfilled samples.
+the backfilled samples. When a backfill is slower than that wait (a patch back
+after a day away), analysis moves on; a strip or event whose window it moved past
+is then held aside and completed from the late samples as they arrive (its facts
+measured on the window alone, ``trigger.analysed_late``), or sent as it stands once
+the missing samples are declared lost, ``late_wait_s`` of stream has passed, or at
+shutdown. A press while the patient was away still yields its strip.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from dsp.qrs import Beats, QrsDetector
 from dsp.quality import USABLE, QualityTracker, QualityWindow
 from dsp.rhythm import RhythmEpisode, RhythmTracker
 from gateway.config import GatewayConfig
-from gateway.history import SampleHistory
+from gateway.history import SampleHistory, runs_of
 from gateway.reorder import BlockReorderer
 
 __all__ = ["DevicePipeline", "LiveChunk", "PipelineOutput", "StripReady"]
@@ -49,6 +54,8 @@ __all__ = ["DevicePipeline", "LiveChunk", "PipelineOutput", "StripReady"]
 # Leads the QRS detector prefers, best first (lead II shows the tallest R in most people).
 _QRS_LEAD_PREFERENCE = ("II", "ECG", "I", "V5", "V2")
 _MAX_BEATS_KEPT = 4096
+_LATE_WAIT_S = 6 * 3600.0  # longest a strip waits for late samples, seconds of stream
+_LATE_MAX = 256  # strips waiting for late samples at once (oldest sent as they stand)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,35 @@ class _Pending:
     end_seq: int
     trigger: dict[str, Any]
     extra_facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Late:
+    """A strip or event whose window analysis moved past before all its samples came."""
+
+    pending: _Pending
+    samples: np.ndarray  # (n, leads) float32, NaN where nothing arrived (yet)
+    have: np.ndarray  # bool (n,): samples that arrived
+    awaited: list[tuple[int, int]]  # ranges still expected (neither arrived nor lost)
+    start: float  # UTC POSIX s of the window's first sample
+    head_seq: int  # the analysis head when the window was set aside
+
+    def take(self, block: SampleBlock) -> None:
+        """Copy the part of ``block`` inside the window."""
+        first = self.pending.first_seq
+        lo, hi = max(block.seq, first), min(block.end_seq, self.pending.end_seq)
+        if lo < hi:
+            self.samples[lo - first : hi - first] = block.samples[lo - block.seq : hi - block.seq]
+            self.have[lo - first : hi - first] = True
+
+    def lost(self, first_seq: int, end_seq: int) -> None:
+        """``[first_seq, end_seq)`` will never arrive: stop waiting for it."""
+        self.awaited = _minus(self.awaited, first_seq, end_seq)
+
+    @property
+    def complete(self) -> bool:
+        first = self.pending.first_seq
+        return all(self.have[a - first : b - first].all() for a, b in self.awaited)
 
 
 class DevicePipeline:
@@ -121,7 +157,15 @@ class DevicePipeline:
         self._bp: dict[str, Any] | None = None
         self._lead_off: dict[str, Any] | None = None
         self._last_block: SampleBlock | None = None
-        self.counters = {"blocks": 0, "samples": 0, "beats": 0, "strips": 0, "events": 0}
+        self._late: list[_Late] = []
+        self.counters = {
+            "blocks": 0,
+            "samples": 0,
+            "beats": 0,
+            "strips": 0,
+            "events": 0,
+            "analysed_late": 0,  # strips and events completed from late samples
+        }
 
     # --- setup ------------------------------------------------------------
     def _start(self, block: SampleBlock) -> None:
@@ -165,6 +209,10 @@ class DevicePipeline:
             self._last_block = block  # the head of the stream: times of button presses
             if self.cfg.live.enabled:
                 self._add_live(block, out)
+        if self._late:
+            for late in self._late:
+                late.take(block)
+            self._send_late(out)
         for ordered in self.reorder.push(block):
             self._analyse(ordered, out)
         return out
@@ -225,6 +273,9 @@ class DevicePipeline:
             del self._gaps[:-1000]
         out: list[PipelineOutput] = []
         if gap.final and self._fs is not None:
+            for late in self._late:
+                late.lost(gap.first_seq, gap.end_seq)
+            self._send_late(out)
             for ordered in self.reorder.lost(gap.first_seq, gap.end_seq):
                 self._analyse(ordered, out)
         return out
@@ -244,6 +295,9 @@ class DevicePipeline:
                     p.trigger = {**p.trigger, "truncated_at_shutdown": True}
                     p.end_seq = min(p.end_seq, end)
             out.extend(self._flush_ready(force=True))
+        for late in self._late:
+            late.pending.trigger = {**late.pending.trigger, "truncated_at_shutdown": True}
+        self._send_late(out, force=True)
         return out
 
     # --- state --------------------------------------------------------------
@@ -339,24 +393,109 @@ class DevicePipeline:
         self._pending = [p for p in self._pending if p not in ready]
         out: list[PipelineOutput] = []
         for p in ready:
+            if not force and self._set_aside(p):
+                continue
             strip = self._make_strip(p)
             if strip is not None:
                 out.append(strip)
                 self.counters["strips" if p.kind == "strip" else "events"] += 1
+        self._send_late(out)
         return out
+
+    # --- strips whose samples come late --------------------------------------------
+    def _set_aside(self, p: _Pending) -> bool:
+        """If analysis gave up waiting for part of ``p``'s window, hold ``p`` for the late
+        samples instead of sending it with a hole; True if it was held."""
+        assert self._history is not None and self._fs is not None
+        awaited = [
+            (max(a, p.first_seq), min(b, p.end_seq))
+            for a, b in self.reorder.gave_up_ranges
+            if a < p.end_seq and b > p.first_seq
+        ]
+        for g in self._gaps:  # declared lost already: nothing to wait for there
+            if g.final:
+                awaited = _minus(awaited, g.first_seq, g.end_seq)
+        if not awaited:
+            return False
+        n = p.end_seq - p.first_seq
+        win = self._history.window(p.first_seq, p.end_seq)
+        if win is not None:
+            samples = np.array(win.block.samples)
+            have = ~np.isnan(samples).any(axis=1)
+            start = win.block.start
+        else:
+            samples = np.full((n, len(self._leads)), np.nan, dtype=np.float32)
+            have = np.zeros(n, dtype=bool)
+            ref = self._last_block
+            assert ref is not None
+            start = ref.start + (p.first_seq - ref.seq) / ref.fs
+        head = self._history.end_seq or p.end_seq
+        self._late.append(_Late(p, samples, have, awaited, start, head))
+        return True
+
+    def _send_late(self, out: list[PipelineOutput], force: bool = False) -> None:
+        """Send the held strips that are complete, or waited long enough (or all: force)."""
+        if not self._late or self._fs is None:
+            return
+        head = self._history.end_seq if self._history is not None else None
+        wait = self._samples(_LATE_WAIT_S)
+        keep: list[_Late] = []
+        for i, late in enumerate(self._late):
+            overdue = head is not None and head - late.head_seq > wait
+            crowded = len(self._late) - i > _LATE_MAX
+            if force or late.complete or overdue or crowded:
+                out.append(self._late_strip(late))
+                self.counters["strips" if late.pending.kind == "strip" else "events"] += 1
+                self.counters["analysed_late"] += 1
+            else:
+                keep.append(late)
+        self._late = keep
+
+    def _late_strip(self, late: _Late) -> StripReady:
+        """The held strip, its facts measured on the window alone (fresh detectors)."""
+        assert self._fs is not None and self._qrs is not None
+        p = late.pending
+        block = SampleBlock(
+            late.samples, self._fs, late.start, p.first_seq, self._leads, self.device_id
+        )
+        qrs = QrsDetector(self._fs, lead=self._qrs.lead)
+        found = Beats.concat([qrs.process(block), qrs.finish()], self._fs)
+        quality = QualityTracker(self._fs, len(self._leads)).process(block)
+        d = self.cfg.dsp
+        rhythm = RhythmTracker(
+            self._fs, brady_bpm=d.brady_bpm, tachy_bpm=d.tachy_bpm, pause_s=d.pause_s
+        )
+        rhythm.process(found)
+        rhythm.finish(p.end_seq)
+        missing = runs_of(~late.have, p.first_seq)
+        p.trigger = {**p.trigger, "analysed_late": True}
+        return self._strip(p, block, missing, found.seq.tolist(), quality, rhythm.episodes)
 
     def _make_strip(self, p: _Pending) -> StripReady | None:
         assert self._history is not None and self._fs is not None
         win = self._history.window(p.first_seq, p.end_seq)
         if win is None:
             return None
-        block = win.block
         beats = [s for s in self._beats_seq if p.first_seq <= s < p.end_seq]
+        episodes = self._rhythm.episodes if self._rhythm is not None else []
+        return self._strip(p, win.block, win.missing, beats, self._quality_windows, episodes)
+
+    def _strip(
+        self,
+        p: _Pending,
+        block: SampleBlock,
+        missing: tuple[tuple[int, int], ...],
+        beats: list[int],
+        quality: list[QualityWindow],
+        episodes: list[RhythmEpisode],
+    ) -> StripReady:
+        """A strip of ``block`` (the window, NaN in the ``missing`` runs) and its facts."""
+        assert self._fs is not None
         gaps = [g for g in self._gaps if g.end_seq > p.first_seq and g.first_seq < p.end_seq]
         # Samples missing from the window that no driver reported (e.g. dropped by the
         # history bound) are reported too: nothing is missing silently.
         reported = {(g.first_seq, g.end_seq) for g in gaps}
-        for a, b in win.missing:
+        for a, b in missing:
             if (
                 not any(g.first_seq <= a and b <= g.end_seq for g in gaps)
                 and (a, b) not in reported
@@ -374,10 +513,10 @@ class DevicePipeline:
         facts: dict[str, Any] = {
             "heart_rate_bpm": _mean_hr(beats, self._fs),
             "beats_seq": beats,
-            "recorded_samples": int(block.n - sum(b - a for a, b in win.missing)),
-            "quality": self._quality_facts(p.first_seq, p.end_seq),
-            "beats_in_unusable_signal": self._flag_beats(beats),
-            "rhythm_episodes": self._rhythm_facts(p.first_seq, p.end_seq),
+            "recorded_samples": int(block.n - sum(b - a for a, b in missing)),
+            "quality": self._quality_facts(p.first_seq, p.end_seq, quality),
+            "beats_in_unusable_signal": self._flag_beats(beats, quality),
+            "rhythm_episodes": self._rhythm_facts(p.first_seq, p.end_seq, episodes),
         }
         if self._stage is not None and p.trigger.get("type") != "stage_end":
             facts["stage"] = self._stage
@@ -388,14 +527,16 @@ class DevicePipeline:
         facts.update(p.extra_facts)
         return StripReady(p.kind, block, p.trigger, facts, tuple(gaps))
 
-    def _flag_beats(self, beats: list[int]) -> list[int]:
+    def _flag_beats(self, beats: list[int], quality: list[QualityWindow]) -> list[int]:
         """Beats that fall in windows whose quality index is under 0.5 on every lead."""
-        bad = [(w.first_seq, w.end_seq) for w in self._quality_windows if not w.usable]
+        bad = [(w.first_seq, w.end_seq) for w in quality if not w.usable]
         return [b for b in beats if any(a <= b < e for a, e in bad)]
 
-    def _quality_facts(self, first: int, end: int) -> dict[str, Any] | None:
+    def _quality_facts(
+        self, first: int, end: int, quality: list[QualityWindow]
+    ) -> dict[str, Any] | None:
         """Signal quality over [first, end): index range, unusable seconds, flat/clipped leads."""
-        wins = [w for w in self._quality_windows if w.end_seq > first and w.first_seq < end]
+        wins = [w for w in quality if w.end_seq > first and w.first_seq < end]
         if not wins or self._fs is None:
             return None
         idx = np.stack([w.index for w in wins])  # windows x leads
@@ -412,13 +553,12 @@ class DevicePipeline:
             "window_s": round(window_s, 3),
         }
 
-    def _rhythm_facts(self, first: int, end: int) -> list[dict[str, Any]]:
+    def _rhythm_facts(
+        self, first: int, end: int, episodes: list[RhythmEpisode]
+    ) -> list[dict[str, Any]]:
         """Automated rhythm episodes overlapping [first, end) (measurements, not a diagnosis)."""
-        if self._rhythm is None:
-            return []
         out = []
-        eps: list[RhythmEpisode] = self._rhythm.episodes
-        for e in eps:
+        for e in episodes:
             e_end = e.end_seq if e.end_seq is not None else end
             if e_end > first and e.start_seq < end:
                 out.append(
@@ -431,6 +571,20 @@ class DevicePipeline:
                     }
                 )
         return out
+
+
+def _minus(ranges: list[tuple[int, int]], first: int, end: int) -> list[tuple[int, int]]:
+    """``ranges`` (half-open sample ranges) without ``[first, end)``."""
+    left: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if end <= a or b <= first:
+            left.append((a, b))
+            continue
+        if a < first:
+            left.append((a, first))
+        if end < b:
+            left.append((end, b))
+    return left
 
 
 def _mean_hr(beats_seq: list[int], fs: float) -> float | None:

@@ -13,7 +13,10 @@ the pipeline holds what arrives after a hole until the hole is
   a patch back after an hour away gets ``max_hold_s`` to backfill that hour.
 
 Samples that arrive after analysis moved past them (a late backfill, a duplicate)
-are counted and not analysed again. A device without backfill (Polar PMD,
+are counted and not analysed again in order; the ranges analysis gave up waiting for
+are listed in :attr:`BlockReorderer.gave_up_ranges`, so that strips and events whose
+window falls in them can be completed from the late samples
+(:class:`~gateway.pipeline.DevicePipeline` does). A device without backfill (Polar PMD,
 the serial cart) uses ``max_hold_s = 0``: nothing is held.
 
 Memory is bounded by ``max_hold_s`` of samples per device.
@@ -60,6 +63,9 @@ class BlockReorderer:
         self._held: dict[int, SampleBlock] = {}  # by first seq; never overlapping
         self._keys: list[int] = []  # the first seqs of ``_held``, sorted
         self._held_n = 0  # samples in ``_held``
+        #: Ranges ``(first, end)`` analysis moved past because the wait ran out (not
+        #: declared lost): their samples may still arrive, late. The latest 1000.
+        self.gave_up_ranges: list[tuple[int, int]] = []
         self._lost: list[tuple[int, int]] = []  # final gaps analysis has not reached yet
         self.stats = ReorderStats()
 
@@ -150,6 +156,8 @@ class BlockReorderer:
                 break
             self.stats.gave_up += 1
             self.stats.skipped += first - self.next_seq
+            self.gave_up_ranges.append((self.next_seq, first))
+            del self.gave_up_ranges[:-1000]
             self.next_seq = first
         return out
 

@@ -158,3 +158,61 @@ def test_lost_range_releases_analysis_at_once() -> None:
     (strip,) = _strips(out)[:1]
     assert strip.block.seq == 0 and len(strip.gaps) == 1
     assert strip.facts["recorded_samples"] == strip.block.n - int(fs)
+
+
+def test_backfill_slower_than_the_wait_still_completes_strips_and_the_event() -> None:
+    """A 40 s hole whose backfill comes only after analysis gave up waiting (10 s): the
+    strips and the post-symptom event inside the hole are held aside and sent complete,
+    samples as recorded, facts measured on the window; nothing is sent with a hole."""
+    fs = 250.0
+    blocks = _blocks(fs, 120, 25)
+    press = DeviceEvent("p", "button", T0 + 40, int(40 * fs), {"press_id": 7})
+    in_hole = [b for b in blocks if 20 * fs <= b.seq < 60 * fs]
+    rest = [b for b in blocks if not 20 * fs <= b.seq < 60 * fs]
+    at = next(i for i, b in enumerate(rest) if b.seq >= 90 * fs)
+    order = rest[:at] + in_hole + rest[at:]  # backfilled 30 s after the link came back
+
+    def run(blocks_in: list, wait_s: float, told_s: float) -> tuple[list, DevicePipeline]:
+        p = DevicePipeline("p", _cfg(), backfill_wait_s=wait_s)
+        out = []
+        for b in blocks_in:
+            out += p.on_block(b)
+            if b.seq == int(told_s * fs):
+                out += p.on_event(press)
+        return out + p.flush(), p
+
+    expected, _ = run(blocks, 0.0, 41.0)
+    got, p = run(order, 10.0, 61.0)  # the press notification comes after the reconnect
+    assert p.reorder.stats.gave_up == 1 and p.reorder.stats.late == len(in_hole) * 25
+    want = {(s.kind, s.block.seq): s for s in _strips(expected)}
+    have = {(s.kind, s.block.seq): s for s in _strips(got)}
+    assert sorted(have) == sorted(want)
+    late = [k for k, s in have.items() if s.trigger.get("analysed_late")]
+    held = [("event", int(35 * fs)), ("strip", int(20 * fs)), ("strip", int(40 * fs))]
+    assert sorted(late) == held
+    assert p.counters["analysed_late"] == 3
+    for key, s in have.items():
+        np.testing.assert_array_equal(s.block.samples, want[key].block.samples)
+        assert s.facts["recorded_samples"] == s.block.n and s.gaps == ()
+        ref = np.array(want[key].facts["beats_seq"])
+        got_beats = np.array(s.facts["beats_seq"])
+        assert len(got_beats) == len(ref)  # the fresh detector finds the same beats
+        assert np.abs(got_beats - ref).max() <= int(0.01 * fs)
+        assert abs(s.facts["heart_rate_bpm"] - 70) < 3
+    event = have[("event", int(35 * fs))]
+    assert event.trigger["press_id"] == 7 and "pre_available_s" not in event.trigger
+
+
+def test_late_samples_declared_lost_release_the_held_strip() -> None:
+    fs = 250.0
+    blocks = _blocks(fs, 80, 25)
+    p = DevicePipeline("p", _cfg(), backfill_wait_s=5.0)
+    out = []
+    for b in blocks:
+        if not 20 * fs <= b.seq < 35 * fs:
+            out += p.on_block(b)
+    assert int(20 * fs) not in [s.block.seq for s in _strips(out)]  # held for late samples
+    out += p.on_gap(Gap("p", int(20 * fs), int(35 * fs), T0 + 20, T0 + 35, "overwritten", True))
+    (strip,) = [s for s in _strips(out) if s.block.seq == int(20 * fs)]
+    assert strip.trigger["analysed_late"] and strip.facts["recorded_samples"] == 0
+    assert [g.reason for g in strip.gaps] == ["overwritten"]
