@@ -14,7 +14,6 @@ AF report their false AF time (the target: under 1 % of the record).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report
 from gateway.analyze import analyze_signal
 
 
@@ -67,11 +67,9 @@ def main() -> int:
         else:
             false_records.append(f"| {rec} | {gs:.0f} | {100 * gs / (n / fs):.1f} |")
         print(rec, f"ref {rs:.0f} s, detected {gs:.0f} s, overlap {both:.0f} s", flush=True)
-    cmd = "python3 benchmarks/af.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
+    return report.publish(
         [
-            f"Command: `{cmd}`  ",
-            f"Machine: {platform.machine()}, Python {platform.python_version()}.",
+            *report.header("."),
             "",
             "| record | reference AF s | detected AF s | duration Se % | duration +P % |",
             "|---|---|---|---|---|",
@@ -84,12 +82,9 @@ def main() -> int:
             "| record | detected AF s | % of record |",
             "|---|---|---|",
             *false_records,
-        ]
+        ],
+        args.markdown,
     )
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ gross Se and +P over the records, and the mean quality index.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from scipy import signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report
 from benchmarks.ec57 import BEAT_SYMBOLS, Score, match_beats, outside, vf_episodes
 from dsp.block import SampleBlock
 from dsp.qrs import detect_beats
@@ -107,23 +107,19 @@ def main() -> int:
                 f"{flagged} | {np.mean(q_all):.2f} |"
             )
             print(rows[-1], flush=True)
-    cmd = "python3 benchmarks/noise.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
+    return report.publish(
         [
-            f"Command: `{cmd}`  ",
-            f"Machine: {platform.machine()}, Python {platform.python_version()}; records "
-            f"{' '.join(args.records)}, first {args.minutes:g} min, channel 0.",
+            *report.header(
+                f"; records {' '.join(args.records)}, first {args.minutes:g} min, channel 0."
+            ),
             "",
             "| noise | SNR | Se % | +P % | false beats | of them flagged unusable "
             "| mean quality index |",
             "|---|---|---|---|---|---|---|",
             *rows,
-        ]
+        ],
+        args.markdown,
     )
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report
 from drivers.sim.synth import EcgSynth
 from dsp.block import SampleBlock
 from gateway.config import MqttConfig
@@ -104,22 +104,18 @@ def main() -> int:
             broker.wait()
         rows.append(f"| drain to mosquitto, QoS 1, acknowledged | {n} | {n / dt:,.0f} |")
     size = len(str(body))
-    cmd = "python3 benchmarks/outbox.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
+    return report.publish(
         [
-            f"Command: `{cmd}`  ",
-            f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}, SQLite WAL synchronous=FULL; message ≈ {size} bytes.",
+            *report.header(
+                f", {os.cpu_count()} cores, SQLite WAL synchronous=FULL; message ≈ {size} bytes."
+            ),
             "",
             "| operation | messages | messages/s |",
             "|---|---|---|",
             *rows,
-        ]
+        ],
+        args.markdown,
     )
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ channel 0 of every record. CPU time (process_time) of the chain only.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report
 from dsp.block import SampleBlock
 from dsp.filters import EcgFilter
 from dsp.heart_rate import HeartRateTracker
@@ -82,22 +82,16 @@ def main() -> int:
         detail = ", ".join(f"{k} {seconds / v:,.0f}x" for k, v in parts_sum.items())
         rows.append(f"| {block_s:g} s | {seconds / total:,.0f} | {detail} |")
         print(rows[-1], flush=True)
-    cmd = "python3 benchmarks/pipeline_speed.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
+    return report.publish(
         [
-            f"Command: `{cmd}`  ",
-            f"Machine: {platform.machine()}, Python {platform.python_version()}, "
-            f"{seconds / 3600:.1f} h of ECG (one lead).",
+            *report.header(f", {seconds / 3600:.1f} h of ECG (one lead)."),
             "",
             "| block | whole chain, x real time per lead | per stage |",
             "|---|---|---|",
             *rows,
-        ]
+        ],
+        args.markdown,
     )
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

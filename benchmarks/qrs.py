@@ -16,7 +16,6 @@ Speed is CPU time per record, as x real time (record seconds / CPU seconds).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report
 from benchmarks.ec57 import BEAT_SYMBOLS, Score, match_beats, outside, vf_episodes
 from dsp.block import SampleBlock
 from dsp.qrs import Beats, QrsDetector
@@ -109,12 +109,8 @@ def main() -> int:
         rows.append(row)
         print(" ".join(row), flush=True)
 
-    cmd = "python3 benchmarks/qrs.py " + " ".join(sys.argv[1:])
     lines = [
-        f"Command: `{cmd}`  ",
-        f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
-        f"Python {platform.python_version()}, {len(records)} records, channel 0, "
-        f"{seconds / 3600:.1f} h of ECG.",
+        *report.header(f", {len(records)} records, channel 0, {seconds / 3600:.1f} h of ECG."),
         "",
         "| detector | gross Se % | gross +P % | TP | FN | FP | x real time (CPU) |",
         "|---|---|---|---|---|---|---|",
@@ -128,11 +124,7 @@ def main() -> int:
     lines.append("| record | " + " | ".join(detectors) + " |")
     lines.append("|---" * (len(detectors) + 1) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-    return 0
+    return report.publish(lines, args.markdown)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ live samples until the hole is filled. Reports CPU time per
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report
 from dsp.block import SampleBlock
 from gateway.reorder import BlockReorderer
 
@@ -51,14 +51,15 @@ def main() -> int:
                 backfilled += piece.shape[0]
                 pushes += 1
     cpu = time.process_time() - t0
-    print(
-        f"Command: `{' '.join(['python3 benchmarks/reorder.py', *sys.argv[1:]])}`  \n"
-        f"Machine: {platform.machine()}, Python {platform.python_version()}\n\n"
-        f"{pushes} pushes ({backfilled} samples backfilled, at most "
-        f"{reorder.stats.held_max} held), {released} blocks released in order: "
-        f"{cpu:.2f} s CPU, {cpu / pushes * 1e6:.1f} µs per push."
+    return report.publish(
+        [
+            *report.header(),
+            "",
+            f"{pushes} pushes ({backfilled} samples backfilled, at most "
+            f"{reorder.stats.held_max} held), {released} blocks released in order: "
+            f"{cpu:.2f} s CPU, {cpu / pushes * 1e6:.1f} µs per push.",
+        ]
     )
-    return 0
 
 
 if __name__ == "__main__":

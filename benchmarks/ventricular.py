@@ -20,7 +20,6 @@ the gateway uses it only to leave such intervals out of the AF statistics.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import report
 from benchmarks.ec57 import BEAT_SYMBOLS, outside, vf_episodes
 from dsp.block import SampleBlock
 from dsp.qrs import Beats, QrsDetector
@@ -103,24 +103,18 @@ def main() -> int:
     tp, fn, fp = totals.tolist()
     se = 100.0 * tp / (tp + fn) if tp + fn else float("nan")
     ppv = 100.0 * tp / (tp + fp) if tp + fp else float("nan")
-    cmd = "python3 benchmarks/ventricular.py " + " ".join(sys.argv[1:])
-    text = "\n".join(
+    return report.publish(
         [
-            f"Command: `{cmd}`  ",
-            f"Machine: {platform.machine()}, Python {platform.python_version()}, channel 0, "
-            "whole records, 1 s blocks.",
+            *report.header(", channel 0, whole records, 1 s blocks."),
             "",
             f"Gross VEB Se {se:.1f} %, +P {ppv:.1f} % (TP {tp}, FN {fn}, FP {fp}).",
             "",
             "| record | reference VEBs | TP | FN | FP |",
             "|---|---|---|---|---|",
             *rows,
-        ]
+        ],
+        args.markdown,
     )
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from drivers.sim.synth import EcgSynth
 from dsp import detect_beats
 from dsp.block import SampleBlock
 from dsp.qrs import Beats, QrsDetector, _local_peaks, _local_peaks_fast
-from tests.dsp.helpers import blocks_of
+from tests.dsp.helpers import blocks_of, peak_search_cases
 
 
 def _match(ref: np.ndarray, det: np.ndarray, tol: int) -> int:
@@ -103,21 +103,14 @@ def test_wide_beats_labelled_ventricular(mitdb119: dict) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    values=st.lists(st.integers(0, 4), min_size=8, max_size=300),
-    r=st.integers(1, 40),
-    cut=st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300)),
-)
-def test_sliding_max_peaks_equal_plain_rule(values: list[int], r: int, cut: tuple) -> None:
+@given(case=peak_search_cases())
+def test_sliding_max_peaks_equal_plain_rule(case: tuple | None) -> None:
     """The sliding-maximum candidate search gives the sample-by-sample rule, ties included."""
-    e = np.asarray(values, dtype=np.float64)  # few levels: plateaus and ties everywhere
-    first, a, b = sorted(c % (len(e) - 1) for c in cut)
-    a, b = max(a, first + 1), min(b, len(e) - 1)
-    stop = len(e)
-    if b <= a:
+    if case is None:
         return
-    expected = _local_peaks(e, a, b, r, first, stop)
-    assert _local_peaks_fast(e, a, b, r, first, stop, np.empty_like(e)) == expected
+    e, first, a, b, r = case
+    expected = _local_peaks(e, a, b, r, first, len(e))
+    assert _local_peaks_fast(e, a, b, r, first, len(e), np.empty_like(e)) == expected
 
 
 def _all(beats: Beats) -> tuple:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dsp import qrs
 from dsp.qrs import Beats, QrsDetector, _local_peaks
-from tests.dsp.helpers import blocks_of
+from tests.dsp.helpers import blocks_of, peak_search_cases
 
 kernel = pytest.importorskip("dsp._qrs_kernel", reason="compiled QRS kernel not built")
 
@@ -66,23 +66,16 @@ def test_compiled_equals_numpy_across_a_gap(mitdb119: dict) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(
-    values=st.lists(st.integers(0, 4), min_size=8, max_size=300),
-    r=st.integers(1, 40),
-    cut=st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300)),
-)
-def test_peaks_equal_plain_rule(values: list[int], r: int, cut: tuple) -> None:
+@given(case=peak_search_cases())
+def test_peaks_equal_plain_rule(case: tuple | None) -> None:
     """The kernel's candidate search is the sample-by-sample rule, plateaus and ties included."""
-    e = np.asarray(values, dtype=np.float64)
-    first, a, b = sorted(c % (len(e) - 1) for c in cut)
-    a, b = max(a, first + 1, r), min(b, len(e) - 1)
-    if b <= a:
+    if case is None:
         return
+    e, first, a, b, r = case
     buf = np.zeros((6, len(e)))
     buf[3] = e  # the feature row
-    assert kernel.peaks(buf, len(e), a, b, r, first, len(e)) == _local_peaks(
-        e, a, b, r, first, len(e)
-    )
+    expected = _local_peaks(e, a, b, r, first, len(e))
+    assert kernel.peaks(buf, len(e), a, b, r, first, len(e)) == expected
 
 
 def test_bad_arguments_raise_instead_of_reading_out_of_bounds() -> None:

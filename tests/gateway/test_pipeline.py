@@ -110,6 +110,15 @@ def _strips(out) -> list[StripReady]:
     return [o for o in out if isinstance(o, StripReady)]
 
 
+def _with_hole(p: DevicePipeline, blocks: list[SampleBlock], fs: float, hole_s: tuple) -> list:
+    """Feed every block except those starting in ``[hole_s[0], hole_s[1])`` seconds."""
+    out = []
+    for b in blocks:
+        if not hole_s[0] * fs <= b.seq < hole_s[1] * fs:
+            out += p.on_block(b)
+    return out
+
+
 def test_backfilled_samples_reach_strips_and_events_as_if_never_missed() -> None:
     """A 12 s hole backfilled 20 s later: strips and the event equal the in-order run."""
     fs = 250.0
@@ -149,10 +158,7 @@ def test_lost_range_releases_analysis_at_once() -> None:
     fs = 250.0
     blocks = _blocks(fs, 40, 25)
     p = DevicePipeline("p", _cfg(), backfill_wait_s=600.0)
-    out = []
-    for b in blocks:
-        if not 5 * fs <= b.seq < 6 * fs:
-            out += p.on_block(b)
+    out = _with_hole(p, blocks, fs, (5, 6))
     assert _strips(out) == [] and p.reorder.held_samples > 0  # waiting for the backfill
     out += p.on_gap(Gap("p", int(5 * fs), int(6 * fs), T0 + 5, T0 + 6, "not in memory", True))
     (strip,) = _strips(out)[:1]
@@ -207,10 +213,7 @@ def test_late_samples_declared_lost_release_the_held_strip() -> None:
     fs = 250.0
     blocks = _blocks(fs, 80, 25)
     p = DevicePipeline("p", _cfg(), backfill_wait_s=5.0)
-    out = []
-    for b in blocks:
-        if not 20 * fs <= b.seq < 35 * fs:
-            out += p.on_block(b)
+    out = _with_hole(p, blocks, fs, (20, 35))
     assert int(20 * fs) not in [s.block.seq for s in _strips(out)]  # held for late samples
     out += p.on_gap(Gap("p", int(20 * fs), int(35 * fs), T0 + 20, T0 + 35, "overwritten", True))
     (strip,) = [s for s in _strips(out) if s.block.seq == int(20 * fs)]
