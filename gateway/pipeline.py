@@ -458,9 +458,16 @@ class DevicePipeline:
         block = SampleBlock(
             late.samples, self._fs, late.start, p.first_seq, self._leads, self.device_id
         )
+        # the recorded runs only, each after a gap for the detectors (no NaN fed to them)
         qrs = QrsDetector(self._fs, lead=self._qrs.lead)
-        found = Beats.concat([qrs.process(block), qrs.finish()], self._fs)
-        quality = QualityTracker(self._fs, len(self._leads)).process(block)
+        tracker = QualityTracker(self._fs, len(self._leads))
+        parts: list[Beats] = []
+        quality: list[QualityWindow] = []
+        for a, b in runs_of(late.have, p.first_seq):
+            run = block.slice_seq(a, b)
+            parts.append(qrs.process(run))
+            quality += tracker.process(run)
+        found = Beats.concat([*parts, qrs.finish()], self._fs)
         d = self.cfg.dsp
         rhythm = RhythmTracker(
             self._fs, brady_bpm=d.brady_bpm, tachy_bpm=d.tachy_bpm, pause_s=d.pause_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 
@@ -10,6 +11,7 @@ from drivers.events import DeviceEvent, Gap
 from drivers.sim.synth import EcgSynth
 from dsp.block import SampleBlock
 from gateway.config import parse_config
+from gateway.payloads import build_strip_body
 from gateway.pipeline import DevicePipeline, LiveChunk, StripReady
 
 T0 = 1_790_000_000.0
@@ -219,3 +221,14 @@ def test_late_samples_declared_lost_release_the_held_strip() -> None:
     (strip,) = [s for s in _strips(out) if s.block.seq == int(20 * fs)]
     assert strip.trigger["analysed_late"] and strip.facts["recorded_samples"] == 0
     assert [g.reason for g in strip.gaps] == ["overwritten"]
+    assert strip.facts["quality"] is None and strip.facts["beats_seq"] == []  # nothing measured
+    body = build_strip_body(
+        strip.block,
+        gateway_id="gw1",
+        kind=strip.kind,
+        trigger=strip.trigger,
+        facts=strip.facts,
+        gaps=list(strip.gaps),
+        created=T0,
+    )
+    json.dumps(body, allow_nan=False)  # storable as is
