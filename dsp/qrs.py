@@ -104,7 +104,7 @@ class Beats:
     ventricular
         True where the QRS is much wider than the dominant beats (over 1.6 x the
         median width of the last 32): a likely ventricular beat. A width
-        measurement, not a diagnosis, and a weak one (VEB Se 56 % / +P 66 % on
+        measurement, not a diagnosis, and a weak one (VEB Se 56 % / +P 65 % on
         MIT-BIH, see BENCHMARKS.md): used to leave intervals out of the AF
         statistics, not shown to anyone.
     """
