@@ -47,25 +47,42 @@ except ImportError:  # pragma: no cover - built wherever a C compiler was at ins
 
 
 def _kernel_filters_match() -> bool:
-    """Whether the kernel's SOS recurrence gives scipy's results bit for bit here (a
+    """Whether the kernel's SOS recurrences give scipy's results bit for bit here (a
     compiler may fuse multiply-adds in one and not the other); if not, the kernel path
-    filters with scipy, so both paths still give the same beats."""
+    filters with scipy, so both paths still give the same beats. Checked on the detector's
+    own two cascades."""
     if _qrs_kernel is None:
         return False
     rng = np.random.default_rng(0)
-    sos = signal.butter(2, [5.0, 18.0], "bandpass", fs=360.0, output="sos")
     x = np.cumsum(rng.standard_normal(2000))
-    zi = rng.standard_normal((1, sos.shape[0], 2))
-    ours = np.empty_like(x)
-    _qrs_kernel.sosfilt(sos, zi[0].copy(), x, ours)
-    reference = SosFilter(sos, 1)  # exactly what the numpy path runs
-    reference.state(x[:1])[...] = zi
-    theirs = x[None, :].copy()
-    reference.filter_inplace(theirs)
-    return bool(np.array_equal(ours, theirs[0]))
+    cascades = _detector_sos(360.0)
+    states = [rng.standard_normal((1, sos.shape[0], 2)) for sos in cascades]
+    ours = [np.empty_like(x), np.empty_like(x)]
+    (sa, sb), (za, zb) = cascades, states
+    _qrs_kernel.sosfilt2(sa, za[0].copy(), sb, zb[0].copy(), x, *ours)
+    for sos, zi, y in zip(cascades, states, ours, strict=True):
+        reference = SosFilter(sos, 1)  # exactly what the numpy path runs
+        reference.state(x[:1])[...] = zi
+        theirs = x[None, :].copy()
+        reference.filter_inplace(theirs)
+        if not np.array_equal(y, theirs[0]):
+            return False
+    return True
 
 
-_KERNEL_FILTERS = _kernel_filters_match()
+def _detector_sos(fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's two cascades: the QRS band (5-18 Hz) and the 0.5-40 Hz signal."""
+    low, high = _QRS_BAND_HZ
+    qrs = signal.butter(2, [low, min(high, 0.45 * fs)], "bandpass", fs=fs, output="sos")
+    lo, hi = band_edges("monitoring", fs)
+    amp = np.vstack(
+        [
+            signal.butter(2, lo, "highpass", fs=fs, output="sos"),
+            signal.butter(2, hi, "lowpass", fs=fs, output="sos"),
+        ]
+    )
+    return qrs, amp
+
 
 __all__ = ["Beats", "QrsDetector", "detect_beats"]
 
@@ -82,6 +99,8 @@ _WIDTH_SLOPE = 0.3  # QRS width: span where the slope exceeds 30 % of its peak
 _WIDE = 1.6  # wider than 1.6 x the median of recent beats (the dominant width): likely ventricular
 _WIDTH_HISTORY = 32  # beats in that median
 _THRESHOLD = 0.3125
+
+_KERNEL_FILTERS = _kernel_filters_match()
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,16 +220,7 @@ class QrsDetector:
         self._t_wave = int(round(_T_WAVE_S * fs))
         self._learn = int(round(_LEARN_S * fs))
         self._rr_cap = int(round(_RR_CAP_S * fs))
-        low, high = _QRS_BAND_HZ
-        band = [low, min(high, 0.45 * fs)]
-        self._qrs_sos = signal.butter(2, band, "bandpass", fs=fs, output="sos")
-        lo, hi = band_edges("monitoring", fs)
-        self._amp_sos = np.vstack(
-            [
-                signal.butter(2, lo, "highpass", fs=fs, output="sos"),
-                signal.butter(2, hi, "lowpass", fs=fs, output="sos"),
-            ]
-        )
+        self._qrs_sos, self._amp_sos = _detector_sos(fs)
         self._qrs_f = SosFilter(self._qrs_sos, 1)
         self._amp_f = SosFilter(self._amp_sos, 1)
         # R is searched in [energy peak - window - delay, energy peak]

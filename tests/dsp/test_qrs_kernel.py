@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import signal
 
 from dsp import qrs
 from dsp.qrs import Beats, QrsDetector, _local_peaks
@@ -90,7 +91,9 @@ def test_bad_arguments_raise_instead_of_reading_out_of_bounds() -> None:
         kernel.candidate(buf, 100, 50, 50, 0.3)  # empty window
     sos = np.array([[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]])
     with pytest.raises(ValueError):
-        kernel.sosfilt(sos, np.zeros(3), np.zeros(4), np.zeros(4))  # state of the wrong size
+        kernel.sosfilt2(sos, np.zeros(3), sos, np.zeros(2), *np.zeros((3, 4)))  # state size
+    with pytest.raises(ValueError):
+        kernel.sosfilt2(sos, np.zeros(2), sos, np.zeros(2), *np.zeros((2, 4)), np.zeros(3))
     with pytest.raises(TypeError):
         kernel.feature(np.zeros((6, 100)).T.copy().T, 100, 10, 10, 5, False)  # not contiguous
 
@@ -109,3 +112,22 @@ def test_compiled_equals_numpy_on_garbage(seed: int, scale: float, sizes: list[i
     x[1500:] += scale * 10
     fs = 250.0
     _assert_same(_stream(x, fs, sizes, compiled=True), _stream(x, fs, [len(x)], compiled=False))
+
+
+@pytest.mark.parametrize("sections", [(3, 1), (1, 3), (2, 2)])
+def test_two_cascades_of_any_lengths_filter_like_scipy(sections: tuple[int, int]) -> None:
+    """The interleaved pair runs each cascade as scipy does, whatever their lengths."""
+    rng = np.random.default_rng(sum(sections))
+    x = np.cumsum(rng.standard_normal(1500))
+    cascades = [
+        signal.butter(2 * k, [3.0, 30.0], "bandpass", fs=250.0, output="sos") for k in sections
+    ]
+    cascades = [sos[: sections[i]] for i, sos in enumerate(cascades)]
+    states = [rng.standard_normal((sos.shape[0], 2)) for sos in cascades]
+    ya, yb = np.empty_like(x), np.empty_like(x)
+    za, zb = (z.copy() for z in states)
+    kernel.sosfilt2(cascades[0], za, cascades[1], zb, x, ya, yb)
+    for sos, zi, y, z_end in zip(cascades, states, (ya, yb), (za, zb), strict=True):
+        expected, expected_z = signal.sosfilt(sos, x, zi=zi)
+        np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(z_end, expected_z, rtol=1e-12, atol=1e-9)
