@@ -93,24 +93,11 @@ PyDoc_STRVAR(peaks_doc,
              "the largest of e[max(i - r, first) : min(i + r + 1, stop)]. For finite e only;\n"
              "needs first < a and b < stop.");
 
-static PyObject *peaks(PyObject *self, PyObject *args) {
-    Py_buffer view;
-    Py_ssize_t cap, a, b, r, first, stop;
-    if (!PyArg_ParseTuple(args, "w*nnnnnn", &view, &cap, &a, &b, &r, &first, &stop)) return NULL;
-    double *buf = history(&view, cap);
-    /* ``first`` (the segment's first sample) may lie before the buffer; windows never do */
-    if (buf == NULL || stop > cap || a - r < 0 || a < 1 || a <= first || b >= stop || a > b) {
-        if (buf != NULL)
-            PyErr_SetString(PyExc_IndexError, "peaks needs first < a <= b < stop <= cap, a >= r");
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    const double *e = buf + ROW_E * cap;
+/* Candidate peaks in [a, b) of the feature e (see peaks()), or NULL with an exception. */
+static PyObject *peak_list(const double *e, Py_ssize_t a, Py_ssize_t b, Py_ssize_t r,
+                           Py_ssize_t first, Py_ssize_t stop) {
     PyObject *out = PyList_New(0);
-    if (out == NULL) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
+    if (out == NULL) return NULL;
     for (Py_ssize_t i = a; i < b; i++) {
         const double v = e[i];
         /* the largest of its window is not below its right neighbour: test that first */
@@ -129,11 +116,32 @@ static PyObject *peaks(PyObject *self, PyObject *args) {
         if (idx == NULL || PyList_Append(out, idx) < 0) {
             Py_XDECREF(idx);
             Py_DECREF(out);
-            PyBuffer_Release(&view);
             return NULL;
         }
         Py_DECREF(idx);
     }
+    return out;
+}
+
+/* The window bounds peaks() needs, or 0 with an IndexError. */
+static int peak_bounds(Py_ssize_t cap, Py_ssize_t a, Py_ssize_t b, Py_ssize_t r, Py_ssize_t first,
+                       Py_ssize_t stop) {
+    /* ``first`` (the segment's first sample) may lie before the buffer; windows never do */
+    if (stop > cap || a - r < 0 || a < 1 || a <= first || b >= stop || a > b) {
+        PyErr_SetString(PyExc_IndexError, "peaks needs first < a <= b < stop <= cap, a >= r");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *peaks(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t cap, a, b, r, first, stop;
+    if (!PyArg_ParseTuple(args, "w*nnnnnn", &view, &cap, &a, &b, &r, &first, &stop)) return NULL;
+    double *buf = history(&view, cap);
+    PyObject *out = NULL;
+    if (buf != NULL && peak_bounds(cap, a, b, r, first, stop))
+        out = peak_list(buf + ROW_E * cap, a, b, r, first, stop);
     PyBuffer_Release(&view);
     return out;
 }
@@ -235,17 +243,20 @@ static int sos_args(Py_buffer *sos, Py_buffer *z, Py_ssize_t *n_sections) {
 }
 
 PyDoc_STRVAR(front_doc,
-             "front(buf, cap, done, h, n, w, fresh, x, qrs_sos, qrs_zi, amp_sos, amp_zi)\n\n"
+             "front(buf, cap, done, h, n, w, fresh, x, qrs_sos, qrs_zi, amp_sos, amp_zi,\n"
+             "      a, b, r, first) -> list[int] | None\n\n"
              "One block into the history: move the last h samples of the previous block (of\n"
              "``done`` samples) to the front, filter x (n float64) into f and amp with the two\n"
-             "SOS cascades (states updated in place), then :func:`feature`.");
+             "SOS cascades (states updated in place), then :func:`feature`; return\n"
+             "peaks(buf, cap, a, b, r, first, h + n) ([] when b <= a), or None when the running\n"
+             "sum is no longer finite (NaN or inf in the segment: the caller searches itself).");
 
 static PyObject *front(PyObject *self, PyObject *args) {
     Py_buffer view, xv, qs, qz, as_, az;
-    Py_ssize_t cap, done, h, n, w, nq, na;
+    Py_ssize_t cap, done, h, n, w, nq, na, a, b, r, first;
     int fresh;
-    if (!PyArg_ParseTuple(args, "w*nnnnnpy*y*w*y*w*", &view, &cap, &done, &h, &n, &w, &fresh,
-                          &xv, &qs, &qz, &as_, &az))
+    if (!PyArg_ParseTuple(args, "w*nnnnnpy*y*w*y*w*nnnn", &view, &cap, &done, &h, &n, &w, &fresh,
+                          &xv, &qs, &qz, &as_, &az, &a, &b, &r, &first))
         return NULL;
     PyObject *result = NULL;
     double *buf = history(&view, cap);
@@ -262,9 +273,15 @@ static PyObject *front(PyObject *self, PyObject *args) {
     const double *x = (const double *)xv.buf;
     sosfilt_pair((const double *)qs.buf, nq, (double *)qz.buf, buf + ROW_F * cap + h,
                  (const double *)as_.buf, na, (double *)az.buf, buf + ROW_AMP * cap + h, x, n);
-    Py_INCREF(Py_None);
-    result = Py_None;
     feature_loop(buf, cap, h, n, w, fresh);
+    if (b <= a) {
+        result = PyList_New(0);
+    } else if (!isfinite(buf[ROW_CSUM * cap + h + n - 1])) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    } else if (peak_bounds(cap, a, b, r, first, h + n)) {
+        result = peak_list(buf + ROW_E * cap, a, b, r, first, h + n);
+    }
 done:
     PyBuffer_Release(&view);
     PyBuffer_Release(&xv);

@@ -258,6 +258,7 @@ class QrsDetector:
         self._buf[:, : self._hist_n] = 0.0  # no history: running sums start at 0
         self._fresh = True  # no sample yet: the first slope of the segment is 0
         self._scan_from = seg0
+        self._found: tuple[int, int, list[int]] | None = None  # (a, b, peaks) from front()
         self._learning: list[_Candidate] = []
         self._noise_since_beat: list[_Candidate] = []
         self._last_beat: int | None = None
@@ -357,10 +358,16 @@ class QrsDetector:
             x64 = np.ascontiguousarray(x, dtype=np.float64)
             first = x64[:1]
             qrs, amp = self._qrs_f, self._amp_f
-            self._k.front(
+            # ... and finds the candidate peaks the scan of this block will ask for
+            assert self._start is not None
+            base, end = self._base, self._base + h + n
+            a, b = max(self._scan_from, self._start + 1), min(end - self._r, end - 1)
+            found = self._k.front(
                 self._buf, self._cap, done, h, n, self._w, self._fresh,
                 x64, qrs.sos, qrs.state(first), amp.sos, amp.state(first),
+                a - base, b - base, self._r, self._start - base,
             )  # fmt: skip
+            self._found = None if found is None else (a, b, found)
             self._fresh = False
             self._pos = h + n
             return
@@ -417,6 +424,9 @@ class QrsDetector:
         assert self._start is not None
         base = self._base
         first, stop = self._start - base, self._pos
+        found, self._found = self._found, None
+        if found is not None and found[0] == a and found[1] == b:  # found by front() already
+            return [base + i for i in found[2]]
         if not math.isfinite(self._csum[stop - 1]):  # NaN or inf in the segment (kept by the sum)
             found = _local_peaks(self._e, a - base, b - base, self._r, first, stop)
         elif self._k is not None:
