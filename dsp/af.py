@@ -45,6 +45,7 @@ such flutter is reported as AF.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import operator
@@ -191,6 +192,13 @@ class AfDetector:
         self._rr: deque[int] = deque(maxlen=WINDOW)
         self._wide: deque[bool] = deque(maxlen=WINDOW)
         self._last_wide = False
+        # the window kept sorted, with its count of wide flags, its sum and the sum of
+        # its squared successive differences (exact integers): a regular window with no
+        # ectopy is judged from these without going through the intervals
+        self._sorted: list[int] = []
+        self._n_wide = 0
+        self._sum = 0
+        self._sq_sum = 0
         self._state: bool | None = None  # None: nothing known yet in this stream
         self._evidence = 0  # up/down count of verdicts, 0..EVIDENCE_MAX
         self._regular_run = 0  # consecutive regular verdicts while the state is unknown
@@ -208,6 +216,8 @@ class AfDetector:
         self._beats.clear()
         self._rr.clear()
         self._wide.clear()
+        self._sorted.clear()
+        self._n_wide = self._sum = self._sq_sum = 0
         self._state = None
         self._evidence = 0
         self._regular_run = 0
@@ -219,14 +229,15 @@ class AfDetector:
         if not self._beats:
             self.start(seq, wide)
             return None
-        self._rr.append(seq - self._beats[-1])
         # an interval that ends on or starts from a wide (ventricular) beat
-        self._wide.append(bool(wide) or self._last_wide)
+        self._slide(seq - self._beats[-1], bool(wide) or self._last_wide)
         self._beats.append(seq)
         self._last_wide = bool(wide)
         if len(self._rr) < WINDOW:
             return None
-        irregular = _irregular(self._rr, self._wide)
+        irregular = self._regular_window_verdict()
+        if irregular is None:
+            irregular = _irregular(self._rr, self._wide)
         if irregular is None:
             return None  # too much ectopy to judge: nothing changes
         centre = self._beats[WINDOW // 2]
@@ -253,6 +264,39 @@ class AfDetector:
         if self._state is None and self._regular_run >= ENTER:
             self._state = False  # regular rhythm established; later onsets sit at a centre
         return None
+
+    def _slide(self, rr: int, wide: bool) -> None:
+        """Append an interval (samples) to the window, dropping its oldest when full."""
+        window, ordered = self._rr, self._sorted
+        if len(window) == WINDOW:
+            old = window[0]
+            self._sq_sum -= (window[1] - old) ** 2
+            self._sum -= old
+            self._n_wide -= self._wide[0]
+            del ordered[bisect.bisect_left(ordered, old)]
+        if window:
+            self._sq_sum += (rr - window[-1]) ** 2
+        window.append(rr)
+        self._wide.append(wide)
+        self._sum += rr
+        self._n_wide += wide
+        bisect.insort(ordered, rr)
+
+    def _regular_window_verdict(self) -> bool | None:
+        """``_irregular`` of the full window when nothing is left out of it (no wide
+        flag, no interval short enough to be premature) and its normalised RMSSD is
+        under the limit: False. None otherwise (the full computation decides). The
+        same arithmetic on exact integer sums, so the same floats."""
+        if self._n_wide:
+            return None
+        ordered, n = self._sorted, WINDOW
+        mid = n // 2
+        med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        if ordered[0] < PREMATURE * med:
+            return None
+        mean = float(self._sum) / n
+        nrmssd = math.sqrt(float(self._sq_sum) / (n - 1)) / mean if mean > 0 else 0.0
+        return False if not nrmssd > NRMSSD else None
 
     def _stats(self) -> AfStats:
         stats = window_stats(self._rr, self._wide)

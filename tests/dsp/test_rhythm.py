@@ -6,6 +6,8 @@ ectopy inside AF and in sinus rhythm, and that streaming gives what one block gi
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -122,6 +124,40 @@ def test_quick_verdict_is_the_full_one(rr: list[int], wide: list[bool], regular:
         rr = [300 + v % (5 * regular) for v in rr]
     stats = window_stats(rr, wide)
     assert _irregular(rr, wide) == (None if stats is None else stats.irregular)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(40, 800), st.booleans(), st.integers(0, 40)),
+        min_size=1,
+        max_size=200,
+    ),
+    st.integers(0, 3),
+)
+def test_sliding_window_verdict_is_the_full_one(
+    pushes: list[tuple[int, bool, int]], steady: int
+) -> None:
+    """The detector's window kept incrementally (sorted, sums, wide count) gives, where it
+    judges at all, the verdict of the full statistics, at every beat, across restarts."""
+    d = AfDetector()
+    seq = 0
+    for rr, wide, draw in pushes:
+        if steady:  # long steady stretches, where the incremental verdict applies
+            rr = 300 + rr % (4 * steady) if draw else rr
+            wide = wide and draw == 0
+        seq += rr
+        if draw == 40:
+            d.start(seq, wide)
+            continue
+        d.push(seq, wide)
+        window, flags = list(d._rr), list(d._wide)
+        assert d._sorted == sorted(window) and d._sum == sum(window)
+        assert d._sq_sum == sum((b - a) ** 2 for a, b in itertools.pairwise(window))
+        assert d._n_wide == sum(flags)
+        if len(window) == 32:
+            quick = d._regular_window_verdict()
+            assert quick is None or quick == _irregular(window, flags)
 
 
 @pytest.mark.parametrize("seed", range(5))
