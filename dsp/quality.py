@@ -118,21 +118,22 @@ class QualityTracker:
         # The window laid out (leads, n) and reduced per lead by ufuncs; the verdicts in
         # plain Python on the few numbers per lead (numpy's per-call cost on arrays of
         # one to twelve values exceeds the arithmetic).
-        x = np.array(w.T, dtype=np.float64, order="C")
-        n = x.shape[1]
-        hi = x.max(axis=1)
-        lo = x.min(axis=1)
-        n_hi = _add(x == hi[:, None], axis=1).tolist()
-        n_lo = _add(x == lo[:, None], axis=1).tolist()
-        hp = x.copy()
-        self._hp.filter_inplace(hp)
+        leads, n = w.shape[1], w.shape[0]
+        # y[0]: the window, high-passed in place; y[1]: the window, band-passed in place
+        y = np.empty((2, leads, n))
+        x = y[1]
+        x[...] = w.T
+        ext = np.empty((2, leads))  # per lead: highest, lowest
+        np.maximum.reduce(x, axis=1, out=ext[0])
+        np.minimum.reduce(x, axis=1, out=ext[1])
+        n_hi, n_lo = _add(x == ext[:, :, None], axis=2).tolist()
+        hi, lo = ext.tolist()
+        y[0] = x
+        self._hp.filter_inplace(y[0])
         self._band.filter_inplace(x)
-        p_hf = (_add(hp * hp, axis=1) / n).tolist()
-        p_band = (_add(x * x, axis=1) / n).tolist()
+        p_hf, p_band = (_add(y * y, axis=2) / n).tolist()
         flat, saturated, hf_ratio, index = [], [], [], []
-        for h, lw, c_hi, c_lo, ph, pb in zip(
-            hi.tolist(), lo.tolist(), n_hi, n_lo, p_hf, p_band, strict=True
-        ):
+        for h, lw, c_hi, c_lo, ph, pb in zip(hi, lo, n_hi, n_lo, p_hf, p_band, strict=True):
             is_flat = (h - lw) < _FLAT_MV
             clipped = not is_flat and max(c_hi, c_lo) / n > _CLIP_SHARE
             is_sat = clipped or max(h, -lw) > _RAIL_MV
