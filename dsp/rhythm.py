@@ -90,6 +90,8 @@ class RhythmTracker:
     def process(self, beats: Beats) -> list[RhythmEpisode]:
         """Take new beats (in order); return episodes that began or ended with them."""
         changed: list[RhythmEpisode] = []
+        if not len(beats):
+            return changed
         wide = beats.ventricular.tolist() if beats.ventricular is not None else [False] * len(beats)
         for s, rr_s, v in zip(beats.seq.tolist(), beats.rr_s.tolist(), wide, strict=True):
             if self._last is None or math.isnan(rr_s):
@@ -140,7 +142,7 @@ class RhythmTracker:
             out.append(ep)
 
     def _episode_rule(
-        self, kind: str, inside: bool, s: int, need: int, conf: float, det: dict, out: list
+        self, kind: str, inside: bool, s: int, need: int, bpm: float, out: list
     ) -> None:
         """Enter after ``need`` consecutive beats inside; leave after ``need`` outside."""
         if kind in self._open:
@@ -152,7 +154,7 @@ class RhythmTracker:
         self._streak[kind] = self._streak[kind] + 1 if inside else 0
         if self._streak[kind] >= need:
             start = self._beats[-min(need, len(self._beats))] if self._beats else s
-            self._open_ep(kind, start, conf, det, out)
+            self._open_ep(kind, start, 1.0, {"heart_rate_bpm": round(bpm, 1)}, out)
             self._streak[kind] = 0
 
     def _judge_rate(self, s: int, out: list[RhythmEpisode]) -> None:
@@ -162,9 +164,8 @@ class RhythmTracker:
         k = len(ordered)
         median = ordered[k // 2] if k % 2 else 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
         bpm = 60.0 * self.fs / median
-        det = {"heart_rate_bpm": round(bpm, 1)}
-        self._episode_rule("brady", bpm < self.brady_bpm, s, _RATE_BEATS, 1.0, det, out)
-        self._episode_rule("tachy", bpm > self.tachy_bpm, s, _RATE_BEATS, 1.0, det, out)
+        self._episode_rule("brady", bpm < self.brady_bpm, s, _RATE_BEATS, bpm, out)
+        self._episode_rule("tachy", bpm > self.tachy_bpm, s, _RATE_BEATS, bpm, out)
 
     def _judge_af(self, s: int, wide: bool, out: list[RhythmEpisode]) -> None:
         change = self._af.push(s, wide)
