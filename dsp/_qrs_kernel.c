@@ -188,6 +188,21 @@ static PyObject *candidate(PyObject *self, PyObject *args) {
 }
 
 
+/* One sample x through sections [from, to) of an SOS cascade (state z updated): scipy's
+ * transposed direct form II, operation for operation. */
+static inline double sections(const double *sos, double *z, Py_ssize_t from, Py_ssize_t to,
+                              double x) {
+    for (Py_ssize_t t = from; t < to; t++) {
+        const double *c = sos + 6 * t;
+        double *zs = z + 2 * t;
+        const double y = c[0] * x + zs[0];
+        zs[0] = c[1] * x - c[4] * y + zs[1];
+        zs[1] = c[2] * x - c[5] * y;
+        x = y;
+    }
+    return x;
+}
+
 /* Two SOS cascades over the same input x[0:n], into ya and yb, states za and zb (sections x 2)
  * updated in place. Each is scipy.signal.sosfilt's recurrence (transposed direct form II)
  * operation for operation; the two independent recurrences are interleaved so that the
@@ -210,22 +225,8 @@ static void sosfilt_pair(const double *sa, Py_ssize_t na, double *za, double *ya
             a_cur = a_new;
             b_cur = b_new;
         }
-        for (Py_ssize_t t = s; t < na; t++) {
-            const double *c = sa + 6 * t;
-            double *zs = za + 2 * t;
-            const double x_new = c[0] * a_cur + zs[0];
-            zs[0] = c[1] * a_cur - c[4] * x_new + zs[1];
-            zs[1] = c[2] * a_cur - c[5] * x_new;
-            a_cur = x_new;
-        }
-        for (Py_ssize_t t = s; t < nb; t++) {
-            const double *c = sb + 6 * t;
-            double *zs = zb + 2 * t;
-            const double x_new = c[0] * b_cur + zs[0];
-            zs[0] = c[1] * b_cur - c[4] * x_new + zs[1];
-            zs[1] = c[2] * b_cur - c[5] * x_new;
-            b_cur = x_new;
-        }
+        a_cur = sections(sa, za, s, na, a_cur);  /* the longer cascade's remaining sections */
+        b_cur = sections(sb, zb, s, nb, b_cur);
         ya[i] = a_cur;
         yb[i] = b_cur;
     }
