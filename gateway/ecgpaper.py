@@ -1,8 +1,10 @@
 """Rhythm strips drawn on ECG paper, written as PNG (pure numpy + zlib).
 
 Standard paper: 25 mm/s, 10 mm/mV; a 1 mm grid with a heavier line every 5 mm.
-Each lead gets its own row with its label and a 1 mV calibration pulse; a
-header gives device, time, trigger, heart rate and gaps. Samples that never
+Each lead gets its own row with its label and a 1 mV calibration pulse; a strip
+longer than 10 s continues on further rows (all leads for 0-10 s, then 10-20 s...),
+as a rhythm strip on paper does; a header gives device, time, trigger, heart rate
+and gaps. Samples that never
 arrived are left blank on a grey band, so nobody mistakes a gap for asystole.
 
 No plotting library: this runs on the gateway (a Raspberry Pi) as well as at
@@ -14,6 +16,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ MM_PER_MV = 10.0
 ROW_MM = 25.0  # height of one lead row
 LEFT_MM = 15.0  # label and calibration pulse
 HEADER_MM = 14.0
+ROW_S = 10.0  # seconds of ECG per row; longer strips continue on further rows
 
 # 5 x 7 glyphs: 7 rows of 5 bits (MSB left).
 _FONT: dict[str, tuple[int, ...]] = {
@@ -163,8 +167,13 @@ def render_strip(
     title_lines: Sequence[str] = (),
     marker_s: float | None = None,
     px_per_mm: float = 8.0,
+    row_s: float = ROW_S,
 ) -> np.ndarray:
     """The strip on ECG paper as an (H, W, 3) uint8 RGB image.
+
+    A strip longer than ``row_s`` continues on further rows, as on paper: all leads
+    for the first ``row_s`` seconds, then all leads for the next, each continuation
+    row labelled with its offset from the strip start (``II +10S``).
 
     Parameters
     ----------
@@ -180,6 +189,8 @@ def render_strip(
         Seconds from the strip start to mark (e.g. the button press), or None.
     px_per_mm
         Resolution, pixels per millimetre of paper.
+    row_s
+        Seconds of ECG per row (10 s: 250 mm at 25 mm/s).
     """
     x = np.asarray(samples_mv, dtype=np.float64)
     if x.ndim == 1:
@@ -187,60 +198,87 @@ def render_strip(
     n, n_leads = x.shape
     px = float(px_per_mm)
     scale = max(int(round(px / 4)), 1)
+    per_row = max(int(round(row_s * fs)), 1)  # samples per row
+    segments = [(s0, min(s0 + per_row, n)) for s0 in range(0, max(n, 1), per_row)]
     header = int(round(max(HEADER_MM, (len(title_lines) * 9 * scale + 4) / px) * px))
     left = int(round(LEFT_MM * px))
-    width = left + int(np.ceil(n / fs * MM_PER_S * px - 1e-3)) + int(5 * px)
+    width = left + int(np.ceil(min(n, per_row) / fs * MM_PER_S * px - 1e-3)) + int(5 * px)
     row_h = int(round(ROW_MM * px))
-    height = header + n_leads * row_h + int(2 * px)
+    height = header + len(segments) * n_leads * row_h + int(2 * px)
     img = _grid(height, width, px, header)
     img[:header] = 255
     for i, line in enumerate(title_lines):
         _draw_text(img, line, int(2 * px), int(2 * px) + i * 9 * scale, scale)
 
     px_s = MM_PER_S * px / fs  # pixels per sample
-    px_mv = MM_PER_MV * px
-    # gap bands (any lead missing)
-    missing = ~np.isfinite(x)
-    if missing.any():
-        cols = (left + np.flatnonzero(missing.any(axis=1)) * px_s).astype(np.int64)
-        cols = cols[cols < width]
-        band = np.zeros(width, bool)
-        band[cols] = True
-        band[np.minimum(cols + 1, width - 1)] = True
-        img[header:, band] = GAP
-    if marker_s is not None:
-        c = int(round(left + marker_s * MM_PER_S * px))
-        if 0 <= c < width:
-            img[header:, max(c - 1, 0) : c + 2] = MARK
-            _draw_text(img, "*", c - 3 * scale, header - 8 * scale, scale, MARK)
-
-    rows = np.arange(row_h)[:, None]
-    for k in range(n_leads):
-        top = header + k * row_h
-        base = int(round(row_h * 0.6))
-        # label and 1 mV, 200 ms calibration pulse
-        _draw_text(img, str(leads[k])[:4], int(1 * px), top + int(2 * px), scale)
-        p0, p1 = int(round(5 * px)), int(round(10 * px))
-        step = int(round(px_mv))
-        img[top + base - step : top + base + 1, p0 : p0 + scale + 1] = TRACE
-        img[top + base - step : top + base + 1, p1 : p1 + scale + 1] = TRACE
-        img[top + base - step : top + base - step + scale + 1, p0:p1] = TRACE
-        img[top + base : top + base + scale + 1, int(2 * px) : p0] = TRACE
-        img[top + base : top + base + scale + 1, p1 : int(round(12 * px))] = TRACE
-        y = base - x[:, k] * px_mv
-        cols, lo, hi = _trace_spans(y, float(left), px_s, width)
-        if cols.size == 0:
-            continue
-        lo = np.clip(np.floor(lo) - scale // 2, 0, row_h - 1)
-        hi = np.clip(np.ceil(hi) + scale // 2, 0, row_h - 1)
-        mask = (rows >= lo[None, :]) & (rows <= hi[None, :])
-        block = img[top : top + row_h]
-        for dx in range(scale):
-            c = np.minimum(cols + dx, width - 1)
-            sub = block[:, c]
-            sub[mask] = TRACE
-            block[:, c] = sub
+    paper = _Paper(px, px_s, left, width, row_h, scale)
+    mark = None if marker_s is None else marker_s * fs  # in samples from the strip start
+    for j, (s0, s1) in enumerate(segments):
+        top = header + j * n_leads * row_h
+        bottom = top + n_leads * row_h if j < len(segments) - 1 else height
+        seg = x[s0:s1]
+        # gap bands (any lead missing)
+        missing = ~np.isfinite(seg)
+        if missing.any():
+            cols = (left + np.flatnonzero(missing.any(axis=1)) * px_s).astype(np.int64)
+            cols = cols[cols < width]
+            band = np.zeros(width, bool)
+            band[cols] = True
+            band[np.minimum(cols + 1, width - 1)] = True
+            img[top:bottom, band] = GAP
+        if mark is not None and s0 <= mark < s0 + per_row:
+            c = int(round(left + (mark - s0) * px_s))
+            if 0 <= c < width:
+                img[top:bottom, max(c - 1, 0) : c + 2] = MARK
+                if j == 0:
+                    _draw_text(img, "*", c - 3 * scale, header - 8 * scale, scale, MARK)
+                else:
+                    _draw_text(img, "*", c + 3 * scale, top + int(1 * px), scale, MARK)
+        for k in range(n_leads):
+            row_top = top + k * row_h
+            label = str(leads[k])[:4] + (f" +{s0 / fs:g}S" if j else "")
+            _draw_text(img, label, int(1 * px), row_top + int(2 * px), scale)
+            _draw_lead_row(img, seg[:, k], row_top, paper)
     return img
+
+
+@dataclass(frozen=True, slots=True)
+class _Paper:
+    """Geometry of one rendered strip, in pixels."""
+
+    px: float  # per mm
+    px_s: float  # per sample
+    left: int  # where the trace starts
+    width: int
+    row_h: int
+    scale: int  # line and font thickness
+
+
+def _draw_lead_row(img: np.ndarray, y_mv: np.ndarray, top: int, paper: _Paper) -> None:
+    """One lead's row from pixel row ``top``: its 1 mV, 200 ms calibration pulse and trace."""
+    px, scale, row_h, width = paper.px, paper.scale, paper.row_h, paper.width
+    base = int(round(row_h * 0.6))
+    px_mv = MM_PER_MV * px
+    p0, p1 = int(round(5 * px)), int(round(10 * px))
+    step = int(round(px_mv))
+    img[top + base - step : top + base + 1, p0 : p0 + scale + 1] = TRACE
+    img[top + base - step : top + base + 1, p1 : p1 + scale + 1] = TRACE
+    img[top + base - step : top + base - step + scale + 1, p0:p1] = TRACE
+    img[top + base : top + base + scale + 1, int(2 * px) : p0] = TRACE
+    img[top + base : top + base + scale + 1, p1 : int(round(12 * px))] = TRACE
+    cols, lo, hi = _trace_spans(base - y_mv * px_mv, float(paper.left), paper.px_s, width)
+    if cols.size == 0:
+        return
+    lo = np.clip(np.floor(lo) - scale // 2, 0, row_h - 1)
+    hi = np.clip(np.ceil(hi) + scale // 2, 0, row_h - 1)
+    rows = np.arange(row_h)[:, None]
+    mask = (rows >= lo[None, :]) & (rows <= hi[None, :])
+    block = img[top : top + row_h]
+    for dx in range(scale):
+        c = np.minimum(cols + dx, width - 1)
+        sub = block[:, c]
+        sub[mask] = TRACE
+        block[:, c] = sub
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:

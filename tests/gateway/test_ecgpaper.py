@@ -120,3 +120,23 @@ def test_press_marker_falls_back_to_time() -> None:
     body = _event_body({"type": "button", "time": T0 + 3.0})
     assert _marker_s(body, 130.0) == pytest.approx(3.0)
     assert _marker_s(_event_body({"type": "periodic"}), 130.0) is None
+
+
+def test_long_strip_continues_on_rows_of_ten_seconds() -> None:
+    """25 s of one lead: three rows of 10, 10 and 5 s; the press at 14 s marked on the second."""
+    fs, px = 130.0, 8
+    x = EcgSynth(fs, ("ECG",), seed=3).generate(int(25 * fs))
+    img = render_strip(x, fs, ["ECG"], marker_s=14.0, px_per_mm=px)
+    left, row_h = 15 * px, 25 * px
+    assert img.shape[1] == left + 250 * px + 5 * px  # 10 s wide, not 25
+    header = img.shape[0] - 2 * px - 3 * row_h
+    trace = (img == TRACE).all(axis=2)
+    mark = (img == MARK).all(axis=2)
+    for j in range(3):
+        rows = slice(header + j * row_h, header + (j + 1) * row_h)
+        assert trace[rows, left:].sum() > 500  # a trace on every row
+        marked = mark[rows, left + int(4 * 25 * px) - 2 : left + int(4 * 25 * px) + 3].any()
+        assert marked == (j == 1)  # 14 s = 4 s into the second row
+    # the last row stops after 5 s: paper beyond
+    last = slice(header + 2 * row_h, header + 3 * row_h)
+    assert not trace[last, left + 126 * px :].any()
