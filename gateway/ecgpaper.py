@@ -334,7 +334,16 @@ def _title(body: Mapping[str, Any], fs: float, n_leads: int) -> list[str]:
         f"25 MM/S  10 MM/MV  {fs:g} HZ  {n_leads} LEAD(S)  AS RECORDED (UNFILTERED)  "
         f"SEQ {body.get('seq', '')}  TRACING ONLY"
     )
-    return [line1, "  ".join(parts), line3]
+    lines = [line1, "  ".join(parts), line3]
+    st = facts.get("st")
+    levels = st.get("st60_mv") if isinstance(st, Mapping) else None
+    if isinstance(levels, Mapping) and levels:
+        # on paper ST is read in mm (1 mm = 0.1 mV at 10 mm/mV)
+        shown = "  ".join(
+            f"{lead} {10 * v:+.1f}" for lead, v in levels.items() if isinstance(v, int | float)
+        )
+        lines.append(f"ST AT J+60 MS, MM (MEDIAN OF {st.get('beats', '?')} BEATS): {shown}")
+    return lines
 
 
 def render_message_png(body: Mapping[str, Any], path: str | Path, px_per_mm: float = 8.0) -> Path:

@@ -45,6 +45,7 @@ from dsp.heart_rate import HeartRateTracker
 from dsp.qrs import Beats, QrsDetector
 from dsp.quality import USABLE, QualityTracker, QualityWindow
 from dsp.rhythm import RhythmEpisode, RhythmTracker
+from dsp.st import st_levels
 from gateway.config import GatewayConfig
 from gateway.history import SampleHistory, runs_of
 from gateway.reorder import BlockReorderer
@@ -524,6 +525,7 @@ class DevicePipeline:
             "quality": self._quality_facts(p.first_seq, p.end_seq, quality),
             "beats_in_unusable_signal": self._flag_beats(beats, quality),
             "rhythm_episodes": self._rhythm_facts(p.first_seq, p.end_seq, episodes),
+            "st": self._st_facts(block, beats),
         }
         if self._stage is not None and p.trigger.get("type") != "stage_end":
             facts["stage"] = self._stage
@@ -533,6 +535,12 @@ class DevicePipeline:
             facts["lead_off"] = self._lead_off
         facts.update(p.extra_facts)
         return StripReady(p.kind, block, p.trigger, facts, tuple(gaps))
+
+    def _st_facts(self, block: SampleBlock, beats: list[int]) -> dict[str, Any] | None:
+        """ST levels per lead on the strip's median beat (None when not measurable)."""
+        r = np.asarray(beats, dtype=np.int64) - block.seq
+        st = st_levels(block.samples, block.fs, r, block.leads)
+        return None if st is None else st.as_facts()
 
     def _flag_beats(self, beats: list[int], quality: list[QualityWindow]) -> list[int]:
         """Beats that fall in windows whose quality index is under 0.5 on every lead."""

@@ -43,6 +43,8 @@ from drivers.sim.synth import EcgSynth
 __all__ = ["BRUCE", "SimCart"]
 
 _PEAK_BPM = 185.0
+_ST_PER_STAGE_MV = 0.05  # simulated lateral ST depression per stage from stage 2, mV
+_ST_MAX_MV = 0.2
 
 #: Bruce protocol stages: (speed km/h, grade %), 3 minutes each in the clinic.
 BRUCE = ((2.7, 10.0), (4.0, 12.0), (5.5, 14.0), (6.8, 16.0), (8.0, 18.0), (8.9, 20.0), (9.7, 22.0))
@@ -183,6 +185,10 @@ class SimCart:
         self._stage_start = self.samples_sent
         # heart rate climbs 15 bpm per stage, up to a plausible peak exercise rate
         self._synth.set_heart_rate(min(self.hr_bpm + 15.0 * self.stage, _PEAK_BPM))
+        # and, from stage 2, V5's ST segment sinks 0.05 mV per stage (what an
+        # exercise test is looking for), so strips show ST levels that change
+        depth = min(_ST_PER_STAGE_MV * max(self.stage - 1, 0), _ST_MAX_MV)
+        self._synth.set_st_vector(-depth * EcgSynth.lead_dipole("V5"))
         self._write(self._stage_frame(self.stage))
 
     async def _run(self) -> None:

@@ -6,6 +6,9 @@ Leads are projections of that dipole, so a 12-lead recording keeps the
 relations real leads have (III = II - I, aVR = -(I + II) / 2, ...), the septal
 q wave shows in V6 and not V1, and R waves grow from V1 to V5.
 
+An ST-segment shift (ischaemic depression or elevation) is a dipole added as a
+plateau from the J point into the T wave (:meth:`EcgSynth.set_st_vector`).
+
 Heart rhythm: RR intervals follow the set heart rate with respiratory sinus
 arrhythmia and a little random variability; the QT interval stretches with RR
 (Bazett-like). Baseline wander from respiration and white noise are added.
@@ -64,6 +67,10 @@ def _lead_vector(name: str) -> np.ndarray:
     return _II.copy()
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
 class EcgSynth:
     """A continuous synthetic ECG source.
 
@@ -109,6 +116,26 @@ class EcgSynth:
         self._r_times: list[float] = []
         self._rr: list[float] = []
         self._next_r = 0.35  # first R peak at 0.35 s so its P wave is whole
+        self._st = np.zeros(3)  # ST-segment dipole (mV): zero for a normal ST segment
+
+    # --- ST segment --------------------------------------------------------
+    def set_st_vector(self, dipole_mv: Sequence[float]) -> None:
+        """Shift the ST segment (from the J point, 50 ms after R, into the T wave) by
+        this 3-D dipole, mV: each lead's ST level moves by its projection (see
+        :meth:`st_shift_mv`). Zero: a normal, isoelectric ST segment."""
+        self._st = np.asarray(dipole_mv, dtype=np.float64).reshape(3)
+
+    def st_shift_mv(self) -> np.ndarray:
+        """The ST shift each lead shows with the current ST dipole, mV per lead."""
+        return self._st @ self._proj
+
+    @staticmethod
+    def lead_dipole(name: str) -> np.ndarray:
+        """The dipole along lead ``name``'s direction that moves that lead by +1 mV:
+        ``set_st_vector(-0.1 * EcgSynth.lead_dipole("V5"))`` depresses V5's ST segment
+        by 0.1 mV (and its neighbours by their projections)."""
+        v = _lead_vector(name)
+        return v / float(v @ v)
 
     # --- rhythm ----------------------------------------------------------
     @property
@@ -174,6 +201,11 @@ class EcgSynth:
                     off, width = off * qt_scale, width * qt_scale
                 g = np.exp(-0.5 * ((tt - off) / width) ** 2)
                 dipole[lo:hi] += g[:, None] * np.asarray(vec)[None, :]
+            if self._st.any():
+                # plateau from the J point (rising over ~10 ms at 50 ms) to the T wave's peak
+                t_peak = _WAVES[_T_INDEX][1] * qt_scale
+                plateau = _sigmoid((tt - 0.050) / 0.003) * _sigmoid((t_peak - tt) / 0.025)
+                dipole[lo:hi] += plateau[:, None] * self._st[None, :]
         out = dipole @ self._proj
         if self.wander_mv:
             # Respiration moves the heart and the electrodes' contact: wander as a slow dipole

@@ -28,8 +28,11 @@ def _cfg(**over):
     return parse_config(data)
 
 
-def _feed(p: DevicePipeline, fs: float, seconds: float, block: int, leads=("ECG",), skip=()):
+def _feed(
+    p: DevicePipeline, fs: float, seconds: float, block: int, leads=("ECG",), skip=(), st_v5=0.0
+):
     synth = EcgSynth(fs, leads, hr_bpm=75, seed=5)
+    synth.set_st_vector(st_v5 * EcgSynth.lead_dipole("V5"))  # ST shift in V5, mV
     out = []
     n_blocks = int(seconds * fs) // block
     for i in range(n_blocks):
@@ -86,10 +89,10 @@ def test_button_event_window_and_gap_reported() -> None:
 
 def test_stage_end_strip_has_stage_and_pressure() -> None:
     fs = 500.0
-    leads = ("I", "II", "III")
+    leads = ("I", "II", "V5")
     p = DevicePipeline("cart1", _cfg())
     out = p.on_event(DeviceEvent("cart1", "stage", T0, 0, {"stage": 1, "name": "Bruce 1"}))
-    out += _feed(p, fs, 8, 50, leads)
+    out += _feed(p, fs, 8, 50, leads, st_v5=-0.1)
     out += p.on_event(DeviceEvent("cart1", "blood_pressure", T0 + 7, None, {"systolic_mmhg": 140}))
     out += p.on_event(DeviceEvent("cart1", "stage", T0 + 8, int(8 * fs), {"stage": 2}))
     out += p.flush()
@@ -98,6 +101,9 @@ def test_stage_end_strip_has_stage_and_pressure() -> None:
     s = stage[0]
     assert s.trigger["stage"]["stage"] == 1 and s.facts["blood_pressure"]["systolic_mmhg"] == 140
     assert s.block.n == int(8 * fs) and s.block.leads == leads
+    st = s.facts["st"]  # measured on the strip's median beat: V5 depressed by 0.1 mV
+    assert st["beats"] >= 8 and abs(st["st60_mv"]["V5"] + 0.1) <= 0.02
+    json.dumps(s.facts)
 
 
 def _blocks(fs: float, seconds: float, block: int) -> list[SampleBlock]:
