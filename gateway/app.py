@@ -37,6 +37,7 @@ from gateway.payloads import (
 )
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, StripReady
 from gateway.publisher import Publisher, PublisherError
+from gateway.recording import RecordingStore
 
 __all__ = ["DeviceChannel", "Gateway", "run_gateway"]
 
@@ -54,6 +55,7 @@ class ChannelStats:
     gap_samples: int = 0
     button_presses: int = 0
     errors: int = 0
+    recording_errors: int = 0
     last_event: dict[str, Any] = field(default_factory=dict)
 
 
@@ -69,9 +71,11 @@ class DeviceChannel:
         pipeline: DevicePipeline,
         emit: Callable[[str, PipelineOutput], None],
         study_dir: Path | None = None,
+        recording: RecordingStore | None = None,
     ) -> None:
         self.device_id = device_id
         self.study_dir = study_dir
+        self.recording = recording
         self.gap_ledger: deque[dict[str, Any]] = deque(maxlen=50)
         self.study = StudyFacts()
         self.study_gaps: list[dict[str, Any]] = []  # ledger entries not yet in a study message
@@ -98,6 +102,7 @@ class DeviceChannel:
         self.stats.blocks += 1
         self.stats.samples += block.n
         self.study.add_block(block.seq, block.end_seq, block.fs, block.start, block.end)
+        self._record(block)
         try:
             outputs = self.pipeline.on_block(block)
         except Exception:
@@ -105,6 +110,22 @@ class DeviceChannel:
             log.exception("%s: pipeline failed on block seq %d", self.device_id, block.seq)
             return
         self._deliver(outputs)
+
+    def _record(self, block: SampleBlock) -> None:
+        """Into the device's full recording (a full disk never stops the stream)."""
+        if self.recording is None:
+            return
+        try:
+            self.recording.write(block)
+        except (OSError, ValueError):
+            self.stats.recording_errors += 1
+            if self.stats.recording_errors % 1000 == 1:  # the first, then every 1000th
+                log.exception(
+                    "%s: could not record block seq %d (%d recording errors)",
+                    self.device_id,
+                    block.seq,
+                    self.stats.recording_errors,
+                )
 
     def on_event(self, event: DeviceEvent) -> None:
         if event.kind == "button":
@@ -168,6 +189,37 @@ class DeviceChannel:
 
     def flush(self) -> None:
         self._deliver(self.pipeline.flush())
+        if self.recording is not None:
+            try:
+                self.recording.close()
+            except OSError:
+                self.stats.recording_errors += 1
+                log.exception("%s: could not close the recording", self.device_id)
+
+
+def _recording_store(cfg: GatewayConfig, device_id: str) -> RecordingStore | None:
+    rec = cfg.recording
+    if not rec.enabled:
+        return None
+    return RecordingStore(
+        cfg.gateway.state_dir / "recordings" / device_id,
+        device_id,
+        file_s=rec.file_s,
+        max_mb=rec.max_mb,
+        sync_s=rec.sync_s,
+    )
+
+
+def _recording_status(ch: DeviceChannel) -> dict[str, Any] | None:
+    rec = ch.recording
+    if rec is None:
+        return None
+    return {
+        "samples_written": rec.samples_written,
+        "records_created": rec.records_created,
+        "records_deleted": rec.records_deleted,
+        "errors": ch.stats.recording_errors,
+    }
 
 
 def _adapter_reset(cfg: GatewayConfig, ble_backend: Any) -> Callable[[], Any] | None:
@@ -326,6 +378,7 @@ class Gateway:
                 "gap_samples": ch.stats.gap_samples,
                 "heart_rate_bpm": ch.pipeline.heart_rate_bpm,
                 "recent_gaps": list(ch.gap_ledger)[-10:],
+                "recording": _recording_status(ch),
                 "driver": dict(drv_stats or {}),
             }
         return out
@@ -355,6 +408,7 @@ class Gateway:
                         DevicePipeline(dev.id, cfg, getattr(dev, "backfill_wait_s", 0.0)),
                         self._emit,
                         study_dir=cfg.gateway.state_dir / "study",
+                        recording=_recording_store(cfg, dev.id),
                     )
                     self.channels[dev.id] = ch
                     self.drivers[dev.id] = make_driver(dev, ch, self._ble_backend, adapter_lock)

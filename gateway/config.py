@@ -46,7 +46,7 @@ class GatewaySection(_Model):
     )
     state_dir: Path = Field(
         Path("/var/lib/ecg-gateway"),
-        description="Where the outbox database and study records are kept.",
+        description="Where the outbox database, study records and recordings are kept.",
     )
     outbox_max_mb: Annotated[float, Field(gt=0)] = Field(
         1024.0,
@@ -211,6 +211,25 @@ class StudyConfig(_Model):
     )
 
 
+class RecordingConfig(_Model):
+    enabled: bool = Field(
+        True,
+        description="Keep every sample of every device as WFDB records under "
+        "<state_dir>/recordings/<device>/ (the full recording for scanning analysis).",
+    )
+    file_s: Annotated[float, Field(ge=60, le=86400)] = Field(
+        3600.0, description="Seconds of samples per record (records are aligned on sample numbers)."
+    )
+    max_mb: Annotated[float, Field(gt=0)] = Field(
+        4000.0,
+        description="Disk quota of each device's records, MB (21 days of a 250 Hz patch are "
+        "about 900 MB); over it the oldest records are deleted, with a warning.",
+    )
+    sync_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="Recorded samples are fsync'ed at least this often, seconds."
+    )
+
+
 class GatewayConfig(_Model):
     gateway: GatewaySection
     mqtt: MqttConfig = MqttConfig()
@@ -220,6 +239,7 @@ class GatewayConfig(_Model):
     events: EventsConfig = EventsConfig()
     live: LiveConfig = LiveConfig()
     study: StudyConfig = StudyConfig()
+    recording: RecordingConfig = RecordingConfig()
 
     @model_validator(mode="after")
     def _unique_device_ids(self) -> GatewayConfig:

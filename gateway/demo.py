@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -184,6 +185,10 @@ async def demo(
         received = {dev: ch.stats.samples for dev, ch in gateway.channels.items()}
         gaps = {dev: ch.stats.gap_samples for dev, ch in gateway.channels.items()}
         pending = gateway.outbox_pending_at_exit
+        if out_dir is not None and (state_dir / "recordings").is_dir():
+            # the full recordings (WFDB) would vanish with the demo's state directory
+            shutil.copytree(state_dir / "recordings", out_dir / "recordings", dirs_exist_ok=True)
+            echo(f"demo: full recordings (WFDB) copied to {out_dir / 'recordings'}")
     return _judge(summary, sent, received, gaps, pending, broker_url, out_dir)
 
 

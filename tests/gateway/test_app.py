@@ -7,7 +7,9 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import wfdb
 
 from drivers.sim.ble_patch import SimBlePatch
 from drivers.sim.bumble_backend import SimBleWorld
@@ -129,3 +131,11 @@ async def test_study_records_of_a_patch_with_a_dropout(
         r["recording"]["end_seq"] >= p["recording"]["end_seq"]
         for p, r in itertools.pairwise(records)
     )
+    # the full recording on disk (WFDB): every sample the patch recorded, the dropout
+    # backfilled in place, in µV exactly as the patch sent them
+    dats = sorted((tmp_path / "state" / "recordings" / "p1").glob("p1_*.dat"))
+    assert [d.name for d in dats] == ["p1_000000000000.dat"]
+    wf = wfdb.rdrecord(str(dats[0].with_suffix("")))
+    end = rec["end_seq"]
+    assert wf.fs == 250.0 and wf.sig_len == end
+    np.testing.assert_allclose(wf.p_signal[:, 0] * 1000, patch.recorded[:end], atol=1e-6)

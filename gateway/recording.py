@@ -1,0 +1,252 @@
+"""The full recording of each device, kept on the gateway as WFDB records.
+
+Long-term patch recording (CPT 93241-93248) ends with a scanning analysis of every
+hour the patch was worn, and a stress test's tracing is the record of the test:
+strips and events are excerpts. The gateway therefore writes every sample it
+receives, as the device numbered it, into WFDB records (PhysioNet format 16: the
+tools every ECG lab reads) under ``<state_dir>/recordings/<device>/``:
+
+- one record per ``file_s`` of samples (an hour by default), aligned on the device's
+  sample numbers: record ``k`` holds samples ``[k L, (k + 1) L)``, ``L = file_s x fs``,
+  named ``<device>_<first sample number>`` (zero-padded);
+- each block is written at its place in its record's signal file: samples backfilled
+  hours later, out of order or twice, land where they belong; a write past the end of
+  the file first fills the hole with WFDB's "no sample" value (-32768), so whatever
+  never arrived reads as missing (NaN to WFDB readers) — a gap is visible in the file
+  itself. The header gives the length written so far (updated at each sync), so a
+  record can be read while it grows;
+- values in µV (gain 1000 adu/mV, 16 bit: +/- 32.767 mV), leads named as the device
+  names them; the header gives the UTC time of the record's first sample (from the
+  device clock mapping when the record was created);
+- written to the page cache at once and fsync'ed every ``sync_s`` and at close; a
+  gateway restarted mid-hour reopens the hour's record and goes on;
+- a disk quota: over ``max_mb`` the oldest records of the device are deleted (and
+  logged), never the one being written.
+
+This module does file I/O on purpose (no network, no asyncio): it is the shell
+around nothing but the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from dsp.block import SampleBlock
+
+__all__ = ["RecordingStore"]
+
+log = logging.getLogger(__name__)
+
+_NO_SAMPLE = -32768  # WFDB format 16 "invalid sample"
+_GAIN = 1000.0  # adu per mV: 1 µV resolution
+_MAX_OPEN = 4  # signal files kept open (the current hour and a few being backfilled)
+
+
+class RecordingStore:
+    """Every sample of one device into fixed-length WFDB records.
+
+    Parameters
+    ----------
+    root
+        Directory of this device's records (created when needed).
+    device_id
+        Device id (record names start with it).
+    file_s
+        Seconds of samples per record.
+    max_mb
+        Disk quota of this device's records, MB.
+    sync_s
+        At most this long between fsyncs of written records, s.
+    clock
+        Monotonic clock, s (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        device_id: str,
+        *,
+        file_s: float = 3600.0,
+        max_mb: float = 20_000.0,
+        sync_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.root = Path(root)
+        self.device_id = device_id
+        self.file_s = file_s
+        self.max_bytes = int(max_mb * 1e6)
+        self.sync_s = sync_s
+        self._clock = clock
+        self._fs: float | None = None
+        self._leads: tuple[str, ...] = ()
+        self._open: dict[int, int] = {}  # record index -> fd, least recently used first
+        self._extent: dict[int, int] = {}  # record index -> samples in its signal file
+        self._header_len: dict[int, int] = {}  # record index -> length its header states
+        self._start: dict[int, float] = {}  # record index -> UTC of its first sample
+        self._dirty: set[int] = set()
+        self._last_sync = clock()
+        self.samples_written = 0
+        self.records_created = 0
+        self.records_deleted = 0
+        self.errors = 0
+
+    # --- writing ------------------------------------------------------------------
+    def write(self, block: SampleBlock) -> None:
+        """Write ``block`` at its sample numbers (any order, repeats overwrite)."""
+        if block.n == 0:
+            return
+        if self._fs is None:
+            self._fs, self._leads = block.fs, block.leads
+        elif block.fs != self._fs or block.leads != self._leads:
+            raise ValueError(
+                f"{self.device_id}: recording is {self._fs} Hz {self._leads}, "
+                f"block is {block.fs} Hz {block.leads}"
+            )
+        length = self._record_len
+        values = _to_adu(block.samples)
+        first = block.seq
+        while first < block.end_seq:
+            k = first // length
+            end = min(block.end_seq, (k + 1) * length)
+            fd = self._fd(k, block)
+            frame = 2 * len(self._leads)
+            at, extent = first - k * length, self._extent[k]
+            if at > extent:  # a hole before this block: "no sample" until it is filled
+                hole = np.full((at - extent) * len(self._leads), _NO_SAMPLE, dtype="<i2")
+                os.pwrite(fd, hole.tobytes(), extent * frame)
+            part = values[first - block.seq : end - block.seq]
+            os.pwrite(fd, part.tobytes(), at * frame)
+            self._extent[k] = max(extent, end - k * length)
+            self._dirty.add(k)
+            self.samples_written += end - first
+            first = end
+        if self._clock() - self._last_sync >= self.sync_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync every record written since the last sync."""
+        for k in sorted(self._dirty):
+            fd = self._open.get(k)
+            if fd is not None:
+                os.fsync(fd)
+            self._update_header(k)
+        self._dirty.clear()
+        self._last_sync = self._clock()
+
+    def close(self) -> None:
+        """Sync and close every open record."""
+        self.sync()
+        for fd in self._open.values():
+            os.close(fd)
+        self._open.clear()
+
+    # --- records ------------------------------------------------------------------
+    @property
+    def _record_len(self) -> int:
+        assert self._fs is not None
+        return max(int(round(self.file_s * self._fs)), 1)
+
+    def record_name(self, k: int) -> str:
+        """Name of record ``k`` (its first sample number, zero-padded)."""
+        return f"{self.device_id}_{k * self._record_len:012d}"
+
+    def records(self) -> list[Path]:
+        """This device's signal files, oldest first."""
+        return sorted(self.root.glob(f"{self.device_id}_*.dat"))
+
+    def _fd(self, k: int, block: SampleBlock) -> int:
+        fd = self._open.pop(k, None)
+        if fd is None:
+            fd = self._open_record(k, block)
+            while len(self._open) >= _MAX_OPEN:
+                self._close_record(next(iter(self._open)))
+        self._open[k] = fd  # most recently used last
+        return fd
+
+    def _close_record(self, k: int) -> None:
+        fd = self._open.pop(k)
+        if k in self._dirty:
+            os.fsync(fd)
+            self._update_header(k)
+            self._dirty.discard(k)
+        os.close(fd)
+
+    def _open_record(self, k: int, block: SampleBlock) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = self.record_name(k)
+        dat = self.root / f"{name}.dat"
+        frame = 2 * len(self._leads)
+        if k not in self._start:
+            self._start[k] = float(block.time_of(k * self._record_len))
+        if dat.exists():  # a restarted gateway (or a record closed earlier) goes on
+            fd = os.open(dat, os.O_RDWR)
+            self._extent[k] = min(os.fstat(fd).st_size // frame, self._record_len)
+            self._header_len.setdefault(k, -1)
+            return fd
+        self._make_room(self._record_len * frame)
+        fd = os.open(dat, os.O_RDWR | os.O_CREAT, 0o640)
+        self._extent[k] = 0
+        self._header_len[k] = -1
+        self.records_created += 1
+        return fd
+
+    def _update_header(self, k: int) -> None:
+        """Rewrite record ``k``'s header (atomically) when its length changed."""
+        length = self._extent.get(k, 0)
+        if self._header_len.get(k) == length or k not in self._start:
+            return
+        assert self._fs is not None
+        name = self.record_name(k)
+        t = datetime.fromtimestamp(self._start[k], UTC)
+        lines = [
+            f"{name} {len(self._leads)} {self._fs:g} {length} "
+            f"{t:%H:%M:%S}.{t.microsecond // 1000:03d} {t:%d/%m/%Y}"
+        ]
+        for lead in self._leads:
+            lines.append(f"{name}.dat 16 {_GAIN:g}(0)/mV 16 0 0 0 0 {lead}")
+        lines.append(f"# ecg-gateway recording of device {self.device_id}; times UTC")
+        lines.append("# samples never received are WFDB 'no sample' (-32768)")
+        tmp = self.root / f"{name}.hea.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, self.root / f"{name}.hea")
+        self._header_len[k] = length
+
+    def _make_room(self, size: int) -> None:
+        """Delete this device's oldest records until ``size`` more bytes fit (a record
+        still open for backfill is closed first; the one being created is not listed)."""
+        files = self.records()
+        used = sum(f.stat().st_size for f in files)
+        open_by_name = {self.record_name(k): k for k in self._open}
+        for dat in files:
+            if used + size <= self.max_bytes:
+                return
+            k = open_by_name.get(dat.stem)
+            if k is not None:
+                self._close_record(k)
+            used -= dat.stat().st_size
+            dat.unlink(missing_ok=True)
+            dat.with_suffix(".hea").unlink(missing_ok=True)
+            self.records_deleted += 1
+            log.warning(
+                "%s: recording quota reached, deleted the oldest record %s",
+                self.device_id,
+                dat.stem,
+            )
+
+
+def _to_adu(samples_mv: np.ndarray) -> np.ndarray:
+    """(n, leads) mV -> little-endian int16 µV, NaN -> "no sample", clipped to +/-32767."""
+    x = np.asarray(samples_mv, dtype=np.float64) * _GAIN
+    missing = ~np.isfinite(x)
+    out = np.clip(np.rint(np.where(missing, 0.0, x)), -32767, 32767).astype("<i2")
+    out[missing] = _NO_SAMPLE
+    return np.ascontiguousarray(out)

@@ -1,0 +1,108 @@
+"""The full recording as WFDB records: every sample at its place whatever the arrival
+order, holes as "no sample", records of fixed length, restart, quota; read back with wfdb."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from drivers.sim.synth import EcgSynth
+from dsp.block import SampleBlock
+from gateway.recording import RecordingStore
+
+FS = 250.0
+T0 = 1_790_000_000.0
+
+
+def _signal(n: int, leads=("ECG",)) -> np.ndarray:
+    return EcgSynth(FS, leads, seed=4).generate(n).astype(np.float64)
+
+
+def _block(x: np.ndarray, seq: int, leads=("ECG",)) -> SampleBlock:
+    return SampleBlock(x, FS, T0 + seq / FS, seq, leads, "p1")
+
+
+def _read_all(store: RecordingStore) -> tuple[np.ndarray, list]:
+    records = [wfdb.rdrecord(str(dat.with_suffix(""))) for dat in store.records()]
+    return np.concatenate([r.p_signal for r in records]), records
+
+
+def test_out_of_order_backfill_and_holes_read_back_exactly(tmp_path: Path) -> None:
+    x = _signal(2500)  # 10 s in records of 4 s (1000 samples)
+    store = RecordingStore(tmp_path, "p1", file_s=4.0)
+    order = [(0, 300), (900, 1400), (1600, 2500), (300, 900)]  # backfill of 300..900 last
+    for a, b in order:
+        store.write(_block(x[a:b], a))
+    store.write(_block(x[950:1000], 950))  # a repeat overwrites with the same values
+    store.close()
+    got, records = _read_all(store)
+    assert [r.record_name for r in records] == ["p1_000000000000", "p1_000000001000",
+                                                "p1_000000002000"]  # fmt: skip
+    assert [r.sig_len for r in records] == [1000, 1000, 500]
+    assert records[0].fs == FS and records[0].sig_name == ["ECG"] and records[0].units == ["mV"]
+    assert records[0].base_date.isoformat() == "2026-09-21"
+    expected = np.round(x[:2500] * 1000) / 1000
+    expected[1400:1600] = np.nan  # never received: "no sample"
+    np.testing.assert_allclose(got[:, 0], expected[:, 0], atol=1e-9)
+    assert store.samples_written == 2500 - 200 + 50
+
+
+def test_restart_goes_on_in_the_same_record(tmp_path: Path) -> None:
+    x = _signal(1500, ("I", "II"))
+    first = RecordingStore(tmp_path, "cart", file_s=4.0)
+    first.write(_block(x[:700], 0, ("I", "II")))
+    first.close()
+    again = RecordingStore(tmp_path, "cart", file_s=4.0)  # the gateway restarted
+    again.write(_block(x[800:1500], 800, ("I", "II")))
+    again.close()
+    got, records = _read_all(again)
+    assert [r.sig_len for r in records] == [1000, 500] and records[0].sig_name == ["I", "II"]
+    expected = np.round(x * 1000) / 1000
+    expected[700:800] = np.nan
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+
+
+def test_values_clip_and_missing_samples_stay_missing(tmp_path: Path) -> None:
+    x = np.array([[0.0], [1.2344], [-40.0], [np.nan], [40.0], [0.001]])
+    store = RecordingStore(tmp_path, "p1", file_s=4.0)
+    store.write(_block(x, 0))
+    store.close()
+    got, _ = _read_all(store)
+    np.testing.assert_allclose(got[:, 0], [0.0, 1.234, -32.767, np.nan, 32.767, 0.001], atol=1e-9)
+
+
+def test_quota_deletes_the_oldest_records_not_the_open_one(tmp_path: Path) -> None:
+    x = _signal(6000)
+    # 1000-sample records of 2 kB each; room for two
+    store = RecordingStore(tmp_path, "p1", file_s=4.0, max_mb=0.0045)
+    for a in range(0, 6000, 500):
+        store.write(_block(x[a : a + 500], a))
+    store.close()
+    names = [p.stem for p in store.records()]
+    assert names == ["p1_000000004000", "p1_000000005000"]
+    assert store.records_deleted == 4 and store.records_created == 6
+    assert not list(tmp_path.glob("p1_000000000000.*"))
+
+
+def test_a_changed_stream_is_refused(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path, "p1", file_s=4.0)
+    store.write(_block(_signal(10), 0))
+    with pytest.raises(ValueError, match="recording is"):
+        store.write(SampleBlock(np.zeros((10, 1)), 500.0, T0, 10, ("ECG",), "p1"))
+    store.close()
+
+
+def test_sync_writes_headers_while_recording(tmp_path: Path) -> None:
+    now = [0.0]
+    store = RecordingStore(tmp_path, "p1", file_s=4.0, sync_s=60.0, clock=lambda: now[0])
+    x = _signal(600)
+    store.write(_block(x[:300], 0))
+    assert not list(tmp_path.glob("*.hea"))  # not yet synced
+    now[0] = 61.0
+    store.write(_block(x[300:600], 300))  # a minute later: fsync and headers
+    rec = wfdb.rdrecord(str(tmp_path / "p1_000000000000"))
+    assert rec.sig_len == 600  # readable while it grows
+    store.close()
