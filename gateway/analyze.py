@@ -11,6 +11,10 @@ tracker — and writes WFDB annotation files next to each other in ``--out``:
   limit; the rate criterion only, QRS width is not assessed), ``(N`` (none of
   these), and pauses as ``"`` notes ``PAUSE 3.4 s``.
 
+Missing samples (WFDB "no sample", as in the gateway's own recordings under
+``<state_dir>/recordings``) are gaps: the recorded stretches are analysed apart, as the
+live gateway does, and the summary gives how much was missing.
+
 Score them with PhysioNet's tools, e.g. ``bxb -r 100 -a atr qrs``. Needs the
 ``records`` extra (wfdb).
 """
@@ -34,11 +38,34 @@ _PRIORITY = ("af", "tachy", "brady")
 class AnalysisResult:
     """Beats (sample indices) and rhythm episodes of one channel."""
 
-    def __init__(self, beats: np.ndarray, episodes: list[RhythmEpisode], n: int, fs: float):
+    def __init__(
+        self,
+        beats: np.ndarray,
+        episodes: list[RhythmEpisode],
+        n: int,
+        fs: float,
+        recorded: list[tuple[int, int]] | None = None,
+    ):
         self.beats = beats
         self.episodes = episodes
         self.n = n
         self.fs = fs
+        #: Half-open sample ranges that were recorded (the rest is missing).
+        self.recorded = recorded if recorded is not None else [(0, n)]
+
+    @property
+    def missing_samples(self) -> int:
+        return self.n - sum(b - a for a, b in self.recorded)
+
+    @property
+    def gaps(self) -> list[tuple[int, int]]:
+        """Half-open sample ranges with no recorded sample."""
+        out, at = [], 0
+        for a, b in [*self.recorded, (self.n, self.n)]:
+            if a > at:
+                out.append((at, a))
+            at = b
+        return out
 
     def rhythm_changes(self) -> list[tuple[int, str]]:
         """(sample, aux) at each change of the dominant rhythm label, starting at 0."""
@@ -69,21 +96,39 @@ def analyze_signal(
     tachy_bpm: float = 150.0,
     pause_s: float = 3.0,
 ) -> AnalysisResult:
-    """Run the streaming detector and rhythm tracker over one channel (mV), in 1 s blocks."""
+    """Run the streaming detector and rhythm tracker over one channel (mV), in 1 s blocks.
+
+    Missing samples (NaN, e.g. WFDB "no sample" in a gateway recording) are a gap, as in
+    the live gateway: the recorded runs either side are analysed as separate stretches
+    (no beat, interval or pause is made up across a gap; open episodes end where it begins).
+    """
     x = np.asarray(x_mv, dtype=np.float64)
     det = QrsDetector(fs)
     rt = RhythmTracker(fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s)
     step = max(int(round(fs)), 1)
     parts: list[Beats] = []
-    for i in range(0, x.size, step):
-        b = det.process_array(x[i : i + step], i)
-        rt.process(b)
-        parts.append(b)
-    tail = det.finish()
-    rt.process(tail)
-    parts.append(tail)
+    runs = _recorded_runs(x)
+    for k, (a, b) in enumerate(runs):
+        for i in range(a, b, step):
+            beats = det.process_array(x[i : min(i + step, b)], i)
+            rt.process(beats)
+            parts.append(beats)
+        tail = det.finish()  # the stretch ends: its last beats are final
+        rt.process(tail)
+        parts.append(tail)
+        if k < len(runs) - 1:
+            rt.finish(b)  # episodes end where the gap begins
     rt.finish(x.size)
-    return AnalysisResult(Beats.concat(parts, fs).seq, rt.episodes, x.size, fs)
+    return AnalysisResult(Beats.concat(parts, fs).seq, rt.episodes, x.size, fs, runs)
+
+
+def _recorded_runs(x: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open ranges of finite samples."""
+    ok = np.isfinite(x)
+    if ok.all():
+        return [(0, x.size)] if x.size else []
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], ok, [False]]).astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
@@ -100,7 +145,7 @@ def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
         raise SystemExit(f"{record}: no physical signal")
     if not 0 <= channel < rec.p_signal.shape[1]:
         raise SystemExit(f"{record}: no channel {channel} (it has {rec.p_signal.shape[1]})")
-    x = np.nan_to_num(rec.p_signal[:, channel].astype(np.float64))
+    x = rec.p_signal[:, channel].astype(np.float64)  # NaN where no sample was recorded
     units = (rec.units or ["mV"] * rec.n_sig)[channel].lower()
     scale = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}.get(units, 1.0)
     return x * scale, float(rec.fs), path.stem if path.suffix else path.name
@@ -132,8 +177,12 @@ def run_analyze(args: argparse.Namespace) -> int:
         write_dir=str(out),
     )
     dur = res.n / fs
-    hr = 60.0 * beats.size / dur if dur else float("nan")
+    recorded_s = (res.n - res.missing_samples) / fs
+    hr = 60.0 * beats.size / recorded_s if recorded_s else float("nan")
     print(f"{args.record}: channel {args.channel}, {dur / 60:.1f} min at {fs:g} Hz")
+    if res.gaps:
+        missing = res.missing_samples / fs
+        print(f"  missing: {missing:.1f} s in {len(res.gaps)} gap(s), not analysed")
     print(f"  beats: {beats.size} (mean {hr:.0f} bpm) -> {out / (name + '.qrs')}")
     for kind in ("af", "tachy", "brady", "pause"):
         eps = [e for e in res.episodes if e.kind == kind]

@@ -70,3 +70,35 @@ def test_analyze_reads_edf(tmp_path: Path) -> None:
     assert main(["analyze", str(edf), "--out", str(out)]) == 0
     qrs = wfdb.rdann(str(out / "ex"), "qrs")
     assert abs(len(qrs.sample) - len(z["beats"])) <= 1
+
+
+def test_analyze_a_gateway_recording_with_a_hole(tmp_path: Path, capsys) -> None:
+    """A record the gateway wrote (WFDB, "no sample" where nothing arrived): the hole is a
+    gap, not a flat line — no pause invented across it, beats on both sides found."""
+    from drivers.sim.synth import EcgSynth
+    from dsp.block import SampleBlock
+    from gateway.analyze import analyze_signal
+    from gateway.recording import RecordingStore
+
+    fs = 250.0
+    synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=3)
+    x = synth.generate(int(60 * fs)).astype(np.float64)
+    store = RecordingStore(tmp_path / "rec", "p1")
+    for a in range(0, x.shape[0], 250):
+        if not 20 * fs <= a < 30 * fs:  # 10 s never received
+            store.write(SampleBlock(x[a : a + 250], fs, 1.79e9 + a / fs, a, ("ECG",), "p1"))
+    store.close()
+    record = store.records()[0].with_suffix("")
+    out = tmp_path / "out"
+    assert main(["analyze", str(record), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "missing: 10.0 s in 1 gap(s)" in printed
+    qrs = wfdb.rdann(str(out / record.name), "qrs").sample
+    truth = synth.beats_seq
+    outside = truth[(truth < 20 * fs - 50) | (truth >= 30 * fs + 3 * fs)]
+    found = sum(np.abs(qrs - t).min() <= 0.15 * fs for t in outside)
+    assert found >= len(outside) - 2  # beats either side of the hole
+    assert not ((qrs >= 20 * fs) & (qrs < 30 * fs)).any()  # none inside it
+    res = analyze_signal(wfdb.rdrecord(str(record)).p_signal[:, 0], fs)
+    assert not [e for e in res.episodes if e.kind == "pause"]  # the hole is not a pause
+    assert res.gaps == [(int(20 * fs), int(30 * fs))]
