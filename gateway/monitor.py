@@ -276,6 +276,13 @@ class Monitor:
         bp = facts.get("blood_pressure")
         if isinstance(bp, dict) and bp.get("systolic_mmhg"):
             extra += f"  BP {bp['systolic_mmhg']}/{bp.get('diastolic_mmhg')}"
+        st = facts.get("st")
+        levels = st.get("st60_mv") if isinstance(st, dict) else None
+        if isinstance(levels, dict) and len(levels) > 1:  # multi-lead: the deepest ST
+            numeric = {k: v for k, v in levels.items() if isinstance(v, int | float)}
+            if numeric:
+                lead = min(numeric, key=lambda k: numeric[k])
+                extra += f"  ST60 lowest {lead} {10 * numeric[lead]:+.1f} mm"
         kind = body["kind"]
         head = "*** EVENT" if kind == "event" else "strip    "
         line = (

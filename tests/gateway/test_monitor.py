@@ -82,6 +82,7 @@ def test_live_strips_statuses_and_bad_fields(mosquitto, tmp_path: Path) -> None:
             pub.publish("ecg/v1/gw1/p1/live", live, qos=1).wait_for_publish()
         strip = _event_body(1)
         strip.update(kind="strip", trigger={"type": "periodic"}, msg_id="s-1")
+        strip["facts"]["st"] = {"st60_mv": {"II": -0.02, "V5": -0.12}, "beats": 9}
         pub.publish("ecg/v1/gw1/p1/strip", json.dumps(strip), qos=1).wait_for_publish()
         bad = {**strip, "msg_id": "s-2", "seq": "two"}
         pub.publish("ecg/v1/gw1/p1/strip", json.dumps(bad), qos=1).wait_for_publish()
@@ -99,6 +100,7 @@ def test_live_strips_statuses_and_bad_fields(mosquitto, tmp_path: Path) -> None:
     assert any("gw1 OFFLINE" in line for line in lines)
     assert sum(line.startswith("live") for line in lines) == 1  # at most one per 5 s
     assert any(line.startswith("strip     gw1/p1  periodic") for line in lines)
+    assert any("ST60 lowest V5 -1.2 mm" in line for line in lines)
 
 
 def test_unreachable_broker_is_a_clear_error() -> None:
