@@ -74,7 +74,7 @@ class RecordingStore:
         device_id: str,
         *,
         file_s: float = 3600.0,
-        max_mb: float = 20_000.0,
+        max_mb: float = 4000.0,
         sync_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,7 +95,6 @@ class RecordingStore:
         self.samples_written = 0
         self.records_created = 0
         self.records_deleted = 0
-        self.errors = 0
 
     # --- writing ------------------------------------------------------------------
     def write(self, block: SampleBlock) -> None:
