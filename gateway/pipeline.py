@@ -166,6 +166,7 @@ class DevicePipeline:
             "strips": 0,
             "events": 0,
             "analysed_late": 0,  # strips and events completed from late samples
+            "st_errors": 0,  # ST measurements that failed (the strip went out without)
         }
 
     # --- setup ------------------------------------------------------------
@@ -539,7 +540,11 @@ class DevicePipeline:
     def _st_facts(self, block: SampleBlock, beats: list[int]) -> dict[str, Any] | None:
         """ST levels per lead on the strip's median beat (None when not measurable)."""
         r = np.asarray(beats, dtype=np.int64) - block.seq
-        st = st_levels(block.samples, block.fs, r, block.leads)
+        try:
+            st = st_levels(block.samples, block.fs, r, block.leads)
+        except Exception as exc:  # a measurement must never cost the strip or event itself
+            self.counters["st_errors"] += 1
+            return {"error": f"ST measurement failed: {type(exc).__name__}: {exc}"[:200]}
         return None if st is None else st.as_facts()
 
     def _flag_beats(self, beats: list[int], quality: list[QualityWindow]) -> list[int]:

@@ -238,3 +238,23 @@ def test_late_samples_declared_lost_release_the_held_strip() -> None:
         created=T0,
     )
     json.dumps(body, allow_nan=False)  # storable as is
+
+
+def test_a_failing_st_measurement_never_costs_the_event(monkeypatch) -> None:
+    """Whatever goes wrong in a measurement, the post-symptom event still goes out, with the
+    error in its facts and counted."""
+    import gateway.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr(pipeline, "st_levels", broken)
+    fs = 130.0
+    p = DevicePipeline("p1", _cfg())
+    out = _feed(p, fs, 12, 13)
+    out += p.on_event(DeviceEvent("p1", "button", T0 + 6, int(6 * fs), {"press_id": 1}))
+    out += p.flush()
+    events = [o for o in out if isinstance(o, StripReady) and o.kind == "event"]
+    assert len(events) == 1
+    assert "synthetic failure" in events[0].facts["st"]["error"]
+    assert p.counters["st_errors"] >= 1
