@@ -48,7 +48,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="all on one machine: simulated BLE patch and serial cart, gateway, broker, monitor",
         description="Runs a simulated chest patch over a virtual Bluetooth LE link (bleak over "
-        "bumble, Polar PMD profile), a simulated stress-test cart on a real pseudo-terminal, "
+        "bumble, our patch profile with backfill), a simulated stress-test cart on a real "
+        "pseudo-terminal, "
         "the full gateway and the monitor. The patient's symptom button is pressed about "
         "10 s in. Exits 0 when live ECG, a strip per device and the post-symptom event "
         "all arrived, with a summary.",
@@ -73,6 +74,20 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     from gateway import analyze
 
     analyze.add_parser(sub)
+
+
+def _add_recordings(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "recordings",
+        help="list the full recordings kept on this gateway (WFDB), with what is missing",
+        description="Lists every record under <state_dir>/recordings (or DIR): device, start "
+        "(UTC), duration, and samples never received. Read them with any WFDB tool or "
+        "'ecg-gateway analyze'.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", "-c", type=Path, help="the gateway's TOML configuration")
+    where.add_argument("--dir", type=Path, help="a recordings directory")
+    p.set_defaults(func=_cmd_recordings)
 
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
@@ -102,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_monitor(sub)
     _add_analyze(sub)
+    _add_recordings(sub)
     _add_config(sub)
     return parser
 
@@ -121,6 +137,33 @@ def _cmd_config(args: argparse.Namespace) -> int:
         f"{args.file}: OK — gateway {cfg.gateway.id}, {len(cfg.devices)} device(s), "
         f"broker {cfg.mqtt.url}"
     )
+    return EXIT_OK
+
+
+def _cmd_recordings(args: argparse.Namespace) -> int:
+    from gateway.recording import summarize_records
+
+    root = args.dir
+    if args.config is not None:
+        from gateway.config import ConfigError, load_config
+
+        try:
+            root = load_config(args.config).gateway.state_dir / "recordings"
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_CONFIG
+    records = summarize_records(root)
+    if not records:
+        print(f"no recordings under {root}")
+        return EXIT_OK
+    print(f"{'device':<16} {'start (UTC)':<24} {'duration':>9} {'missing':>9}  record")
+    for r in records:
+        h, rest = divmod(round(r.duration_s), 3600)
+        missing = f"{100 * r.missing / r.samples:.2f} %" if r.samples else "-"
+        print(
+            f"{r.device_id:<16} {r.start_utc:<24} {h:>3}:{rest // 60:02d}:{rest % 60:02d} "
+            f"{missing:>9}  {r.path}"
+        )
     return EXIT_OK
 
 

@@ -33,6 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,7 +41,7 @@ import numpy as np
 
 from dsp.block import SampleBlock
 
-__all__ = ["RecordingStore"]
+__all__ = ["RecordSummary", "RecordingStore", "summarize_records"]
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,60 @@ class RecordingStore:
                 self.device_id,
                 dat.stem,
             )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSummary:
+    """One record on disk: what it holds and how much of it is missing."""
+
+    path: Path  # the record, without extension (as WFDB tools take it)
+    device_id: str
+    first_seq: int
+    fs: float
+    leads: tuple[str, ...]
+    start_utc: str  # as the header gives it: "HH:MM:SS.mmm DD/MM/YYYY"
+    samples: int
+    missing: int  # samples where no lead was recorded
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / self.fs if self.fs else 0.0
+
+
+def summarize_records(root: Path) -> list[RecordSummary]:
+    """Every gateway record under ``root`` (any depth), in device then time order.
+
+    Reads the headers and counts "no sample" values in the signal files (memory-mapped;
+    an hour of a patch is 1.8 MB). Files that are not gateway records are skipped.
+    """
+    out = []
+    for hea in sorted(Path(root).rglob("*.hea")):
+        try:
+            lines = [ln for ln in hea.read_text().splitlines() if ln and not ln.startswith("#")]
+            name, nsig, fs, length, *when = lines[0].split()
+            leads = tuple(ln.split(maxsplit=8)[-1] for ln in lines[1 : 1 + int(nsig)])
+            device, _, first = name.rpartition("_")
+            dat = hea.with_suffix(".dat")
+            n_leads, samples = int(nsig), int(length)
+            missing = 0
+            if samples and dat.exists():
+                data = np.memmap(dat, dtype="<i2", mode="r")[: samples * n_leads]
+                missing = int((data.reshape(-1, n_leads) == _NO_SAMPLE).all(axis=1).sum())
+            out.append(
+                RecordSummary(
+                    hea.with_suffix(""),
+                    device,
+                    int(first),
+                    float(fs),
+                    leads,
+                    " ".join(when),
+                    samples,
+                    missing,
+                )
+            )
+        except (OSError, ValueError, IndexError):
+            continue  # not one of ours
+    return sorted(out, key=lambda r: (r.device_id, r.first_seq))
 
 
 def _to_adu(samples_mv: np.ndarray) -> np.ndarray:

@@ -148,3 +148,27 @@ def test_any_arrival_order_gives_the_recording(
         first = int(r.record_name.split("_")[-1])
         np.testing.assert_allclose(r.p_signal[:, 0], expected[first : first + r.sig_len], atol=1e-9)
         assert np.isfinite(r.p_signal[-1, 0])  # a record ends on a received sample
+
+
+def test_recordings_command_lists_records_with_what_is_missing(tmp_path: Path, capsys) -> None:
+    from gateway.cli import main
+    from gateway.recording import summarize_records
+
+    x = _signal(2500)
+    store = RecordingStore(tmp_path / "p1", "p1", file_s=4.0)
+    for a in range(0, 2500, 250):
+        if a != 500:  # one second never received, in the first record
+            store.write(_block(x[a : a + 250], a))
+    store.close()
+    (tmp_path / "notes.hea").write_text("not a record\n")  # skipped, not an error
+    found = summarize_records(tmp_path)
+    assert [(r.device_id, r.first_seq, r.samples, r.missing) for r in found] == [
+        ("p1", 0, 1000, 250),
+        ("p1", 1000, 1000, 0),
+        ("p1", 2000, 500, 0),
+    ]
+    assert found[0].leads == ("ECG",) and found[0].fs == FS and found[0].duration_s == 4.0
+    assert main(["recordings", "--dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("device") and len(printed) == 4
+    assert "25.00 %" in printed[1] and printed[1].endswith("p1_000000000000")
