@@ -28,6 +28,7 @@ import numpy as np
 
 from dsp.qrs import Beats, QrsDetector
 from dsp.rhythm import RhythmEpisode, RhythmTracker
+from gateway.history import runs_of
 
 __all__ = ["AnalysisResult", "add_parser", "analyze_signal", "run_analyze"]
 
@@ -107,7 +108,7 @@ def analyze_signal(
     rt = RhythmTracker(fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s)
     step = max(int(round(fs)), 1)
     parts: list[Beats] = []
-    runs = _recorded_runs(x)
+    runs = list(runs_of(np.isfinite(x), 0))  # the recorded stretches
     for k, (a, b) in enumerate(runs):
         for i in range(a, b, step):
             beats = det.process_array(x[i : min(i + step, b)], i)
@@ -120,15 +121,6 @@ def analyze_signal(
             rt.finish(b)  # episodes end where the gap begins
     rt.finish(x.size)
     return AnalysisResult(Beats.concat(parts, fs).seq, rt.episodes, x.size, fs, runs)
-
-
-def _recorded_runs(x: np.ndarray) -> list[tuple[int, int]]:
-    """Half-open ranges of finite samples."""
-    ok = np.isfinite(x)
-    if ok.all():
-        return [(0, x.size)] if x.size else []
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], ok, [False]]).astype(np.int8)))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
