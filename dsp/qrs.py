@@ -360,8 +360,9 @@ class QrsDetector:
             qrs, amp = self._qrs_f, self._amp_f
             # ... and finds the candidate peaks the scan of this block will ask for
             assert self._start is not None
-            base, end = self._base, self._base + h + n
-            a, b = max(self._scan_from, self._start + 1), min(end - self._r, end - 1)
+            self._pos = h + n
+            base = self._base
+            a, b = self._scan_window(base + self._pos - self._r)
             found = self._k.front(
                 self._buf, self._cap, done, h, n, self._w, self._fresh,
                 x64, qrs.sos, qrs.state(first), amp.sos, amp.state(first),
@@ -369,7 +370,6 @@ class QrsDetector:
             )  # fmt: skip
             self._found = None if found is None else (a, b, found)
             self._fresh = False
-            self._pos = h + n
             return
         if h + n > self._cap:
             self._alloc(max(h + n, (3 * self._cap) // 2))
@@ -407,9 +407,7 @@ class QrsDetector:
         lo = self._scan_from
         if horizon <= lo:
             return
-        assert self._start is not None
-        a = max(lo, self._start + 1)
-        b = min(horizon, self._base + self._pos - 1)
+        a, b = self._scan_window(horizon)
         if b > a:
             for i in self._peaks(a, b):
                 self._classify(self._candidate(i), out)
@@ -418,6 +416,12 @@ class QrsDetector:
             self._train(out)
         if not final and self._deadline is not None and self._deadline < horizon:
             self._search_back_until(horizon, out)
+
+    def _scan_window(self, horizon: int) -> tuple[int, int]:
+        """[a, b): where a scan up to ``horizon`` looks for candidate peaks (one sample
+        of look-ahead and look-back inside the segment)."""
+        assert self._start is not None
+        return max(self._scan_from, self._start + 1), min(horizon, self._base + self._pos - 1)
 
     def _peaks(self, a: int, b: int) -> list[int]:
         """Candidate peaks with index in [a, b) (see :func:`_local_peaks`)."""
