@@ -49,10 +49,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="all on one machine: simulated BLE patch and serial cart, gateway, broker, monitor",
         description="Runs a simulated chest patch over a virtual Bluetooth LE link (bleak over "
         "bumble, our patch profile with backfill), a simulated stress-test cart on a real "
-        "pseudo-terminal, "
-        "the full gateway and the monitor. The patient's symptom button is pressed about "
-        "10 s in. Exits 0 when live ECG, a strip per device and the post-symptom event "
-        "all arrived, with a summary.",
+        "pseudo-terminal, the full gateway and the monitor. The patient's symptom button is "
+        "pressed about 10 s in. Exits 0 when live ECG, a strip per device and the "
+        "post-symptom event all arrived, with a summary.",
     )
     p.add_argument("--seconds", type=float, default=30.0, help="how long to run (default 30)")
     p.add_argument(
