@@ -28,12 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
-from drivers.sim.synth import EcgSynth
-from dsp.block import SampleBlock
+from core.block import SampleBlock
 from gateway.config import MqttConfig
+from gateway.mqtt import Publisher
 from gateway.outbox import Outbox
 from gateway.payloads import build_strip_body
-from gateway.publisher import Publisher
+from gateway.pipeline import StripFacts, Trigger
+from sim.synth import EcgSynth
 
 
 def strip_body() -> dict:
@@ -43,8 +44,8 @@ def strip_body() -> dict:
         block,
         gateway_id="gw",
         kind="strip",
-        trigger={"type": "periodic"},
-        facts={},
+        trigger=Trigger("periodic", pre_s=10.0),
+        facts=StripFacts(),
         gaps=[],
         created=1.79e9,
     )

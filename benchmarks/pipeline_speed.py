@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
-from dsp.block import SampleBlock
+from core.block import SampleBlock
 from dsp.filters import EcgFilter
 from dsp.heart_rate import HeartRateTracker
 from dsp.qrs import QrsDetector

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
 from benchmarks.ec57 import BEAT_SYMBOLS, Score, match_beats, outside, vf_episodes
-from dsp.block import SampleBlock
+from core.block import SampleBlock
 from dsp.qrs import Beats, QrsDetector
 
 

@@ -8,7 +8,7 @@ A 250 Hz patch was away for ``--hole-s`` seconds. Once it is back, live blocks o
 0.1 s keep arriving (10 per second) while the missed hour streams in as 20-sample
 backfill pieces (19 per live block), so analysis holds up to ``--live-s`` seconds of
 live samples until the hole is filled. Reports CPU time per
-:meth:`gateway.reorder.BlockReorderer.push`.
+:meth:`gateway.pipeline.reorder.BlockReorderer.push`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
-from dsp.block import SampleBlock
-from gateway.reorder import BlockReorderer
+from core.block import SampleBlock
+from gateway.pipeline.reorder import BlockReorderer
 
 FS = 250.0
 

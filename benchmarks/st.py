@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
-from drivers.sim.synth import EcgSynth
 from dsp.qrs import detect_beats
 from dsp.st import st_levels
+from sim.synth import EcgSynth
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 FS = 500.0

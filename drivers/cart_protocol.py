@@ -12,9 +12,7 @@ microvolts, interleaved by sample (s0 lead0..lead11, s1 lead0..., ...).
 :class:`CartDecoder` takes bytes as they come from the port (any split, any
 garbage) and returns decoded messages; every malformed frame is counted by
 cause and skipped, and decoding resumes at the next delimiter.
-:class:`CartStream` turns decoded messages into the gateway's types: sample
-blocks with continuous sequence numbers, :class:`~drivers.events.Gap` s for
-samples lost on the line, and stage / blood pressure / lead-off events.
+:mod:`drivers.cart_stream` turns decoded messages into the gateway's types.
 """
 
 from __future__ import annotations
@@ -22,20 +20,20 @@ from __future__ import annotations
 import binascii
 import enum
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.events import DeviceEvent, Gap
-from dsp.block import SampleBlock
+from core.counters import Counters
+from core.units import int24_decode, int24_encode
 
 __all__ = [
+    "ERRORS",
     "LEADS_12",
     "PROTOCOL_VERSION",
     "BloodPressureMsg",
     "CartDecoder",
     "CartMessage",
-    "CartStream",
     "CommandMsg",
     "EcgMsg",
     "FrameType",
@@ -219,8 +217,7 @@ def encode_ecg(frame_seq: int, first_sample: int, samples_uv: np.ndarray) -> byt
     n = x.shape[0]
     if n > 255:
         raise ValueError("at most 255 samples per ECG frame")
-    raw = x.astype("<i4").reshape(-1).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
-    return encode_frame(FrameType.ECG, frame_seq, _ECG_HEAD.pack(first_sample, n) + raw)
+    return encode_frame(FrameType.ECG, frame_seq, _ECG_HEAD.pack(first_sample, n) + int24_encode(x))
 
 
 def encode_stage(
@@ -262,39 +259,9 @@ def encode_command(ftype: FrameType, frame_seq: int = 0) -> bytes:
     return encode_frame(ftype, frame_seq, b"")
 
 
-def _int24(raw: bytes, n: int, n_leads: int) -> np.ndarray:
-    b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-    v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-    v = np.where(v & 0x800000, v - 0x1000000, v)
-    return v.reshape(n, n_leads)
-
-
 # --- decoding ---------------------------------------------------------------------------
-@dataclass
-class DecoderStats:
-    """Counters of a :class:`CartDecoder` (frames by outcome, bytes)."""
-
-    bytes_in: int = 0
-    frames_ok: int = 0
-    cobs_errors: int = 0
-    crc_errors: int = 0
-    bad_version: int = 0
-    bad_length: int = 0
-    unknown_type: int = 0
-    too_long: int = 0
-    frames_lost: int = 0  # jumps in frame_seq
-    bytes_discarded: int = 0
-
-    @property
-    def errors(self) -> int:
-        return (
-            self.cobs_errors
-            + self.crc_errors
-            + self.bad_version
-            + self.bad_length
-            + self.unknown_type
-            + self.too_long
-        )
+ERRORS = "cobs_errors crc_errors bad_version bad_length unknown_type too_long"
+"""The decoder's counters of frames thrown away, by cause."""
 
 
 class CartDecoder:
@@ -308,23 +275,37 @@ class CartDecoder:
 
     def __init__(self, n_leads: int = 12) -> None:
         self.n_leads = n_leads
-        self.stats = DecoderStats()
+        self.stats = Counters(f"bytes_in frames_ok frames_lost bytes_discarded {ERRORS}")
         self.last_error: str | None = None
         self._buf = bytearray()
         self._synced = False  # bytes before the first delimiter may be half a frame
         self._last_frame_seq: int | None = None
 
+    def resync(self) -> None:
+        """The line was reopened: drop the partial frame and wait for the next delimiter.
+
+        Counters carry on (they count since the decoder was created).
+        """
+        self._buf.clear()
+        self._synced = False
+        self._last_frame_seq = None
+
+    @property
+    def errors(self) -> int:
+        """Frames thrown away, all causes."""
+        return sum(self.stats[name] for name in ERRORS.split())
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[CartMessage]:
         """Take bytes from the line; return the messages completed by them."""
-        self.stats.bytes_in += len(data)
+        self.stats.add("bytes_in", len(data))
         self._buf += data
         out: list[CartMessage] = []
         while True:
             end = self._buf.find(b"\x00")
             if end < 0:
                 if len(self._buf) > 2 * MAX_BODY:
-                    self.stats.too_long += 1
-                    self.stats.bytes_discarded += len(self._buf)
+                    self.stats.add("too_long")
+                    self.stats.add("bytes_discarded", len(self._buf))
                     self._note("no frame delimiter in too many bytes")
                     self._buf.clear()
                 return out
@@ -348,9 +329,9 @@ class CartDecoder:
 
         def bad(counter: str, text: str) -> None:
             if count_errors:
-                setattr(st, counter, getattr(st, counter) + 1)
+                st.add(counter)
                 self._note(text)
-            st.bytes_discarded += len(chunk) + 1
+            st.add("bytes_discarded", len(chunk) + 1)
 
         if len(chunk) > MAX_BODY + 16:
             bad("too_long", f"frame of {len(chunk)} bytes")
@@ -383,9 +364,9 @@ class CartDecoder:
         if self._last_frame_seq is not None:
             lost = (fseq - self._last_frame_seq - 1) & 0xFFFF
             if lost < 0x8000:
-                st.frames_lost += lost
+                st.add("frames_lost", lost)
         self._last_frame_seq = fseq
-        st.frames_ok += 1
+        st.add("frames_ok")
         return msg
 
     def _parse(self, ftype: int, fseq: int, p: bytes) -> CartMessage | None:
@@ -394,7 +375,7 @@ class CartDecoder:
             raw = p[_ECG_HEAD.size :]
             if len(raw) != n * self.n_leads * 3:
                 raise ValueError(f"{len(raw)} sample bytes for {n} x {self.n_leads} leads")
-            return EcgMsg(fseq, first, _int24(raw, n, self.n_leads))
+            return EcgMsg(fseq, first, int24_decode(raw, self.n_leads))
         if ftype == FrameType.HELLO:
             fs, n_leads, fmt, serial, fw = _HELLO.unpack(p)
             if fmt != SAMPLE_FORMAT_INT24_UV or n_leads != 12 or not 100 <= fs <= 2000:
@@ -418,113 +399,3 @@ class CartDecoder:
                 raise ValueError("commands carry no payload")
             return CommandMsg(fseq, FrameType(ftype))
         return None
-
-
-# --- stream -----------------------------------------------------------------------------
-@dataclass
-class StreamStats:
-    samples: int = 0
-    blocks: int = 0
-    gaps: int = 0
-    gap_samples: int = 0
-    duplicate_samples: int = 0
-    restarts: int = 0
-
-
-@dataclass
-class CartStream:
-    """Turns decoded cart messages into sample blocks, gaps and device events.
-
-    Sample sequence numbers are the cart's own sample counter. Times come from
-    the first ECG frame's arrival (``now``, UTC POSIX seconds, taken as the time of
-    its last sample) and then advance by 1/fs per sample, so block times stay
-    monotonic and exact; the cart restarting its counter re-anchors them.
-    """
-
-    source: str
-    fs: float = 500.0
-    leads: tuple[str, ...] = LEADS_12
-    stats: StreamStats = field(default_factory=StreamStats)
-    _anchor: tuple[int, float] | None = None
-    _next: int | None = None
-
-    def utc_of(self, sample: int) -> float | None:
-        """UTC POSIX seconds of cart sample ``sample`` (None before the first ECG frame)."""
-        if self._anchor is None:
-            return None
-        seq0, t0 = self._anchor
-        return t0 + (sample - seq0) / self.fs
-
-    def handle(self, msg: CartMessage, now: float) -> list[SampleBlock | Gap | DeviceEvent]:
-        """Outputs for one message; ``now`` is its arrival time (UTC POSIX s)."""
-        if isinstance(msg, EcgMsg):
-            return self._ecg(msg, now)
-        if isinstance(msg, HelloMsg):
-            self.fs = float(msg.fs)
-            self.leads = msg.leads
-            data = {"serial": msg.serial, "firmware": msg.firmware, "fs": msg.fs}
-            return [DeviceEvent(self.source, "device_info", now, None, data)]
-        at = getattr(msg, "at_sample", None)
-        t = self.utc_of(at) if at is not None else None
-        when = now if t is None else t
-        if isinstance(msg, StageMsg):
-            data = {
-                "stage": msg.stage,
-                "phase": msg.phase.name.lower(),
-                "name": msg.name,
-                "speed_kmh": msg.speed_kmh,
-                "grade_pct": msg.grade_pct,
-            }
-            return [DeviceEvent(self.source, "stage", when, at, data)]
-        if isinstance(msg, BloodPressureMsg):
-            data = {"systolic_mmhg": msg.systolic_mmhg, "diastolic_mmhg": msg.diastolic_mmhg}
-            return [DeviceEvent(self.source, "blood_pressure", when, at, data)]
-        if isinstance(msg, LeadOffMsg):
-            off = [self.leads[i] for i in range(len(self.leads)) if msg.mask >> i & 1]
-            return [DeviceEvent(self.source, "lead_off", when, at, {"leads": off})]
-        return []  # heartbeat: only feeds the silence watchdog
-
-    def _ecg(self, msg: EcgMsg, now: float) -> list[SampleBlock | Gap | DeviceEvent]:
-        out: list[SampleBlock | Gap | DeviceEvent] = []
-        first, x = msg.first_sample, msg.samples_uv
-        n = x.shape[0]
-        if n == 0:
-            return out
-        if self._next is not None and first < self._next - 10 * self.fs:
-            # the cart's sample counter went back: it restarted
-            self.stats.restarts += 1
-            out.append(DeviceEvent(self.source, "restarted", now, first, {"previous": self._next}))
-            self._anchor = None
-            self._next = None
-        if self._anchor is None:
-            self._anchor = (first, now - (n - 1) / self.fs)
-        if self._next is not None:
-            if first > self._next:
-                lost = Gap(
-                    self.source,
-                    self._next,
-                    first,
-                    self.utc_of(self._next) or now,
-                    self.utc_of(first) or now,
-                    reason="serial frames lost",
-                    final=True,
-                )
-                self.stats.gaps += 1
-                self.stats.gap_samples += lost.n_samples
-                out.append(lost)
-            elif first < self._next:
-                skip = min(self._next - first, n)
-                self.stats.duplicate_samples += skip
-                x = x[skip:]
-                first += skip
-                n = x.shape[0]
-                if n == 0:
-                    return out
-        self._next = first + n
-        start = self.utc_of(first)
-        assert start is not None
-        mv = x.astype(np.float32) / np.float32(1000.0)
-        out.append(SampleBlock(mv, self.fs, start, first, self.leads, self.source))
-        self.stats.samples += n
-        self.stats.blocks += 1
-        return out

@@ -3,7 +3,7 @@
 * Heart Rate Measurement (0x2A37, Bluetooth SIG Heart Rate Service).
 * Battery Level (0x2A19).
 * Symptom-button press of the ecg-gateway patch event service
-  (:data:`drivers.patch_uuids.PATCH_BUTTON`, a vendor characteristic, notify).
+  (:data:`drivers.uuids.PATCH_BUTTON`, a vendor characteristic, notify).
   Value, little endian, 13 bytes::
 
       u8   version       = 1
@@ -23,14 +23,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from core.events import RrGapSeen
+from core.units import EPOCH_2000
+
 __all__ = [
     "BUTTON_VERSION",
-    "PMD_EPOCH_POSIX",
     "BatteryLevel",
     "ButtonPress",
     "GattDecodeError",
     "HeartRateMeasurement",
-    "RrGap",
     "RrTracker",
     "decode_battery_level",
     "decode_button_press",
@@ -39,9 +40,6 @@ __all__ = [
     "encode_button_press",
     "encode_heart_rate_measurement",
 ]
-
-PMD_EPOCH_POSIX = 946_684_800.0
-"""2000-01-01T00:00:00Z as POSIX seconds (epoch of PMD and button device times)."""
 
 BUTTON_VERSION = 1
 
@@ -115,7 +113,7 @@ class ButtonPress:
     @property
     def device_time_posix(self) -> float:
         """Device time of the press as POSIX seconds (device clock, not host clock)."""
-        return PMD_EPOCH_POSIX + self.device_time_ns / 1e9
+        return EPOCH_2000 + self.device_time_ns / 1e9
 
 
 def decode_heart_rate_measurement(data: bytes | bytearray | memoryview) -> HeartRateMeasurement:
@@ -207,26 +205,6 @@ def encode_button_press(press: ButtonPress) -> bytes:
     return _BUTTON.pack(BUTTON_VERSION, press.press_id & 0xFFFFFFFF, press.device_time_ns)
 
 
-@dataclass(frozen=True, slots=True)
-class RrGap:
-    """Beats the Heart Rate service never delivered (the link was down).
-
-    ``start`` is the last beat heard before, ``end`` the beat that begins the first
-    interval heard after (UTC POSIX s). HRS carries no sequence numbers: each chain of
-    intervals is anchored on the earliest-arriving of its notifications (a beat is never
-    notified before it happens), so the span is as good as the tightest notification of
-    each side, and ``beats_missing`` is the span divided by the RR intervals around it.
-    """
-
-    start: float
-    end: float
-    beats_missing: int
-
-    @property
-    def duration_s(self) -> float:
-        return self.end - self.start
-
-
 class RrTracker:
     """Beat times from HRS RR intervals, and the gaps where beats were never heard (pure).
 
@@ -239,8 +217,10 @@ class RrTracker:
     anchored by ``settle`` notifications (or its link drops), then returned once.
     """
 
-    def __init__(self, settle: int = 15) -> None:
+    def __init__(self, source: str = "", settle: int = 15) -> None:
+        self.source = source
         self.settle = settle
+        self._arrival = 0.0  # UTC s of the latest notification
         self._rel = 0.0  # chained time of the current chain's last beat, from its first (s)
         self._offset: float | None = None  # absolute time of the chain's first beat (s)
         self._notes = 0  # notifications in the current chain
@@ -250,9 +230,9 @@ class RrTracker:
         self._rr_before: list[float] = []  # last intervals of the previous chain (s)
         self._rr_recent: list[float] = []
         self.beats = 0
-        self.gaps: list[RrGap] = []
+        self.gaps: list[RrGapSeen] = []
 
-    def link_lost(self) -> RrGap | None:
+    def link_lost(self) -> RrGapSeen | None:
         """The connection dropped: settle any gap still held, and start a new chain next."""
         gap = self._settle()
         if self._offset is not None and not self._resync:
@@ -261,11 +241,12 @@ class RrTracker:
         self._resync = True
         return gap
 
-    def feed(self, rr_s: tuple[float, ...] | list[float], arrival: float) -> RrGap | None:
+    def feed(self, rr_s: tuple[float, ...] | list[float], arrival: float) -> RrGapSeen | None:
         """Take one measurement's RR intervals (s) arriving at ``arrival`` (s); return a gap
         once it is settled."""
         if not rr_s:
             return None
+        self._arrival = arrival
         if self._resync:
             self._rel, self._offset, self._notes = 0.0, None, 0
             self._rr_recent = []
@@ -279,7 +260,7 @@ class RrTracker:
         self._rr_recent = (self._rr_recent + list(rr_s))[-16:]
         return self._settle() if self._notes >= self.settle else None
 
-    def _settle(self) -> RrGap | None:
+    def _settle(self) -> RrGapSeen | None:
         if not self._pending or self._offset is None or self._prev_end is None:
             return None
         self._pending = False
@@ -288,6 +269,12 @@ class RrTracker:
         missing = round(span / (sum(rr) / len(rr))) if span > 0 else 0
         if missing < 1:
             return None
-        gap = RrGap(self._prev_end, self._offset, missing)
+        gap = RrGapSeen(
+            source=self.source,
+            time=self._arrival,
+            start=self._prev_end,
+            end=self._offset,
+            beats_missing=missing,
+        )
         self.gaps.append(gap)
         return gap

@@ -1,4 +1,4 @@
-"""Our chest-patch GATT profile with backfill: codec, gap ledger and stream (pure, no I/O).
+"""Our chest-patch GATT profile with backfill: the codec (pure, no I/O).
 
 The contract is ``docs/protocols/patch-gatt.md``. The patch records every
 sample into its own memory and numbers it (``seq``, u32, 250 Hz); live frames
@@ -9,10 +9,9 @@ longer holds it — and then the gap is exact and final.
 
 - :func:`decode_ecg_frame` / :func:`encode_ecg_frame`: ECG and backfill frames.
 - RACP commands and responses, device time, status and symptom button codecs.
-- :class:`GapLedger`: every missing range, from detection to filled or lost.
-- :class:`PatchStream`: frames in, :class:`~dsp.block.SampleBlock` s (each
-  sample exactly once, backfill possibly out of order) and final
-  :class:`~drivers.events.Gap` s out.
+
+The state that uses them lives in :mod:`drivers.patch_stream` (the gap ledger and the
+stream of blocks) and :mod:`drivers.patch_session` (the conversation).
 
 Malformed input raises :class:`PatchDecodeError` (a ``ValueError``); callers
 count it and drop the notification.
@@ -22,24 +21,19 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.clock import ClockTracker
-from drivers.events import Gap
-from dsp.block import SampleBlock
+from core.units import EPOCH_2000
 
 __all__ = [
-    "EPOCH_2000",
     "FS",
     "UV_PER_LSB",
     "DeviceTime",
     "EcgFrame",
-    "GapLedger",
     "PatchDecodeError",
     "PatchStatus",
-    "PatchStream",
     "RacpOp",
     "RacpResponse",
     "RacpStatus",
@@ -61,7 +55,6 @@ __all__ = [
 
 FS = 250.0  # Hz
 UV_PER_LSB = 2.0  # int16 samples: ±65.5 mV range
-EPOCH_2000 = 946_684_800.0  # 2000-01-01T00:00:00Z as POSIX seconds
 FLAG_BACKFILL = 0x01
 FLAG_LEAD_OFF = 0x02
 _ECG_HEAD = struct.Struct("<BIB")  # flags, first seq, n
@@ -247,160 +240,3 @@ def decode_symptom(data: bytes | bytearray | memoryview) -> SymptomPress:
         return SymptomPress(*_SYMPTOM.unpack(bytes(data)))
     except struct.error as exc:
         raise PatchDecodeError(f"symptom press: {exc}") from None
-
-
-# --- gap ledger ---------------------------------------------------------------------------------
-class GapState(enum.Enum):
-    PENDING = "pending"  # known missing, not asked for yet (or asked and not answered)
-    REQUESTED = "requested"
-    LOST = "lost"  # the patch no longer holds it: final
-
-
-@dataclass
-class LedgerEntry:
-    first: int
-    end: int
-    state: GapState = GapState.PENDING
-    requests: int = 0
-
-
-@dataclass
-class GapLedger:
-    """Missing sample ranges of one patch, from detection to filled or lost.
-
-    ``received`` ranges are merged as they arrive; a range between the highest
-    sample seen and a new frame's first sample becomes a PENDING gap. Filled
-    parts leave the ledger; :meth:`expire` turns parts older than the patch's
-    oldest held sample into LOST (final) gaps.
-    """
-
-    entries: list[LedgerEntry] = field(default_factory=list)
-    next_seq: int | None = None  # one past the highest sample received
-
-    def receive(self, first: int, end: int) -> list[tuple[int, int]]:
-        """Record samples [first, end); returns the parts that are new, in order."""
-        if self.next_seq is None:
-            self.next_seq = end
-            return [(first, end)]
-        old = self.next_seq
-        if first >= old:
-            if first > old:
-                self.entries.append(LedgerEntry(old, first))
-            self.next_seq = end
-            return [(first, end)]
-        new = self._fill(first, min(end, old))  # only what fills a known gap is new
-        if end > old:
-            self.next_seq = end
-            new.append((old, end))
-        return new
-
-    def _fill(self, first: int, end: int) -> list[tuple[int, int]]:
-        got: list[tuple[int, int]] = []
-        kept: list[LedgerEntry] = []
-        for e in self.entries:
-            a, b = max(e.first, first), min(e.end, end)
-            if a >= b or e.state == GapState.LOST:
-                kept.append(e)
-                continue
-            got.append((a, b))
-            if e.first < a:
-                kept.append(LedgerEntry(e.first, a, e.state, e.requests))
-            if b < e.end:
-                kept.append(LedgerEntry(b, e.end, e.state, e.requests))
-        self.entries = sorted(kept, key=lambda e: e.first)
-        return sorted(got)
-
-    def to_request(self) -> list[tuple[int, int]]:
-        """Ranges to ask the patch for (pending ones), marked requested."""
-        out = []
-        for e in self.entries:
-            if e.state == GapState.PENDING:
-                e.state = GapState.REQUESTED
-                e.requests += 1
-                out.append((e.first, e.end))
-        return out
-
-    def retry(self) -> None:
-        """A new connection: what was requested and not filled is pending again."""
-        for e in self.entries:
-            if e.state == GapState.REQUESTED:
-                e.state = GapState.PENDING
-
-    def expire(self, oldest_held: int) -> list[tuple[int, int]]:
-        """The patch holds nothing before ``oldest_held``: those parts are lost for good."""
-        lost: list[tuple[int, int]] = []
-        kept: list[LedgerEntry] = []
-        for e in self.entries:
-            if e.state != GapState.LOST and e.first < oldest_held:
-                cut = min(e.end, oldest_held)
-                lost.append((e.first, cut))
-                if cut < e.end:
-                    kept.append(LedgerEntry(cut, e.end, e.state, e.requests))
-                continue
-            kept.append(e)
-        self.entries = kept
-        return lost
-
-    @property
-    def missing(self) -> int:
-        return sum(e.end - e.first for e in self.entries)
-
-
-# --- stream ---------------------------------------------------------------------------------------
-@dataclass
-class PatchStream:
-    """ECG frames (live and backfill) in; blocks (each sample once) and final gaps out.
-
-    Times: a :class:`~drivers.clock.ClockTracker` maps sample numbers to UTC. The
-    first :meth:`set_time` (the patch's Device Time) anchors it; the arrival times of
-    live frames then measure the patch clock's drift against the host's NTP clock, and
-    the mapping slews to them, so block times stay monotonic across reconnections.
-    """
-
-    source: str
-    lead: str = "ECG"
-    fs: float = FS
-    ledger: GapLedger = field(default_factory=GapLedger)
-    duplicates: int = 0
-    clock: ClockTracker = field(init=False)
-
-    def start_at(self, seq: int) -> None:
-        """Samples from ``seq`` on are wanted (e.g. the patch's oldest held sample at the
-        first connection of a study): anything before the first frame becomes a gap."""
-        if self.ledger.next_seq is None:
-            self.ledger.next_seq = seq
-
-    def __post_init__(self) -> None:
-        self.clock = ClockTracker(self.fs)
-
-    def set_time(self, t: DeviceTime) -> None:
-        """A Device Time read: anchors the mapping until drift tracking takes over."""
-        self.clock.anchor(t.seq, t.posix)
-
-    def utc_of(self, seq: int) -> float:
-        return self.clock.utc_of(seq)
-
-    def feed(self, frame: EcgFrame, now: float) -> list[SampleBlock]:
-        """Blocks for the samples of ``frame`` not delivered before."""
-        if not frame.backfill:  # live frames arrive just after they were recorded
-            self.clock.observe(frame.end_seq - 1, now)
-        else:
-            self.clock.anchor(frame.end_seq - 1, now)  # only if nothing better yet
-        parts = self.ledger.receive(frame.first_seq, frame.end_seq)
-        out: list[SampleBlock] = []
-        taken = 0
-        for a, b in parts:
-            x = frame.samples_uv[a - frame.first_seq : b - frame.first_seq]
-            taken += x.size
-            mv = (x.astype(np.float32) / np.float32(1000.0))[:, None]
-            out.append(SampleBlock(mv, self.fs, self.utc_of(a), a, (self.lead,), self.source))
-        self.duplicates += frame.samples_uv.size - taken
-        return out
-
-    def lost(self, oldest_held: int) -> list[Gap]:
-        """Final gaps for what the patch no longer holds."""
-        return [
-            Gap(self.source, a, b, self.utc_of(a), self.utc_of(b), "not in patch memory", True)
-            for a, b in self.ledger.expire(oldest_held)
-            if self.clock.anchored
-        ]

@@ -12,30 +12,25 @@ From Polar's public BLE SDK documentation:
   (u8, bit 7 = compressed), payload. ECG frame type 0: 3-byte LE signed
   samples in microvolts.
 
-:class:`PmdEcgStream` turns decoded ECG frames into :class:`SampleBlock` s with
-sequence numbers and reports :class:`Gap` s; it takes bytes and the host time
-and does no I/O.
+The state that numbers the samples lives in :mod:`drivers.polar_stream`.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from drivers.events import Gap
-from dsp.block import SampleBlock
+from core.units import int24_decode, int24_encode
 
 __all__ = [
-    "PMD_EPOCH_POSIX",
-    "EcgFrame",
     "PmdControlResponse",
     "PmdDataFrame",
     "PmdDecodeError",
-    "PmdEcgStream",
+    "PmdEcgFrame",
     "PmdMeasurement",
     "PmdOp",
     "PmdSetting",
@@ -51,9 +46,6 @@ __all__ = [
     "start_ecg_command",
     "stop_command",
 ]
-
-PMD_EPOCH_POSIX = 946_684_800.0
-"""2000-01-01T00:00:00Z as POSIX seconds."""
 
 _RESPONSE_CODE = 0xF0
 _FEATURES_CODE = 0x0F
@@ -228,7 +220,7 @@ class PmdDataFrame:
 
 
 @dataclass(frozen=True, slots=True)
-class EcgFrame:
+class PmdEcgFrame:
     """Decoded ECG frame: samples in microvolts (int32, read-only).
 
     ``timestamp_ns`` is the device time of the last sample, ns since 2000-01-01.
@@ -257,7 +249,7 @@ def parse_data_frame(data: bytes | bytearray | memoryview) -> PmdDataFrame:
     )
 
 
-def decode_ecg_frame(data: bytes | bytearray | memoryview) -> EcgFrame:
+def decode_ecg_frame(data: bytes | bytearray | memoryview) -> PmdEcgFrame:
     """Decode an uncompressed ECG data notification (frame type 0).
 
     Raises
@@ -276,146 +268,11 @@ def decode_ecg_frame(data: bytes | bytearray | memoryview) -> EcgFrame:
     n, rest = divmod(len(frame.payload), 3)
     if rest or n == 0:
         raise PmdDecodeError(f"ECG payload of {len(frame.payload)} bytes is not n * 3, n > 0")
-    b = np.frombuffer(frame.payload, dtype=np.uint8).reshape(n, 3).astype(np.int32)
-    raw = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-    uv = (raw ^ 0x800000) - 0x800000  # sign-extend 24 -> 32 bit
+    uv = int24_decode(frame.payload)[:, 0]
     uv.flags.writeable = False
-    return EcgFrame(frame.timestamp_ns, uv)
+    return PmdEcgFrame(frame.timestamp_ns, uv)
 
 
 def encode_ecg_frame(timestamp_ns: int, samples_uv: np.ndarray) -> bytes:
     """Encode an ECG data notification (frame type 0). Values are clipped to 24 bit."""
-    uv = np.clip(np.asarray(samples_uv, dtype=np.int64), -(1 << 23), (1 << 23) - 1)
-    u = (uv & 0xFFFFFF).astype("<u4")
-    payload = u.view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
-    return _HEADER.pack(PmdMeasurement.ECG, timestamp_ns, 0) + payload
-
-
-# --- stream state -------------------------------------------------------------
-
-
-class PmdEcgStream:
-    """Turns ECG frames into sequence-numbered blocks and gaps.
-
-    Sequence numbers count samples at ``fs`` since the first frame. Between
-    frames the device timestamps say how many samples were missed: if the
-    timestamp advanced by more than the frame's own samples plus
-    ``gap_tolerance`` sample periods, a :class:`Gap` covers the missing ones
-    (PMD has no backfill, so gaps are final). Smaller deviations are timing
-    jitter or device clock drift and are absorbed.
-
-    UTC times: at the first frame the host time ``now`` is taken as the time
-    of that frame's last sample; every later sample ``s`` is then at
-    ``start + s / fs``, so block starts are monotonic and the wall clock can
-    step without moving the data. (The device clock's rate error, tens of ppm,
-    accumulates as a few seconds per day.)
-
-    A frame whose timestamp does not advance (duplicate) is dropped and
-    counted in :attr:`duplicates`. If the device clock jumps backwards by more
-    than ``reset_after_s`` (device restart), the missed time is estimated from
-    the host clock instead.
-    """
-
-    def __init__(
-        self,
-        source: str,
-        fs: float = 130.0,
-        lead: str = "ECG",
-        gap_tolerance: int | None = None,
-        reset_after_s: float = 2.0,
-    ) -> None:
-        self.source = source
-        self.fs = float(fs)
-        self.lead = lead
-        self.gap_tolerance = gap_tolerance
-        self.reset_after_s = reset_after_s
-        self.duplicates = 0
-        self._period_ns = 1e9 / self.fs
-        self._start_utc: float | None = None  # UTC of seq 0
-        self._next_seq = 0
-        self._last_ts: int | None = None
-        self._last_now = 0.0
-
-    @property
-    def next_seq(self) -> int:
-        """Sequence number the next sample will get."""
-        return self._next_seq
-
-    def utc_of(self, seq: int) -> float:
-        """UTC POSIX seconds of sample ``seq`` (after the first frame)."""
-        if self._start_utc is None:
-            raise RuntimeError("no frame seen yet")
-        return self._start_utc + seq / self.fs
-
-    def seq_of_device_time(self, device_ns: int) -> int | None:
-        """Sequence number nearest to a device time (ns since 2000), if known."""
-        if self._last_ts is None:
-            return None
-        return self._next_seq - 1 + round((device_ns - self._last_ts) / self._period_ns)
-
-    def feed(self, data: bytes | bytearray | memoryview, now: float) -> list[SampleBlock | Gap]:
-        """Decode one data notification and advance; raises :class:`PmdDecodeError`."""
-        return self.feed_frames([decode_ecg_frame(data)], now)
-
-    def feed_frames(self, frames: Iterable[EcgFrame], now: float) -> list[SampleBlock | Gap]:
-        """Advance over decoded frames received at host time ``now``.
-
-        Contiguous frames are merged into one block; the result is in order.
-        """
-        out: list[SampleBlock | Gap] = []
-        run: list[np.ndarray] = []
-        run_seq = self._next_seq
-        for frame in frames:
-            missing = self._missing_before(frame, now)
-            if missing is None:
-                continue
-            if missing > 0:
-                if run:
-                    out.append(self._block(run, run_seq))
-                    run = []
-                gap_first = self._next_seq
-                self._next_seq += missing
-                out.append(
-                    Gap(
-                        self.source,
-                        gap_first,
-                        self._next_seq,
-                        self.utc_of(gap_first),
-                        self.utc_of(self._next_seq),
-                        reason="pmd timestamp jump",
-                        final=True,
-                    )
-                )
-            if not run:
-                run_seq = self._next_seq
-            run.append(frame.samples_uv)
-            self._next_seq += frame.n
-            self._last_ts = frame.timestamp_ns
-            self._last_now = now
-        if run:
-            out.append(self._block(run, run_seq))
-        return out
-
-    def _missing_before(self, frame: EcgFrame, now: float) -> int | None:
-        """Samples missed before ``frame`` (0 if contiguous), None to drop it."""
-        if self._last_ts is None:
-            self._start_utc = now - (frame.n - 1) / self.fs
-            return 0
-        dt_ns = frame.timestamp_ns - self._last_ts
-        tolerance = self.gap_tolerance
-        if tolerance is None:
-            tolerance = max(2, frame.n // 2)
-        if dt_ns < -self.reset_after_s * 1e9:
-            elapsed = round((now - self._last_now) * self.fs)
-            missing = elapsed - frame.n
-        elif dt_ns <= 0:
-            self.duplicates += 1
-            return None
-        else:
-            missing = round(dt_ns / self._period_ns) - frame.n
-        return missing if missing > tolerance else 0
-
-    def _block(self, run: list[np.ndarray], seq: int) -> SampleBlock:
-        uv = np.concatenate(run) if len(run) > 1 else run[0]
-        mv = (uv.astype(np.float32) / np.float32(1000.0))[:, None]
-        return SampleBlock(mv, self.fs, self.utc_of(seq), seq, (self.lead,), self.source)
+    return _HEADER.pack(PmdMeasurement.ECG, timestamp_ns, 0) + int24_encode(samples_uv)

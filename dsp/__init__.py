@@ -3,7 +3,7 @@
 Nothing in this package does I/O or imports asyncio, bleak, serial or MQTT.
 """
 
-from dsp.block import SampleBlock, concat_blocks
+from core.block import SampleBlock, concat_blocks
 from dsp.qrs import detect_beats
 
 __all__ = ["SampleBlock", "concat_blocks", "detect_beats"]

@@ -325,7 +325,45 @@ static PyObject *sosfilt2(PyObject *self, PyObject *args) {
     return result;
 }
 
+PyDoc_STRVAR(sosfilt_doc,
+             "sosfilt(sos, zi, y)\n\n"
+             "Filter y (channels, n) float64 C-contiguous in place with one SOS cascade\n"
+             "(sections, 6); zi (channels, sections, 2) is each channel's state, updated in\n"
+             "place. The transposed direct form II of sections(): what dsp.sos uses.");
+
+static PyObject *sosfilt(PyObject *self, PyObject *args) {
+    Py_buffer sv, zv, yv;
+    if (!PyArg_ParseTuple(args, "y*w*w*", &sv, &zv, &yv)) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t row = (Py_ssize_t)(6 * sizeof(double));
+    if (sv.len == 0 || sv.len % row != 0 || zv.len % (sv.len / 3) != 0 ||
+        yv.len % (Py_ssize_t)sizeof(double) != 0) {
+        PyErr_SetString(PyExc_ValueError, "sos (sections, 6), zi (channels, sections, 2), y float64");
+        goto done;
+    }
+    const Py_ssize_t ns = sv.len / row, channels = zv.len / (sv.len / 3);
+    const Py_ssize_t total = yv.len / (Py_ssize_t)sizeof(double);
+    if (channels == 0 || total % channels != 0) {
+        PyErr_SetString(PyExc_ValueError, "y must be (channels, n) for zi's channels");
+        goto done;
+    }
+    const Py_ssize_t n = total / channels;
+    const double *sos = (const double *)sv.buf;
+    for (Py_ssize_t ch = 0; ch < channels; ch++) {
+        double *y = (double *)yv.buf + ch * n, *z = (double *)zv.buf + ch * 2 * ns;
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = sections(sos, z, 0, ns, y[i]);
+    }
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&zv);
+    PyBuffer_Release(&yv);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"sosfilt", sosfilt, METH_VARARGS, sosfilt_doc},
     {"feature", feature, METH_VARARGS, feature_doc},
     {"front", front, METH_VARARGS, front_doc},
     {"sosfilt2", sosfilt2, METH_VARARGS, sosfilt2_doc},

@@ -1,9 +1,8 @@
 """Streaming ECG filters: band-pass and mains notch, block by block with carried state.
 
-Every filter here is a cascade of second-order sections run with
-:func:`scipy.signal.sosfilt` and its state ``zi`` carried from one block to the
-next, so filtering a recording in chunks of any size gives exactly the samples
-that filtering it in one pass gives.
+Every filter here is a cascade of second-order sections (:mod:`dsp.sos`) run with
+its state carried from one block to the next, so filtering a recording in chunks of
+any size gives exactly the samples that filtering it in one pass gives.
 
 Bands (Hz):
 
@@ -22,9 +21,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from scipy import signal
 
-from dsp.block import SampleBlock
+from core.block import SampleBlock
+from dsp.sos import butter_sos, notch_sos, sosfilt_inplace, steady_state
 
 __all__ = ["BANDS", "EcgFilter", "SosFilter", "band_edges", "design_ecg_sos"]
 
@@ -62,20 +61,10 @@ def design_ecg_sos(
         Mains frequency to notch out, Hz (50 or 60), or None for no notch.
     """
     low, high = band_edges(band, fs)
-    parts = [
-        signal.butter(2, low, btype="highpass", fs=fs, output="sos"),
-        signal.butter(4, high, btype="lowpass", fs=fs, output="sos"),
-    ]
+    parts = [butter_sos(2, low, "highpass", fs), butter_sos(4, high, "lowpass", fs)]
     if mains_hz and mains_hz < 0.48 * fs:
-        b, a = signal.iirnotch(mains_hz, _NOTCH_Q, fs=fs)
-        parts.append(signal.tf2sos(b, a))
+        parts.append(notch_sos(mains_hz, _NOTCH_Q, fs))
     return np.vstack(parts)
-
-
-try:  # the compiled kernel behind scipy.signal.sosfilt, without its ~80 µs of checks per call
-    from scipy.signal._sosfilt import _sosfilt as _sosfilt_inplace
-except ImportError:  # pragma: no cover - other scipy layouts: the public function
-    _sosfilt_inplace = None
 
 
 class SosFilter:
@@ -83,14 +72,14 @@ class SosFilter:
 
     The state starts as the steady state for the first sample seen (no start-up
     step), and :meth:`reset` forgets it (used after a gap in the stream).
-    Blocks of a second are short, so the per-call overhead matters: this calls
-    scipy's compiled SOS kernel directly (the same code ``sosfilt`` runs).
+    Blocks of a second are short, so the per-call overhead matters: the loop is a
+    compiled one called directly (:func:`dsp.sos.sosfilt_inplace`).
     """
 
     def __init__(self, sos: np.ndarray, n_channels: int) -> None:
         self.sos = np.ascontiguousarray(sos, dtype=np.float64)
         self.n_channels = n_channels
-        self._zi_unit = signal.sosfilt_zi(self.sos)  # (sections, 2) for a unit step
+        self._zi_unit = steady_state(self.sos)  # (sections, 2) for a unit step
         self._zi: np.ndarray | None = None  # (channels, sections, 2)
 
     def reset(self) -> None:
@@ -134,11 +123,7 @@ class SosFilter:
             if y.shape[1] == 0:
                 return
             zi = self._zi = np.ascontiguousarray(self._zi_unit[None, :, :] * y[:, :1, None])
-        if _sosfilt_inplace is not None:
-            _sosfilt_inplace(self.sos, y, zi)
-        else:
-            y[...], zi = signal.sosfilt(self.sos, y, axis=1, zi=zi.transpose(1, 0, 2))
-            self._zi = np.ascontiguousarray(zi.transpose(1, 0, 2))
+        sosfilt_inplace(self.sos, y, zi)
 
 
 class EcgFilter:

@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
-from dsp.block import SampleBlock
+from core.block import SampleBlock
 from dsp.filters import SosFilter
+from dsp.sos import butter_sos
 
 __all__ = ["QualityTracker", "QualityWindow"]
 
@@ -68,9 +68,9 @@ class QualityTracker:
         self.n_leads = n_leads
         self.window = max(int(round(fs)), 1)
         hf = min(40.0, 0.4 * fs)
-        self._hp = SosFilter(signal.butter(2, hf, "highpass", fs=fs, output="sos"), n_leads)
+        self._hp = SosFilter(butter_sos(2, hf, "highpass", fs), n_leads)
         self._band = SosFilter(
-            signal.butter(2, [5.0, min(25.0, 0.45 * fs)], "bandpass", fs=fs, output="sos"),
+            butter_sos(2, (5.0, min(25.0, 0.45 * fs)), "bandpass", fs),
             n_leads,
         )
         self._buf: list[np.ndarray] = []

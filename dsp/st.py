@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
+
+from dsp.sos import butter_sos, sosfiltfilt
 
 __all__ = ["StLevels", "st_levels"]
 
@@ -121,8 +122,8 @@ def st_levels(
         if r.size < _MIN_BEATS:
             return None
         x = _fill(x, missing)
-    sos = signal.butter(2, min(40.0, 0.4 * fs), "lowpass", fs=fs, output="sos")
-    y = signal.sosfiltfilt(sos, x, axis=0)
+    sos = butter_sos(2, min(40.0, 0.4 * fs), "lowpass", fs)
+    y = sosfiltfilt(sos, x)
     offsets = np.arange(-pre, post)
     beats = y[r[:, None] + offsets[None, :]]  # (beats, window, leads)
     ref = slice(pre + int(round(_PR_REF_S[0] * fs)), pre + int(round(_PR_REF_S[1] * fs)))

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core.ranges import runs_of
 from dsp.qrs import Beats, QrsDetector
 from dsp.rhythm import RhythmEpisode, RhythmTracker
-from gateway.history import runs_of
 
 __all__ = ["AnalysisResult", "add_parser", "analyze_signal", "run_analyze"]
 

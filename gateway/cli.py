@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway import __version__
@@ -29,30 +30,62 @@ through a durable outbox. It records tracings and facts; it never interprets.
 """
 
 
-def _add_run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run",
-        help="run the gateway with a configuration file (what the systemd unit starts)",
-        description="Connect to the configured devices, process their ECG and publish "
-        "it to the configured broker until stopped (SIGTERM/SIGINT). Refuses to start "
-        "on any configuration error, printing each problem with its key path.",
-    )
-    p.add_argument(
-        "--config", "-c", type=Path, required=True, help="TOML file (see config/example.toml)"
-    )
-    p.set_defaults(func=_cmd_run)
-
-
-def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="all on one machine: simulated BLE patch and serial cart, gateway, broker, monitor",
-        description="Runs a simulated chest patch over a virtual Bluetooth LE link (bleak over "
+_HELP = {
+    "run": (
+        "run the gateway with a configuration file (what the systemd unit starts)",
+        "Connect to the configured devices, process their ECG and publish it to the "
+        "configured broker until stopped (SIGTERM/SIGINT). Refuses to start on any "
+        "configuration error, printing each problem with its key path.",
+    ),
+    "demo": (
+        "all on one machine: simulated BLE patch and serial cart, gateway, broker, monitor",
+        "Runs a simulated chest patch over a virtual Bluetooth LE link (bleak over "
         "bumble, our patch profile with backfill), a simulated stress-test cart on a real "
         "pseudo-terminal, the full gateway and the monitor. The patient's symptom button is "
         "pressed about 10 s in. Exits 0 when live ECG, a strip per device and the "
         "post-symptom event all arrived, with a summary.",
+    ),
+    "recordings": (
+        "list the full recordings kept on this gateway (WFDB), with what is missing",
+        "Lists every record under <state_dir>/recordings (or DIR): device, start (UTC), "
+        "duration, and samples never received. Read them with any WFDB tool or "
+        "'ecg-gateway analyze'.",
+    ),
+    "config": (
+        "check a configuration file, or print the JSON schema",
+        "'check FILE' validates a configuration and prints every problem with its key "
+        "path; 'schema' prints the JSON schema of the configuration.",
+    ),
+    "monitor": (
+        "subscribe like a monitoring center: print events, save strips as PNG",
+        "Subscribes to every gateway's status, rhythm strips and post-symptom events, "
+        "prints each as it arrives (events marked ***), and with --out saves each strip "
+        "as a PNG on ECG paper (25 mm/s, 10 mm/mV) plus its JSON. Ctrl-C prints a "
+        "summary and exits.",
+    ),
+}
+"""Each subcommand's one-line summary (for --help) and its own description."""
+
+
+def subcommand(
+    sub: argparse._SubParsersAction, name: str, func: Callable
+) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` (texts from ``_HELP``) running ``func``."""
+    summary, text = _HELP[name]
+    p = sub.add_parser(name, help=summary, description=text)
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(sub, "run", _cmd_run)
+    p.add_argument(
+        "--config", "-c", type=Path, required=True, help="TOML file (see config/example.toml)"
     )
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = subcommand(sub, "demo", _cmd_demo)
     p.add_argument("--seconds", type=float, default=30.0, help="how long to run (default 30)")
     p.add_argument(
         "--broker",
@@ -60,7 +93,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="use this broker instead of starting an embedded one on a free loopback port",
     )
     p.add_argument("--out", type=Path, default=None, help="save strips as PNG + JSON here")
-    p.set_defaults(func=_cmd_demo)
 
 
 def _add_monitor(sub: argparse._SubParsersAction) -> None:
@@ -76,31 +108,18 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_recordings(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "recordings",
-        help="list the full recordings kept on this gateway (WFDB), with what is missing",
-        description="Lists every record under <state_dir>/recordings (or DIR): device, start "
-        "(UTC), duration, and samples never received. Read them with any WFDB tool or "
-        "'ecg-gateway analyze'.",
-    )
+    p = subcommand(sub, "recordings", _cmd_recordings)
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", "-c", type=Path, help="the gateway's TOML configuration")
     where.add_argument("--dir", type=Path, help="a recordings directory")
-    p.set_defaults(func=_cmd_recordings)
 
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "config",
-        help="check a configuration file, or print the JSON schema",
-        description="'check FILE' validates a configuration and prints every problem with "
-        "its key path; 'schema' prints the JSON schema of the configuration.",
-    )
+    p = subcommand(sub, "config", _cmd_config)
     csub = p.add_subparsers(dest="config_cmd", required=True)
     c = csub.add_parser("check", help="validate a TOML configuration file")
     c.add_argument("file", type=Path)
     csub.add_parser("schema", help="print the configuration JSON schema")
-    p.set_defaults(func=_cmd_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,7 +199,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    try:
+        from sim.demo import run_demo
+    except ImportError as exc:  # bumble is not installed: the demo's extra is missing
+        print(
+            f"ecg-gateway demo needs the simulators: pip install 'ecg-gateway[demo]' ({exc})",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
 
     return asyncio.run(run_demo(seconds=args.seconds, broker_url=args.broker, out_dir=args.out))
 

@@ -351,14 +351,9 @@ def _check_strip(body: dict[str, Any]) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "monitor",
-        help="subscribe like a monitoring center: print events, save strips as PNG",
-        description="Subscribes to every gateway's status, rhythm strips and post-symptom "
-        "events, prints each as it arrives (events marked ***), and with --out saves each "
-        "strip as a PNG on ECG paper (25 mm/s, 10 mm/mV) plus its JSON. Ctrl-C prints a "
-        "summary and exits.",
-    )
+    from gateway.cli import subcommand
+
+    p = subcommand(sub, "monitor", run_monitor)
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL")
     p.add_argument("--out", type=Path, default=None, help="save strips here (PNG + JSON)")
     p.add_argument("--prefix", default="ecg/v1", help="topic prefix (default ecg/v1)")
@@ -368,7 +363,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca-file", type=Path)
     p.add_argument("--cert-file", type=Path)
     p.add_argument("--key-file", type=Path)
-    p.set_defaults(func=run_monitor)
 
 
 def run_monitor(args: argparse.Namespace) -> int:

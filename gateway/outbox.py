@@ -17,8 +17,8 @@ a newer one supersedes an older one still waiting for the same topic (latest win
 like the retained message itself), so a long outage queues one status, not
 thousands; their ``seq`` therefore may jump.
 
-Thread safety: paho's callbacks run in paho's thread and the gateway's in the
-event loop, so every call takes one lock around one SQLite connection.
+Threads: the gateway uses its outbox from the event loop only (the MQTT client runs
+there too), so there is no lock; one connection, one thread at a time.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -122,7 +121,6 @@ class Outbox:
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
         self._db = sqlite3.connect(
             str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
         )
@@ -184,60 +182,60 @@ class Outbox:
         """Store several ``(kind, device_id, topic, body)`` messages in one transaction.
 
         One commit (one fsync) for the batch: use it for bulk strips and telemetry;
-        all or none of the batch is stored.
+        all or none of the batch is stored. The stored payload is ``body`` with
+        ``msg_id`` and ``seq`` added (the caller's dict is not changed).
         """
         created = time.time() if now is None else now
         out: list[OutboxMessage] = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for kind, device_id, topic, body in items:
-                    prio = PRIORITIES.get(kind, _DEFAULT_PRIORITY) if priority is None else priority
-                    if replace:
-                        self._bytes -= self._delete_waiting(kind, device_id, topic)
-                    msg_id = str(uuid.uuid4())
-                    row = self._db.execute(
-                        "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?",
-                        (device_id, kind),
-                    ).fetchone()
-                    seq = (row[0] if row else 0) + 1
-                    self._db.execute(
-                        "INSERT INTO counters (device_id, kind, last_seq) VALUES (?, ?, ?) "
-                        "ON CONFLICT (device_id, kind) DO UPDATE SET last_seq = excluded.last_seq",
-                        (device_id, kind, seq),
-                    )
-                    body["msg_id"] = msg_id
-                    body["seq"] = seq
-                    payload = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-                    cur = self._db.execute(
-                        "INSERT INTO messages (kind, device_id, topic, seq, msg_id, priority, "
-                        "payload, created, retain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (kind, device_id, topic, seq, msg_id, prio, payload, created, retain),
-                    )
-                    out.append(
-                        OutboxMessage(
-                            int(cur.lastrowid or 0),
-                            kind,
-                            device_id,
-                            topic,
-                            seq,
-                            msg_id,
-                            payload,
-                            created,
-                            0,
-                            prio,
-                            retain,
-                        )
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self.put_count += len(out)
-            self._bytes += sum(len(m.payload) for m in out)
-            if self.max_bytes is not None and self._bytes > self.max_bytes:
-                self._enforce_quota(created)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for kind, device_id, topic, body in items:
+                prio = PRIORITIES.get(kind, _DEFAULT_PRIORITY) if priority is None else priority
+                if replace:
+                    self._bytes -= self._delete_waiting(kind, device_id, topic)
+                out.append(self._insert(kind, device_id, topic, body, prio, created, retain))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self.put_count += len(out)
+        self._bytes += sum(len(m.payload) for m in out)
+        if self.max_bytes is not None and self._bytes > self.max_bytes:
+            self._enforce_quota(created)
         return out
+
+    def _insert(
+        self,
+        kind: str,
+        device_id: str,
+        topic: str,
+        body: dict[str, Any],
+        prio: int,
+        created: float,
+        retain: bool,
+    ) -> OutboxMessage:
+        """One message with the next ``seq`` of its device and kind (transaction held)."""
+        row = self._db.execute(
+            "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?", (device_id, kind)
+        ).fetchone()
+        seq = (row[0] if row else 0) + 1
+        self._db.execute(
+            "INSERT INTO counters (device_id, kind, last_seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (device_id, kind) DO UPDATE SET last_seq = excluded.last_seq",
+            (device_id, kind, seq),
+        )
+        msg_id = str(uuid.uuid4())
+        stored = {**body, "msg_id": msg_id, "seq": seq}
+        payload = json.dumps(stored, separators=(",", ":"), allow_nan=False).encode()
+        cur = self._db.execute(
+            "INSERT INTO messages (kind, device_id, topic, seq, msg_id, priority, "
+            "payload, created, retain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, device_id, topic, seq, msg_id, prio, payload, created, retain),
+        )
+        row_id = int(cur.lastrowid or 0)
+        return OutboxMessage(
+            row_id, kind, device_id, topic, seq, msg_id, payload, created, 0, prio, retain
+        )
 
     def _delete_waiting(self, kind: str, device_id: str, topic: str) -> int:
         """Delete waiting rows of (kind, device, topic); bytes freed (lock and txn held)."""
@@ -259,49 +257,33 @@ class Outbox:
         """Up to ``limit`` messages in delivery order, skipping rows in ``exclude``."""
         skip = set(exclude)
         out: list[OutboxMessage] = []
-        with self._lock:
-            cur = self._db.execute(
-                "SELECT row_id, kind, device_id, topic, seq, msg_id, payload, created, "
-                "attempts, priority, retain FROM messages ORDER BY priority, row_id"
-            )
-            for r in cur:
-                if r[0] in skip:
-                    continue
-                out.append(
-                    OutboxMessage(
-                        r[0],
-                        r[1],
-                        r[2],
-                        r[3],
-                        r[4],
-                        r[5],
-                        bytes(r[6]),
-                        r[7],
-                        r[8],
-                        r[9],
-                        bool(r[10]),
-                    )
-                )
-                if len(out) >= limit:
-                    break
+        cur = self._db.execute(
+            "SELECT row_id, kind, device_id, topic, seq, msg_id, payload, created, "
+            "attempts, priority, retain FROM messages ORDER BY priority, row_id"
+        )
+        for r in cur:
+            if r[0] in skip:
+                continue
+            out.append(OutboxMessage(*r[:6], bytes(r[6]), *r[7:10], bool(r[10])))
+            if len(out) >= limit:
+                break
         return out
 
     def ack(self, row_id: int) -> None:
         """The broker accepted the message: delete it."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT length(payload) FROM messages WHERE row_id = ?", (row_id,)
-            ).fetchone()
-            # A lost delete only means the message is sent again after a crash (consumers
-            # de-duplicate by msg_id), so acks skip the fsync that puts must pay.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                self._db.execute("DELETE FROM messages WHERE row_id = ?", (row_id,))
-            finally:
-                self._db.execute("PRAGMA synchronous=FULL")
-            if row is not None:
-                self._bytes -= int(row[0])
-            self.acked += 1
+        row = self._db.execute(
+            "SELECT length(payload) FROM messages WHERE row_id = ?", (row_id,)
+        ).fetchone()
+        # A lost delete only means the message is sent again after a crash (consumers
+        # de-duplicate by msg_id), so acks skip the fsync that puts must pay.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self._db.execute("DELETE FROM messages WHERE row_id = ?", (row_id,))
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+        if row is not None:
+            self._bytes -= int(row[0])
+        self.acked += 1
 
     def _enforce_quota(self, now: float) -> None:
         """Drop the oldest non-event messages until under quota (lock held)."""
@@ -346,58 +328,50 @@ class Outbox:
 
     def dropped(self) -> list[tuple[str, str, int]]:
         """(device, kind, seq) of every message dropped by the quota, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT device_id, kind, seq FROM dropped ORDER BY rowid"
-            ).fetchall()
+        rows = self._db.execute(
+            "SELECT device_id, kind, seq FROM dropped ORDER BY rowid"
+        ).fetchall()
         return [(d, k, int(q)) for d, k, q in rows]
 
     def nack(self, row_id: int, reason: str) -> None:
         """The broker refused the message: keep it, count the attempt, remember why."""
-        with self._lock:
-            self._db.execute(
-                "UPDATE messages SET attempts = attempts + 1, last_error = ? WHERE row_id = ?",
-                (reason, row_id),
-            )
-            self.nacked += 1
+        self._db.execute(
+            "UPDATE messages SET attempts = attempts + 1, last_error = ? WHERE row_id = ?",
+            (reason, row_id),
+        )
+        self.nacked += 1
 
     # --- inspection ------------------------------------------------------------------
     def pending(self) -> int:
         """Messages not yet acknowledged."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
 
     def pending_by_kind(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind")
-            return {k: int(n) for k, n in rows}
+        rows = self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind")
+        return {k: int(n) for k, n in rows}
 
     def waiting(self, row_id: int) -> bool:
         """Whether the row is still waiting (not yet acknowledged, superseded or dropped)."""
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM messages WHERE row_id = ?", (row_id,))
-            return row.fetchone() is not None
+        row = self._db.execute("SELECT 1 FROM messages WHERE row_id = ?", (row_id,))
+        return row.fetchone() is not None
 
     def last_seq(self, device_id: str, kind: str) -> int:
         """The last ``seq`` given to (device, kind), 0 if none."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?",
-                (device_id, kind),
-            ).fetchone()
+        row = self._db.execute(
+            "SELECT last_seq FROM counters WHERE device_id = ? AND kind = ?",
+            (device_id, kind),
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def last_error(self, row_id: int) -> str | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT last_error FROM messages WHERE row_id = ?", (row_id,)
-            ).fetchone()
+        row = self._db.execute(
+            "SELECT last_error FROM messages WHERE row_id = ?", (row_id,)
+        ).fetchone()
         return row[0] if row else None
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` answer (``"ok"`` when sound)."""
-        with self._lock:
-            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
     @property
     def stats(self) -> dict[str, int]:
@@ -413,8 +387,7 @@ class Outbox:
         }
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def __enter__(self) -> Outbox:
         return self

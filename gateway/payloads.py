@@ -15,15 +15,15 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from drivers.events import Gap
-from dsp.block import SampleBlock
-from gateway import __version__
+from core.block import SampleBlock
+from core.events import BloodPressure, DeviceEvent, Gap, LeadOff, StageChanged
+from core.units import iso_utc as iso
 from gateway.mdc import MDC_SYSTEM, mdc_lead
+from gateway.pipeline.facts import StripFacts, Trigger
 
 __all__ = [
     "LIVE_SCHEMA",
@@ -33,9 +33,9 @@ __all__ = [
     "PayloadError",
     "StudyFacts",
     "build_live_payload",
-    "build_status_body",
     "build_strip_body",
     "build_study_body",
+    "event_facts",
     "iso",
     "json_safe",
     "observation_from_block",
@@ -47,7 +47,7 @@ __all__ = [
 
 STRIP_SCHEMA = "ecg-gateway/strip/v1"
 LIVE_SCHEMA = "ecg-gateway/live/v1"
-STATUS_SCHEMA = "ecg-gateway/status/v1"
+STATUS_SCHEMA = "ecg-gateway/status/v1"  # built by gateway.status
 STUDY_SCHEMA = "ecg-gateway/study/v1"
 
 _UCUM = "http://unitsofmeasure.org"
@@ -75,11 +75,6 @@ def status_topic(prefix: str, gateway_id: str) -> str:
 
 
 # --- helpers ---------------------------------------------------------------------------
-def iso(t: float) -> str:
-    """POSIX seconds as ISO 8601 UTC with milliseconds, e.g. ``2026-11-25T02:54:35.123Z``."""
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def json_safe(value: Any) -> Any:
     """``value`` with numpy types, tuples, dataclasses and non-finite floats made JSON-safe."""
     if value is None or isinstance(value, bool | str | int):
@@ -128,7 +123,7 @@ def _gap_dict(g: Gap) -> dict[str, Any]:
 
 # --- FHIR ------------------------------------------------------------------------------
 def observation_from_block(
-    block: SampleBlock, *, device_id: str, kind: str = "strip", trigger: Mapping | None = None
+    block: SampleBlock, *, device_id: str, kind: str = "strip", patient_activated: bool = False
 ) -> dict[str, Any]:
     """An HL7 FHIR R4 Observation holding the block's samples, one component per lead."""
     title = _TITLES.get(kind, "ECG tracing")
@@ -149,7 +144,7 @@ def observation_from_block(
         "device": {"display": device_id},
         "component": [],
     }
-    if trigger and trigger.get("type") == "button":
+    if patient_activated:
         obs["note"] = [{"text": "Patient-activated (symptom button); tracing only."}]
     period_ms = round(1000.0 / block.fs, 6)
     for i, lead in enumerate(block.leads):
@@ -207,16 +202,13 @@ def build_strip_body(
     *,
     gateway_id: str,
     kind: str,
-    trigger: Mapping[str, Any],
-    facts: Mapping[str, Any],
+    trigger: Trigger,
+    facts: StripFacts,
     gaps: Sequence[Gap],
     created: float,
 ) -> dict[str, Any]:
     """The JSON body of a strip or event (the outbox adds ``msg_id`` and ``seq``)."""
     device_id = block.source
-    trig = json_safe(dict(trigger))
-    if isinstance(trig.get("time"), int | float):
-        trig["time_utc"] = iso(float(trig["time"]))
     return {
         "schema": STRIP_SCHEMA,
         "kind": kind,
@@ -234,12 +226,93 @@ def build_strip_body(
             "units": "uV",
         },
         "gaps": [_gap_dict(g) for g in gaps],
-        "trigger": trig,
-        "facts": json_safe(dict(facts)),
+        "trigger": trigger_json(trigger),
+        "facts": facts_json(facts),
         "observation": observation_from_block(
-            block, device_id=device_id, kind=kind, trigger=trigger
+            block, device_id=device_id, kind=kind, patient_activated=trigger.type == "button"
         ),
     }
+
+
+def trigger_json(t: Trigger) -> dict[str, Any]:
+    """Why a strip was sent, as in ``docs/mqtt.md`` (only the fields that apply)."""
+    d: dict[str, Any] = {"type": t.type, "time": t.time, "seq": t.seq}
+    if t.type == "button":
+        d["press_id"] = t.press_id
+    if t.stage is not None:
+        d["stage"] = _stage_json(t.stage)
+    d["pre_s"], d["post_s"] = t.pre_s, t.post_s
+    if t.pre_available_s is not None:
+        d["pre_available_s"] = t.pre_available_s
+    if t.reason is not None:
+        d["reason"] = t.reason
+        d["details"] = json_safe(t.details)
+    if t.truncated_at_shutdown:
+        d["truncated_at_shutdown"] = True
+    if t.analysed_late:
+        d["analysed_late"] = True
+    if t.time is not None:
+        d["time_utc"] = iso(t.time)
+    return json_safe(d)
+
+
+def facts_json(f: StripFacts) -> dict[str, Any]:
+    """What was measured on a strip, as in ``docs/mqtt.md``."""
+    d: dict[str, Any] = {
+        "heart_rate_bpm": f.heart_rate_bpm,
+        "beats_seq": list(f.beats_seq),
+        "recorded_samples": f.recorded_samples,
+        "quality": None if f.quality is None else dataclasses.asdict(f.quality),
+        "beats_in_unusable_signal": list(f.beats_in_unusable_signal),
+        "rhythm_episodes": [
+            {
+                "kind": e.kind,
+                "start_seq": e.start_seq,
+                "end_seq": e.end_seq,
+                "confidence": e.confidence,
+                **e.details,
+            }
+            for e in f.rhythm_episodes
+        ],
+        "st": f.st,
+    }
+    if f.stage is not None:
+        d["stage"] = _stage_json(f.stage)
+    if f.blood_pressure is not None:
+        d["blood_pressure"] = _bp_json(f.blood_pressure)
+    if f.lead_off is not None:
+        d["lead_off"] = _lead_off_json(f.lead_off)
+    return json_safe(d)
+
+
+def _stage_json(e: StageChanged) -> dict[str, Any]:
+    d = {
+        "stage": e.stage,
+        "phase": e.phase,
+        "name": e.name,
+        "speed_kmh": e.speed_kmh,
+        "grade_pct": e.grade_pct,
+    }
+    if e.watts is not None:
+        d["watts"] = e.watts
+    return d
+
+
+def _bp_json(e: BloodPressure) -> dict[str, Any]:
+    return {"time": e.time, "systolic_mmhg": e.systolic_mmhg, "diastolic_mmhg": e.diastolic_mmhg}
+
+
+def _lead_off_json(e: LeadOff) -> dict[str, Any]:
+    return {"time": e.time, "leads": list(e.leads)}
+
+
+def event_facts(e: DeviceEvent) -> dict[str, Any]:
+    """A device event's fields (not its source) as JSON-ready facts (status, logs)."""
+    out: dict[str, Any] = {"kind": e.kind}
+    for f in dataclasses.fields(e):
+        if f.name != "source":
+            out[f.name] = getattr(e, f.name)
+    return json_safe(out)
 
 
 def build_live_payload(
@@ -267,20 +340,6 @@ def build_live_payload(
         "data": data,
     }
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def build_status_body(
-    gateway_id: str, state: str, devices: Mapping[str, Any] | None, time: float
-) -> dict[str, Any]:
-    """The retained status: ``online`` while running, ``offline`` after (also the Last Will)."""
-    return {
-        "schema": STATUS_SCHEMA,
-        "gateway_id": gateway_id,
-        "state": state,
-        "time": iso(time),
-        "version": __version__,
-        "devices": json_safe(dict(devices or {})),
-    }
 
 
 @dataclasses.dataclass

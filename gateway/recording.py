@@ -39,9 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dsp.block import SampleBlock
+from core.block import SampleBlock
 
-__all__ = ["RecordSummary", "RecordingStore", "summarize_records"]
+__all__ = [
+    "RecordSummary",
+    "RecordingStore",
+    "fsync_all",
+    "summarize_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,18 +132,24 @@ class RecordingStore:
             self._dirty.add(k)
             self.samples_written += end - first
             first = end
-        if self._clock() - self._last_sync >= self.sync_s:
-            self.sync()
 
-    def sync(self) -> None:
-        """fsync every record written since the last sync."""
+    def take_unsynced(self) -> list[int]:
+        """Headers of the records written since the last call brought up to date, and a
+        duplicate descriptor of each, for :func:`fsync_all` to flush off the event loop
+        (the caller owns and closes them: the store may close its own meanwhile)."""
+        fds = []
         for k in sorted(self._dirty):
             fd = self._open.get(k)
             if fd is not None:
-                os.fsync(fd)
+                fds.append(os.dup(fd))
             self._update_header(k)
         self._dirty.clear()
         self._last_sync = self._clock()
+        return fds
+
+    def sync(self) -> None:
+        """fsync every record written since the last sync, here and now (blocking)."""
+        fsync_all(self.take_unsynced())
 
     def close(self) -> None:
         """Sync and close every open record."""
@@ -189,11 +200,13 @@ class RecordingStore:
             fd = os.open(dat, os.O_RDWR)
             self._extent[k] = min(os.fstat(fd).st_size // frame, self._record_len)
             self._header_len.setdefault(k, -1)
+            self._update_header(k)  # repaired from the signal file's size after a crash
             return fd
         self._make_room(self._record_len * frame)
-        fd = os.open(dat, os.O_RDWR | os.O_CREAT, 0o640)
+        fd = os.open(dat, os.O_RDWR | os.O_CREAT, 0o600)
         self._extent[k] = 0
         self._header_len[k] = -1
+        self._update_header(k)  # readable from its first sample, whatever happens next
         self.records_created += 1
         return fd
 
@@ -214,7 +227,7 @@ class RecordingStore:
         lines.append(f"# ecg-gateway recording of device {self.device_id}; times UTC")
         lines.append("# samples never received are WFDB 'no sample' (-32768)")
         tmp = self.root / f"{name}.hea.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write("\n".join(lines) + "\n")
         os.replace(tmp, self.root / f"{name}.hea")
@@ -295,6 +308,16 @@ def summarize_records(root: Path) -> list[RecordSummary]:
         except (OSError, ValueError, IndexError):
             continue  # not one of ours
     return sorted(out, key=lambda r: (r.device_id, r.first_seq))
+
+
+def fsync_all(fds: list[int]) -> None:
+    """fsync and close descriptors from :meth:`RecordingStore.take_unsynced` (blocking:
+    run it in a worker thread)."""
+    for fd in fds:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _to_adu(samples_mv: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from gateway.demo import CART_ID, EVENT_POST_S, EVENT_PRE_S, PATCH_ID, STRIP_S, demo
+from sim.demo import CART_ID, EVENT_POST_S, EVENT_PRE_S, PATCH_ID, STRIP_S, demo
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,7 +51,7 @@ async def test_demo_against_mosquitto(mosquitto, tmp_path: Path) -> None:
 
 def test_demo_cli_with_embedded_python_broker(tmp_path: Path) -> None:
     """`ecg-gateway demo` without --broker, forced onto the pure-Python broker."""
-    pytest.importorskip("gateway.minibroker")
+    pytest.importorskip("sim.broker")
     env = {**os.environ, "ECG_GATEWAY_DEMO_BROKER": "python"}
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "demo", "--seconds", "30", "--out", str(tmp_path)],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from drivers.backoff import Backoff, backoff_s
+from core.backoff import Backoff, backoff_s
 
 
 def test_delay_doubles_up_to_the_cap_and_is_jittered() -> None:

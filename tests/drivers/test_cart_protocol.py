@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.block import SampleBlock
+from core.events import DeviceEvent, Gap, StageChanged
 from drivers.cart_protocol import (
     BloodPressureMsg,
     CartDecoder,
-    CartStream,
     EcgMsg,
     FrameType,
     HelloMsg,
@@ -27,8 +28,7 @@ from drivers.cart_protocol import (
     encode_lead_off,
     encode_stage,
 )
-from drivers.events import DeviceEvent, Gap
-from dsp.block import SampleBlock
+from drivers.cart_stream import CartStream
 
 RNG = np.random.default_rng(7)
 
@@ -74,7 +74,7 @@ def test_whole_session_decodes() -> None:
     for m, x in zip(msgs[1:6], xs, strict=True):
         np.testing.assert_array_equal(m.samples_uv, x)
     assert msgs[6].speed_kmh == 4.0 and msgs[6].name == "Bruce 2"
-    assert dec.stats.errors == 0 and dec.stats.frames_ok == 9
+    assert dec.errors == 0 and dec.stats["frames_ok"] == 9
 
 
 def test_byte_by_byte_and_every_split_point() -> None:
@@ -100,7 +100,7 @@ def test_random_splits(sizes: list[int]) -> None:
         got += dec.feed(wire[pos : pos + n])
         pos += n
         i += 1
-    assert len(got) == 9 and dec.stats.errors == 0
+    assert len(got) == 9 and dec.errors == 0
 
 
 def test_corrupted_frame_counted_and_stream_goes_on() -> None:
@@ -113,8 +113,8 @@ def test_corrupted_frame_counted_and_stream_goes_on() -> None:
     f3, x3 = _ecg(10, 120)
     dec = CartDecoder()
     msgs = dec.feed(wire + bytes(bad) + b"\x13\x37garbage\x00" + f3)
-    assert dec.stats.crc_errors + dec.stats.cobs_errors >= 1
-    assert dec.stats.errors == 2  # the corrupted frame and the garbage
+    assert dec.stats["crc_errors"] + dec.stats["cobs_errors"] >= 1
+    assert dec.errors == 2  # the corrupted frame and the garbage
     np.testing.assert_array_equal(msgs[-1].samples_uv, x3)
 
 
@@ -133,7 +133,7 @@ def test_unknown_type_and_wrong_length_counted() -> None:
 
     dec = CartDecoder()
     dec.feed(b"\x00" + encode_frame(0x42, 1, b"xx") + encode_frame(FrameType.ECG, 2, b"\x00" * 9))
-    assert dec.stats.unknown_type == 1 and dec.stats.bad_length == 1
+    assert dec.stats["unknown_type"] == 1 and dec.stats["bad_length"] == 1
     assert dec.feed(encode_command(FrameType.START))[0].command == FrameType.START
 
 
@@ -150,6 +150,6 @@ def test_stream_blocks_gaps_and_events() -> None:
     assert blocks[0].samples[0, 0] == pytest.approx(1.5)
     assert blocks[2].start == pytest.approx(blocks[0].start + 60 / 500)
     assert (gaps[0].first_seq, gaps[0].end_seq, gaps[0].final) == (40, 60, True)
-    assert event.kind == "stage" and event.seq == 70 and event.data["stage"] == 2
+    assert isinstance(event, StageChanged) and event.seq == 70 and event.stage == 2
     again = s.handle(EcgMsg(0, 70, np.zeros((20, 12))), now=1000.3)  # 70..80 sent twice
-    assert (again[0].seq, again[0].n) == (80, 10) and s.stats.duplicate_samples == 10
+    assert (again[0].seq, again[0].n) == (80, 10) and s.counters["duplicate_samples"] == 10

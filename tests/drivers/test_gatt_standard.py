@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers import patch_uuids
+from core.events import RrGapSeen
+from core.units import EPOCH_2000 as PMD_EPOCH_POSIX
+from drivers import uuids as patch_uuids
 from drivers.gatt_standard import (
-    PMD_EPOCH_POSIX,
     BatteryLevel,
     ButtonPress,
     GattDecodeError,
     HeartRateMeasurement,
-    RrGap,
     RrTracker,
     decode_battery_level,
     decode_button_press,
@@ -24,7 +24,6 @@ from drivers.gatt_standard import (
     encode_button_press,
     encode_heart_rate_measurement,
 )
-from drivers.polar_pmd import PMD_EPOCH_POSIX as PMD_EPOCH
 
 DECODERS = (decode_heart_rate_measurement, decode_battery_level, decode_button_press)
 
@@ -88,7 +87,6 @@ def test_button_layout() -> None:
     assert press == ButtonPress(press_id=42, device_time_ns=1, version=1)
     assert press.device_time_posix == pytest.approx(PMD_EPOCH_POSIX + 1e-9)
     assert encode_button_press(press) == raw
-    assert PMD_EPOCH_POSIX == PMD_EPOCH  # same epoch as the ECG timestamps
     # later versions may append fields
     assert decode_button_press(bytes([2]) + raw[1:] + b"xyz").version == 2
     for bad in (raw[:-1], b"\x00" + raw[1:], b""):
@@ -138,7 +136,7 @@ def _hrs_session(seed: int, outages: list[tuple[float, float]], bpm: float) -> t
     rr = 60.0 / bpm * (1 + 0.05 * rng.standard_normal(2000))
     beats = np.cumsum(rr)
     tracker = RrTracker()
-    gaps: list[RrGap] = []
+    gaps: list[RrGapSeen] = []
     heard = np.zeros(beats.size, dtype=bool)
     last_sent = 0.0
     up = True

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import numpy as np
 import pytest
 
-from drivers.events import RecordingSink
-from drivers.patch_driver import PatchDriver
-from drivers.sim.bumble_backend import SimBleWorld
-from drivers.sim.patch import SimPatch
-from gateway.config import PatchDevice
-from tests.drivers.conftest import RunningDriver, wait_until
+from core.events import RecordingSink
+from drivers.ble_driver import ble_driver as patch_driver
+from drivers.patch_session import PatchSettings
+from sim.bumble_backend import SimBleWorld
+from sim.patch import SimPatch
+from tests.support import RunningDriver, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,10 +30,9 @@ def _received(sink: RecordingSink, end: int) -> tuple[np.ndarray, np.ndarray]:
     return got, count
 
 
-def _quick_to_give_up(patch: SimPatch) -> PatchDevice:
+def _quick_to_give_up(patch: SimPatch) -> PatchSettings:
     """Short silence and setup limits: on the virtual link a wedged setup costs 0.5 s."""
-    return PatchDevice(
-        kind="patch",
+    return PatchSettings(
         id="patch-1",
         address=patch.address,
         silence_timeout_s=0.5,
@@ -40,10 +40,10 @@ def _quick_to_give_up(patch: SimPatch) -> PatchDevice:
     )
 
 
-async def _backfilled(drv: PatchDriver, target: int, limit_s: float, what: str) -> None:
+async def _backfilled(drv: Any, target: int, limit_s: float, what: str) -> None:
     """Wait until the driver holds every sample before ``target`` (nothing missing)."""
-    ledger = drv.stream.ledger
-    await wait_until(
+    ledger = drv.session.stream.ledger
+    await wait_for(
         lambda: ledger.next_seq is not None and ledger.next_seq >= target and ledger.missing == 0,
         what,
         limit_s,
@@ -61,23 +61,23 @@ async def test_forced_disconnects_lose_nothing() -> None:
     world = SimBleWorld()
     rng = random.Random(4)
     async with SimPatch(world, speed=10.0, memory_s=600) as patch:
-        cfg = PatchDevice(kind="patch", id="patch-1", address=patch.address, silence_timeout_s=2)
+        cfg = PatchSettings(id="patch-1", address=patch.address, silence_timeout_s=2)
         sink = RecordingSink()
-        drv = PatchDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2))
-        run = RunningDriver(drv, sink)  # type: ignore[arg-type]
+        drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2))
+        run = RunningDriver(drv, sink)
         run.start()
         try:
-            await wait_until(lambda: drv.stats.samples > 500, "first ECG", 30)
+            await wait_for(lambda: drv.stats()["samples"] > 500, "first ECG", 30)
             for i in range(10):
                 await asyncio.sleep(rng.uniform(0.1, 0.6))
                 await patch.disconnect()
-                await wait_until(lambda i=i: drv.stats.connects > i + 1, "reconnected", 30)
+                await wait_for(lambda i=i: drv.stats()["connects"] > i + 1, "reconnected", 30)
             target = patch.next_seq
             await _backfilled(drv, target, 60, "every missing range backfilled")
         finally:
             await run.stop()
         _exactly_the_recording(sink, patch, target)
-        assert drv.stats.frames_backfill > 0 and drv.stats.samples_lost == 0
+        assert drv.stats()["frames_backfill"] > 0 and drv.stats()["samples_lost"] == 0
         assert not sink.gaps
 
 
@@ -96,8 +96,8 @@ async def test_ten_minutes_with_100_disconnects_at_random_moments_lose_nothing()
     async with SimPatch(world, speed=speed, memory_s=3600) as patch:
         cfg = _quick_to_give_up(patch)
         sink = RecordingSink()
-        drv = PatchDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.02, 0.2))
-        run = RunningDriver(drv, sink)  # type: ignore[arg-type]
+        drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.02, 0.2))
+        run = RunningDriver(drv, sink)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         run.start()
@@ -107,7 +107,7 @@ async def test_ten_minutes_with_100_disconnects_at_random_moments_lose_nothing()
                 await asyncio.sleep(max(0.0, t0 + moment / speed - loop.time()))
                 # a disconnect needs a connection: if the last one is still coming back,
                 # this one happens as soon as it is up
-                await wait_until(lambda: patch.connected, "connected again", 30)
+                await wait_for(lambda: patch.connected, "connected again", 30)
                 await patch.disconnect()
                 forced += 1
             await asyncio.sleep(max(0.0, t0 + minutes * 60 / speed - loop.time()))
@@ -118,31 +118,28 @@ async def test_ten_minutes_with_100_disconnects_at_random_moments_lose_nothing()
         assert forced == 100
         assert target >= 0.95 * minutes * 60 * 250  # about 10 minutes at 250 Hz were recorded
         _exactly_the_recording(sink, patch, target)
-        assert drv.stats.frames_backfill > 0 and drv.stats.samples_lost == 0
+        assert drv.stats()["frames_backfill"] > 0 and drv.stats()["samples_lost"] == 0
         assert not sink.gaps
 
 
 async def test_patch_gone_longer_than_its_memory_gives_exact_final_gap() -> None:
     world = SimBleWorld()
     async with SimPatch(world, speed=20.0, memory_s=10) as patch:
-        cfg = PatchDevice(kind="patch", id="patch-2", address=patch.address)
+        cfg = PatchSettings(id="patch-2", address=patch.address)
         sink = RecordingSink()
-        drv = PatchDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2))
-        run = RunningDriver(drv, sink)  # type: ignore[arg-type]
+        drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2))
+        run = RunningDriver(drv, sink)
         run.start()
-        await wait_until(lambda: drv.stats.samples > 1000, "first ECG", 30)
+        await wait_for(lambda: drv.stats()["samples"] > 1000, "first ECG", 30)
         await run.stop()
-        last = drv.stream.ledger.next_seq or 0
+        last = drv.session.stream.ledger.next_seq or 0
         await asyncio.sleep(1.5)  # 30 simulated seconds away: 20 s fall out of memory
         oldest = patch.oldest
         assert oldest > last
-        run = RunningDriver(PatchDriver(cfg, sink, backend=world.backend()), sink)  # type: ignore[arg-type]
-        drv2 = run.driver
-        drv2.stream = drv.stream  # same recording, same ledger
-        drv2._started = True
+        run = RunningDriver(drv, sink)  # the same driver again: same recording, same ledger
         run.start()
         try:
-            await wait_until(lambda: sink.gaps, "the final gap", 30)
+            await wait_for(lambda: sink.gaps, "the final gap", 30)
         finally:
             await run.stop()
         (gap,) = sink.gaps
@@ -159,24 +156,24 @@ async def test_stuck_adapter_is_reset_and_nothing_is_lost() -> None:
     health = AdapterHealth(failures_to_reset=4, min_span_s=0.1, cooldown_s=1.0)
     adapter = BleAdapter(world.reset_adapter, health)
     async with SimPatch(world, speed=10.0, memory_s=600) as patch:
-        cfg = PatchDevice(kind="patch", id="patch-1", address=patch.address, silence_timeout_s=1)
+        cfg = PatchSettings(id="patch-1", address=patch.address, silence_timeout_s=1)
         sink = RecordingSink()
-        drv = PatchDriver(
-            cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2), adapter_lock=adapter
+        drv = patch_driver(
+            cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2), adapter=adapter
         )
-        run = RunningDriver(drv, sink)  # type: ignore[arg-type]
+        run = RunningDriver(drv, sink)
         run.start()
         try:
-            await wait_until(lambda: drv.stats.samples > 500, "first ECG", 30)
+            await wait_for(lambda: drv.stats()["samples"] > 500, "first ECG", 30)
             world.jam()
             await patch.disconnect()
-            await wait_until(lambda: world.resets == 1, "the adapter reset", 30)
-            await wait_until(lambda: drv.stats.connects >= 2, "connected after the reset", 30)
+            await wait_for(lambda: world.resets == 1, "the adapter reset", 30)
+            await wait_for(lambda: drv.stats()["connects"] >= 2, "connected after the reset", 30)
             target = patch.next_seq
             await _backfilled(drv, target, 30, "the outage backfilled")
         finally:
             await run.stop()
-        assert drv.stats.connect_failures >= 4 and health.resets == 1
+        assert drv.stats()["connect_failures"] >= 4 and health.resets == 1
         _exactly_the_recording(sink, patch, target)
 
 
@@ -189,15 +186,15 @@ async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
     async with SimPatch(world, speed=5.0, memory_s=2 * 3600) as patch:
         cfg = _quick_to_give_up(patch)
         sink = RecordingSink()
-        drv = PatchDriver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.5))
-        run = RunningDriver(drv, sink)  # type: ignore[arg-type]
+        drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.5))
+        run = RunningDriver(drv, sink)
         run.start()
         try:
-            await wait_until(lambda: drv.stats.samples > 250 * 10, "10 s of ECG", 30)
+            await wait_for(lambda: drv.stats()["samples"] > 250 * 10, "10 s of ECG", 30)
             left_at = patch.next_seq
             patch.set_speed(200.0)
             await patch.go_away(3600.0)
-            await wait_until(lambda: patch.connected, "back after the hour", 60)
+            await wait_for(lambda: patch.connected, "back after the hour", 60)
             patch.set_speed(5.0)
             assert patch.next_seq - left_at >= 3600 * 250
             target = patch.next_seq
@@ -205,8 +202,8 @@ async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
         finally:
             await run.stop()
         _exactly_the_recording(sink, patch, target)
-        assert drv.stats.samples_lost == 0 and not sink.gaps
-        assert drv.stats.connect_failures > 0  # it kept trying while the patch was away
+        assert drv.stats()["samples_lost"] == 0 and not sink.gaps
+        assert drv.stats()["connect_failures"] > 0  # it kept trying while the patch was away
 
 
 async def test_two_patches_on_one_adapter_each_lose_nothing() -> None:
@@ -221,29 +218,31 @@ async def test_two_patches_on_one_adapter_each_lose_nothing() -> None:
     ):
         runs = []
         for i, patch in enumerate((p1, p2)):
-            cfg = PatchDevice(kind="patch", id=f"patch-{i}", address=patch.address)
+            cfg = PatchSettings(id=f"patch-{i}", address=patch.address)
             sink = RecordingSink()
-            drv = PatchDriver(
+            drv = patch_driver(
                 cfg,
                 sink,
                 backend=world.backend(),
                 reconnect_delay_s=(0.05, 0.2),
-                adapter_lock=adapter,
+                adapter=adapter,
             )
-            runs.append(RunningDriver(drv, sink))  # type: ignore[arg-type]
+            runs.append(RunningDriver(drv, sink))
             runs[-1].start()
         try:
             drivers = [r.driver for r in runs]
-            await wait_until(lambda: all(d.stats.samples > 500 for d in drivers), "both stream", 30)
+            await wait_for(
+                lambda: all(d.stats()["samples"] > 500 for d in drivers), "both stream", 30
+            )
             for _ in range(3):
                 await p1.disconnect()
                 await asyncio.sleep(0.2)
                 await p2.disconnect()
                 await asyncio.sleep(0.2)
             targets = [p1.next_seq, p2.next_seq]
-            await wait_until(
+            await wait_for(
                 lambda: all(
-                    d.stream.ledger.next_seq >= t and d.stream.ledger.missing == 0
+                    d.session.stream.ledger.next_seq >= t and d.session.stream.ledger.missing == 0
                     for d, t in zip(drivers, targets, strict=True)
                 ),
                 "both backfilled",
@@ -254,4 +253,4 @@ async def test_two_patches_on_one_adapter_each_lose_nothing() -> None:
                 await r.stop()
         for r, patch, target in zip(runs, (p1, p2), targets, strict=True):
             _exactly_the_recording(r.sink, patch, target)
-            assert r.driver.stats.connects >= 4
+            assert r.driver.stats()["connects"] >= 4

@@ -11,10 +11,8 @@ from hypothesis import strategies as st
 
 from drivers.patch_gatt import (
     DeviceTime,
-    GapLedger,
     PatchDecodeError,
     PatchStatus,
-    PatchStream,
     RacpOp,
     RacpResponse,
     RacpStatus,
@@ -33,6 +31,7 @@ from drivers.patch_gatt import (
     encode_status,
     encode_symptom,
 )
+from drivers.patch_stream import GapLedger, PatchStream
 
 RNG = np.random.default_rng(3)
 
@@ -102,7 +101,7 @@ def test_stream_delivers_every_sample_exactly_once(sizes, dropped, rnd) -> None:
         frames.append((pos, x[pos : pos + n]))
         pos += n
     s = PatchStream("p1")
-    s.start_at(0)  # the study starts at sample 0: even the first frames may be missing
+    s.ledger.want_from(0)  # the study starts at sample 0: even the first frames may be missing
     got = np.full(x.size, np.nan)
     count = np.zeros(x.size, int)
 
@@ -131,7 +130,7 @@ def test_lost_ranges_become_final_gaps_with_times() -> None:
     s.set_time(DeviceTime(0, 0))
     s.feed(decode_ecg_frame(encode_ecg_frame(0, np.zeros(10, int))), now=0.0)
     s.feed(decode_ecg_frame(encode_ecg_frame(1000, np.zeros(10, int))), now=0.0)
-    (gap,) = s.lost(oldest_held=600)
+    (gap,) = s.lost(oldest_held=600, now=0.0)
     assert (gap.first_seq, gap.end_seq, gap.final) == (10, 600, True)
     assert gap.start == pytest.approx(946_684_800 + 10 / 250)
     assert s.ledger.to_request() == [(600, 1000)]

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.events import Gap
+from core.block import SampleBlock, concat_blocks
+from core.events import Gap
+from core.units import EPOCH_2000 as PMD_EPOCH_POSIX
 from drivers.polar_pmd import (
-    PMD_EPOCH_POSIX,
-    EcgFrame,
     PmdDecodeError,
-    PmdEcgStream,
+    PmdEcgFrame,
     PmdMeasurement,
     PmdOp,
     PmdStatus,
@@ -30,7 +30,7 @@ from drivers.polar_pmd import (
     start_ecg_command,
     stop_command,
 )
-from dsp.block import SampleBlock, concat_blocks
+from drivers.polar_stream import PmdEcgStream
 
 FS = 130
 PERIOD_NS = 1e9 / FS
@@ -170,7 +170,7 @@ def test_fuzz_mutated_frames(uv: list[int], ts: int, data: st.DataObject) -> Non
 # --- stream ---------------------------------------------------------------------------
 
 
-def make_frames(n_frames: int, per_frame: int = 73, seed: int = 1) -> list[EcgFrame]:
+def make_frames(n_frames: int, per_frame: int = 73, seed: int = 1) -> list[PmdEcgFrame]:
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(n_frames):
@@ -251,7 +251,7 @@ def test_skipped_frame_gives_exact_gap() -> None:
 def test_jitter_and_duplicates_are_absorbed() -> None:
     frames = make_frames(3)
     stream = PmdEcgStream("dev")
-    jittered = EcgFrame(frames[1].timestamp_ns + round(2 * PERIOD_NS), frames[1].samples_uv)
+    jittered = PmdEcgFrame(frames[1].timestamp_ns + round(2 * PERIOD_NS), frames[1].samples_uv)
     out = stream.feed_frames([frames[0], jittered, frames[1], frames[2]], 0.0)
     blocks, gaps = blocks_and_gaps(out)
     assert gaps == [] and stream.duplicates == 1
@@ -262,13 +262,13 @@ def test_device_clock_reset_uses_host_clock() -> None:
     frames = make_frames(2)
     stream = PmdEcgStream("dev")
     stream.feed_frames([frames[0]], 100.0)
-    restarted = EcgFrame(1_000_000, frames[1].samples_uv)  # device clock back near 0
+    restarted = PmdEcgFrame(1_000_000, frames[1].samples_uv)  # device clock back near 0
     out = stream.feed_frames([restarted], 110.0)  # 10 s later on the host
     blocks, gaps = blocks_and_gaps(out)
     assert len(gaps) == 1 and gaps[0].n_samples == 10 * FS - 73
     assert blocks[0].seq == gaps[0].end_seq
     # and streaming goes on from the new device clock
-    nxt = EcgFrame(1_000_000 + round(73 * PERIOD_NS), frames[0].samples_uv)
+    nxt = PmdEcgFrame(1_000_000 + round(73 * PERIOD_NS), frames[0].samples_uv)
     assert blocks_and_gaps(stream.feed_frames([nxt], 110.6))[1] == []
 
 
@@ -289,7 +289,7 @@ def test_fuzz_stream_output_always_tiles(steps: list[tuple[int, int]], sizes: li
     frames, ts = [], T0_NS
     for advance, n in steps:
         ts += round(advance * PERIOD_NS)
-        frames.append(EcgFrame(ts, np.zeros(n, dtype=np.int32)))
+        frames.append(PmdEcgFrame(ts, np.zeros(n, dtype=np.int32)))
     stream = PmdEcgStream("dev")
     items: list[SampleBlock | Gap] = []
     pos, now = 0, 100.0

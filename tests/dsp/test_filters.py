@@ -6,10 +6,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.sim.synth import EcgSynth
-from dsp.block import concat_blocks
+from core.block import concat_blocks
 from dsp.filters import EcgFilter, band_edges
-from tests.dsp.helpers import blocks_of
+from sim.synth import EcgSynth
+from tests.support import blocks_of
 
 FS = 500.0
 LEADS = ("I", "II", "III")

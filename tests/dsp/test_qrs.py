@@ -6,11 +6,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.sim.synth import EcgSynth
+from core.block import SampleBlock
 from dsp import detect_beats
-from dsp.block import SampleBlock
-from dsp.qrs import Beats, QrsDetector, _local_peaks, _local_peaks_fast
-from tests.dsp.helpers import blocks_of, peak_search_cases
+from dsp.qrs import Beats, QrsDetector
+from dsp.qrs_front import _local_peaks, _local_peaks_fast
+from sim.synth import EcgSynth
+from tests.support import blocks_of, peak_search_cases
 
 
 def _match(ref: np.ndarray, det: np.ndarray, tol: int) -> int:

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
 
-from dsp import qrs
-from dsp.qrs import Beats, QrsDetector, _local_peaks
-from tests.dsp.helpers import blocks_of, peak_search_cases
+from dsp.qrs import Beats, QrsDetector
+from dsp.qrs_front import _local_peaks
+from tests.support import blocks_of, peak_search_cases
 
 kernel = pytest.importorskip("dsp._qrs_kernel", reason="compiled QRS kernel not built")
 
@@ -30,10 +30,17 @@ def _assert_same(a: Beats, b: Beats) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
-def test_filters_agree_with_scipy_here() -> None:
-    """On this machine the kernel's own SOS recurrence is scipy's, so one call does the whole
-    front end (elsewhere the kernel path would filter with scipy, still identical beats)."""
-    assert qrs._KERNEL_FILTERS
+def test_the_kernels_one_cascade_filters_like_scipy() -> None:
+    """dsp.sos filters with the kernel's loop: scipy's recurrence, to rounding."""
+    rng = np.random.default_rng(1)
+    x = np.cumsum(rng.standard_normal((2, 1500)), axis=1)
+    sos = signal.butter(4, [3.0, 30.0], "bandpass", fs=250.0, output="sos")
+    zi = rng.standard_normal((2, sos.shape[0], 2))
+    y, z = x.copy(), zi.copy()
+    kernel.sosfilt(sos, z, y)
+    expected, expected_z = signal.sosfilt(sos, x, axis=1, zi=zi.transpose(1, 0, 2))
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(z, expected_z.transpose(1, 0, 2), rtol=1e-12, atol=1e-9)
 
 
 @settings(max_examples=20, deadline=None)

@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.sim.synth import EcgSynth
 from dsp.quality import QualityTracker
-from tests.dsp.helpers import blocks_of
+from sim.synth import EcgSynth
+from tests.support import blocks_of
 
 FS = 250.0
 RNG = np.random.default_rng(5)

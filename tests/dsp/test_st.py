@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.sim.synth import EcgSynth
 from dsp.qrs import detect_beats
 from dsp.st import st_levels
+from sim.synth import EcgSynth
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 FS = 500.0

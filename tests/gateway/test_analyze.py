@@ -75,10 +75,10 @@ def test_analyze_reads_edf(tmp_path: Path) -> None:
 def test_analyze_a_gateway_recording_with_a_hole(tmp_path: Path, capsys) -> None:
     """A record the gateway wrote (WFDB, "no sample" where nothing arrived): the hole is a
     gap, not a flat line — no pause invented across it, beats on both sides found."""
-    from drivers.sim.synth import EcgSynth
-    from dsp.block import SampleBlock
+    from core.block import SampleBlock
     from gateway.analyze import analyze_signal
     from gateway.recording import RecordingStore
+    from sim.synth import EcgSynth
 
     fs = 250.0
     synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=3)

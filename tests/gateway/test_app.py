@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import wfdb
 
-from drivers.sim.ble_patch import SimBlePatch
-from drivers.sim.bumble_backend import SimBleWorld
 from gateway.app import Gateway
 from gateway.config import parse_config
-from tests.conftest import wait_for
+from sim.bumble_backend import SimBleWorld
+from sim.polar_patch import SimBlePatch
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,12 +77,12 @@ async def test_world_readable_key_refuses_to_start(tmp_path: Path) -> None:
 
 
 def test_gaps_go_to_the_study_record_and_status(tmp_path: Path) -> None:
-    from drivers.events import Gap
-    from gateway.app import DeviceChannel
-    from gateway.pipeline import DevicePipeline
+    from core.events import Gap
+    from gateway.channel import DeviceChannel
+    from gateway.pipeline import DevicePipeline, PipelineSettings
 
-    cfg = parse_config({"gateway": {"id": "g", "state_dir": str(tmp_path)}})
-    ch = DeviceChannel("p1", DevicePipeline("p1", cfg), lambda *_: None, tmp_path / "study")
+    pipeline = DevicePipeline("p1", PipelineSettings())
+    ch = DeviceChannel("p1", pipeline, lambda *_: None, tmp_path / "study")
     ch.on_gap(Gap("p1", 100, 230, 1.79e9, 1.79e9 + 1, "pmd timestamp jump", True))
     ch.on_gap(Gap("p1", 500, 510, 1.79e9 + 3, 1.79e9 + 3.1, "serial frames lost", True))
     lines = (tmp_path / "study" / "p1.gaps.jsonl").read_text().splitlines()
@@ -95,7 +95,7 @@ async def test_study_records_of_a_patch_with_a_dropout(
 ) -> None:
     """Hourly (here: every second) study records: recorded span, coverage, new gaps; the
     patch's dropout is backfilled, so coverage stays 100 %; a final record at shutdown."""
-    from drivers.sim.patch import SimPatch
+    from sim.patch import SimPatch
 
     broker = mosquitto()
     listener = mqtt_listener(broker, "ecg/v1/gw-s/+/study")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import MqttConfig
+from gateway.mqtt import Publisher
 from gateway.outbox import Outbox
-from gateway.publisher import Publisher
-from tests.conftest import wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +98,7 @@ async def test_sigkill_of_the_running_gateway_loses_no_committed_message(
     run every strip and event ever committed (seq 1..N per device and kind) has reached
     the monitoring center's subscriber.
     """
-    from drivers.sim.cart import SimCart
+    from sim.cart import SimCart
 
     rng = random.Random(11)
     broker = mosquitto()

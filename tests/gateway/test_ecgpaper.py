@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.events import Gap
-from drivers.sim.synth import EcgSynth
-from dsp.block import SampleBlock
+from core.block import SampleBlock
+from core.events import Gap
 from gateway.ecgpaper import (
     MAJOR,
     MARK,
@@ -24,6 +23,8 @@ from gateway.ecgpaper import (
     write_png,
 )
 from gateway.payloads import build_strip_body
+from gateway.pipeline import StripFacts, Trigger
+from sim.synth import EcgSynth
 
 T0 = 1_790_000_000.0
 
@@ -81,7 +82,7 @@ def test_grid_pitch_and_blank_gap() -> None:
     assert not (band == PAPER).all(axis=2)[-20:].any()  # shaded, not paper
 
 
-def _event_body(trigger: dict) -> dict:
+def _event_body(trigger: Trigger) -> dict:
     fs = 130.0
     x = EcgSynth(fs, ("ECG",), seed=1).generate(1300)
     x[600:650] = np.nan
@@ -92,7 +93,7 @@ def _event_body(trigger: dict) -> dict:
         gateway_id="gw1",
         kind="event",
         trigger=trigger,
-        facts={"heart_rate_bpm": 72.0},
+        facts=StripFacts(heart_rate_bpm=72.0),
         gaps=[gap],
         created=T0 + 11,
     )
@@ -101,7 +102,7 @@ def _event_body(trigger: dict) -> dict:
 
 
 def test_one_lead_event_message_png(tmp_path: Path) -> None:
-    body = _event_body({"type": "button", "seq": 5260, "time": T0 + 2.0})
+    body = _event_body(Trigger("button", pre_s=2.0, post_s=8.0, seq=5260, time=T0 + 2.0))
     path = render_message_png(body, tmp_path / "ev.png", px_per_mm=10)
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
@@ -117,9 +118,9 @@ def test_one_lead_event_message_png(tmp_path: Path) -> None:
 
 
 def test_press_marker_falls_back_to_time() -> None:
-    body = _event_body({"type": "button", "time": T0 + 3.0})
+    body = _event_body(Trigger("button", pre_s=3.0, post_s=7.0, time=T0 + 3.0))
     assert _marker_s(body, 130.0) == pytest.approx(3.0)
-    assert _marker_s(_event_body({"type": "periodic"}), 130.0) is None
+    assert _marker_s(_event_body(Trigger("periodic", pre_s=10.0)), 130.0) is None
 
 
 def test_long_strip_continues_on_rows_of_ten_seconds() -> None:

@@ -2,8 +2,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.block import SampleBlock
-from gateway.history import SampleHistory
+from core.block import SampleBlock
+from gateway.pipeline.history import SampleHistory
 
 FS = 100.0
 

@@ -8,10 +8,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from drivers.sim.synth import EcgSynth
-from dsp.block import SampleBlock
+from core.block import SampleBlock
 from gateway.monitor import Monitor, MonitorError
-from gateway.payloads import build_live_payload, build_status_body, build_strip_body
+from gateway.payloads import build_live_payload, build_strip_body
+from gateway.pipeline import StripFacts, Trigger
+from gateway.status import build_status
+from sim.synth import EcgSynth
 
 T0 = 1_790_000_000.0
 
@@ -30,8 +32,8 @@ def _event_body(seq: int) -> dict:
         block,
         gateway_id="gw1",
         kind="event",
-        trigger={"type": "button", "seq": 5650, "time": T0 + 5},
-        facts={"heart_rate_bpm": 72.0},
+        trigger=Trigger("button", pre_s=5.0, post_s=5.0, seq=5650, time=T0 + 5),
+        facts=StripFacts(heart_rate_bpm=72.0),
         gaps=[],
         created=T0 + 11,
     )
@@ -46,7 +48,7 @@ def test_monitor_saves_events_and_skips_duplicates(mosquitto, tmp_path: Path) ->
     mon.start()
     pub = _publisher(broker)
     try:
-        status = build_status_body("gw1", "online", {}, T0)
+        status = build_status("gw1", "online", now=T0)
         pub.publish("ecg/v1/gw1/status", json.dumps(status), qos=1, retain=True).wait_for_publish()
         for seq in (1, 1, 3):  # a duplicate, then a hole at 2
             payload = json.dumps(_event_body(seq))
@@ -73,7 +75,7 @@ def test_live_strips_statuses_and_bad_fields(mosquitto, tmp_path: Path) -> None:
     pub = _publisher(broker)
     try:
         for state in ("online", "offline"):
-            status = json.dumps(build_status_body("gw1", state, {}, T0))
+            status = json.dumps(build_status("gw1", state, now=T0))
             pub.publish("ecg/v1/gw1/status", status, qos=1, retain=True).wait_for_publish()
         x = EcgSynth(130.0, ("ECG",), seed=3).generate(260)
         for i in range(2):

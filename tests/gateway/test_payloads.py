@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 from fhir.resources.R4B.observation import Observation
 
-from drivers.events import Gap
-from drivers.sim.synth import EcgSynth
-from dsp.block import SampleBlock
+from core.block import SampleBlock
+from core.events import Gap
 from gateway.payloads import (
     PayloadError,
     build_live_payload,
-    build_status_body,
     build_strip_body,
     parse_message,
     samples_from_observation,
     topic,
 )
+from gateway.pipeline import StripFacts, Trigger
+from gateway.status import build_status
+from sim.synth import EcgSynth
 
 T0 = 1_790_000_000.25
 TWELVE = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -42,8 +43,8 @@ def test_strip_body_validates_and_round_trips(fs: float, leads: tuple[str, ...])
         block,
         gateway_id="gw1",
         kind="event",
-        trigger={"type": "button", "seq": np.int64(1500), "pre_s": 5.0},
-        facts={"heart_rate_bpm": np.float64(71.9), "beats_seq": np.arange(3), "x": float("nan")},
+        trigger=Trigger("button", pre_s=5.0, post_s=5.0, seq=int(np.int64(1500))),
+        facts=StripFacts(heart_rate_bpm=float("nan"), beats_seq=(0, 1, 2)),
         gaps=[gap],
         created=T0 + 20,
     )
@@ -58,7 +59,15 @@ def test_strip_body_validates_and_round_trips(fs: float, leads: tuple[str, ...])
         == len(obs.component[0].valueSampledData.data.split())
     )
     assert back["gaps"][0]["n_samples"] == 60
-    assert back["facts"]["x"] is None and back["facts"]["beats_seq"] == [0, 1, 2]
+    assert back["facts"]["heart_rate_bpm"] is None and back["facts"]["beats_seq"] == [0, 1, 2]
+    assert back["trigger"] == {
+        "type": "button",
+        "time": None,
+        "seq": 1500,
+        "press_id": None,
+        "pre_s": 5.0,
+        "post_s": 5.0,
+    }
     fs2, leads2, x = samples_from_observation(back["observation"])
     assert fs2 == pytest.approx(fs, rel=1e-6) and tuple(leads2) == leads
     assert np.isnan(x[200:260]).all()
@@ -71,8 +80,8 @@ def test_mdc_codes_of_twelve_leads() -> None:
         _block(500.0, TWELVE, 1.0),
         gateway_id="g",
         kind="strip",
-        trigger={},
-        facts={},
+        trigger=Trigger("periodic", pre_s=1.0),
+        facts=StripFacts(),
         gaps=[],
         created=T0,
     )
@@ -86,7 +95,7 @@ def test_live_and_status() -> None:
         build_live_payload(_block(130.0, ("ECG",), 1.0, slice(5, 7)), gateway_id="g", hr_bpm=None)
     )
     assert live["data"]["ECG"][5] is None and len(live["data"]["ECG"]) == 130
-    status = build_status_body("g", "online", {"d": {"samples": np.int64(3)}}, T0)
+    status = build_status("g", "online", now=T0, devices={"d": {"samples": np.int64(3)}})
     assert parse_message(json.dumps(status))["state"] == "online"
     assert topic("ecg/v1", "g", "d", "event") == "ecg/v1/g/d/event"
 

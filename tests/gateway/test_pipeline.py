@@ -7,25 +7,28 @@ import json
 
 import numpy as np
 
-from drivers.events import DeviceEvent, Gap
-from drivers.sim.synth import EcgSynth
-from dsp.block import SampleBlock
-from gateway.config import parse_config
-from gateway.payloads import build_strip_body
-from gateway.pipeline import DevicePipeline, LiveChunk, StripReady
+from core.block import SampleBlock
+from core.events import BloodPressure, ButtonPressed, Gap, StageChanged
+from gateway.payloads import build_strip_body, facts_json
+from gateway.pipeline import DevicePipeline, LiveChunk, PipelineSettings, StripReady
+from sim.synth import EcgSynth
 
 T0 = 1_790_000_000.0
 
 
-def _cfg(**over):
-    data = {
-        "gateway": {"id": "gw1", "state_dir": "/tmp/unused"},
-        "strips": {"period_s": 20.0, "duration_s": 10.0},
-        "events": {"pre_s": 5.0, "post_s": 5.0},
-        "live": {"block_s": 1.0},
+def _cfg(**over) -> PipelineSettings:
+    base = {
+        "strip_period_s": 20.0,
+        "strip_duration_s": 10.0,
+        "event_pre_s": 5.0,
+        "event_post_s": 5.0,
+        "live_block_s": 1.0,
     }
-    data.update(over)
-    return parse_config(data)
+    return PipelineSettings(**{**base, **over})
+
+
+def _press(source: str, t: float, seq: int, press_id: int) -> ButtonPressed:
+    return ButtonPressed(source=source, time=t, seq=seq, press_id=press_id)
 
 
 def _feed(
@@ -53,11 +56,11 @@ def test_periodic_strips_and_live() -> None:
     assert [s.block.seq for s in strips] == [0, int(20 * fs)]
     for s in strips:
         assert s.block.n == int(10 * fs)
-        assert s.kind == "strip" and s.trigger["type"] == "periodic"
-        assert abs(s.facts["heart_rate_bpm"] - 75) < 3
-        assert s.facts["recorded_samples"] == s.block.n
-        assert s.facts["quality"]["index_min"] > 0.5 and s.facts["quality"]["flat_leads"] == []
-        assert s.facts["rhythm_episodes"] == [] and s.facts["beats_in_unusable_signal"] == []
+        assert s.kind == "strip" and s.trigger.type == "periodic"
+        assert abs(s.facts.heart_rate_bpm - 75) < 3
+        assert s.facts.recorded_samples == s.block.n
+        assert s.facts.quality.index_min > 0.5 and s.facts.quality.flat_leads == ()
+        assert s.facts.rhythm_episodes == () and s.facts.beats_in_unusable_signal == ()
     assert len(live) >= 40
     seqs = [c.block.seq for c in live]
     assert seqs == sorted(seqs)
@@ -69,7 +72,7 @@ def test_button_event_window_and_gap_reported() -> None:
     p = DevicePipeline("patch1", _cfg())
     out = _feed(p, fs, 11, 13)
     press_seq = int(10 * fs)
-    out += p.on_event(DeviceEvent("patch1", "button", T0 + 10, press_seq, {"press_id": 1}))
+    out += p.on_event(_press("patch1", T0 + 10, press_seq, 1))
     p.on_gap(Gap("patch1", int(11 * fs), int(11 * fs) + 13, T0 + 11, T0 + 11.1, "ble", True))
     synth = EcgSynth(fs, ("ECG",), seed=9)
     for i in range(int(11 * fs) // 13, int(25 * fs) // 13):
@@ -81,29 +84,31 @@ def test_button_event_window_and_gap_reported() -> None:
     assert len(events) == 1
     ev = events[0]
     assert ev.block.seq == press_seq - int(5 * fs) and ev.block.n == int(10 * fs)
-    assert ev.trigger["type"] == "button" and ev.trigger["seq"] == press_seq
+    assert ev.trigger.type == "button" and ev.trigger.seq == press_seq
     assert len(ev.gaps) == 1 and ev.gaps[0].n_samples == 13
     assert np.isnan(ev.block.samples[int(6 * fs) : int(6 * fs) + 13]).all()
-    assert ev.facts["recorded_samples"] == ev.block.n - 13
+    assert ev.facts.recorded_samples == ev.block.n - 13
 
 
 def test_stage_end_strip_has_stage_and_pressure() -> None:
     fs = 500.0
     leads = ("I", "II", "V5")
     p = DevicePipeline("cart1", _cfg())
-    out = p.on_event(DeviceEvent("cart1", "stage", T0, 0, {"stage": 1, "name": "Bruce 1"}))
+    out = p.on_event(StageChanged(source="cart1", time=T0, seq=0, stage=1, name="Bruce 1"))
     out += _feed(p, fs, 8, 50, leads, st_v5=-0.1)
-    out += p.on_event(DeviceEvent("cart1", "blood_pressure", T0 + 7, None, {"systolic_mmhg": 140}))
-    out += p.on_event(DeviceEvent("cart1", "stage", T0 + 8, int(8 * fs), {"stage": 2}))
+    out += p.on_event(
+        BloodPressure(source="cart1", time=T0 + 7, systolic_mmhg=140, diastolic_mmhg=80)
+    )
+    out += p.on_event(StageChanged(source="cart1", time=T0 + 8, seq=int(8 * fs), stage=2))
     out += p.flush()
-    stage = [o for o in out if isinstance(o, StripReady) and o.trigger["type"] == "stage_end"]
+    stage = [o for o in out if isinstance(o, StripReady) and o.trigger.type == "stage_end"]
     assert len(stage) == 1
     s = stage[0]
-    assert s.trigger["stage"]["stage"] == 1 and s.facts["blood_pressure"]["systolic_mmhg"] == 140
+    assert s.trigger.stage.stage == 1 and s.facts.blood_pressure.systolic_mmhg == 140
     assert s.block.n == int(8 * fs) and s.block.leads == leads
-    st = s.facts["st"]  # measured on the strip's median beat: V5 depressed by 0.1 mV
+    st = s.facts.st  # measured on the strip's median beat: V5 depressed by 0.1 mV
     assert st["beats"] >= 8 and abs(st["st60_mv"]["V5"] + 0.1) <= 0.02
-    json.dumps(s.facts)
+    json.dumps(facts_json(s.facts))
 
 
 def _blocks(fs: float, seconds: float, block: int) -> list[SampleBlock]:
@@ -131,10 +136,10 @@ def test_backfilled_samples_reach_strips_and_events_as_if_never_missed() -> None
     """A 12 s hole backfilled 20 s later: strips and the event equal the in-order run."""
     fs = 250.0
     blocks = _blocks(fs, 70, 25)
-    press = DeviceEvent("p", "button", T0 + 30, int(30 * fs), {"press_id": 1})
+    press = _press("p", T0 + 30, int(30 * fs), 1)
 
     def run(order: list[SampleBlock], wait_s: float) -> tuple[list, DevicePipeline]:
-        p = DevicePipeline("p", _cfg(), backfill_wait_s=wait_s)
+        p = DevicePipeline("p", _cfg(backfill_wait_s=wait_s))
         out = []
         for b in order:
             out += p.on_block(b)
@@ -155,8 +160,8 @@ def test_backfilled_samples_reach_strips_and_events_as_if_never_missed() -> None
     assert any(s.kind == "event" for s in have)
     for a, b in zip(want, have, strict=True):
         np.testing.assert_array_equal(a.block.samples, b.block.samples)
-        assert a.facts["beats_seq"] == b.facts["beats_seq"]  # QRS saw one continuous stream
-        assert b.facts["recorded_samples"] == b.block.n
+        assert a.facts.beats_seq == b.facts.beats_seq  # QRS saw one continuous stream
+        assert b.facts.recorded_samples == b.block.n
     assert p.reorder.stats.filled == len(hole) * 25 and p.reorder.stats.late == 0
     live = [o for o in got if isinstance(o, LiveChunk)]
     assert all(c.block.seq >= int(37 * fs) or c.block.end_seq <= int(25 * fs) for c in live)
@@ -165,13 +170,13 @@ def test_backfilled_samples_reach_strips_and_events_as_if_never_missed() -> None
 def test_lost_range_releases_analysis_at_once() -> None:
     fs = 250.0
     blocks = _blocks(fs, 40, 25)
-    p = DevicePipeline("p", _cfg(), backfill_wait_s=600.0)
+    p = DevicePipeline("p", _cfg(backfill_wait_s=600.0))
     out = _with_hole(p, blocks, fs, (5, 6))
     assert _strips(out) == [] and p.reorder.held_samples > 0  # waiting for the backfill
     out += p.on_gap(Gap("p", int(5 * fs), int(6 * fs), T0 + 5, T0 + 6, "not in memory", True))
     (strip,) = _strips(out)[:1]
     assert strip.block.seq == 0 and len(strip.gaps) == 1
-    assert strip.facts["recorded_samples"] == strip.block.n - int(fs)
+    assert strip.facts.recorded_samples == strip.block.n - int(fs)
 
 
 def test_backfill_slower_than_the_wait_still_completes_strips_and_the_event() -> None:
@@ -180,14 +185,14 @@ def test_backfill_slower_than_the_wait_still_completes_strips_and_the_event() ->
     samples as recorded, facts measured on the window; nothing is sent with a hole."""
     fs = 250.0
     blocks = _blocks(fs, 120, 25)
-    press = DeviceEvent("p", "button", T0 + 40, int(40 * fs), {"press_id": 7})
+    press = _press("p", T0 + 40, int(40 * fs), 7)
     in_hole = [b for b in blocks if 20 * fs <= b.seq < 60 * fs]
     rest = [b for b in blocks if not 20 * fs <= b.seq < 60 * fs]
     at = next(i for i, b in enumerate(rest) if b.seq >= 90 * fs)
     order = rest[:at] + in_hole + rest[at:]  # backfilled 30 s after the link came back
 
     def run(blocks_in: list, wait_s: float, told_s: float) -> tuple[list, DevicePipeline]:
-        p = DevicePipeline("p", _cfg(), backfill_wait_s=wait_s)
+        p = DevicePipeline("p", _cfg(backfill_wait_s=wait_s))
         out = []
         for b in blocks_in:
             out += p.on_block(b)
@@ -201,33 +206,33 @@ def test_backfill_slower_than_the_wait_still_completes_strips_and_the_event() ->
     want = {(s.kind, s.block.seq): s for s in _strips(expected)}
     have = {(s.kind, s.block.seq): s for s in _strips(got)}
     assert sorted(have) == sorted(want)
-    late = [k for k, s in have.items() if s.trigger.get("analysed_late")]
+    late = [k for k, s in have.items() if s.trigger.analysed_late]
     held = [("event", int(35 * fs)), ("strip", int(20 * fs)), ("strip", int(40 * fs))]
     assert sorted(late) == held
     assert p.counters["analysed_late"] == 3
     for key, s in have.items():
         np.testing.assert_array_equal(s.block.samples, want[key].block.samples)
-        assert s.facts["recorded_samples"] == s.block.n and s.gaps == ()
-        ref = np.array(want[key].facts["beats_seq"])
-        got_beats = np.array(s.facts["beats_seq"])
+        assert s.facts.recorded_samples == s.block.n and s.gaps == ()
+        ref = np.array(want[key].facts.beats_seq)
+        got_beats = np.array(s.facts.beats_seq)
         assert len(got_beats) == len(ref)  # the fresh detector finds the same beats
         assert np.abs(got_beats - ref).max() <= int(0.01 * fs)
-        assert abs(s.facts["heart_rate_bpm"] - 70) < 3
+        assert abs(s.facts.heart_rate_bpm - 70) < 3
     event = have[("event", int(35 * fs))]
-    assert event.trigger["press_id"] == 7 and "pre_available_s" not in event.trigger
+    assert event.trigger.press_id == 7 and event.trigger.pre_available_s is None
 
 
 def test_late_samples_declared_lost_release_the_held_strip() -> None:
     fs = 250.0
     blocks = _blocks(fs, 80, 25)
-    p = DevicePipeline("p", _cfg(), backfill_wait_s=5.0)
+    p = DevicePipeline("p", _cfg(backfill_wait_s=5.0))
     out = _with_hole(p, blocks, fs, (20, 35))
     assert int(20 * fs) not in [s.block.seq for s in _strips(out)]  # held for late samples
     out += p.on_gap(Gap("p", int(20 * fs), int(35 * fs), T0 + 20, T0 + 35, "overwritten", True))
     (strip,) = [s for s in _strips(out) if s.block.seq == int(20 * fs)]
-    assert strip.trigger["analysed_late"] and strip.facts["recorded_samples"] == 0
+    assert strip.trigger.analysed_late and strip.facts.recorded_samples == 0
     assert [g.reason for g in strip.gaps] == ["overwritten"]
-    assert strip.facts["quality"] is None and strip.facts["beats_seq"] == []  # nothing measured
+    assert strip.facts.quality is None and strip.facts.beats_seq == ()  # nothing measured
     body = build_strip_body(
         strip.block,
         gateway_id="gw1",
@@ -243,18 +248,18 @@ def test_late_samples_declared_lost_release_the_held_strip() -> None:
 def test_a_failing_st_measurement_never_costs_the_event(monkeypatch) -> None:
     """Whatever goes wrong in a measurement, the post-symptom event still goes out, with the
     error in its facts and counted."""
-    import gateway.pipeline as pipeline
+    import gateway.pipeline.facts as facts
 
     def broken(*args, **kwargs):
         raise RuntimeError("synthetic failure")
 
-    monkeypatch.setattr(pipeline, "st_levels", broken)
+    monkeypatch.setattr(facts, "st_levels", broken)
     fs = 130.0
     p = DevicePipeline("p1", _cfg())
     out = _feed(p, fs, 12, 13)
-    out += p.on_event(DeviceEvent("p1", "button", T0 + 6, int(6 * fs), {"press_id": 1}))
+    out += p.on_event(_press("p1", T0 + 6, int(6 * fs), 1))
     out += p.flush()
     events = [o for o in out if isinstance(o, StripReady) and o.kind == "event"]
     assert len(events) == 1
-    assert "synthetic failure" in events[0].facts["st"]["error"]
+    assert "synthetic failure" in events[0].facts.st["error"]
     assert p.counters["st_errors"] >= 1

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,10 @@ import pytest
 
 from gateway import __version__
 from gateway.config import MqttConfig
+from gateway.mqtt import LinkState, Publisher, PublisherError
 from gateway.outbox import Outbox, OutboxMessage
-from gateway.publisher import LinkState, Publisher, PublisherError, status_payload
-from tests.conftest import (
+from gateway.status import status_payload
+from tests.support import (
     Mosquitto,
     MqttListener,
     Received,
@@ -119,7 +119,7 @@ async def test_outbox_messages_arrive_with_user_properties(
     broker = mosquitto()
     listener = mqtt_listener(broker, f"{PREFIX}/{GW}/#")
     stored = put(outbox, "patch-1", 5) + put(outbox, "cart-1", 2, kind="event")
-    caplog.set_level(logging.WARNING, logger="gateway.publisher")
+    caplog.set_level(logging.WARNING, logger="gateway.mqtt")
     async with Publisher(mqtt_config(broker), GW, outbox, **FAST) as pub:
         assert await pub.wait_drained(timeout=10.0)
         late = put(outbox, "patch-1", 3)  # stored while running: wake() sends them
@@ -127,8 +127,8 @@ async def test_outbox_messages_arrive_with_user_properties(
         assert await pub.wait_drained(timeout=10.0)
         await wait_for(lambda: len(data_messages(listener)) >= 10, "10 messages at subscriber")
         assert pub.connected
-        assert pub.stats.acked == 10 + 1  # and the "online" status, through the outbox too
-        assert pub.stats.nacked == 0
+        assert pub.stats()["acked"] == 10 + 1  # and the "online" status, through the outbox too
+        assert pub.stats()["nacked"] == 0
     assert outbox.pending() == 0
     assert "INSECURE" in caplog.text  # plaintext is loud
 
@@ -157,7 +157,7 @@ async def test_status_online_while_running_offline_after_exit(
     facts = {"patch-1": {"samples": 1300, "heart_rate_bpm": 72.0}}
     async with Publisher(mqtt_config(broker), GW, outbox, status_devices=lambda: facts) as pub:
         await wait_for(lambda: pub.connected, "connected")
-        await wait_for(lambda: pub.stats.status_sent >= 1, "status sent")
+        await wait_for(lambda: pub.stats()["status_sent"] >= 1, "status sent")
         late = mqtt_listener(broker, STATUS)  # subscribes after: reads the retained message
         await wait_for(lambda: statuses(late), "retained online status")
         online = statuses(late)[-1]
@@ -198,7 +198,7 @@ async def test_status_goes_through_the_outbox_latest_wins(
         await wait_for(lambda: pub.connected, "connected")
         broker.stop()
         await wait_for(lambda: not pub.connected, "outage seen")
-        await wait_for(lambda: pub.stats.status_sent >= 6, "statuses during the outage")
+        await wait_for(lambda: pub.stats()["status_sent"] >= 6, "statuses during the outage")
         assert outbox.pending_by_kind() == {"status": 1}
         waiting = outbox.peek(10)[0]
         assert waiting.retain and waiting.topic == STATUS
@@ -241,7 +241,7 @@ async def test_offline_not_acknowledged_in_time_falls_back_to_the_will(
     later = mqtt_listener(broker, STATUS)
     await wait_for(lambda: statuses(later), "retained status")
     assert later.on(STATUS)[-1].retain and statuses(later)[-1]["state"] == "offline"
-    assert pub.stats.status_sent >= 2
+    assert pub.stats()["status_sent"] >= 2
 
 
 async def test_last_will_when_connection_dies(
@@ -254,16 +254,15 @@ async def test_last_will_when_connection_dies(
     async with Publisher(mqtt_config(broker), GW, outbox, **FAST) as pub:
         await wait_for(lambda: [s for s in statuses(listener) if s["state"] == "online"], "online")
         # The link dies without a DISCONNECT packet (as on a crash or a cut cable).
-        sock = pub._client.socket()
-        assert isinstance(sock, socket.socket)
-        sock.shutdown(socket.SHUT_RDWR)
+        assert pub.client is not None and pub.client._writer is not None
+        pub.client._writer.transport.abort()
         await wait_for(
             lambda: [s for s in statuses(listener) if s["state"] == "offline"], "Last Will"
         )
-        await wait_for(lambda: pub.stats.connects >= 2 and pub.connected, "reconnected")
+        await wait_for(lambda: pub.stats()["connects"] >= 2 and pub.connected, "reconnected")
         await wait_for(lambda: statuses(listener)[-1]["state"] == "online", "online again")
-        assert pub.stats.disconnects == 1
-        assert "lost" in (pub.stats.last_error or "")
+        assert pub.stats()["disconnects"] == 1
+        assert "lost" in (pub.stats()["last_error"] or "")
     states = [s["state"] for s in statuses(listener)]
     assert states[-1] == "offline"  # the clean exit
 
@@ -291,7 +290,7 @@ async def test_broker_outage_mid_stream_loses_nothing(
 
     async with Publisher(mqtt_config(broker, inflight=5), GW, outbox, **FAST) as pub:
         producer = asyncio.create_task(produce(pub))
-        await wait_for(lambda: pub.stats.acked >= 10, "first messages acked")
+        await wait_for(lambda: pub.stats()["acked"] >= 10, "first messages acked")
         broker.pause()  # the broker hangs: PUBACKs stop, messages pile up in flight...
         await wait_for(lambda: pub.inflight == 5, "a full in-flight window")
         broker.stop()  # ...then goes down; the producer goes on storing
@@ -302,9 +301,9 @@ async def test_broker_outage_mid_stream_loses_nothing(
         await producer
         pub.wake()
         assert await pub.wait_drained(timeout=30.0), broker.log()
-        assert pub.stats.disconnects >= 1
-        assert pub.stats.connects >= 2
-        assert pub.stats.resent_after_reconnect >= 1
+        assert pub.stats()["disconnects"] >= 1
+        assert pub.stats()["connects"] >= 2
+        assert pub.stats()["resent_after_reconnect"] >= 1
     assert not live_during_outage
     assert outbox.pending() == 0
 
@@ -335,7 +334,7 @@ async def test_stalled_broker_unacked_messages_are_published_again(
         broker.pause()  # PUBACKs stop coming
         stored = put(outbox, "patch-1", 6)
         pub.wake()
-        await wait_for(lambda: pub.stats.ack_timeouts >= 3, "ack timeouts")
+        await wait_for(lambda: pub.stats()["ack_timeouts"] >= 1, "the stall noticed")
         broker.resume()
         assert await pub.wait_drained(timeout=15.0)
     expected = [s.msg_id for s in stored]
@@ -358,19 +357,19 @@ async def test_broker_down_at_start_is_not_fatal(
     broker.stop()
     stored = put(outbox, "patch-1", 3)
     async with Publisher(mqtt_config(broker), GW, outbox, **FAST) as pub:
-        await wait_for(lambda: pub.stats.connect_failures >= 1, "a failed attempt")
+        await wait_for(lambda: pub.stats()["connect_failures"] >= 1, "a failed attempt")
         assert not pub.connected
         assert pub.state is LinkState.DISCONNECTED
-        await wait_for(lambda: "refused" in (pub.stats.last_error or ""), "reason found")
-        assert "cannot connect" in (pub.stats.last_error or "")
-        await wait_for(lambda: pub.stats.connect_failures >= 3, "jittered retries")
+        await wait_for(lambda: "refused" in (pub.stats()["last_error"] or ""), "reason found")
+        assert "cannot connect" in (pub.stats()["last_error"] or "")
+        await wait_for(lambda: pub.stats()["connect_failures"] >= 3, "jittered retries")
         assert not await pub.wait_drained(timeout=0.2)
         assert outbox.pending() == 3
         broker.start()
         listener = mqtt_listener(broker, f"{PREFIX}/{GW}/+/strip")
         pub.wake()
         assert await pub.wait_drained(timeout=15.0)
-        assert pub._reconnect.failures == 0  # the backoff starts over after a connect
+        assert pub.client.backoff.failures == 0  # the backoff starts over after a connect
     await wait_for(lambda: len(data_messages(listener)) >= 3, "3 messages")
     assert {m.user_properties["msg_id"] for m in data_messages(listener)} == {
         s.msg_id for s in stored
@@ -397,10 +396,10 @@ async def test_live_is_qos0_rate_limited_and_dropped_offline(
         await wait_for(lambda: listener.on(topic), "live message")
     assert sent == [True, False, False, False, False]
     assert other
-    assert pub.stats.live_sent == 2
-    assert pub.stats.live_dropped == 5
-    assert pub.stats.live_dropped_rate == 4
-    assert pub.stats.live_dropped_offline == 1
+    assert pub.stats()["live_sent"] == 2
+    assert pub.stats()["live_dropped"] == 5
+    assert pub.stats()["live_dropped_rate"] == 4
+    assert pub.stats()["live_dropped_offline"] == 1
     assert [(m.qos, m.json()) for m in listener.on(topic)] == [(0, {"n": 0})]
     assert outbox.pending() == 0  # live ECG is never stored
 
@@ -431,13 +430,13 @@ async def test_acl_denied_publish_is_nacked_and_kept(
     allowed = put(outbox, "patch-1", 1)[0]
     async with Publisher(cfg, GW, outbox, retry_backoff_s=0.2, **FAST) as pub:
         await wait_for(lambda: not outbox.waiting(allowed.row_id), "allowed message acked")
-        await wait_for(lambda: pub.stats.nacked >= 2, "denied message nacked, then retried")
+        await wait_for(lambda: pub.stats()["nacked"] >= 2, "denied message nacked, then retried")
         assert not await pub.wait_drained(timeout=0.2)
         assert pub.connected
-        reasons = pub.stats.nacked_by_reason
+        reasons = pub.stats()["nacked_by_reason"]
         assert list(reasons) == ["Not authorized (0x87)"]
-        assert "Not authorized" in (pub.stats.last_error or "")
-        assert denied.msg_id in (pub.stats.last_error or "")
+        assert "Not authorized" in (pub.stats()["last_error"] or "")
+        assert denied.msg_id in (pub.stats()["last_error"] or "")
     assert outbox.pending() == 1
     assert [m.msg_id for m in outbox.peek(10)] == [denied.msg_id]
     assert outbox.peek(10)[0].attempts >= 2
@@ -455,12 +454,12 @@ async def test_wrong_password_is_refused_with_clear_error(
     broker = mosquitto(users=USERS)
     cfg = mqtt_config(broker, username="gw1", password_file=write_password(tmp_path, "wrong"))
     put(outbox, "patch-1", 2)
-    caplog.set_level(logging.ERROR, logger="gateway.publisher")
+    caplog.set_level(logging.ERROR, logger="gateway.mqtt")
     async with Publisher(cfg, GW, outbox, **FAST) as pub:
-        await wait_for(lambda: pub.stats.connect_failures >= 1, "refused")
+        await wait_for(lambda: pub.stats()["connect_failures"] >= 1, "refused")
         assert not pub.connected
         assert pub.state is LinkState.REFUSED
-        error = pub.stats.last_error or ""
+        error = pub.stats()["last_error"] or ""
         assert "refused" in error
         assert "password" in error.lower() or "authorized" in error.lower()
     assert "refused the connection" in caplog.text
@@ -475,7 +474,7 @@ async def test_right_password_connects(
     put(outbox, "patch-1", 1)
     async with Publisher(cfg, GW, outbox, **FAST) as pub:
         assert await pub.wait_drained(timeout=10.0)
-        assert pub.stats.connect_failures == 0
+        assert pub.stats()["connect_failures"] == 0
 
 
 # --- TLS --------------------------------------------------------------------------------
@@ -510,7 +509,7 @@ async def test_mutual_tls_delivery(
     )
     assert cfg.tls
     stored = put(outbox, "patch-1", 2)
-    caplog.set_level(logging.WARNING, logger="gateway.publisher")
+    caplog.set_level(logging.WARNING, logger="gateway.mqtt")
     async with Publisher(cfg, GW, outbox, **FAST) as pub:
         assert await pub.wait_drained(timeout=10.0)
     assert "INSECURE" not in caplog.text
@@ -531,18 +530,20 @@ async def test_tls_untrusted_broker_is_not_used(
     )
     put(outbox, "patch-1", 1)
     async with Publisher(cfg, GW, outbox, **FAST) as pub:
-        await wait_for(lambda: "certificate" in (pub.stats.last_error or ""), "clear TLS error")
+        await wait_for(
+            lambda: "certificate" in (pub.stats()["last_error"] or ""), "clear TLS error"
+        )
         assert not pub.connected
-        assert pub.stats.connect_failures >= 1
+        assert pub.stats()["connect_failures"] >= 1
     assert outbox.pending() == 1
 
 
 async def test_status_reports_refused_messages(mosquitto, mqtt_listener, tmp_path) -> None:
     """A message the ACL refuses shows up in the retained status's transmission facts."""
     from gateway.config import MqttConfig
+    from gateway.mqtt import Publisher
     from gateway.outbox import Outbox
-    from gateway.publisher import Publisher
-    from tests.conftest import wait_for
+    from tests.support import wait_for
 
     broker = mosquitto(
         users={"gw1": "pw", "mc": "pw"},
@@ -555,7 +556,7 @@ async def test_status_reports_refused_messages(mosquitto, mqtt_listener, tmp_pat
     with Outbox(tmp_path / "o.sqlite3") as ob:
         ob.put("event", "d1", "ecg/v1/other-gw/d1/event", {"kind": "event"})
         async with Publisher(cfg, "gw1", ob, status_period_s=0.2, retry_backoff_s=60) as pub:
-            await wait_for(lambda: pub.stats.nacked >= 1, "the refused publish")
+            await wait_for(lambda: pub.stats()["nacked"] >= 1, "the refused publish")
 
             def refused() -> bool:
                 last = [m.json() for m in listener.on("ecg/v1/gw1/status")][-1:]
@@ -583,13 +584,13 @@ async def test_client_certificate_from_another_ca_is_refused(
     put(outbox, "patch-1", 1)
     async with Publisher(cfg, GW, outbox, **FAST) as pub:
         await wait_for(
-            lambda: "refused our client certificate" in (pub.stats.last_error or ""),
+            lambda: "refused our client certificate" in (pub.stats()["last_error"] or ""),
             "a clear diagnosis",
         )
         assert not pub.connected
-        assert pub.stats.connects == 0
-        assert pub.stats.connect_failures >= 1
-        assert "mqtt.cert_file" in (pub.stats.last_error or "")
+        assert pub.stats()["connects"] == 0
+        assert pub.stats()["connect_failures"] >= 1
+        assert "mqtt.cert_file" in (pub.stats()["last_error"] or "")
     assert outbox.pending() == 1
 
 
@@ -626,9 +627,9 @@ async def test_certificate_identity_acl_keeps_gateways_apart(
             config(cert_a), "gw-a", box_a, retry_backoff_s=0.2, **{**FAST, "status_period_s": 0.3}
         ) as pub:
             await wait_for(lambda: not box_a.waiting(own.row_id), "gw-a's own strip acked")
-            await wait_for(lambda: pub.stats.nacked >= 2, "forged message refused, retried")
-            assert list(pub.stats.nacked_by_reason) == ["Not authorized (0x87)"]
-            assert forged.msg_id in (pub.stats.last_error or "")
+            await wait_for(lambda: pub.stats()["nacked"] >= 2, "forged message refused, retried")
+            assert list(pub.stats()["nacked_by_reason"]) == ["Not authorized (0x87)"]
+            assert forged.msg_id in (pub.stats()["last_error"] or "")
 
             def status_says_refused() -> bool:
                 st = [m.json() for m in listener.on(f"{PREFIX}/gw-a/status")]

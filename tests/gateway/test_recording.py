@@ -12,9 +12,9 @@ import wfdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.sim.synth import EcgSynth
-from dsp.block import SampleBlock
-from gateway.recording import RecordingStore
+from core.block import SampleBlock
+from gateway.recording import RecordingStore, fsync_all
+from sim.synth import EcgSynth
 
 FS = 250.0
 T0 = 1_790_000_000.0
@@ -98,17 +98,30 @@ def test_a_changed_stream_is_refused(tmp_path: Path) -> None:
     store.close()
 
 
-def test_sync_writes_headers_while_recording(tmp_path: Path) -> None:
-    now = [0.0]
-    store = RecordingStore(tmp_path, "p1", file_s=4.0, sync_s=60.0, clock=lambda: now[0])
+def test_headers_exist_from_the_first_sample_and_follow_each_sync(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path, "p1", file_s=4.0)
     x = _signal(600)
     store.write(_block(x[:300], 0))
-    assert not list(tmp_path.glob("*.hea"))  # not yet synced
-    now[0] = 61.0
-    store.write(_block(x[300:600], 300))  # a minute later: fsync and headers
+    assert (tmp_path / "p1_000000000000.hea").exists()  # written when the record was made
+    store.write(_block(x[300:600], 300))
+    fsync_all(store.take_unsynced())  # what the gateway's sync task does, off the loop
     rec = wfdb.rdrecord(str(tmp_path / "p1_000000000000"))
     assert rec.sig_len == 600  # readable while it grows
     store.close()
+
+
+def test_header_repaired_from_the_signal_file_after_a_crash(tmp_path: Path) -> None:
+    x = _signal(900)
+    crashed = RecordingStore(tmp_path, "p1", file_s=4.0)
+    crashed.write(_block(x[:300], 0))
+    fsync_all(crashed.take_unsynced())
+    crashed.write(_block(x[300:900], 300))  # written, never synced: then kill -9
+    again = RecordingStore(tmp_path, "p1", file_s=4.0)
+    again.write(_block(_signal(1)[:1], 900))  # the restarted gateway reopens the record
+    rec = wfdb.rdrecord(str(tmp_path / "p1_000000000000"))
+    assert rec.sig_len == 900  # the header says what the signal file holds
+    np.testing.assert_allclose(rec.p_signal[:900, 0], x[:900, 0], atol=1e-3)
+    again.close()
 
 
 @settings(max_examples=30, deadline=None)

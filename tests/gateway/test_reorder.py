@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.block import SampleBlock
-from gateway.reorder import BlockReorderer
+from core.block import SampleBlock
+from gateway.pipeline.reorder import BlockReorderer
 
 FS = 250.0
 

@@ -1,0 +1,403 @@
+"""The conversation with a patch of our profile, as a pure state machine (no I/O).
+
+One :class:`PatchSession` lives as long as its driver (across connections): it owns
+the recording's :class:`~drivers.patch_stream.PatchStream` and gap ledger. Per
+connection (``docs/protocols/patch-gatt.md``):
+
+1. read Device Time (anchors sample numbers to UTC; a value that does not decode or
+   lies more than ``max_clock_error_s`` from the gateway's clock is counted and
+   ignored: the first live frame's arrival anchors the clock instead);
+2. subscribe to RACP, then to ECG, Backfill, Symptom and Status: **live data flows
+   from here on, whatever the record access control point does**;
+3. ask REPORT_EXTENT. The first answer of a recording tells where the recording
+   starts (live blocks that arrived before it are held until then, at most
+   ``racp_timeout_s``, so analysis starts at the oldest sample); every answer turns
+   what the patch no longer holds into final gaps;
+4. request every missing range, one at a time, each answer matched to the request
+   it answers (a RANGE_DONE outside the requested range is counted and ignored);
+   NOT_HELD or a partial answer asks the extent again; BUSY and ABORTED retry after
+   ``racp_retry_s``; a range refused ``max_requests`` times is given up as a final gap;
+5. no answer within ``racp_timeout_s``: counted, retried later on the same link
+   (the link is *not* dropped for it; live data keeps flowing); the link lost:
+   every wait ends at once and requested ranges become pending again;
+6. no ECG for ``silence_timeout_s``: disconnect (a BlueZ notify stall).
+
+Symptom presses are de-duplicated by their press id (a patch re-sends presses made
+while the link was down); a press whose sample number is impossible is kept, timed
+by its arrival.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from core.block import SampleBlock
+from core.counters import Counters
+from core.events import (
+    BatteryLevel,
+    ButtonPressed,
+    Connected,
+    Disconnected,
+    DriverError,
+    RecordingStarted,
+)
+from drivers import uuids
+from drivers.ble_link import BleSettings
+from drivers.gatt_session import Characteristics, Disconnect, Output, Read, Subscribe, Write
+from drivers.patch_gatt import (
+    FS,
+    PatchDecodeError,
+    RacpOp,
+    RacpResponse,
+    RacpStatus,
+    decode_device_time,
+    decode_ecg_frame,
+    decode_racp_response,
+    decode_status,
+    decode_symptom,
+    encode_report_extent,
+    encode_request_range,
+)
+from drivers.patch_stream import PatchStream
+
+__all__ = ["PatchSession", "PatchSettings"]
+
+_REQUIRED = (uuids.PATCH_TIME, uuids.PATCH_RACP, uuids.PATCH_ECG, uuids.PATCH_BACKFILL)
+_OPTIONAL = (uuids.PATCH_SYMPTOM, uuids.PATCH_STATUS)
+_PRESS_MEMORY = 256  # press ids remembered for de-duplication
+_AHEAD_S = 60.0  # a sample number this far beyond the head is impossible (s of samples)
+_COUNTERS = """connects frames_live frames_backfill samples duplicate_samples ranges_requested
+samples_lost bad_notifications watchdog_trips racp_timeouts racp_unexpected
+clock_rejected presses presses_repeated"""
+
+
+@dataclass(frozen=True, slots=True)
+class PatchSettings(BleSettings):
+    """A patch of our profile: BLE settings plus its channel's lead name."""
+
+    lead: str = "ECG"
+
+
+@dataclass(slots=True)
+class _Wait:
+    """The one RACP command in flight and what would answer it."""
+
+    op: RacpOp  # the response expected: EXTENT or RANGE_DONE
+    first: int = 0
+    end: int = 0
+    deadline: float | None = None  # monotonic s; set when the write completed
+
+
+class PatchSession:
+    """Our patch profile's conversation (see the module docstring).
+
+    Parameters
+    ----------
+    settings
+        The patch: id, address, lead name, ``silence_timeout_s`` (no ECG for that long:
+        disconnect).
+    racp_timeout_s, racp_retry_s
+        Seconds without a RACP answer before asking again; before retrying after BUSY,
+        ABORTED or a timeout.
+    max_requests
+        A range refused (INVALID) this many times is given up as a final gap.
+    max_clock_error_s
+        Device Time further than this from the gateway's clock is ignored.
+    """
+
+    def __init__(
+        self,
+        settings: PatchSettings,
+        *,
+        racp_timeout_s: float = 10.0,
+        racp_retry_s: float = 5.0,
+        max_requests: int = 3,
+        max_clock_error_s: float = 3600.0,
+    ) -> None:
+        self.source = settings.id
+        self.address = settings.address
+        self.stream = PatchStream(settings.id, lead=settings.lead)
+        self.counters = Counters(_COUNTERS)
+        self.silence_timeout_s = settings.silence_timeout_s
+        self.racp_timeout_s = racp_timeout_s
+        self.racp_retry_s = racp_retry_s
+        self.max_requests = max_requests
+        self.max_clock_error_s = max_clock_error_s
+        self._started = False  # the recording's first sample is known (first EXTENT)
+        self._held: list[SampleBlock] | None = []  # live blocks waiting for the first EXTENT
+        self._hold_until: float | None = None
+        self._wait: _Wait | None = None
+        self._need_extent = False
+        self._retry_at = 0.0
+        self._queue: deque[tuple[int, int]] = deque()
+        self._link = False
+        self._subscribed = False
+        self._last_data = 0.0
+        self._delivered = False
+        self._presses: deque[int] = deque(maxlen=_PRESS_MEMORY)
+        self._optional: list[str] = []
+
+    # --- the shell's events --------------------------------------------------------------
+    def connected(
+        self, chars: Characteristics, mtu: int | None, now: float, mono: float
+    ) -> list[Output]:
+        """The link is up with these characteristics: read the clock first."""
+        self.counters.add("connects")
+        self._link, self._subscribed, self._delivered = True, False, False
+        self._wait, self._need_extent, self._retry_at = None, False, 0.0
+        self._queue.clear()
+        self.stream.ledger.retry()
+        missing = [u for u in _REQUIRED if u not in chars]
+        out: list[Output] = [Connected(source=self.source, time=now, detail=self.address, mtu=mtu)]
+        if missing:
+            return [*out, Disconnect(f"not our patch profile (missing {missing})", failed=True)]
+        self._optional = [u for u in _OPTIONAL if u in chars]
+        return [*out, Read(uuids.PATCH_TIME)]
+
+    def read_done(self, uuid: str, data: bytes, now: float, mono: float) -> list[Output]:
+        """Device Time read: anchor the clock, then subscribe and ask the extent."""
+        if uuid != uuids.PATCH_TIME:
+            return []
+        out: list[Output] = self._set_time(data, now)
+        subscribe = [uuids.PATCH_RACP, uuids.PATCH_ECG, uuids.PATCH_BACKFILL, *self._optional]
+        out += [Subscribe(u) for u in subscribe]
+        return out + self._ask_extent()
+
+    def write_done(self, uuid: str, now: float, mono: float) -> list[Output]:
+        """A RACP command was written: its answer is due within ``racp_timeout_s``."""
+        if not self._subscribed:  # the first write follows every subscription
+            self._subscribed, self._last_data = True, mono
+            if self._held is not None:
+                self._hold_until = mono + self.racp_timeout_s
+        if uuid == uuids.PATCH_RACP and self._wait is not None and self._wait.deadline is None:
+            self._wait.deadline = mono + self.racp_timeout_s
+        return []
+
+    def notified(self, uuid: str, data: bytes, now: float, mono: float) -> list[Output]:
+        """A notification or indication arrived (decoded here; bad ones counted)."""
+        try:
+            if uuid in (uuids.PATCH_ECG, uuids.PATCH_BACKFILL):
+                return self._frame(data, now, mono)
+            if uuid == uuids.PATCH_RACP:
+                return self._racp(decode_racp_response(data), now, mono)
+            if uuid == uuids.PATCH_SYMPTOM:
+                return self._symptom(data, now)
+            if uuid == uuids.PATCH_STATUS:
+                st = decode_status(data)
+                return [
+                    BatteryLevel(
+                        source=self.source,
+                        time=now,
+                        percent=st.battery_percent,
+                        lead_off=st.lead_off,
+                        storage_percent=st.storage_percent,
+                    )
+                ]
+        except PatchDecodeError as exc:
+            return [self._bad(uuid, str(exc), now)]
+        return []
+
+    def tick(self, now: float, mono: float) -> list[Output]:
+        """Time passed: watchdogs, RACP timeouts and retries."""
+        if not self._link:
+            return []
+        out: list[Output] = []
+        if self._subscribed and mono - self._last_data > self.silence_timeout_s:
+            self.counters.add("watchdog_trips")
+            return [Disconnect("silent stream", failed=not self._delivered)]
+        if self._held is not None and self._hold_until is not None and mono > self._hold_until:
+            out += self._release_held()  # no EXTENT yet: analysis starts at the live data
+        w = self._wait
+        if w is not None and w.deadline is not None and mono > w.deadline:
+            out += self._timed_out(w, now, mono)
+        if self._wait is None and mono >= self._retry_at:
+            out += self._ask_extent() if self._need_extent else self._request_next()
+        return out
+
+    def link_lost(self, reason: str, now: float, mono: float) -> list[Output]:
+        """The link is gone: every wait ends now; requested ranges are pending again."""
+        self._link = self._subscribed = False
+        self._wait = None
+        self._queue.clear()
+        self.stream.ledger.retry()
+        held = self._release_held() if self._held else []  # bounded: one link's worth
+        return [*held, Disconnected(source=self.source, time=now, reason=reason)]
+
+    def closing(self) -> list[Output]:
+        """The driver is stopping: nothing to tell the patch (it keeps recording)."""
+        return []
+
+    @property
+    def delivered(self) -> bool:
+        return self._delivered
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the driver started, plus the live state that matters."""
+        drift = self.stream.clock.drift_ppm
+        return {
+            **self.counters.snapshot(),
+            "pending_samples": self.stream.ledger.missing,
+            "clock_drift_ppm": None if drift is None else round(drift, 2),
+        }
+
+    # --- data ------------------------------------------------------------------------------
+    def _set_time(self, data: bytes, now: float) -> list[Output]:
+        try:
+            t = decode_device_time(data)
+        except PatchDecodeError as exc:
+            self.counters.add("clock_rejected")
+            return [self._error("device_time", str(exc), now, "clock_rejected")]
+        if abs(t.posix - now) > self.max_clock_error_s:
+            self.counters.add("clock_rejected")
+            detail = f"device time {t.us_since_2000} us is {t.posix - now:.0f} s off; ignored"
+            return [self._error("device_time", detail, now, "clock_rejected")]
+        self.stream.set_time(t)
+        return []
+
+    def _frame(self, data: bytes, now: float, mono: float) -> list[Output]:
+        frame = decode_ecg_frame(data)
+        self._last_data = mono
+        self.counters.add("frames_backfill" if frame.backfill else "frames_live")
+        before = self.stream.duplicates
+        blocks = self.stream.feed(frame, now)
+        self.counters.add("duplicate_samples", self.stream.duplicates - before)
+        n = sum(b.n for b in blocks)
+        if n:
+            self.counters.add("samples", n)
+            self._delivered = True
+        if self._held is not None:
+            self._held += blocks
+            return []
+        return list(blocks)
+
+    def _release_held(self) -> list[Output]:
+        held = self._held or []
+        self._held = None if self._started else []
+        return list(held)
+
+    def _symptom(self, data: bytes, now: float) -> list[Output]:
+        press = decode_symptom(data)
+        if press.press_id in self._presses:
+            self.counters.add("presses_repeated")
+            return []
+        self._presses.append(press.press_id)
+        self.counters.add("presses")
+        head = self.stream.ledger.next_seq
+        possible = head is not None and press.seq <= head + int(_AHEAD_S * FS)
+        seq = press.seq if possible and self.stream.clock.anchored else None
+        out: list[Output] = []
+        if seq is None:  # never lose a press: time it by its arrival instead
+            out.append(
+                self._bad(uuids.PATCH_SYMPTOM, f"press at impossible sample {press.seq}", now)
+            )
+        when = self.stream.utc_of(seq) if seq is not None else now
+        out.append(ButtonPressed(source=self.source, time=when, seq=seq, press_id=press.press_id))
+        return out
+
+    # --- record access control point -----------------------------------------------------
+    def _ask_extent(self) -> list[Output]:
+        self._need_extent = False
+        self._wait = _Wait(RacpOp.EXTENT)
+        return [Write(uuids.PATCH_RACP, encode_report_extent())]
+
+    def _request_next(self) -> list[Output]:
+        if not self._queue:
+            self._queue.extend(self.stream.ledger.to_request())
+        if not self._queue:
+            return []
+        first, end = self._queue.popleft()
+        self.counters.add("ranges_requested")
+        self._wait = _Wait(RacpOp.RANGE_DONE, first, end)
+        return [Write(uuids.PATCH_RACP, encode_request_range(first, end))]
+
+    def _racp(self, r: RacpResponse, now: float, mono: float) -> list[Output]:
+        w = self._wait
+        if w is None or r.op != w.op:
+            return [self._unexpected(r, now)]
+        if r.op == RacpOp.EXTENT:
+            self._wait = None
+            return self._extent(r.first, r.end, now, mono)
+        if not (w.first <= r.first <= r.end <= w.end):
+            return [self._unexpected(r, now)]
+        self._wait = None
+        return self._range_done(w, r, now, mono)
+
+    def _extent(self, oldest: int, nxt: int, now: float, mono: float) -> list[Output]:
+        ledger = self.stream.ledger
+        head = ledger.next_seq
+        ahead = int(_AHEAD_S * FS)
+        if oldest > nxt or (head is not None and nxt > head + ahead):
+            self.counters.add("racp_unexpected")
+            self._retry_at, self._need_extent = mono + self.racp_retry_s, True
+            return [self._error("racp", f"impossible extent {oldest}..{nxt}", now)]
+        out: list[Output] = []
+        if not self._started:
+            self._started = True
+            ledger.want_from(oldest)
+            t = self.stream.utc_of(oldest) if self.stream.clock.anchored else now
+            out.append(
+                RecordingStarted(
+                    source=self.source, time=t, seq=oldest, first_seq=oldest, end_seq=nxt
+                )
+            )
+            out += self._release_held()
+        lost = self.stream.lost(oldest, now)
+        self.counters.add("samples_lost", sum(g.n_samples for g in lost))
+        out += lost
+        ledger.receive(nxt, nxt)  # samples up to now are due
+        return out + self._request_next()
+
+    def _range_done(self, w: _Wait, r: RacpResponse, now: float, mono: float) -> list[Output]:
+        ledger = self.stream.ledger
+        ledger.retry(w.first, w.end)  # what the answer did not bring is asked again
+        if r.status == RacpStatus.SUCCESS and (r.first, r.end) == (w.first, w.end):
+            return self._request_next()
+        if r.status in (RacpStatus.NOT_HELD, RacpStatus.SUCCESS):  # partial: what is held?
+            return self._ask_extent()
+        self._retry_at = mono + self.racp_retry_s
+        if r.status != RacpStatus.INVALID:  # BUSY, ABORTED: later
+            return []
+        entry = next((e for e in ledger.entries if e.first == w.first), None)
+        if entry is None or entry.requests < self.max_requests:
+            return [self._error("racp", f"range {w.first}..{w.end} refused (INVALID)", now)]
+        gaps = self.stream.gaps(ledger.give_up(w.first, w.end), "patch refused backfill", now)
+        self.counters.add("samples_lost", sum(g.n_samples for g in gaps))
+        return list(gaps)
+
+    def _timed_out(self, w: _Wait, now: float, mono: float) -> list[Output]:
+        self.counters.add("racp_timeouts")
+        self._wait = None
+        self._retry_at = mono + self.racp_retry_s
+        if w.op == RacpOp.EXTENT:
+            self._need_extent = True
+        else:
+            self.stream.ledger.retry(w.first, w.end)
+        detail = f"no answer to {w.op.name} within {self.racp_timeout_s:g} s"
+        return [self._error("racp", detail, now, "racp_timeouts")]
+
+    # --- errors ----------------------------------------------------------------------------
+    def _unexpected(self, r: RacpResponse, now: float) -> DriverError:
+        self.counters.add("racp_unexpected")
+        return self._error("racp", f"unexpected {r.op.name} {r.first}..{r.end}", now)
+
+    def _bad(self, uuid: str, detail: str, now: float) -> DriverError:
+        self.counters.add("bad_notifications")
+        return self._error(_NAMES.get(uuid, uuid), detail, now, "bad_notifications")
+
+    def _error(
+        self, what: str, detail: str, now: float, counter: str = "racp_unexpected"
+    ) -> DriverError:
+        return DriverError(
+            source=self.source, time=now, what=what, detail=detail, count=self.counters[counter]
+        )
+
+
+_NAMES = {
+    uuids.PATCH_ECG: "ECG frame",
+    uuids.PATCH_BACKFILL: "backfill frame",
+    uuids.PATCH_RACP: "RACP response",
+    uuids.PATCH_SYMPTOM: "symptom",
+    uuids.PATCH_STATUS: "status",
+}

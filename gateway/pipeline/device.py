@@ -1,0 +1,315 @@
+"""One device's processing, from received blocks to what gets transmitted (pure).
+
+The app feeds :class:`DevicePipeline` what a driver reports and takes back what to
+send; it never does I/O, so it is tested with arrays. Its parts, each in its module:
+
+- :mod:`~gateway.pipeline.live`: the head of the stream, display-filtered, in chunks;
+- :mod:`~gateway.pipeline.reorder`: samples put back in order (a patch backfills holes
+  while live samples keep coming), waiting up to ``backfill_wait_s`` for a hole;
+- :mod:`~gateway.pipeline.analysis`: QRS, heart rate, quality and rhythm, in order;
+- :mod:`~gateway.pipeline.windows`: when periodic strips, post-symptom events (CPT
+  93012) and stage-end strips (CPT 93017) are due;
+- :mod:`~gateway.pipeline.late`: windows whose samples came after analysis moved on;
+- :mod:`~gateway.pipeline.facts`: the typed trigger and facts of each strip.
+
+Strips and events carry the samples *as recorded* (unfiltered), NaN where a sample
+never arrived, with every missing range listed as a gap. The gateway never interprets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from core.block import SampleBlock
+from core.counters import Counters
+from core.events import (
+    BloodPressure,
+    ButtonPressed,
+    DeviceEvent,
+    Gap,
+    LeadOff,
+    RecordingStarted,
+    StageChanged,
+)
+from core.ranges import runs_of, subtract
+from dsp.quality import QualityWindow
+from dsp.rhythm import RhythmEpisode
+from gateway.pipeline.analysis import StreamAnalysis, analyse_window
+from gateway.pipeline.facts import StripFacts, Trigger, measure_strip
+from gateway.pipeline.late import LateWindow, LateWindows
+from gateway.pipeline.live import LiveChunk, LiveChunker
+from gateway.pipeline.reorder import BlockReorderer
+from gateway.pipeline.settings import PipelineSettings
+from gateway.pipeline.windows import PendingWindow, WindowScheduler
+
+__all__ = ["DevicePipeline", "PipelineOutput", "StripReady"]
+
+_GAPS_KEPT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class StripReady:
+    """A rhythm strip or post-symptom event, complete and ready to be stored and sent."""
+
+    kind: Literal["strip", "event"]
+    block: SampleBlock
+    trigger: Trigger
+    facts: StripFacts
+    gaps: tuple[Gap, ...]
+
+
+PipelineOutput = LiveChunk | StripReady
+
+
+class _Stream:
+    """The parts that need the stream's rate and leads, built once from its first block."""
+
+    def __init__(self, block: SampleBlock, settings: PipelineSettings) -> None:
+        self.fs, self.leads = block.fs, block.leads
+        self.live = LiveChunker(block.fs, block.n_leads, settings)
+        self.analysis = StreamAnalysis(block.fs, block.leads, settings)
+        self.windows = WindowScheduler(settings, block.fs, block.seq)
+        self.late = LateWindows(block.fs)
+
+
+class DevicePipeline:
+    """Live chunks, periodic strips and event strips for one device.
+
+    Parameters
+    ----------
+    device_id
+        Device the blocks come from.
+    settings
+        Windows, filters, rhythm limits and the backfill wait.
+    """
+
+    def __init__(self, device_id: str, settings: PipelineSettings) -> None:
+        self.device_id = device_id
+        self.settings = settings
+        self.reorder = BlockReorderer(settings.backfill_wait_s)
+        self.counters = Counters(
+            "blocks", "samples", "strips", "events", "analysed_late", "st_errors"
+        )
+        self._s: _Stream | None = None
+        self._gaps: deque[Gap] = deque(maxlen=_GAPS_KEPT)
+        self._head: SampleBlock | None = None  # newest live block: times of presses
+        self._stage: StageChanged | None = None
+        self._stage_start: int | None = None
+        self._bp: BloodPressure | None = None
+        self._lead_off: LeadOff | None = None
+
+    @property
+    def heart_rate_bpm(self) -> float | None:
+        return None if self._s is None else self._s.analysis.heart_rate_bpm
+
+    # --- inputs -----------------------------------------------------------------------------
+    def on_block(self, block: SampleBlock) -> list[PipelineOutput]:
+        """Take one received block; return what is ready to send."""
+        if block.n == 0:
+            return []
+        s = self._s
+        if s is None:
+            s = self._s = _Stream(block, self.settings)
+        elif block.fs != s.fs or block.leads != s.leads:
+            raise ValueError(
+                f"{self.device_id}: stream changed from {s.fs} Hz {s.leads} "
+                f"to {block.fs} Hz {block.leads}"
+            )
+        self.counters.add("blocks")
+        self.counters.add("samples", block.n)
+        out: list[PipelineOutput] = []
+        if s.live.is_new(block):
+            self._head = block
+            if self.settings.live_enabled:
+                out += s.live.add(block, s.analysis.heart_rate_bpm)
+        if s.late:
+            s.late.take(block)
+            out += self._send_late(s)
+        for ordered in self.reorder.push(block):
+            self._analyse(s, ordered, out)
+        return out
+
+    def on_event(self, event: DeviceEvent) -> list[PipelineOutput]:
+        """Take a device event (button, stage, blood pressure, lead-off, recording start)."""
+        if isinstance(event, ButtonPressed):
+            self._on_button(event)
+        elif isinstance(event, StageChanged):
+            self._on_stage(event)
+        elif isinstance(event, BloodPressure):
+            self._bp = event
+        elif isinstance(event, LeadOff):
+            self._lead_off = event
+        elif isinstance(event, RecordingStarted):
+            # a patch with memory: analysis starts at its oldest sample, which arrives
+            # by backfill after the first live ones
+            self.reorder.start_at(event.first_seq)
+        return [] if self._s is None else self._flush_ready(self._s)
+
+    def on_gap(self, gap: Gap) -> list[PipelineOutput]:
+        """Samples that did not arrive (shown in the strips that overlap them); a final
+        gap also tells analysis to stop waiting for them."""
+        self._gaps.append(gap)
+        s = self._s
+        if not gap.final or s is None:
+            return []
+        out: list[PipelineOutput] = []
+        s.windows.lost(gap.first_seq, gap.end_seq)
+        s.late.lost(gap.first_seq, gap.end_seq)
+        out += self._send_late(s)
+        for ordered in self.reorder.lost(gap.first_seq, gap.end_seq):
+            self._analyse(s, ordered, out)
+        return out
+
+    def flush(self) -> list[PipelineOutput]:
+        """At shutdown: the partial live chunk and every begun window, cut short."""
+        s = self._s
+        if s is None:
+            return []
+        out: list[PipelineOutput] = list(s.live.flush(s.analysis.heart_rate_bpm))
+        for ordered in self.reorder.flush():
+            self._analyse(s, ordered, out)
+        end = s.analysis.end_seq
+        if end is not None:
+            out += self._strips(s, s.windows.cut_short(end), set_aside=False)
+        s.late.cut_short()
+        return out + self._send_late(s, force=True)
+
+    # --- analysis and windows ---------------------------------------------------------------
+    def _analyse(self, s: _Stream, block: SampleBlock, out: list[PipelineOutput]) -> None:
+        s.analysis.add(block)
+        s.windows.advance(s.analysis.end_seq or block.end_seq)
+        out += self._flush_ready(s)
+
+    def _seq_at(self, event: DeviceEvent) -> int | None:
+        if event.seq is not None:
+            return int(event.seq)
+        b = self._head
+        if b is None:
+            return None
+        return b.seq + int(round((event.time - b.start) * b.fs))
+
+    def _on_button(self, press: ButtonPressed) -> None:
+        seq = self._seq_at(press)
+        if seq is not None and self._s is not None:
+            self._s.windows.button(press, seq, self._s.analysis.history.first_seq)
+
+    def _on_stage(self, event: StageChanged) -> None:
+        seq = self._seq_at(event)
+        s = self._s
+        if seq is not None and self._stage is not None and s is not None:
+            s.windows.stage_ended(self._stage, self._stage_start, seq, event.time, self._bp)
+        self._stage, self._stage_start = event, seq
+
+    def _flush_ready(self, s: _Stream) -> list[PipelineOutput]:
+        end = s.analysis.end_seq
+        if end is None:
+            return []
+        out = self._strips(s, s.windows.ready(end, s.analysis.settle), set_aside=True)
+        return out + self._send_late(s)
+
+    def _strips(
+        self, s: _Stream, windows: list[PendingWindow], *, set_aside: bool
+    ) -> list[PipelineOutput]:
+        out: list[PipelineOutput] = []
+        for p in windows:
+            if set_aside and self._set_aside(s, p):
+                continue
+            win = s.analysis.history.window(p.first_seq, p.end_seq)
+            if win is None:
+                continue
+            beats = s.analysis.beats_in(p.first_seq, p.end_seq)
+            out.append(
+                self._strip(
+                    p, win.block, win.missing, beats, s.analysis.windows, s.analysis.episodes()
+                )
+            )
+        return out
+
+    # --- windows whose samples come late -----------------------------------------------------
+    def _set_aside(self, s: _Stream, p: PendingWindow) -> bool:
+        """If analysis gave up waiting for part of ``p``'s window, hold it for the late
+        samples instead of sending it with a hole; True if it was held."""
+        awaited = [
+            (max(a, p.first_seq), min(b, p.end_seq))
+            for a, b in self.reorder.gave_up_ranges
+            if a < p.end_seq and b > p.first_seq
+        ]
+        for g in self._gaps:  # declared lost already: nothing to wait for there
+            if g.final:
+                awaited = subtract(awaited, g.first_seq, g.end_seq)
+        if not awaited:
+            return False
+        win = s.analysis.history.window(p.first_seq, p.end_seq)
+        if win is not None:
+            samples = np.array(win.block.samples)
+            have = ~np.isnan(samples).any(axis=1)
+            start = win.block.start
+        else:
+            n = p.end_seq - p.first_seq
+            samples = np.full((n, len(s.leads)), np.nan, dtype=np.float32)
+            have = np.zeros(n, dtype=bool)
+            ref = self._head
+            assert ref is not None  # a window exists only after a block arrived
+            start = ref.start + (p.first_seq - ref.seq) / ref.fs
+        head = s.analysis.end_seq or p.end_seq
+        s.late.hold(LateWindow(p, samples, have, awaited, start, head))
+        return True
+
+    def _send_late(self, s: _Stream, force: bool = False) -> list[PipelineOutput]:
+        """The held windows that are complete or waited long enough (or all: force)."""
+        if not s.late:
+            return []
+        out: list[PipelineOutput] = []
+        for w in s.late.due(s.analysis.end_seq, force=force):
+            p = w.pending
+            block = w.block(s.fs, s.leads, self.device_id)
+            beats, quality, episodes = analyse_window(
+                block, w.have, s.analysis.qrs.lead, self.settings
+            )
+            p.trigger = p.trigger.but(analysed_late=True)
+            self.counters.add("analysed_late")
+            out.append(
+                self._strip(p, block, runs_of(~w.have, p.first_seq), beats, quality, episodes)
+            )
+        return out
+
+    # --- one strip ---------------------------------------------------------------------------
+    def _strip(
+        self,
+        p: PendingWindow,
+        block: SampleBlock,
+        missing: tuple[tuple[int, int], ...],
+        beats: list[int],
+        quality: deque[QualityWindow] | list[QualityWindow],
+        episodes: list[RhythmEpisode],
+    ) -> StripReady:
+        """A strip of ``block`` (the window, NaN in the ``missing`` runs) and its facts."""
+        facts, st_failed = measure_strip(block, missing, beats, list(quality), episodes)
+        if st_failed:
+            self.counters.add("st_errors")
+        facts = replace(
+            facts,
+            stage=self._stage if p.trigger.type != "stage_end" else None,
+            blood_pressure=p.blood_pressure or self._bp,
+            lead_off=self._lead_off,
+        )
+        kind: Literal["strip", "event"] = "event" if p.kind == "event" else "strip"
+        self.counters.add("events" if kind == "event" else "strips")
+        return StripReady(kind, block, p.trigger, facts, self._gaps_in(block, missing))
+
+    def _gaps_in(self, block: SampleBlock, missing: tuple[tuple[int, int], ...]) -> tuple[Gap, ...]:
+        """The reported gaps overlapping ``block``, plus its missing runs nobody reported
+        (e.g. dropped by the history bound): nothing is missing silently."""
+        first, end = block.seq, block.end_seq
+        gaps = [g for g in self._gaps if g.end_seq > first and g.first_seq < end]
+        reported = {(g.first_seq, g.end_seq) for g in gaps}
+        for a, b in missing:
+            covered = any(g.first_seq <= a and b <= g.end_seq for g in gaps)
+            if not covered and (a, b) not in reported:
+                t_a, t_b = float(block.time_of(a)), float(block.time_of(b))
+                gaps.append(Gap(self.device_id, a, b, t_a, t_b, reason="not recorded"))
+        return tuple(gaps)

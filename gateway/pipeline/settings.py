@@ -1,0 +1,44 @@
+"""What one device's pipeline is told by the configuration (built by ``gateway.app``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["PipelineSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """Filters, rhythm limits, strip/event windows and live batching for one device.
+
+    Parameters
+    ----------
+    band, mains_hz
+        Display filter of live ECG: ``monitoring`` 0.5-40 Hz or ``diagnostic``
+        0.05-150 Hz, and the mains notch (Hz).
+    brady_bpm, tachy_bpm, pause_s
+        Rhythm limits (beats per minute; seconds).
+    strip_period_s, strip_duration_s
+        A periodic strip of ``strip_duration_s`` every ``strip_period_s`` seconds.
+    event_pre_s, event_post_s
+        A post-symptom event's window around the button press, seconds.
+    live_enabled, live_block_s
+        Live ECG on or off, batched into messages of about ``live_block_s`` seconds.
+    backfill_wait_s
+        Seconds of stream analysis holds while a device with memory backfills a hole
+        (0: nothing is held).
+    """
+
+    band: Literal["monitoring", "diagnostic"] = "monitoring"
+    mains_hz: float = 50.0
+    brady_bpm: float = 40.0
+    tachy_bpm: float = 150.0
+    pause_s: float = 3.0
+    strip_period_s: float = 300.0
+    strip_duration_s: float = 10.0
+    event_pre_s: float = 30.0
+    event_post_s: float = 30.0
+    live_enabled: bool = True
+    live_block_s: float = 1.0
+    backfill_wait_s: float = 0.0

@@ -1,0 +1,122 @@
+"""The retained status message (``ecg-gateway/status/v1``): the one builder.
+
+``online`` while running (every ``status_period_s``), ``offline`` at a clean exit and as
+the Last Will. It carries each device's facts and the transmission's (``docs/mqtt.md``);
+device facts are made JSON-safe (NaN → null, numpy → Python).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from core.units import iso_utc
+from gateway import __version__
+from gateway.outbox import Outbox
+from gateway.payloads import STATUS_SCHEMA, json_safe
+
+__all__ = ["StatusReporter", "build_status", "status_payload"]
+
+log = logging.getLogger(__name__)
+
+
+def build_status(
+    gateway_id: str,
+    state: str,
+    *,
+    now: float,
+    devices: Mapping[str, Any] | None = None,
+    transmission: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The status as a JSON-ready dict; ``now`` in POSIX UTC seconds."""
+    body: dict[str, Any] = {
+        "schema": STATUS_SCHEMA,
+        "gateway_id": gateway_id,
+        "state": state,
+        "time": iso_utc(now),
+        "version": __version__,
+        "devices": json_safe(dict(devices or {})),
+    }
+    if transmission is not None:
+        body["transmission"] = json_safe(dict(transmission))
+    return body
+
+
+def status_payload(gateway_id: str, state: str, *, now: float, **facts: Any) -> bytes:
+    """:func:`build_status` as compact UTF-8 JSON (what is published)."""
+    body = build_status(gateway_id, state, now=now, **facts)
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+
+
+class StatusReporter:
+    """Commits the retained status to the outbox (latest wins) and says when it did.
+
+    Parameters
+    ----------
+    outbox
+        Where statuses wait for the broker like everything else (lowest priority).
+    gateway_id, topic
+        Whose status, and its retained topic.
+    devices, transmission
+        Called for the facts of each status; a failure leaves them out, never the status.
+    clock
+        UTC POSIX seconds now.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        gateway_id: str,
+        topic: str,
+        *,
+        devices: Callable[[], Mapping[str, Any]] | None,
+        transmission: Callable[[], Mapping[str, Any]],
+        clock: Callable[[], float],
+    ) -> None:
+        self.outbox = outbox
+        self.gateway_id = gateway_id
+        self.topic = topic
+        self._devices = devices
+        self._transmission = transmission
+        self._clock = clock
+        self.sent = 0
+        self.last_error: str | None = None
+
+    def post(self, state: str) -> int | None:
+        """Commit a status (superseding a waiting one); its row id, None if not stored."""
+        now = self._clock()
+        try:
+            body = build_status(
+                self.gateway_id,
+                state,
+                now=now,
+                devices=self._facts(self._devices),
+                transmission=self._facts(self._transmission),
+            )
+            json.dumps(body, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            self.last_error = f"status message could not be built: {exc!r}"
+            log.exception("status message could not be built")
+            body = build_status(self.gateway_id, state, now=now)
+        try:
+            msg = self.outbox.put(
+                "status", self.gateway_id, self.topic, body, retain=True, replace=True
+            )
+        except Exception as exc:  # a full disk must not stop the publisher
+            self.last_error = f"status could not be stored: {exc!r}"
+            log.exception("status could not be stored in the outbox")
+            return None
+        self.sent += 1
+        return msg.row_id
+
+    def _facts(self, source: Callable[[], Mapping[str, Any]] | None) -> dict[str, Any]:
+        if source is None:
+            return {}
+        try:
+            return dict(source())
+        except Exception as exc:
+            self.last_error = f"status facts failed: {exc!r}"
+            log.exception("status facts failed")
+            return {}

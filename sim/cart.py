@@ -1,0 +1,251 @@
+"""A simulated stress-test cart on a real pseudo-terminal.
+
+:class:`SimCart` opens a pty pair (``os.openpty``, raw mode) and, in an asyncio
+task, writes what a cart sends (``docs/protocols/cart-serial.md``): a HELLO, 12
+leads at 500 Hz in ECG frames of 20 samples (every 40 ms), a staged exercise
+protocol (Bruce stages: STAGE at each change, heart rate rising, blood pressure
+at the end of each stage) and a heartbeat every second. The gateway's serial
+driver opens :attr:`SimCart.port` exactly as it would open ``/dev/ttyUSB0``.
+
+Test hooks: :meth:`corrupt_next_frame` flips a byte of the next ECG frame on
+the wire (its samples are then lost and must be reported as a gap),
+:meth:`drop_frames` skips ECG frames (a gap without corruption),
+:meth:`lead_off` reports electrodes off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import time
+import tty
+from collections.abc import Callable
+
+import numpy as np
+
+from drivers.cart_protocol import (
+    LEADS_12,
+    CartDecoder,
+    CommandMsg,
+    FrameType,
+    Phase,
+    encode_blood_pressure,
+    encode_ecg,
+    encode_heartbeat,
+    encode_hello,
+    encode_lead_off,
+    encode_stage,
+)
+from sim.synth import EcgSynth
+
+__all__ = ["BRUCE", "SimCart"]
+
+_PEAK_BPM = 185.0
+_ST_PER_STAGE_MV = 0.05  # simulated lateral ST depression per stage from stage 2, mV
+_ST_MAX_MV = 0.2
+
+#: Bruce protocol stages: (speed km/h, grade %), 3 minutes each in the clinic.
+BRUCE = ((2.7, 10.0), (4.0, 12.0), (5.5, 14.0), (6.8, 16.0), (8.0, 18.0), (8.9, 20.0), (9.7, 22.0))
+
+
+class SimCart:
+    """A virtual cart writing the serial protocol to a pseudo-terminal.
+
+    Parameters
+    ----------
+    stage_s
+        Length of each exercise stage, simulated seconds (180 in a real Bruce test).
+    speed
+        Simulated time per wall-clock time (10 = ten times faster than real time).
+    frame_samples
+        Samples per ECG frame (20 at 500 Hz = one frame every 40 ms).
+    hr_bpm
+        Resting heart rate; each stage adds 15 bpm.
+    """
+
+    def __init__(
+        self,
+        *,
+        fs: int = 500,
+        stage_s: float = 180.0,
+        speed: float = 1.0,
+        frame_samples: int = 20,
+        hr_bpm: float = 80.0,
+        seed: int = 0,
+        serial: str = "SIM-CART-0001",
+        firmware: str = "1.0.0",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fs = fs
+        self.stage_s = stage_s
+        self.speed = speed
+        self.frame_samples = frame_samples
+        self.hr_bpm = hr_bpm
+        self.serial = serial
+        self.firmware = firmware
+        self._clock = clock
+        self._synth = EcgSynth(fs, LEADS_12, hr_bpm=hr_bpm, seed=seed)
+        self._master: int | None = None
+        self._slave: int | None = None
+        self.port = ""
+        self.samples_sent = 0  # samples generated and handed to the line
+        self.frames_sent = 0
+        self.overflow_bytes = 0  # bytes the pty would not take (nobody reading)
+        self.stage = 0
+        self._stage_start = 0
+        self._frame_seq = 0
+        self._corrupt = 0
+        self._drop = 0
+        self._pending: list[bytes] = []
+        self._commands = CartDecoder()
+        self.commands: list[FrameType] = []
+        """Every host command received, in order."""
+        self._task: asyncio.Task[None] | None = None
+        self._paused_until = 0.0
+
+    # --- lifetime -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the pty and start writing."""
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.port = os.ttyname(self._slave)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sim-cart")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._master = self._slave = None
+
+    async def __aenter__(self) -> SimCart:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- test hooks ---------------------------------------------------------------------
+    def corrupt_next_frame(self, count: int = 1) -> None:
+        """Flip one byte in each of the next ``count`` ECG frames (CRC then fails)."""
+        self._corrupt += count
+
+    def pause(self, seconds: float) -> None:
+        """Write nothing for ``seconds`` of wall time (a loose cable); the cart keeps
+        counting samples, so what it would have sent is lost."""
+        self._paused_until = time.monotonic() + seconds
+
+    def drop_frames(self, count: int = 1) -> None:
+        """Do not send the next ``count`` ECG frames (their samples are lost)."""
+        self._drop += count
+
+    def lead_off(self, leads: tuple[str, ...]) -> None:
+        """Report these leads as off (empty: all back on)."""
+        mask = sum(1 << LEADS_12.index(name) for name in leads)
+        self._pending.append(encode_lead_off(self._next_seq(), self.samples_sent, mask))
+
+    # --- writing ---------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        seq = self._frame_seq
+        self._frame_seq = (self._frame_seq + 1) & 0xFFFF
+        return seq
+
+    def _write(self, data: bytes) -> None:
+        if self._master is None or time.monotonic() < self._paused_until:
+            return
+        try:
+            written = os.write(self._master, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:  # EIO: the other side is gone
+            if exc.errno != errno.EIO:
+                raise
+            written = 0
+        self.overflow_bytes += len(data) - written
+
+    def _stage_frame(self, stage: int) -> bytes:
+        speed, grade = BRUCE[min(stage - 1, len(BRUCE) - 1)]
+        return encode_stage(
+            self._next_seq(),
+            self._stage_start,
+            stage,
+            Phase.EXERCISE,
+            speed,
+            grade,
+            f"Bruce {stage}",
+        )
+
+    def _next_stage(self) -> None:
+        if self.stage:
+            sys_, dia = min(120 + 15 * self.stage, 220), min(78 + 2 * self.stage, 95)
+            self._write(encode_blood_pressure(self._next_seq(), self.samples_sent, sys_, dia))
+        self.stage += 1
+        self._stage_start = self.samples_sent
+        # heart rate climbs 15 bpm per stage, up to a plausible peak exercise rate
+        self._synth.set_heart_rate(min(self.hr_bpm + 15.0 * self.stage, _PEAK_BPM))
+        # and, from stage 2, V5's ST segment sinks 0.05 mV per stage (what an
+        # exercise test is looking for), so strips show ST levels that change
+        depth = min(_ST_PER_STAGE_MV * max(self.stage - 1, 0), _ST_MAX_MV)
+        self._synth.set_st_vector(-depth * EcgSynth.lead_dipole("V5"))
+        self._write(self._stage_frame(self.stage))
+
+    async def _run(self) -> None:
+        self._write(encode_hello(self._next_seq(), self.fs, self.serial, self.firmware))
+        self._next_stage()
+        t0 = self._clock()
+        stage_samples = max(int(self.stage_s * self.fs), 1)
+        beat_samples = self.fs
+        period = self.frame_samples / self.fs / self.speed
+        while True:
+            due = int((self._clock() - t0) * self.speed * self.fs)
+            while self.samples_sent + self.frame_samples <= due:
+                for frame in self._pending:
+                    self._write(frame)
+                self._pending.clear()
+                self._send_ecg()
+                if self.samples_sent % stage_samples < self.frame_samples:
+                    self._next_stage()
+                if self.samples_sent % beat_samples < self.frame_samples:
+                    self._write(encode_heartbeat(self._next_seq(), self.samples_sent))
+            self._read_commands()
+            await asyncio.sleep(period)
+
+    def _read_commands(self) -> None:
+        """Answer START (HELLO and the current stage again): the host just opened the port."""
+        if self._master is None:
+            return
+        try:
+            data = os.read(self._master, 4096)
+        except (BlockingIOError, OSError):
+            return
+        for msg in self._commands.feed(data):
+            if isinstance(msg, CommandMsg):
+                self.commands.append(msg.command)
+                if msg.command == FrameType.START:
+                    self._write(encode_hello(self._next_seq(), self.fs, self.serial, self.firmware))
+                    self._write(self._stage_frame(self.stage))
+
+    def _send_ecg(self) -> None:
+        x_mv = self._synth.generate(self.frame_samples)
+        uv = np.rint(x_mv.astype(np.float64) * 1000.0).astype(np.int64)
+        frame = encode_ecg(self._next_seq(), self.samples_sent, uv)
+        self.samples_sent += self.frame_samples
+        self.frames_sent += 1
+        if self._drop:
+            self._drop -= 1
+            return
+        if self._corrupt:
+            self._corrupt -= 1
+            b = bytearray(frame)
+            i = len(b) // 2
+            b[i] = b[i] ^ 0x5A or 0x01  # never create a delimiter
+            frame = bytes(b)
+        self._write(frame)

@@ -1,0 +1,343 @@
+"""A simulated chest patch speaking our profile with backfill (docs/protocols/patch-gatt.md).
+
+A bumble GATT server on the same virtual radio as :mod:`sim.polar_patch`.
+It records continuously into a memory of ``memory_s`` seconds whether or not
+anyone is connected, notifies live ECG frames while connected, and answers the
+record access control point: REPORT_EXTENT, and REQUEST_RANGE with frames on the
+Backfill characteristic followed by RANGE_DONE.
+
+Test hooks: :meth:`disconnect` (drop the link from the patch side),
+:meth:`press_button`, ``recorded`` (every sample recorded, µV, by seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import numpy as np
+from bumble.core import UUID
+from bumble.device import Connection, Device
+from bumble.gatt import Characteristic, CharacteristicValue, Service
+
+from core.units import EPOCH_2000
+from drivers import uuids
+from drivers.patch_gatt import (
+    FS,
+    UV_PER_LSB,
+    DeviceTime,
+    PatchDecodeError,
+    PatchStatus,
+    RacpOp,
+    RacpResponse,
+    RacpStatus,
+    SymptomPress,
+    decode_racp_command,
+    encode_device_time,
+    encode_ecg_frame,
+    encode_racp_response,
+    encode_status,
+    encode_symptom,
+)
+from sim.bumble_backend import SimBleWorld
+from sim.synth import EcgSynth
+
+__all__ = ["SimPatch"]
+
+_LOGGER = logging.getLogger(__name__)
+_BACKFILL_SAMPLES = 100  # 8-byte header + 200 bytes: fits the 247-byte MTU with room
+_READVERTISE_S = 1.0  # wall-clock seconds without a connection before advertising is re-armed
+
+
+class SimPatch:
+    """A virtual patch with memory. ``async with SimPatch(world) as p: ... p.address``.
+
+    Parameters
+    ----------
+    speed
+        Simulated time per wall-clock time.
+    memory_s
+        Seconds of ECG the patch memory holds (a ring).
+    frame_samples
+        Samples per notification (50 = 200 ms at 250 Hz).
+    """
+
+    def __init__(
+        self,
+        world: SimBleWorld,
+        *,
+        name: str = "ECG Patch SIM",
+        speed: float = 1.0,
+        hr_bpm: float = 70.0,
+        seed: int = 0,
+        memory_s: float = 3600.0,
+        frame_samples: int = 50,
+    ) -> None:
+        self.world = world
+        self.speed = speed
+        self.frame_samples = frame_samples
+        self.address = world.new_address(0xE0)
+        self.device: Device = world.new_device(name, self.address)
+        self._synth = EcgSynth(FS, ("ECG",), hr_bpm=hr_bpm, seed=seed)
+        self.capacity = int(memory_s * FS)
+        self._recorded = np.zeros(int(FS * 60), dtype=np.int32)  # grows by doubling
+        self._away_until = 0.0  # wall-clock monotonic time the patch is back in range
+        self.next_seq = 0
+        self.press_count = 0
+        self.frames_live = 0
+        self.frames_backfill = 0
+        self._live_from = 0
+        self._t0 = 0.0
+        self._us0 = 0
+        self._connection: Connection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._link_tasks: set[asyncio.Task[None]] = set()
+        self._advertised_at = 0.0
+        self._recorder: asyncio.Task[None] | None = None
+        self._streamer: asyncio.Task[None] | None = None
+        self._backfill_lock = asyncio.Lock()
+        self._stopping = False
+        self._build_gatt()
+
+    # --- GATT ---------------------------------------------------------------------------
+    def _build_gatt(self) -> None:
+        p = Characteristic.Properties
+        rd = Characteristic.READABLE
+
+        def notify(uuid: str) -> Characteristic:
+            return Characteristic(UUID(uuid), p.NOTIFY, rd, b"")
+
+        self._ecg = notify(uuids.PATCH_ECG)
+        self._backfill = notify(uuids.PATCH_BACKFILL)
+        self._symptom = notify(uuids.PATCH_SYMPTOM)
+        self._racp = Characteristic(
+            UUID(uuids.PATCH_RACP),
+            p.WRITE | p.INDICATE,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(write=self._on_racp),
+        )
+        self._time = Characteristic(
+            UUID(uuids.PATCH_TIME),
+            p.READ,
+            rd,
+            CharacteristicValue(read=lambda _c: encode_device_time(self.device_time())),
+        )
+        self._status = Characteristic(
+            UUID(uuids.PATCH_STATUS),
+            p.READ | p.NOTIFY,
+            rd,
+            CharacteristicValue(read=lambda _c: encode_status(self.status())),
+        )
+        chars = [self._ecg, self._backfill, self._racp, self._time, self._status, self._symptom]
+        self.device.add_services(
+            [
+                Service(UUID(uuids.PATCH_SERVICE), chars),
+                Service(
+                    UUID.from_16_bits(0x180A),
+                    [
+                        Characteristic(UUID.from_16_bits(0x2A25), p.READ, rd, b"SIMPATCH0001"),
+                        Characteristic(UUID.from_16_bits(0x2A26), p.READ, rd, b"1.0.0"),
+                    ],
+                ),
+            ]
+        )
+
+    # --- clock and memory ----------------------------------------------------------------
+    def _seq_now(self) -> int:
+        return int((time.monotonic() - self._t0) * self.speed * FS)
+
+    def device_time(self) -> DeviceTime:
+        seq = self.next_seq
+        return DeviceTime(self._us0 + int(seq * 1e6 / FS), seq)
+
+    def status(self) -> PatchStatus:
+        used = min(100, int(100 * min(self.next_seq, self.capacity) / self.capacity))
+        return PatchStatus(80, False, used, self.next_seq)
+
+    @property
+    def oldest(self) -> int:
+        return max(0, self.next_seq - self.capacity)
+
+    async def _record(self) -> None:
+        while True:
+            due = self._seq_now()
+            if due > self.next_seq:
+                mv = self._synth.generate(due - self.next_seq)[:, 0]
+                uv = (np.rint(mv.astype(np.float64) * 1000 / UV_PER_LSB) * UV_PER_LSB).astype(
+                    np.int32
+                )
+                if due > self._recorded.size:
+                    bigger = np.zeros(max(2 * self._recorded.size, due), dtype=np.int32)
+                    bigger[: self.next_seq] = self._recorded[: self.next_seq]
+                    self._recorded = bigger
+                self._recorded[self.next_seq : due] = uv
+                self.next_seq = due
+            now = time.monotonic()
+            if now < self._away_until:
+                pass  # out of range: nobody can connect
+            elif self._connection is None and now - self._advertised_at > _READVERTISE_S:
+                # re-arm advertising while alone: a link torn down mid-setup can leave the
+                # virtual controller's advertiser stopped (real patches re-arm too)
+                self._advertised_at = now
+                self._spawn(self._readvertise())
+            await asyncio.sleep(self.frame_samples / FS / self.speed / 2)
+
+    async def _readvertise(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.device.stop_advertising()
+        await self._advertise()
+
+    # --- lifetime --------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._us0 = int((time.time() - EPOCH_2000) * 1e6)
+        self.device.on(self.device.EVENT_CONNECTION, self._on_connection)
+        await self.device.power_on()
+        self._recorder = asyncio.get_running_loop().create_task(self._record())
+        await self._advertise()
+
+    async def _advertise(self) -> None:
+        self._advertised_at = time.monotonic()
+        while not self._stopping and self._connection is None:
+            if time.monotonic() < self._away_until:
+                return  # out of range: the recorder re-arms advertising on return
+            try:
+                await self.device.start_advertising(advertising_interval_min=20.0)
+                return
+            except Exception as exc:  # the controller still tearing the last link down
+                _LOGGER.warning("sim patch: advertising failed (%r); retrying", exc)
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in (self._recorder, self._streamer):
+            if t is not None:
+                t.cancel()
+        await self.disconnect()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        with contextlib.suppress(Exception):
+            await self.device.stop_advertising()
+        self.world.remove_device(self.device)
+
+    async def __aenter__(self) -> SimPatch:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- hooks ------------------------------------------------------------------------------
+    @property
+    def recorded(self) -> np.ndarray:
+        """Every sample recorded so far, µV, indexed by sample number (int32)."""
+        return self._recorded[: self.next_seq]
+
+    def set_speed(self, speed: float) -> None:
+        """Change the simulated time rate from now on (sample numbers continue)."""
+        now = time.monotonic()
+        seq_now = (now - self._t0) * self.speed * FS
+        self.speed = speed
+        self._t0 = now - seq_now / (speed * FS)
+
+    async def go_away(self, seconds: float) -> None:
+        """The patient walks out of range for ``seconds`` of simulated time: the link drops,
+        nobody can connect, the patch keeps recording; then it advertises again."""
+        self._away_until = time.monotonic() + seconds / self.speed
+        with contextlib.suppress(Exception):
+            await self.device.stop_advertising()
+        await self.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a central is connected (the link is up)."""
+        return self._connection is not None
+
+    async def disconnect(self) -> None:
+        conn = self._connection
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    async def press_button(self) -> SymptomPress:
+        self.press_count += 1
+        press = SymptomPress(self.press_count, self.next_seq, self.device_time().us_since_2000)
+        await self.device.notify_subscribers(self._symptom, encode_symptom(press))
+        return press
+
+    # --- link ---------------------------------------------------------------------------------
+    def _on_connection(self, connection: Connection) -> None:
+        self._connection = connection
+        connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)
+        self._live_from = self.next_seq  # live frames start now; the past is backfill
+        self._streamer = asyncio.get_running_loop().create_task(self._stream())
+
+    def _on_disconnection(self, _reason: int) -> None:
+        self._connection = None
+        if self._streamer is not None:
+            self._streamer.cancel()
+            self._streamer = None
+        for task in self._link_tasks:  # backfills and indications of the dead link
+            task.cancel()
+        self._spawn(self._advertise())
+
+    def _spawn_on_link(self, coro: object) -> None:
+        """A task that lives only as long as the current connection."""
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._link_tasks.add(task)
+        task.add_done_callback(self._link_tasks.discard)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stream(self) -> None:
+        n = self.frame_samples
+        try:
+            while True:
+                while self.next_seq - self._live_from >= n:
+                    a = self._live_from
+                    frame = encode_ecg_frame(a, self.recorded[a : a + n])
+                    await self.device.notify_subscribers(self._ecg, frame)
+                    self._live_from += n
+                    self.frames_live += 1
+                await asyncio.sleep(n / FS / self.speed / 2)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the link went away mid-send
+            _LOGGER.debug("sim patch stream ended: %r", exc)
+
+    # --- record access control point -------------------------------------------------------
+    def _on_racp(self, _connection: Connection, value: bytes) -> None:
+        try:
+            op, first, end = decode_racp_command(bytes(value))
+        except PatchDecodeError:
+            self._indicate(RacpResponse(RacpOp.RANGE_DONE, RacpStatus.INVALID, 0, 0))
+            return
+        if op == RacpOp.REPORT_EXTENT:
+            extent = RacpResponse(RacpOp.EXTENT, RacpStatus.SUCCESS, self.oldest, self.next_seq)
+            self._indicate(extent)
+        elif op == RacpOp.REQUEST_RANGE:
+            self._spawn_on_link(self._send_range(first, end))
+
+    def _indicate(self, r: RacpResponse) -> None:
+        self._spawn_on_link(self.device.indicate_subscribers(self._racp, encode_racp_response(r)))
+
+    async def _send_range(self, first: int, end: int) -> None:
+        async with self._backfill_lock:
+            a, b = max(first, self.oldest), min(end, self.next_seq)
+            n = _BACKFILL_SAMPLES  # backfill frames fill the ATT MTU
+            try:
+                for k in range(a, b, n):
+                    frame = encode_ecg_frame(k, self.recorded[k : min(k + n, b)], backfill=True)
+                    await self.device.notify_subscribers(self._backfill, frame)
+                    self.frames_backfill += 1
+                status = RacpStatus.SUCCESS if (a, b) == (first, end) else RacpStatus.NOT_HELD
+                await self.device.indicate_subscribers(
+                    self._racp, encode_racp_response(RacpResponse(RacpOp.RANGE_DONE, status, a, b))
+                )
+            except Exception as exc:  # disconnected mid-backfill: abort silently
+                _LOGGER.debug("sim patch backfill ended: %r", exc)

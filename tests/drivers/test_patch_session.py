@@ -1,0 +1,311 @@
+"""The patch conversation fed by hand, h11 style: every exchange, including the broken ones.
+
+No radio, no bleak: the session gets "connected", reads, writes, notifications and ticks,
+and must answer with the right commands and deliver each sample exactly once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.block import SampleBlock
+from core.events import ButtonPressed, Connected, Disconnected, DriverError, Gap, RecordingStarted
+from drivers import uuids
+from drivers.gatt_session import Disconnect, Read, Subscribe, Write
+from drivers.patch_gatt import (
+    EPOCH_2000,
+    DeviceTime,
+    RacpOp,
+    RacpResponse,
+    RacpStatus,
+    SymptomPress,
+    encode_device_time,
+    encode_ecg_frame,
+    encode_racp_response,
+    encode_report_extent,
+    encode_request_range,
+    encode_symptom,
+)
+from drivers.patch_session import PatchSession, PatchSettings
+
+T0 = 1_800_000_000.0
+SETTINGS = PatchSettings("p1", "E0:00:00:00:00:01")
+FS = 250
+ALL = {
+    u: frozenset({"notify"})
+    for u in (
+        uuids.PATCH_TIME,
+        uuids.PATCH_RACP,
+        uuids.PATCH_ECG,
+        uuids.PATCH_BACKFILL,
+        uuids.PATCH_SYMPTOM,
+        uuids.PATCH_STATUS,
+    )
+}
+
+
+def _uv(first: int, end: int) -> np.ndarray:
+    return (np.arange(first, end) % 500 - 250) * 2
+
+
+class Link:
+    """Drives one session like the BLE shell would, collecting what it delivers."""
+
+    def __init__(self, session: PatchSession | None = None) -> None:
+        self.s = session or PatchSession(SETTINGS, racp_timeout_s=2.0, racp_retry_s=1.0)
+        self.mono = 0.0
+        self.blocks: list[SampleBlock] = []
+        self.gaps: list[Gap] = []
+        self.events: list = []
+        self.commands: list = []
+
+    @property
+    def now(self) -> float:
+        return T0 + self.mono
+
+    def take(self, outputs: list) -> list:
+        cmds = []
+        for o in outputs:
+            if isinstance(o, SampleBlock):
+                self.blocks.append(o)
+            elif isinstance(o, Gap):
+                self.gaps.append(o)
+            elif isinstance(o, Read | Write | Subscribe | Disconnect):
+                cmds.append(o)
+            else:
+                self.events.append(o)
+        self.commands += cmds
+        return cmds
+
+    def perform(self, cmds: list) -> None:
+        """Do what the shell does: reads answered with the patch clock, writes completed."""
+        for c in cmds:
+            if isinstance(c, Read):
+                data = encode_device_time(DeviceTime(int((self.now - EPOCH_2000) * 1e6), 0))
+                self.perform(self.take(self.s.read_done(c.uuid, data, self.now, self.mono)))
+            elif isinstance(c, Write):
+                self.take(self.s.write_done(c.uuid, self.now, self.mono))
+
+    def connect(self) -> list:
+        cmds = self.take(self.s.connected(ALL, 247, self.now, self.mono))
+        self.perform(cmds)
+        return self.commands
+
+    def frame(self, first: int, end: int, backfill: bool = False) -> list:
+        """Samples [first, end) as frames of at most 100 samples (as a patch sends them)."""
+        uuid = uuids.PATCH_BACKFILL if backfill else uuids.PATCH_ECG
+        cmds = []
+        for a in range(first, end, 100):
+            data = encode_ecg_frame(a, _uv(a, min(a + 100, end)), backfill=backfill)
+            cmds += self.take(self.s.notified(uuid, data, self.now, self.mono))
+        return cmds
+
+    def racp(self, r: RacpResponse) -> list:
+        cmds = self.take(
+            self.s.notified(uuids.PATCH_RACP, encode_racp_response(r), self.now, self.mono)
+        )
+        self.perform(cmds)
+        return cmds
+
+    def tick(self, dt: float) -> list:
+        self.mono += dt
+        cmds = self.take(self.s.tick(self.now, self.mono))
+        self.perform(cmds)
+        return cmds
+
+    def received(self) -> np.ndarray:
+        end = max(b.end_seq for b in self.blocks)
+        count = np.zeros(end, int)
+        for b in self.blocks:
+            count[b.seq : b.end_seq] += 1
+            np.testing.assert_allclose(b.samples[:, 0] * 1000, _uv(b.seq, b.end_seq), atol=1e-3)
+        return count
+
+
+def _extent(oldest: int, nxt: int) -> RacpResponse:
+    return RacpResponse(RacpOp.EXTENT, RacpStatus.SUCCESS, oldest, nxt)
+
+
+def _done(first: int, end: int, status: RacpStatus = RacpStatus.SUCCESS) -> RacpResponse:
+    return RacpResponse(RacpOp.RANGE_DONE, status, first, end)
+
+
+def test_first_connection_reads_clock_subscribes_asks_extent() -> None:
+    link = Link()
+    cmds = link.connect()
+    assert cmds[0] == Read(uuids.PATCH_TIME)
+    assert Subscribe(uuids.PATCH_RACP) in cmds and Subscribe(uuids.PATCH_ECG) in cmds
+    assert cmds[-1] == Write(uuids.PATCH_RACP, encode_report_extent())
+    assert isinstance(link.events[0], Connected)
+
+
+def test_live_data_before_the_extent_is_held_then_the_recording_starts_at_the_oldest() -> None:
+    link = Link()
+    link.connect()
+    link.frame(5000, 5050)  # live data arrives before the EXTENT answer
+    assert link.blocks == []  # held: analysis must start at the oldest sample
+    cmds = link.racp(_extent(0, 5050))
+    (started,) = [e for e in link.events if isinstance(e, RecordingStarted)]
+    assert (started.first_seq, started.end_seq) == (0, 5050)
+    assert [b.seq for b in link.blocks] == [5000]  # released after the recording start
+    assert cmds == [Write(uuids.PATCH_RACP, encode_request_range(0, 5000))]
+    link.frame(0, 100, backfill=True)
+    link.frame(100, 5000, backfill=True)
+    link.racp(_done(0, 5000))
+    assert (link.received() == 1).all()
+    assert link.s.stream.ledger.missing == 0
+
+
+def test_a_patch_that_never_answers_racp_still_streams_live() -> None:
+    link = Link()
+    link.connect()
+    for k in range(20):
+        link.frame(k * 50, (k + 1) * 50)
+        cmds = link.tick(0.5)
+        assert not any(isinstance(c, Disconnect) for c in cmds)
+    assert link.s.stats()["racp_timeouts"] >= 2
+    assert sum(b.n for b in link.blocks) == 1000  # nothing lost for want of an answer
+    asks = [c for c in link.commands if c == Write(uuids.PATCH_RACP, encode_report_extent())]
+    assert len(asks) >= 3  # it keeps asking, on the same link
+
+
+def test_range_done_for_a_range_never_asked_is_ignored() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(100, 150)  # 50..100 missed
+    link.tick(0.1)
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(50, 100))
+    link.racp(_done(900, 1000))  # not what was asked
+    assert link.s.stats()["racp_unexpected"] == 1
+    link.frame(50, 100, backfill=True)
+    link.racp(_done(50, 100))
+    assert (link.received() == 1).all()
+
+
+def test_not_held_asks_the_extent_and_reports_the_exact_final_gap() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(1000, 1050)  # 50..1000 missed
+    link.tick(0.1)
+    link.frame(600, 1000, backfill=True)  # the patch holds only 600 on
+    cmds = link.racp(_done(600, 1000, RacpStatus.NOT_HELD))
+    assert cmds == [Write(uuids.PATCH_RACP, encode_report_extent())]
+    link.racp(_extent(600, 1050))
+    (gap,) = link.gaps
+    assert (gap.first_seq, gap.end_seq, gap.final, gap.reason) == (
+        50,
+        600,
+        True,
+        "not in patch memory",
+    )
+    assert link.s.stats()["samples_lost"] == 550
+
+
+def test_busy_retries_later_and_invalid_three_times_gives_up() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(100, 150)
+    link.tick(0.1)
+    link.racp(_done(50, 100, RacpStatus.BUSY))
+    assert link.tick(0.5) == []  # not before racp_retry_s
+    assert link.tick(0.6) == [Write(uuids.PATCH_RACP, encode_request_range(50, 100))]
+    for _ in range(3):
+        link.racp(_done(50, 50, RacpStatus.INVALID))
+        link.tick(1.1)
+    (gap,) = link.gaps
+    assert (gap.first_seq, gap.end_seq, gap.reason) == (50, 100, "patch refused backfill")
+
+
+def test_a_range_done_that_never_comes_is_asked_again_and_the_link_is_kept() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(100, 150)
+    link.tick(0.1)
+    link.frame(150, 200)
+    link.tick(2.1)  # no RANGE_DONE within racp_timeout_s
+    assert any(isinstance(e, DriverError) and e.what == "racp" for e in link.events)
+    link.frame(200, 250)
+    cmds = link.tick(1.1)
+    assert cmds == [Write(uuids.PATCH_RACP, encode_request_range(50, 100))]
+
+
+def test_link_lost_ends_every_wait_at_once_and_requests_again_on_reconnect() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(100, 150)
+    link.tick(0.1)  # 50..100 requested
+    link.take(link.s.link_lost("link lost", link.now, link.mono))
+    assert isinstance(link.events[-1], Disconnected)
+    assert link.tick(5.0) == []  # no timers run without a link
+    link.commands.clear()
+    link.connect()
+    link.racp(_extent(0, 300))
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(50, 100))
+
+
+def test_silent_stream_disconnects() -> None:
+    link = Link(PatchSession(PatchSettings("p1", "", silence_timeout_s=1.0)))
+    link.connect()
+    link.frame(0, 50)
+    assert link.tick(0.5) == [] or not any(isinstance(c, Disconnect) for c in link.commands)
+    cmds = link.tick(1.0)
+    assert Disconnect("silent stream", failed=False) in cmds
+
+
+def test_live_frames_never_fill_a_hole() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(100, 150)
+    link.frame(60, 80)  # a live frame going backwards into the hole: not trusted
+    assert link.s.stream.ledger.missing == 50
+    assert link.s.stats()["duplicate_samples"] == 20
+
+
+def test_device_time_that_does_not_decode_or_is_absurd_is_ignored() -> None:
+    for data in (b"\x01\x02\x03\x04\x05", encode_device_time(DeviceTime(2**63, 0))):
+        s = PatchSession(SETTINGS)
+        out = s.connected(ALL, 247, T0, 0.0)
+        out = s.read_done(uuids.PATCH_TIME, data, T0, 0.0)
+        assert any(isinstance(o, DriverError) and o.what == "device_time" for o in out)
+        assert any(isinstance(o, Write) for o in out)  # the conversation goes on
+        assert s.stats()["clock_rejected"] == 1
+        blocks = s.notified(uuids.PATCH_ECG, encode_ecg_frame(0, _uv(0, 50)), T0, 0.1)
+        s.write_done(uuids.PATCH_RACP, T0, 0.1)
+        s.notified(uuids.PATCH_RACP, encode_racp_response(_extent(0, 50)), T0, 0.2)
+        assert blocks == [] and s.stream.clock.anchored  # anchored on the frame's arrival
+
+
+def test_symptom_presses_are_deduplicated_and_an_impossible_sample_is_timed_by_arrival() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    press = encode_symptom(SymptomPress(1, 40, 0))
+    for _ in range(2):  # the patch re-sends presses made while the link was down
+        link.take(link.s.notified(uuids.PATCH_SYMPTOM, press, link.now, link.mono))
+    bad = encode_symptom(SymptomPress(2, 0xFFFFFFFF, 0))
+    link.take(link.s.notified(uuids.PATCH_SYMPTOM, bad, link.now, link.mono))
+    presses = [e for e in link.events if isinstance(e, ButtonPressed)]
+    assert [(p.press_id, p.seq) for p in presses] == [(1, 40), (2, None)]
+    assert presses[1].time == link.now  # kept, never lost: timed by its arrival
+    assert link.s.stats()["presses_repeated"] == 1
+
+
+def test_malformed_notifications_are_counted_not_raised() -> None:
+    link = Link()
+    link.connect()
+    for uuid in (uuids.PATCH_ECG, uuids.PATCH_RACP, uuids.PATCH_SYMPTOM, uuids.PATCH_STATUS):
+        link.take(link.s.notified(uuid, b"\xff", link.now, link.mono))
+    assert link.s.stats()["bad_notifications"] == 4
