@@ -46,6 +46,7 @@ __all__ = [
     "RecordingStarted",
     "RrGapSeen",
     "StageChanged",
+    "StreamPosition",
 ]
 
 
@@ -246,3 +247,18 @@ class RecordingSink:
     def of(self, cls: type[DeviceEvent]) -> list:
         """The events of one class, in arrival order."""
         return [e for e in self.events if isinstance(e, cls)]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """Where a device's stream stood: the next stream sample number expected, its UTC time
+    (POSIX s), the offset from the device's own numbering (stream = device + offset) and
+    the sample rate (Hz). Kept across gateway restarts so the hole between is reported and
+    nothing is numbered twice."""
+
+    next_seq: int
+    utc: float
+    offset: int = 0
+    fs: float = 0.0
+    holes: tuple[tuple[int, int], ...] = ()
+    """Stream ranges before ``next_seq`` still missing (a device with memory backfills them)."""

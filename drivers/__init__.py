@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from core.events import StreamPosition
+
 __all__ = ["Driver"]
 
 
@@ -35,4 +37,8 @@ class Driver(Protocol):
 
     def stats(self) -> dict[str, Any]:
         """Counters since the driver was created, read live (nothing is copied)."""
+        ...
+
+    def position(self) -> StreamPosition | None:
+        """Where the device's stream stands, to resume it after a gateway restart."""
         ...

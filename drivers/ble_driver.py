@@ -33,7 +33,7 @@ from bleak.backends.client import BaseBleakClient
 from bleak.exc import BleakError
 
 from core.block import SampleBlock
-from core.events import DeviceEvent, DeviceSink, DriverError, Gap
+from core.events import DeviceEvent, DeviceSink, DriverError, Gap, StreamPosition
 from core.supervise import supervise
 from drivers.ble_adapter import BleAdapter
 from drivers.ble_link import BleSettings, DeviceNotFound, connect, really_cancelled
@@ -99,6 +99,10 @@ class BleDriver:
     @property
     def source(self) -> str:
         return self.settings.id
+
+    def position(self) -> StreamPosition | None:
+        """Where the device's stream stands (kept across gateway restarts)."""
+        return self.session.position()
 
     def stats(self) -> dict[str, Any]:
         """The session's counters and the link's, read now."""
@@ -267,10 +271,17 @@ class BleDriver:
 
 
 def ble_driver(
-    settings: PatchSettings | PolarSettings, sink: DeviceSink, **kwargs: Any
+    settings: PatchSettings | PolarSettings,
+    sink: DeviceSink,
+    *,
+    resume: StreamPosition | None = None,
+    **kwargs: Any,
 ) -> BleDriver:
     """The driver of one configured BLE device: our patch profile or Polar PMD, chosen by
-    the settings' type (kwargs: :class:`BleDriver`'s)."""
-    if isinstance(settings, PatchSettings):
-        return BleDriver(settings, PatchSession(settings), sink, **kwargs)
-    return BleDriver(settings, PolarSession(settings), sink, **kwargs)
+    the settings' type, going on from ``resume`` if given (kwargs: :class:`BleDriver`'s)."""
+    session: PatchSession | PolarSession = (
+        PatchSession(settings) if isinstance(settings, PatchSettings) else PolarSession(settings)
+    )
+    if resume is not None:
+        session.resume(resume)
+    return BleDriver(settings, session, sink, **kwargs)

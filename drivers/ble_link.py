@@ -31,6 +31,9 @@ class BleSettings:
     address: str
     connect_timeout_s: float = 20.0
     silence_timeout_s: float = 5.0
+    time_scale: float = 1.0
+    """How much faster than real time the device's sample clock runs: 1 for every real
+    device; simulations run faster (the plausibility of sample numbers scales with it)."""
 
 
 class DeviceNotFound(BleakError):

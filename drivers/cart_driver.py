@@ -21,6 +21,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,15 +31,30 @@ import serial_asyncio_fast
 
 from core.block import SampleBlock
 from core.counters import Counters
-from core.events import Connected, DeviceEvent, DeviceSink, Disconnected, DriverError, Gap
+from core.events import (
+    Connected,
+    DeviceEvent,
+    DeviceRestarted,
+    DeviceSink,
+    Disconnected,
+    DriverError,
+    Gap,
+    StreamPosition,
+)
 from core.supervise import supervise
 from drivers.cart_protocol import CartDecoder, FrameType, encode_command
 from drivers.cart_stream import CartStream
 
-__all__ = ["CartDriver", "CartSettings"]
+__all__ = ["CartDriver", "CartSettings", "DeviceUnstable"]
 
 log = logging.getLogger(__name__)
 _READ_SIZE = 4096
+_UNSTABLE = (5, 600.0)  # this many restarts within this many seconds: stop listening a while
+
+
+class DeviceUnstable(OSError):
+    """The cart keeps sending impossible sample numbers: the port is closed and reopened
+    after the longest backoff, with an alarm in the status."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +89,16 @@ class CartDriver:
         *,
         clock: Callable[[], float] = time.time,
         reconnect_delay_s: tuple[float, float] = (0.5, 30.0),
+        resume: StreamPosition | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
-        self.counters = Counters("opens open_failures silences bytes frame_errors")
+        self.counters = Counters("opens open_failures silences bytes frame_errors unstable")
         self.decoder = CartDecoder()
         self.stream = CartStream(settings.id)
+        if resume is not None:
+            self.stream.resume(resume, clock(), time.monotonic())
+        self._restarts: deque[float] = deque(maxlen=_UNSTABLE[0])
         self._clock = clock
         self._delays = reconnect_delay_s
         self._rng = random.Random()
@@ -87,6 +107,10 @@ class CartDriver:
     @property
     def source(self) -> str:
         return self.settings.id
+
+    def position(self) -> StreamPosition | None:
+        """Where the stream stands (kept across gateway restarts)."""
+        return self.stream.position()
 
     def stats(self) -> dict[str, Any]:
         """Port, decoder and stream counters since the driver was created, read now."""
@@ -100,7 +124,7 @@ class CartDriver:
         """Read the cart until cancelled, reopening the port whenever it fails."""
         await supervise(
             self._session,
-            errors=(OSError, serial.SerialException),
+            errors=(OSError, serial.SerialException),  # DeviceUnstable is an OSError
             delays=self._delays,
             on_failure=self._open_failed,
             rng=self._rng,
@@ -110,7 +134,9 @@ class CartDriver:
         self.counters.add("open_failures")
         port = self.settings.port
         detail = f"{port}: {exc}"
-        if "lock" in str(exc).lower():
+        if isinstance(exc, DeviceUnstable):
+            detail = str(exc)
+        elif "lock" in str(exc).lower():
             detail = f"{port} is open in another program (exclusive access refused): {exc}"
         self._event(
             DriverError(
@@ -158,11 +184,13 @@ class CartDriver:
         return got_data
 
     def _feed(self, data: bytes) -> None:
-        now = self._clock()
+        now, mono = self._clock(), time.monotonic()
         self.counters.add("bytes", len(data))
         for msg in self.decoder.feed(data):
-            for out in self.stream.handle(msg, now):
+            for out in self.stream.handle(msg, now, mono):
                 self._deliver(out)
+                if isinstance(out, DeviceRestarted):
+                    self._restarted(mono)
         errors = self.decoder.errors
         if errors > self._errors_seen:
             self.counters.add("frame_errors", errors - self._errors_seen)
@@ -172,6 +200,14 @@ class CartDriver:
             self._event(
                 DriverError(source=self.source, time=now, what="frame", detail=detail, count=n)
             )
+
+    def _restarted(self, mono: float) -> None:
+        self._restarts.append(mono)
+        n, span_s = _UNSTABLE
+        if len(self._restarts) == n and mono - self._restarts[0] < span_s:
+            self._restarts.clear()
+            self.counters.add("unstable")
+            raise DeviceUnstable(f"{n} restarts in under {span_s:g} s: impossible sample numbers")
 
     def _deliver(self, out: SampleBlock | Gap | DeviceEvent) -> None:
         if isinstance(out, SampleBlock):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.block import SampleBlock
-from core.events import DeviceEvent, Gap
+from core.events import DeviceEvent, Gap, StreamPosition
 
 __all__ = [
     "Command",
@@ -96,3 +96,7 @@ class GattSession(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]: ...
+
+    def position(self) -> StreamPosition | None: ...
+
+    def resume(self, pos: StreamPosition) -> None: ...

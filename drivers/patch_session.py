@@ -30,7 +30,7 @@ by its arrival.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.block import SampleBlock
@@ -39,15 +39,20 @@ from core.events import (
     BatteryLevel,
     ButtonPressed,
     Connected,
+    DeviceEvent,
+    DeviceRestarted,
     Disconnected,
     DriverError,
+    Gap,
     RecordingStarted,
+    StreamPosition,
 )
 from drivers import uuids
 from drivers.ble_link import BleSettings
 from drivers.gatt_session import Characteristics, Disconnect, Output, Read, Subscribe, Write
 from drivers.patch_gatt import (
     FS,
+    EcgFrame,
     PatchDecodeError,
     RacpOp,
     RacpResponse,
@@ -60,7 +65,7 @@ from drivers.patch_gatt import (
     encode_report_extent,
     encode_request_range,
 )
-from drivers.patch_stream import PatchStream
+from drivers.patch_stream import LedgerEntry, PatchStream
 
 __all__ = ["PatchSession", "PatchSettings"]
 
@@ -68,7 +73,11 @@ _REQUIRED = (uuids.PATCH_TIME, uuids.PATCH_RACP, uuids.PATCH_ECG, uuids.PATCH_BA
 _OPTIONAL = (uuids.PATCH_SYMPTOM, uuids.PATCH_STATUS)
 _PRESS_MEMORY = 256  # press ids remembered for de-duplication
 _AHEAD_S = 60.0  # a sample number this far beyond the head is impossible (s of samples)
+_SLACK_S = 10.0  # a live frame may run ahead of the wall clock by this much (buffering)
+_BACK_S = 2.0  # a live frame may repeat this much of what came (seconds of samples)
+_RESTART_FRAMES = 3  # consecutive, consistent impossible live frames: the patch restarted
 _COUNTERS = """connects frames_live frames_backfill samples duplicate_samples ranges_requested
+restarts impossible_frames
 samples_lost bad_notifications watchdog_trips racp_timeouts racp_unexpected
 clock_rejected presses presses_repeated"""
 
@@ -121,6 +130,7 @@ class PatchSession:
         self.stream = PatchStream(settings.id, lead=settings.lead)
         self.counters = Counters(_COUNTERS)
         self.silence_timeout_s = settings.silence_timeout_s
+        self.time_scale = settings.time_scale
         self.racp_timeout_s = racp_timeout_s
         self.racp_retry_s = racp_retry_s
         self.max_requests = max_requests
@@ -138,6 +148,10 @@ class PatchSession:
         self._delivered = False
         self._presses: deque[int] = deque(maxlen=_PRESS_MEMORY)
         self._optional: list[str] = []
+        self._offset = 0  # stream seq = patch seq + offset (changes when the patch restarts)
+        self._floor: int | None = None  # nothing before this patch seq is wanted (resumed)
+        self._head_at = 0.0  # monotonic s when the head last moved
+        self._suspects: list[EcgFrame] = []  # consecutive impossible live frames
 
     # --- the shell's events --------------------------------------------------------------
     def connected(
@@ -163,7 +177,7 @@ class PatchSession:
         out: list[Output] = self._set_time(data, now)
         subscribe = [uuids.PATCH_RACP, uuids.PATCH_ECG, uuids.PATCH_BACKFILL, *self._optional]
         out += [Subscribe(u) for u in subscribe]
-        return out + self._ask_extent()
+        return self._shift(out + self._ask_extent())
 
     def write_done(self, uuid: str, now: float, mono: float) -> list[Output]:
         """A RACP command was written: its answer is due within ``racp_timeout_s``."""
@@ -177,9 +191,16 @@ class PatchSession:
 
     def notified(self, uuid: str, data: bytes, now: float, mono: float) -> list[Output]:
         """A notification or indication arrived (decoded here; bad ones counted)."""
+        if uuid in (uuids.PATCH_ECG, uuids.PATCH_BACKFILL):
+            try:
+                frame = decode_ecg_frame(data)
+            except PatchDecodeError as exc:
+                return [self._bad(uuid, str(exc), now)]
+            return self._judged(frame, now, mono)
+        return self._shift(self._notified(uuid, data, now, mono))
+
+    def _notified(self, uuid: str, data: bytes, now: float, mono: float) -> list[Output]:
         try:
-            if uuid in (uuids.PATCH_ECG, uuids.PATCH_BACKFILL):
-                return self._frame(data, now, mono)
             if uuid == uuids.PATCH_RACP:
                 return self._racp(decode_racp_response(data), now, mono)
             if uuid == uuids.PATCH_SYMPTOM:
@@ -201,6 +222,9 @@ class PatchSession:
 
     def tick(self, now: float, mono: float) -> list[Output]:
         """Time passed: watchdogs, RACP timeouts and retries."""
+        return self._shift(self._tick(now, mono))
+
+    def _tick(self, now: float, mono: float) -> list[Output]:
         if not self._link:
             return []
         out: list[Output] = []
@@ -223,7 +247,7 @@ class PatchSession:
         self._queue.clear()
         self.stream.ledger.retry()
         held = self._release_held() if self._held else []  # bounded: one link's worth
-        return [*held, Disconnected(source=self.source, time=now, reason=reason)]
+        return [*self._shift(held), Disconnected(source=self.source, time=now, reason=reason)]
 
     def closing(self) -> list[Output]:
         """The driver is stopping: nothing to tell the patch (it keeps recording)."""
@@ -232,6 +256,30 @@ class PatchSession:
     @property
     def delivered(self) -> bool:
         return self._delivered
+
+    def position(self) -> StreamPosition | None:
+        """Where the recording stands: its next sample and the holes still owed by the
+        patch (stream numbers), to resume after a gateway restart."""
+        ledger = self.stream.ledger
+        if ledger.next_seq is None or not self.stream.clock.anchored:
+            return None
+        off = self._offset
+        holes = tuple((e.first + off, e.end + off) for e in ledger.entries)
+        nxt = ledger.next_seq
+        return StreamPosition(nxt + off, self.stream.utc_of(nxt), off, FS, holes)
+
+    def resume(self, pos: StreamPosition) -> None:
+        """Go on from a previous gateway run: samples from ``pos.next_seq`` on (and the
+        holes it still owed) are asked of the patch; what it no longer holds becomes a
+        final gap."""
+        self._offset = pos.offset
+        ledger = self.stream.ledger
+        self._floor = min([pos.next_seq, *(a for a, _ in pos.holes)]) - pos.offset
+        ledger.want_from(pos.next_seq - pos.offset)
+        for a, b in pos.holes:
+            ledger.entries.append(LedgerEntry(a - pos.offset, b - pos.offset))
+        ledger.entries.sort(key=lambda e: e.first)
+        ledger.first_seq = min([ledger.first_seq or 0, *(e.first for e in ledger.entries)])
 
     def stats(self) -> dict[str, Any]:
         """Counters since the driver started, plus the live state that matters."""
@@ -256,12 +304,49 @@ class PatchSession:
         self.stream.set_time(t)
         return []
 
-    def _frame(self, data: bytes, now: float, mono: float) -> list[Output]:
-        frame = decode_ecg_frame(data)
+    def _judged(self, frame: EcgFrame, now: float, mono: float) -> list[Output]:
+        """A frame judged before it touches the stream (see :meth:`_plausible`)."""
         self._last_data = mono
+        if self._plausible(frame, mono):
+            self._suspects.clear()
+            return self._shift(self._frame(frame, now, mono))
+        what = "backfill frame" if frame.backfill else "ECG frame"
+        detail = f"impossible samples {frame.first_seq}..{frame.end_seq}"
+        if frame.backfill or not self._suspects_agree(frame):
+            return [self._bad(uuids.PATCH_BACKFILL if frame.backfill else uuids.PATCH_ECG,
+                              f"{what}: {detail}", now)]  # fmt: skip
+        if len(self._suspects) < _RESTART_FRAMES:
+            return []  # held: a glitch, or a restart the next frames will confirm
+        frames, self._suspects = self._suspects, []
+        return self._restart(frames, now, mono)
+
+    def _plausible(self, frame: EcgFrame, mono: float) -> bool:
+        """Live samples may extend the head only as far as the time since it moved allows,
+        or repeat the last ``_BACK_S``; backfill never lies beyond the head."""
+        head = self.stream.ledger.next_seq
+        if head is None:
+            return True
+        if frame.backfill:
+            return frame.end_seq <= head
+        allowed = (mono - self._head_at + _SLACK_S) * FS * 1.02 * self.time_scale
+        return head - _BACK_S * FS <= frame.first_seq <= head + allowed
+
+    def _suspects_agree(self, frame: EcgFrame) -> bool:
+        """Keep ``frame`` among consecutive impossible ones; False if it starts a new run."""
+        fits = bool(self._suspects) and self._suspects[-1].end_seq == frame.first_seq
+        if not fits:
+            self._suspects = []
+        self._suspects.append(frame)
+        self.counters.add("impossible_frames")
+        return fits or len(self._suspects) == 1
+
+    def _frame(self, frame: EcgFrame, now: float, mono: float) -> list[Output]:
         self.counters.add("frames_backfill" if frame.backfill else "frames_live")
+        head = self.stream.ledger.next_seq
         before = self.stream.duplicates
         blocks = self.stream.feed(frame, now)
+        if head is None or (self.stream.ledger.next_seq or 0) > head:
+            self._head_at = mono
         self.counters.add("duplicate_samples", self.stream.duplicates - before)
         n = sum(b.n for b in blocks)
         if n:
@@ -271,6 +356,38 @@ class PatchSession:
             self._held += blocks
             return []
         return list(blocks)
+
+    def _restart(self, frames: list[EcgFrame], now: float, mono: float) -> list[Output]:
+        """The patch restarted its recording (its counter went back, or jumped further than
+        the clock allows, frame after frame): the old stream ends; what it still owed is
+        lost; the new one is numbered on after it, with the wall time between as a gap."""
+        self.counters.add("restarts")
+        ledger, off = self.stream.ledger, self._offset
+        old_end = (ledger.next_seq or 0) + off
+        reason = "patch restarted its recording"
+        owed = [(e.first + off, e.end + off) for e in ledger.entries]
+        elapsed = max(0, round((mono - self._head_at) * FS * self.time_scale))
+        if elapsed:
+            owed.append((old_end, old_end + elapsed))
+        out: list[Output] = list(self._shift(self.stream.gaps(owed, reason, now), 0))
+        out.append(DeviceRestarted(source=self.source, time=now, previous_end_seq=old_end,
+                                   reason=reason))  # fmt: skip
+        self.counters.add("samples_lost", sum(b - a for a, b in owed))
+        self._offset = old_end + elapsed - frames[0].first_seq
+        self._floor = None
+        self.stream = PatchStream(self.source, lead=self.stream.lead)
+        self._started, self._held, self._queue = False, None, deque()
+        self._wait, self._need_extent, self._retry_at = None, True, 0.0
+        for f in frames:
+            out += self._shift(self._frame(f, now, mono))
+        return out
+
+    def _shift(self, outputs: list[Output], offset: int | None = None) -> list[Output]:
+        """Device sample numbers → stream numbers (they differ after a patch restart)."""
+        off = self._offset if offset is None else offset
+        if not off:
+            return outputs
+        return [_shifted(o, off) for o in outputs]
 
     def _release_held(self) -> list[Output]:
         held = self._held or []
@@ -335,6 +452,7 @@ class PatchSession:
         out: list[Output] = []
         if not self._started:
             self._started = True
+            oldest = max(oldest, self._floor) if self._floor is not None else oldest
             ledger.want_from(oldest)
             t = self.stream.utc_of(oldest) if self.stream.clock.anchored else now
             out.append(
@@ -346,7 +464,8 @@ class PatchSession:
         lost = self.stream.lost(oldest, now)
         self.counters.add("samples_lost", sum(g.n_samples for g in lost))
         out += lost
-        ledger.receive(nxt, nxt)  # samples up to now are due
+        if head is not None:  # samples up to now are due (no live data: nothing to judge by)
+            ledger.receive(nxt, nxt)
         return out + self._request_next()
 
     def _range_done(self, w: _Wait, r: RacpResponse, now: float, mono: float) -> list[Output]:
@@ -401,3 +520,17 @@ _NAMES = {
     uuids.PATCH_SYMPTOM: "symptom",
     uuids.PATCH_STATUS: "status",
 }
+
+
+def _shifted(o: Output, off: int) -> Output:
+    if isinstance(o, SampleBlock):
+        return SampleBlock(o.samples, o.fs, o.start, o.seq + off, o.leads, o.source)
+    if isinstance(o, Gap):
+        return replace(o, first_seq=o.first_seq + off, end_seq=o.end_seq + off)
+    if isinstance(o, RecordingStarted):
+        return replace(
+            o, seq=o.first_seq + off, first_seq=o.first_seq + off, end_seq=o.end_seq + off
+        )
+    if isinstance(o, DeviceEvent) and o.seq is not None:
+        return replace(o, seq=o.seq + off)
+    return o

@@ -31,6 +31,7 @@ from core.events import (
     DriverError,
     HeartRate,
     RrGapSeen,
+    StreamPosition,
 )
 from drivers import uuids
 from drivers.ble_link import BleSettings
@@ -92,7 +93,9 @@ class PolarSession:
         self.silence_timeout_s = settings.silence_timeout_s
         self.start_timeout_s = start_timeout_s
         self.counters = Counters(_COUNTERS)
-        self.stream = PmdEcgStream(source, fs=settings.fs, lead=settings.lead)
+        self.stream = PmdEcgStream(
+            source, fs=settings.fs, lead=settings.lead, time_scale=settings.time_scale
+        )
         self._rr = RrTracker(source)
         self._info: dict[str, str] = {}
         self._info_due: set[str] = set()
@@ -187,6 +190,14 @@ class PolarSession:
     @property
     def delivered(self) -> bool:
         return self._delivered
+
+    def position(self) -> StreamPosition | None:
+        """Where the stream stands (numbering goes on after a gateway restart)."""
+        return self.stream.position()
+
+    def resume(self, pos: StreamPosition) -> None:
+        """Number on from a previous gateway run (the time between becomes a gap)."""
+        self.stream.resume(pos)
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from core.block import SampleBlock
-from core.events import Gap
+from core.events import Gap, StreamPosition
 from core.units import uv_to_mv
 from drivers.polar_pmd import PmdEcgFrame, decode_ecg_frame
 
@@ -17,23 +17,26 @@ __all__ = ["PmdEcgStream"]
 class PmdEcgStream:
     """Turns ECG frames into sequence-numbered blocks and gaps.
 
-    Sequence numbers count samples at ``fs`` since the first frame. Between
-    frames the device timestamps say how many samples were missed: if the
-    timestamp advanced by more than the frame's own samples plus
-    ``gap_tolerance`` sample periods, a :class:`Gap` covers the missing ones
-    (PMD has no backfill, so gaps are final). Smaller deviations are timing
-    jitter or device clock drift and are absorbed.
+    Sequence numbers count samples at ``fs``. Between frames the device timestamps (ns of
+    each frame's last sample, the device's own clock) say how many samples were missed:
+    ``round(dt / period) - n`` for a frame of ``n`` samples; more than ``jitter_samples``
+    is a final gap (PMD has no backfill), fewer is timing jitter. Frames have variable
+    sizes (the H10 sends 5 to 73 samples when the link is busy), so the tolerance is fixed
+    in samples, not a share of the frame: a lost notification of 5 samples is found, and
+    later samples keep their true numbers.
 
-    UTC times: at the first frame the host time ``now`` is taken as the time
-    of that frame's last sample; every later sample ``s`` is then at
-    ``start + s / fs``, so block starts are monotonic and the wall clock can
-    step without moving the data. (The device clock's rate error, tens of ppm,
-    accumulates as a few seconds per day.)
+    Every timestamp is judged against the host clock before it is believed: a device
+    clock cannot advance more than the host's elapsed time (plus ``slack_s`` and 2 %).
+    An out-of-line timestamp is not trusted (counted in :attr:`timestamps_rejected`): its
+    frame is taken as contiguous and the reference moves on by the frame's own samples,
+    so one bad value never shifts the rest of the recording. A timestamp that goes back by
+    more than ``reset_after_s`` is a device restart: the time missed is measured by the
+    host clock. A frame whose timestamp does not advance (a repeat) is dropped and counted
+    in :attr:`duplicates`.
 
-    A frame whose timestamp does not advance (duplicate) is dropped and
-    counted in :attr:`duplicates`. If the device clock jumps backwards by more
-    than ``reset_after_s`` (device restart), the missed time is estimated from
-    the host clock instead.
+    UTC times: at the first frame the host time ``now`` is taken as the time of that
+    frame's last sample; every later sample ``s`` is at ``start + s / fs``, so block
+    starts are monotonic and the wall clock can step without moving the data.
     """
 
     def __init__(
@@ -41,20 +44,27 @@ class PmdEcgStream:
         source: str,
         fs: float = 130.0,
         lead: str = "ECG",
-        gap_tolerance: int | None = None,
         reset_after_s: float = 2.0,
+        slack_s: float = 5.0,
+        jitter_samples: int = 2,
+        time_scale: float = 1.0,
     ) -> None:
         self.source = source
         self.fs = float(fs)
         self.lead = lead
-        self.gap_tolerance = gap_tolerance
         self.reset_after_s = reset_after_s
+        self.slack_s = slack_s
+        self.jitter_samples = jitter_samples
+        self.time_scale = time_scale  # device clock speed vs real time (simulations only)
         self.duplicates = 0
+        self.timestamps_rejected = 0
         self._period_ns = 1e9 / self.fs
         self._start_utc: float | None = None  # UTC of seq 0
         self._next_seq = 0
         self._last_ts: int | None = None
         self._last_now = 0.0
+        self._resume: StreamPosition | None = None
+        self._gap_reason = "pmd timestamp jump"
 
     @property
     def next_seq(self) -> int:
@@ -66,6 +76,17 @@ class PmdEcgStream:
         if self._start_utc is None:
             raise RuntimeError("no frame seen yet")
         return self._start_utc + seq / self.fs
+
+    def position(self) -> StreamPosition | None:
+        """Where the stream stands (to number on after a gateway restart)."""
+        if self._start_utc is None:
+            return self._resume
+        return StreamPosition(self._next_seq, self.utc_of(self._next_seq), 0, self.fs)
+
+    def resume(self, pos: StreamPosition) -> None:
+        """Number on from a previous gateway run: the first frame is placed by the host
+        clock after ``pos`` and the samples between become a gap "gateway not running"."""
+        self._resume = pos
 
     def seq_of_device_time(self, device_ns: int) -> int | None:
         """Sequence number nearest to a device time (ns since 2000), if known."""
@@ -93,47 +114,56 @@ class PmdEcgStream:
                 if run:
                     out.append(self._block(run, run_seq))
                     run = []
-                gap_first = self._next_seq
-                self._next_seq += missing
-                out.append(
-                    Gap(
-                        self.source,
-                        gap_first,
-                        self._next_seq,
-                        self.utc_of(gap_first),
-                        self.utc_of(self._next_seq),
-                        reason="pmd timestamp jump",
-                        final=True,
-                    )
-                )
+                out.append(self._gap(missing))
             if not run:
                 run_seq = self._next_seq
             run.append(frame.samples_uv)
             self._next_seq += frame.n
-            self._last_ts = frame.timestamp_ns
             self._last_now = now
         if run:
             out.append(self._block(run, run_seq))
         return out
 
+    def _gap(self, missing: int) -> Gap:
+        first = self._next_seq
+        self._next_seq += missing
+        start, end = self.utc_of(first), self.utc_of(self._next_seq)
+        reason, self._gap_reason = self._gap_reason, "pmd timestamp jump"
+        return Gap(self.source, first, self._next_seq, start, end, reason=reason, final=True)
+
     def _missing_before(self, frame: PmdEcgFrame, now: float) -> int | None:
         """Samples missed before ``frame`` (0 if contiguous), None to drop it."""
         if self._last_ts is None:
-            self._start_utc = now - (frame.n - 1) / self.fs
-            return 0
+            self._last_ts = frame.timestamp_ns
+            return self._first(frame, now)
         dt_ns = frame.timestamp_ns - self._last_ts
-        tolerance = self.gap_tolerance
-        if tolerance is None:
-            tolerance = max(2, frame.n // 2)
-        if dt_ns < -self.reset_after_s * 1e9:
-            elapsed = round((now - self._last_now) * self.fs)
-            missing = elapsed - frame.n
-        elif dt_ns <= 0:
+        host_ns = (now - self._last_now + self.slack_s) * 1e9 * 1.02 * self.time_scale
+        if dt_ns < -self.reset_after_s * 1e9:  # the device clock went back: a restart
+            self._last_ts = frame.timestamp_ns
+            self._gap_reason = "device restarted (pmd clock went back)"
+            return max(0, round((now - self._last_now) * self.fs) - frame.n)
+        if dt_ns <= 0:
             self.duplicates += 1
             return None
-        else:
-            missing = round(dt_ns / self._period_ns) - frame.n
-        return missing if missing > tolerance else 0
+        if dt_ns > host_ns + frame.n * self._period_ns:  # the device cannot be that far ahead
+            self.timestamps_rejected += 1
+            self._last_ts += round(frame.n * self._period_ns)
+            return 0
+        self._last_ts = frame.timestamp_ns
+        missing = round(dt_ns / self._period_ns) - frame.n
+        return missing if missing > self.jitter_samples else 0
+
+    def _first(self, frame: PmdEcgFrame, now: float) -> int:
+        """Place the first frame: at 0, or after a previous run's samples by the clock."""
+        first_sample_utc = now - (frame.n - 1) / self.fs
+        pos, self._resume = self._resume, None
+        if pos is None:
+            self._start_utc = first_sample_utc
+            return 0
+        self._next_seq = pos.next_seq
+        self._start_utc = pos.utc - pos.next_seq / self.fs
+        self._gap_reason = "gateway not running"
+        return max(0, round((first_sample_utc - pos.utc) * self.fs))
 
     def _block(self, run: list[np.ndarray], seq: int) -> SampleBlock:
         uv = np.concatenate(run) if len(run) > 1 else run[0]

@@ -26,10 +26,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.backoff import backoff_s
+from core.events import StreamPosition
 from drivers import Driver
 from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
 from gateway.channel import DeviceChannel
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
+from gateway.continuity import ContinuityStore, refine_with_recording
 from gateway.mqtt import Publisher, PublisherError
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
@@ -64,24 +66,37 @@ def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings
 
 
 def make_driver(
-    dev: DeviceConfig, sink: DeviceChannel, *, ble_backend: Any, adapter: BleAdapter
+    dev: DeviceConfig,
+    sink: DeviceChannel,
+    *,
+    ble_backend: Any,
+    adapter: BleAdapter,
+    resume: StreamPosition | None = None,
 ) -> Driver:
-    """The driver for one configured device (drivers import nothing of the gateway)."""
+    """The driver for one configured device, going on from ``resume`` (where its stream
+    stood when the gateway last ran). Drivers import nothing of the gateway."""
     if isinstance(dev, PolarPmdDevice | PatchDevice):
         from drivers.ble_driver import ble_driver
         from drivers.patch_session import PatchSettings
         from drivers.polar_session import PolarSettings
 
-        common = (dev.id, dev.address, dev.connect_timeout_s, dev.silence_timeout_s)
+        common = {
+            "id": dev.id,
+            "address": dev.address,
+            "connect_timeout_s": dev.connect_timeout_s,
+            "silence_timeout_s": dev.silence_timeout_s,
+            "lead": dev.lead,
+        }
         settings: PatchSettings | PolarSettings = (
-            PolarSettings(*common, dev.fs, dev.lead)
+            PolarSettings(**common, fs=dev.fs)
             if isinstance(dev, PolarPmdDevice)
-            else PatchSettings(*common, dev.lead)
+            else PatchSettings(**common)
         )
-        return ble_driver(settings, sink, backend=ble_backend, adapter=adapter)
+        return ble_driver(settings, sink, resume=resume, backend=ble_backend, adapter=adapter)
     from drivers.cart_driver import CartDriver, CartSettings
 
-    return CartDriver(CartSettings(dev.id, dev.port, dev.baudrate, dev.silence_timeout_s), sink)
+    cart = CartSettings(dev.id, dev.port, dev.baudrate, dev.silence_timeout_s)
+    return CartDriver(cart, sink, resume=resume)
 
 
 class Gateway:
@@ -121,6 +136,7 @@ class Gateway:
         self.channels: dict[str, DeviceChannel] = {}
         self.drivers: dict[str, Driver] = {}
         self.restarts: dict[str, int] = {}
+        self.continuity = ContinuityStore(cfg.gateway.state_dir / "continuity")
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
         self._study_since = clock()
@@ -135,10 +151,14 @@ class Gateway:
     def _build_devices(self) -> None:
         cfg = self.cfg
         for dev in cfg.devices:
+            position, study = self.continuity.load(dev.id)
+            records = cfg.gateway.state_dir / "recordings" / dev.id
+            if cfg.recording.enabled:
+                position, study = refine_with_recording(position, study, records)
             recording = None
             if cfg.recording.enabled:
                 recording = RecordingStore(
-                    cfg.gateway.state_dir / "recordings" / dev.id,
+                    records,
                     dev.id,
                     file_s=cfg.recording.file_s,
                     max_mb=cfg.recording.max_mb,
@@ -151,9 +171,10 @@ class Gateway:
                 study_dir=cfg.gateway.state_dir / "study",
                 recording=recording,
             )
+            ch.study = study
             self.channels[dev.id] = ch
             self.drivers[dev.id] = make_driver(
-                dev, ch, ble_backend=self._ble_backend, adapter=self.ble_adapter
+                dev, ch, ble_backend=self._ble_backend, adapter=self.ble_adapter, resume=position
             )
             self.restarts[dev.id] = 0
 
@@ -258,10 +279,21 @@ class Gateway:
             except Exception:  # a full disk must not stop the gateway; retried next period
                 log.exception("could not store the study records")
 
+    def _save_positions(self) -> None:
+        """Each device's stream position and study facts, for the next start."""
+        for dev_id, ch in self.channels.items():
+            try:
+                self.continuity.save(dev_id, self.drivers[dev_id].position(), ch.study)
+            except OSError:
+                ch.counters.add("errors")
+                log.exception("%s: could not save the stream position", dev_id)
+
     async def _sync_loop(self) -> None:
-        """fsync the recordings every ``sync_s``, in a worker thread (never on the loop)."""
+        """fsync the recordings every ``sync_s``, in a worker thread (never on the loop),
+        and save where each stream stands."""
         while True:
             await asyncio.sleep(self.cfg.recording.sync_s)
+            self._save_positions()
             for ch in self.channels.values():
                 if ch.recording is None:
                     continue
@@ -324,6 +356,7 @@ class Gateway:
             await asyncio.gather(*tasks, return_exceptions=True)
             for ch in self.channels.values():
                 ch.flush()
+            self._save_positions()
             self._put_study(final=True)
 
 

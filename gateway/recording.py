@@ -45,6 +45,7 @@ __all__ = [
     "RecordSummary",
     "RecordingStore",
     "fsync_all",
+    "read_tail",
     "summarize_records",
 ]
 
@@ -84,7 +85,8 @@ class RecordingStore:
         sync_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.root = Path(root)
+        self.root = self.base = Path(root)
+        self._origin = 0  # first sample number of the current stream's records
         self.device_id = device_id
         self.file_s = file_s
         self.max_bytes = int(max_mb * 1e6)
@@ -108,30 +110,58 @@ class RecordingStore:
         if block.n == 0:
             return
         if self._fs is None:
-            self._fs, self._leads = block.fs, block.leads
+            self._adopt(block)
         elif block.fs != self._fs or block.leads != self._leads:
-            raise ValueError(
-                f"{self.device_id}: recording is {self._fs} Hz {self._leads}, "
-                f"block is {block.fs} Hz {block.leads}"
-            )
-        length = self._record_len
+            self._new_stream(block)
+        length, origin = self._record_len, self._origin
         values = _to_adu(block.samples)
         first = block.seq
         while first < block.end_seq:
-            k = first // length
-            end = min(block.end_seq, (k + 1) * length)
+            k = (first - origin) // length
+            end = min(block.end_seq, origin + (k + 1) * length)
             fd = self._fd(k, block)
             frame = 2 * len(self._leads)
-            at, extent = first - k * length, self._extent[k]
+            at, extent = first - origin - k * length, self._extent[k]
             if at > extent:  # a hole before this block: "no sample" until it is filled
                 hole = np.full((at - extent) * len(self._leads), _NO_SAMPLE, dtype="<i2")
                 os.pwrite(fd, hole.tobytes(), extent * frame)
             part = values[first - block.seq : end - block.seq]
             os.pwrite(fd, part.tobytes(), at * frame)
-            self._extent[k] = max(extent, end - k * length)
+            self._extent[k] = max(extent, end - origin - k * length)
             self._dirty.add(k)
             self.samples_written += end - first
             first = end
+
+    def _new_stream(self, block: SampleBlock) -> None:
+        """The device changed its rate or leads: this stream's records go in a folder of
+        their own (``<rate>Hz_from_<seq>``), so no record ever mixes two layouts."""
+        log.warning(
+            "%s: the device now sends %g Hz %s (was %g Hz %s): new records under %s",
+            self.device_id, block.fs, block.leads, self._fs, self._leads, self.root,
+        )  # fmt: skip
+        self.close()
+        for table in (self._extent, self._header_len, self._start):
+            table.clear()
+        self._dirty.clear()
+        self._begin(block, self.base / f"{block.fs:g}Hz_from_{block.seq}", block.seq)
+
+    def _begin(self, block: SampleBlock, root: Path, origin: int) -> None:
+        self.root, self._origin = root, origin
+        self._fs, self._leads = block.fs, block.leads
+
+    def _adopt(self, block: SampleBlock) -> None:
+        """The first block of this run: go on in the stream folder whose records have its
+        rate and leads (a restarted gateway), or begin a new one."""
+        newest = _newest_header(self.base)
+        if newest is None:
+            return self._begin(block, self.base, 0)
+        hea, fs, leads = newest
+        if fs == block.fs and leads == block.leads:
+            folder = hea.parent
+            origin = 0 if folder == self.base else int(folder.name.rpartition("_")[2])
+            return self._begin(block, folder, origin)
+        self._fs, self._leads = fs, leads  # the previous stream's: this block starts a new one
+        return self._new_stream(block)
 
     def take_unsynced(self) -> list[int]:
         """Headers of the records written since the last call brought up to date, and a
@@ -166,11 +196,11 @@ class RecordingStore:
 
     def record_name(self, k: int) -> str:
         """Name of record ``k`` (its first sample number, zero-padded)."""
-        return f"{self.device_id}_{k * self._record_len:012d}"
+        return f"{self.device_id}_{self._origin + k * self._record_len:012d}"
 
     def records(self) -> list[Path]:
-        """This device's signal files, oldest first."""
-        return sorted(self.root.glob(f"{self.device_id}_*.dat"))
+        """This device's signal files (every stream's), oldest first."""
+        return sorted(self.base.rglob(f"{self.device_id}_*.dat"), key=_first_sample)
 
     def _fd(self, k: int, block: SampleBlock) -> int:
         fd = self._open.pop(k, None)
@@ -195,7 +225,7 @@ class RecordingStore:
         dat = self.root / f"{name}.dat"
         frame = 2 * len(self._leads)
         if k not in self._start:
-            self._start[k] = float(block.time_of(k * self._record_len))
+            self._start[k] = float(block.time_of(self._origin + k * self._record_len))
         if dat.exists():  # a restarted gateway (or a record closed earlier) goes on
             fd = os.open(dat, os.O_RDWR)
             self._extent[k] = min(os.fstat(fd).st_size // frame, self._record_len)
@@ -308,6 +338,53 @@ def summarize_records(root: Path) -> list[RecordSummary]:
         except (OSError, ValueError, IndexError):
             continue  # not one of ours
     return sorted(out, key=lambda r: (r.device_id, r.first_seq))
+
+
+def read_tail(root: Path, since: int | None = None) -> tuple[int, np.ndarray, float, float] | None:
+    """The end of a device's recording on disk: ``(first, missing, fs, utc_first)`` for
+    the samples of its newest record from ``since`` (or the record's start) to the end
+    of its signal file; ``missing`` marks samples no lead was recorded for. None when
+    there is no record. Used at start to learn what the last run wrote before it stopped.
+    """
+    heads = sorted(Path(root).rglob("*.hea"), key=_first_sample)
+    for hea in reversed(heads):
+        try:
+            lines = [ln for ln in hea.read_text().splitlines() if ln and not ln.startswith("#")]
+            _, nsig, fs_text, _, clock, day = lines[0].split()[:6]
+            first_of_record = int(hea.stem.rpartition("_")[2])
+            n_leads, fs = int(nsig), float(fs_text)
+            start = datetime.strptime(f"{day} {clock}", "%d/%m/%Y %H:%M:%S.%f")
+            utc0 = start.replace(tzinfo=UTC).timestamp()
+            data = np.fromfile(hea.with_suffix(".dat"), dtype="<i2")
+        except (OSError, ValueError, IndexError):
+            continue  # not one of ours, or unreadable: look at the one before
+        rows = data[: data.size - data.size % n_leads].reshape(-1, n_leads)
+        begin = 0 if since is None else max(0, since - first_of_record)
+        if begin >= len(rows):
+            return None
+        missing = (rows[begin:] == _NO_SAMPLE).all(axis=1)
+        first = first_of_record + begin
+        return first, missing, fs, utc0 + begin / fs
+    return None
+
+
+def _newest_header(base: Path) -> tuple[Path, float, tuple[str, ...]] | None:
+    """The newest record header under ``base``: its path, rate (Hz) and lead names."""
+    for hea in sorted(base.rglob("*.hea"), key=_first_sample, reverse=True):
+        try:
+            lines = [ln for ln in hea.read_text().splitlines() if ln and not ln.startswith("#")]
+            n = int(lines[0].split()[1])
+            leads = tuple(ln.split(maxsplit=8)[-1] for ln in lines[1 : 1 + n])
+            return hea, float(lines[0].split()[2]), leads
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def _first_sample(path: Path) -> int:
+    """The first sample number in a record's name (``<device>_<number>``), -1 if none."""
+    tail = path.stem.rpartition("_")[2]
+    return int(tail) if tail.isdigit() else -1
 
 
 def fsync_all(fds: list[int]) -> None:

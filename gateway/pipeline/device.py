@@ -91,14 +91,13 @@ class DevicePipeline:
         self.device_id = device_id
         self.settings = settings
         self.reorder = BlockReorderer(settings.backfill_wait_s)
-        self.counters = Counters(
-            "blocks", "samples", "strips", "events", "analysed_late", "st_errors"
-        )
+        self.counters = Counters("blocks samples strips events analysed_late st_errors new_streams")
         self._s: _Stream | None = None
         self._gaps: deque[Gap] = deque(maxlen=_GAPS_KEPT)
         self._head: SampleBlock | None = None  # newest live block: times of presses
         self._stage: StageChanged | None = None
         self._stage_start: int | None = None
+        self._stages: deque[tuple[int, StageChanged]] = deque(maxlen=64)  # (first seq, stage)
         self._bp: BloodPressure | None = None
         self._lead_off: LeadOff | None = None
 
@@ -111,17 +110,19 @@ class DevicePipeline:
         """Take one received block; return what is ready to send."""
         if block.n == 0:
             return []
+        out: list[PipelineOutput] = []
         s = self._s
+        if s is not None and (block.fs != s.fs or block.leads != s.leads):
+            # a new stream (the device changed its rate or leads): what the old one owed
+            # goes out as it stands, then everything starts afresh
+            out += self.flush()
+            self.counters.add("new_streams")
+            self.reorder = BlockReorderer(self.settings.backfill_wait_s)
+            s = None
         if s is None:
             s = self._s = _Stream(block, self.settings)
-        elif block.fs != s.fs or block.leads != s.leads:
-            raise ValueError(
-                f"{self.device_id}: stream changed from {s.fs} Hz {s.leads} "
-                f"to {block.fs} Hz {block.leads}"
-            )
         self.counters.add("blocks")
         self.counters.add("samples", block.n)
-        out: list[PipelineOutput] = []
         if s.live.is_new(block):
             self._head = block
             if self.settings.live_enabled:
@@ -203,6 +204,16 @@ class DevicePipeline:
         if seq is not None and self._stage is not None and s is not None:
             s.windows.stage_ended(self._stage, self._stage_start, seq, event.time, self._bp)
         self._stage, self._stage_start = event, seq
+        if seq is not None:
+            self._stages.append((seq, event))
+
+    def _stage_at(self, seq: int) -> StageChanged | None:
+        """The stage in progress at sample ``seq`` (a strip belongs to the stage it shows)."""
+        current = None
+        for first, stage in self._stages:
+            if first <= seq:
+                current = stage
+        return current if self._stages else self._stage
 
     def _flush_ready(self, s: _Stream) -> list[PipelineOutput]:
         end = s.analysis.end_seq
@@ -293,7 +304,7 @@ class DevicePipeline:
             self.counters.add("st_errors")
         facts = replace(
             facts,
-            stage=self._stage if p.trigger.type != "stage_end" else None,
+            stage=self._stage_at(block.end_seq - 1) if p.trigger.type != "stage_end" else None,
             blood_pressure=p.blood_pressure or self._bp,
             lead_off=self._lead_off,
         )

@@ -35,7 +35,7 @@ async def driver(world: Any, patch: Any) -> AsyncIterator[RunningDriver]:
     from drivers.ble_driver import ble_driver as polar_driver
     from drivers.polar_session import PolarSettings
 
-    settings = PolarSettings("patch-1", patch.address, silence_timeout_s=1.0)
+    settings = PolarSettings("patch-1", patch.address, silence_timeout_s=1.0, time_scale=SPEED)
     sink = RecordingSink()
     running = RunningDriver(
         polar_driver(settings, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2)),

@@ -30,13 +30,14 @@ def _received(sink: RecordingSink, end: int) -> tuple[np.ndarray, np.ndarray]:
     return got, count
 
 
-def _quick_to_give_up(patch: SimPatch) -> PatchSettings:
+def _quick_to_give_up(patch: SimPatch, time_scale: float) -> PatchSettings:
     """Short silence and setup limits: on the virtual link a wedged setup costs 0.5 s."""
     return PatchSettings(
         id="patch-1",
         address=patch.address,
         silence_timeout_s=0.5,
         connect_timeout_s=0.5,
+        time_scale=time_scale,  # the simulated patch runs faster than real time
     )
 
 
@@ -61,7 +62,7 @@ async def test_forced_disconnects_lose_nothing() -> None:
     world = SimBleWorld()
     rng = random.Random(4)
     async with SimPatch(world, speed=10.0, memory_s=600) as patch:
-        cfg = PatchSettings(id="patch-1", address=patch.address, silence_timeout_s=2)
+        cfg = PatchSettings(id="patch-1", address=patch.address, silence_timeout_s=2, time_scale=10)
         sink = RecordingSink()
         drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2))
         run = RunningDriver(drv, sink)
@@ -94,7 +95,7 @@ async def test_ten_minutes_with_100_disconnects_at_random_moments_lose_nothing()
     speed, minutes = 20.0, 10.0
     moments = sorted(rng.uniform(2.0, minutes * 60 - 2.0) for _ in range(100))  # simulated s
     async with SimPatch(world, speed=speed, memory_s=3600) as patch:
-        cfg = _quick_to_give_up(patch)
+        cfg = _quick_to_give_up(patch, speed)
         sink = RecordingSink()
         drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.02, 0.2))
         run = RunningDriver(drv, sink)
@@ -125,7 +126,7 @@ async def test_ten_minutes_with_100_disconnects_at_random_moments_lose_nothing()
 async def test_patch_gone_longer_than_its_memory_gives_exact_final_gap() -> None:
     world = SimBleWorld()
     async with SimPatch(world, speed=20.0, memory_s=10) as patch:
-        cfg = PatchSettings(id="patch-2", address=patch.address)
+        cfg = PatchSettings(id="patch-2", address=patch.address, time_scale=20)
         sink = RecordingSink()
         drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2))
         run = RunningDriver(drv, sink)
@@ -156,7 +157,7 @@ async def test_stuck_adapter_is_reset_and_nothing_is_lost() -> None:
     health = AdapterHealth(failures_to_reset=4, min_span_s=0.1, cooldown_s=1.0)
     adapter = BleAdapter(world.reset_adapter, health)
     async with SimPatch(world, speed=10.0, memory_s=600) as patch:
-        cfg = PatchSettings(id="patch-1", address=patch.address, silence_timeout_s=1)
+        cfg = PatchSettings(id="patch-1", address=patch.address, silence_timeout_s=1, time_scale=10)
         sink = RecordingSink()
         drv = patch_driver(
             cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.2), adapter=adapter
@@ -184,7 +185,7 @@ async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
     nothing is lost."""
     world = SimBleWorld()
     async with SimPatch(world, speed=5.0, memory_s=2 * 3600) as patch:
-        cfg = _quick_to_give_up(patch)
+        cfg = _quick_to_give_up(patch, 200.0)
         sink = RecordingSink()
         drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.5))
         run = RunningDriver(drv, sink)
@@ -218,7 +219,7 @@ async def test_two_patches_on_one_adapter_each_lose_nothing() -> None:
     ):
         runs = []
         for i, patch in enumerate((p1, p2)):
-            cfg = PatchSettings(id=f"patch-{i}", address=patch.address)
+            cfg = PatchSettings(id=f"patch-{i}", address=patch.address, time_scale=10)
             sink = RecordingSink()
             drv = patch_driver(
                 cfg,

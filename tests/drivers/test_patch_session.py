@@ -9,7 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from core.block import SampleBlock
-from core.events import ButtonPressed, Connected, Disconnected, DriverError, Gap, RecordingStarted
+from core.events import (
+    ButtonPressed,
+    Connected,
+    DeviceRestarted,
+    Disconnected,
+    DriverError,
+    Gap,
+    RecordingStarted,
+)
 from drivers import uuids
 from drivers.gatt_session import Disconnect, Read, Subscribe, Write
 from drivers.patch_gatt import (
@@ -309,3 +317,70 @@ def test_malformed_notifications_are_counted_not_raised() -> None:
     for uuid in (uuids.PATCH_ECG, uuids.PATCH_RACP, uuids.PATCH_SYMPTOM, uuids.PATCH_STATUS):
         link.take(link.s.notified(uuid, b"\xff", link.now, link.mono))
     assert link.s.stats()["bad_notifications"] == 4
+
+
+def test_one_absurd_live_frame_is_dropped_and_its_samples_backfilled() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 100)
+    link.racp(_extent(0, 100))
+    link.mono += 0.4
+    link.frame(0xFFFFFF00, 0xFFFFFF00 + 50)  # a corrupt frame that passed its CRC
+    link.frame(150, 200)  # the stream goes on: 100..150 became a hole to backfill
+    assert link.s.stats()["impossible_frames"] == 1 and link.s.stats()["restarts"] == 0
+    link.tick(0.1)
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(100, 150))
+
+
+def test_a_patch_that_restarts_its_counter_gets_a_new_stream_that_overwrites_nothing() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 5000)
+    link.racp(_extent(0, 5000))
+    link.mono += 2.0
+    for k in range(4):  # the counter starts again at 0, frame after frame
+        link.frame(k * 50, (k + 1) * 50)
+    restarted = [e for e in link.events if isinstance(e, DeviceRestarted)]
+    assert len(restarted) == 1 and restarted[0].previous_end_seq == 5000
+    (gap,) = link.gaps
+    assert (gap.first_seq, gap.end_seq) == (5000, 5000 + 2 * 250)  # the wall time between
+    new = [b for b in link.blocks if b.seq >= 5000]
+    assert new[0].seq == gap.end_seq and sum(b.n for b in new) == 200
+    assert link.s.stats()["restarts"] == 1
+
+
+def test_unsolicited_backfill_beyond_the_head_is_refused() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 100)
+    link.racp(_extent(0, 100))
+    link.frame(250_000, 250_050, backfill=True)
+    assert link.s.stats()["bad_notifications"] == 1
+    assert link.s.stream.ledger.next_seq == 100 and link.s.stream.ledger.missing == 0
+
+
+def test_an_extent_before_any_live_data_does_not_set_the_head() -> None:
+    link = Link()
+    link.connect()
+    link.racp(_extent(0, 0xFFFFFFFF))  # absurd next, and no live data to judge it by
+    link.frame(0, 50)
+    assert sum(b.n for b in link.blocks) == 50  # live data is not taken for duplicates
+
+
+def test_resume_after_a_gateway_restart_asks_only_what_is_owed() -> None:
+    first = Link()
+    first.connect()
+    first.frame(0, 300)
+    first.racp(_extent(0, 300))
+    first.frame(400, 500)  # 300..400 owed when the gateway stops
+    pos = first.s.position()
+    assert pos is not None and pos.next_seq == 500 and pos.holes == ((300, 400),)
+    again = Link()
+    again.s.resume(pos)
+    again.connect()
+    again.frame(2000, 2050)  # the patch went on recording while the gateway was down
+    again.racp(_extent(0, 2050))
+    asked = [c for c in again.commands if isinstance(c, Write) and c.data[0] == 0x02]
+    assert asked[0] == Write(uuids.PATCH_RACP, encode_request_range(300, 400))
+    again.racp(_done(300, 400))
+    assert again.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(500, 2000))

@@ -234,7 +234,7 @@ async def test_two_patches_share_one_adapter(world: SimBleWorld) -> None:
     ):
         runs = []
         for i, p in enumerate((p1, p2)):
-            cfg = PolarSettings(f"patch-{i}", p.address)
+            cfg = PolarSettings(f"patch-{i}", p.address, time_scale=SPEED)
             sink = RecordingSink()
             drv = polar_driver(cfg, sink, backend=world.backend(), adapter=adapter)
             runs.append(RunningDriver(drv, sink))

@@ -306,3 +306,52 @@ def test_fuzz_stream_output_always_tiles(steps: list[tuple[int, int]], sizes: li
     assert all(a[1] == b[0] and b[1] > b[0] for a, b in itertools.pairwise(spans))
     starts = [x.start for x in items]
     assert starts == sorted(starts)
+
+
+def test_one_out_of_line_timestamp_shifts_nothing() -> None:
+    """A single absurd timestamp (an hour, ten days, nineteen years ahead) is not believed:
+    no fake gap, and every later sample keeps its number and time."""
+    for ahead_s in (3600, 10 * 86400, 19 * 365 * 86400):
+        frames = make_frames(4)
+        stream = PmdEcgStream("dev")
+        bad = PmdEcgFrame(frames[1].timestamp_ns + ahead_s * 10**9, frames[1].samples_uv)
+        out = stream.feed_frames([frames[0]], 100.0)
+        for i, f in enumerate([bad, frames[2], frames[3]]):
+            out += stream.feed_frames([f], 100.6 + 0.6 * i)
+        blocks, gaps = blocks_and_gaps(out)
+        assert gaps == [] and stream.timestamps_rejected == 1
+        assert [b.seq for b in blocks] == [0, 73, 146, 219]
+
+
+def test_lost_notifications_of_variable_sizes_are_found() -> None:
+    """Frames of 5 to 73 samples (the H10 when the link is busy); every lost one is a gap of
+    exactly its samples, and later samples keep their true numbers."""
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(5, 74, 43)
+    lost = set(rng.choice(43, 6, replace=False).tolist())
+    ts, frames = T0_NS, []
+    for n in sizes:
+        ts += round(int(n) * PERIOD_NS)
+        frames.append(PmdEcgFrame(ts, np.zeros(int(n), dtype=np.int32)))
+    stream = PmdEcgStream("dev")
+    out = []
+    for i, f in enumerate(frames):
+        if i not in lost:
+            out += stream.feed_frames([f], 100.0 + 0.1 * i)
+    _, gaps = blocks_and_gaps(out)
+    expected = sum(int(sizes[i]) for i in lost if i != 0)
+    assert sum(g.n_samples for g in gaps) == expected
+    assert stream.next_seq == int(sizes.sum()) - (int(sizes[0]) if 0 in lost else 0)
+
+
+def test_resume_numbers_on_after_a_gateway_restart() -> None:
+    from core.events import StreamPosition
+
+    frames = make_frames(1)
+    stream = PmdEcgStream("dev")
+    stream.resume(StreamPosition(5000, 1000.0, 0, FS))
+    out = stream.feed_frames(frames, 1060.0)
+    blocks, gaps = blocks_and_gaps(out)
+    (gap,) = gaps
+    assert gap.first_seq == 5000 and gap.reason == "gateway not running"
+    assert blocks[0].seq == gap.end_seq and blocks[0].start == pytest.approx(1060.0 - 72 / FS)

@@ -90,12 +90,22 @@ def test_quota_deletes_the_oldest_records_not_the_open_one(tmp_path: Path) -> No
     assert not list(tmp_path.glob("p1_000000000000.*"))
 
 
-def test_a_changed_stream_is_refused(tmp_path: Path) -> None:
+def test_a_changed_stream_gets_records_of_its_own(tmp_path: Path) -> None:
+    """A device that changes its rate mid-stream: its new samples go to records of their
+    own, the old records are untouched, and both read back with WFDB."""
     store = RecordingStore(tmp_path, "p1", file_s=4.0)
-    store.write(_block(_signal(10), 0))
-    with pytest.raises(ValueError, match="recording is"):
-        store.write(SampleBlock(np.zeros((10, 1)), 500.0, T0, 10, ("ECG",), "p1"))
+    x = _signal(500)
+    store.write(_block(x, 0))
+    new = SampleBlock(np.full((1000, 1), 0.25), 500.0, T0 + 2, 1000, ("ECG",), "p1")
+    store.write(new)
     store.close()
+    old = wfdb.rdrecord(str(tmp_path / "p1_000000000000"))
+    np.testing.assert_allclose(old.p_signal[:, 0], x[:, 0], atol=1e-3)
+    (folder,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    assert folder.name == "500Hz_from_1000"
+    rec = wfdb.rdrecord(str(folder / "p1_000000001000"))
+    assert rec.fs == 500.0 and rec.sig_len == 1000 and np.allclose(rec.p_signal, 0.25)
+    assert len(store.records()) == 2
 
 
 def test_headers_exist_from_the_first_sample_and_follow_each_sync(tmp_path: Path) -> None:
