@@ -49,7 +49,6 @@ class Center:
         self.engine: sa.Engine = open_engine(config.db.url, pool_size=config.db.pool_size)
         self._web_enabled = web
         self.url: str | None = None
-        self.changes = asyncio.Event()  # replaced per loop in __aenter__
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._runner = None
@@ -144,8 +143,11 @@ def demo_config(
 ) -> CenterConfig:
     """A configuration for a demo or a test: SQLite file, plaintext loopback broker."""
     return parse_config({
+        # a fresh client id per run: no shared group and a short session, so a demo's
+        # session never keeps a share of the messages after it stopped
         "mqtt": {"url": broker_url, "insecure": broker_url.startswith("mqtt://"),
-                 "client_id": f"ecg-center-demo-{secrets.token_hex(4)}"},
+                 "client_id": f"ecg-center-demo-{secrets.token_hex(4)}", "share_group": "",
+                 "session_expiry_s": 300},
         "db": {"url": f"sqlite:///{Path(db_path).absolute()}"},
         "web": {"listen": listen},
         "auth": {"cookie_secure": False},

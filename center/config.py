@@ -179,6 +179,11 @@ class WebConfig(_Model):
         3.78, description="Default screen calibration of the strip viewer, pixels per mm."
     )
     page_size: Annotated[int, Field(ge=5, le=500)] = 50
+    trust_forwarded_for: bool = Field(
+        False,
+        description="Take the client address from the last X-Forwarded-For entry (only "
+        "behind a reverse proxy that sets it; used for login rate limits and the audit).",
+    )
 
     @field_validator("listen")
     @classmethod

@@ -69,6 +69,7 @@ class MqttLink:
         self._on_puback_cb = on_puback
         self.generation = 0
         self.connected = threading.Event()
+        self.subscribed = threading.Event()
         self.last_error: str | None = None
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -94,6 +95,7 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
 
     def topics(self) -> list[tuple[str, SubscribeOptions]]:
@@ -148,8 +150,16 @@ class MqttLink:
         log.info("connected to %s (session present: %s)", self.cfg.url, flags.session_present)
         client.subscribe(self.topics())
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            self.last_error = f"subscription refused: {', '.join(refused)}"
+            log.error("broker refused a subscription: %s", ", ".join(refused))
+        self.subscribed.set()
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if reason_code != 0:
             self.last_error = f"disconnected: {reason_code}"
             log.warning("lost the broker (%s); reconnecting", reason_code)

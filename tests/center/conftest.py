@@ -206,3 +206,40 @@ def wait_until(predicate: Callable[[], bool], what: str, limit_s: float = 20.0) 
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for: {what}")
         time.sleep(0.05)
+
+
+def center_config(db: str | Path, broker_url: str, **sections: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """A test configuration: demo defaults (plaintext loopback broker, free port) + overrides."""
+    from center.app import demo_config
+    from center.config import parse_config
+
+    base = demo_config(db, broker_url).model_dump(mode="json")
+    if isinstance(db, str) and db.startswith("postgresql"):
+        base["db"]["url"] = db
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return parse_config(base, "<test>")
+
+
+def add_user(engine, name: str, role: str, password: str = "correct horse battery") -> str:  # type: ignore[no-untyped-def]
+    """Create a user directly in the database; its password."""
+    from center.auth import add_user as _add
+    from center.store.db import writer
+
+    with writer(engine) as conn:
+        _add(conn, name, role, password, time.time())
+    return password
+
+
+def publish_sync(broker: Mosquitto, topic: str, payload: bytes) -> None:
+    """One QoS 1 publish, waited for (a fresh client)."""
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    try:
+        c.publish(topic, payload, qos=1).wait_for_publish(10)
+    finally:
+        c.disconnect()
+        c.loop_stop()

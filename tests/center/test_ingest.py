@@ -24,7 +24,7 @@ async def test_duplicates_and_garbage_through_the_broker(broker: CenterBroker,
                                                          tmp_path: Path) -> None:
     pub = LightPublisher(broker.url)
     async with Center(demo_config(tmp_path / "c.db", broker.url), web=False) as center:
-        await wait_for(center.link.connected.is_set, "center connected")
+        await wait_for(center.link.subscribed.is_set, "center subscribed")
         msgs = [variant(k, gateway=f"gw-{i}") for i, k in
                 enumerate(["patch-event", "patch-strip", "cart-strip"])]
         for topic, payload, body in msgs + msgs:  # every message twice
