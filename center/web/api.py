@@ -57,10 +57,16 @@ async def healthz(request: web.Request) -> web.Response:
             return False
 
     db_ok = await run_db(ping)
-    broker_ok = center.link is not None and center.link.connected.is_set()
+    link = center.link
+    broker_ok = link is not None and link.connected.is_set()
+    st = center.ingest.stats if center.ingest else None
     body = {"status": "ok" if db_ok and broker_ok else "degraded", "db": db_ok,
-            "broker": broker_ok, "version": __version__,
-            "ingest_backlog": center.ingest.backlog if center.ingest else None}
+            "broker": broker_ok, "subscribed": link is not None and link.subscribed.is_set(),
+            "version": __version__,
+            "ingest": None if st is None else {
+                "received": st.received, "stored": st.stored, "duplicates": st.duplicates,
+                "rejected": st.rejected, "batches": st.batches, "db_errors": st.db_errors,
+                "backlog": center.ingest.backlog}}
     return _json(body, status=200 if db_ok else 503)
 
 

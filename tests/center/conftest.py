@@ -154,6 +154,8 @@ class ServeProcess:
         self.url: str | None = None
 
     def start(self, wait_web: bool = False) -> None:
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.url = None
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "center", "serve", *self.args],
                                      cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -161,7 +163,8 @@ class ServeProcess:
         if wait_web:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                for line in self.log_path.read_text(errors="replace").splitlines():
+                text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+                for line in text.splitlines():
                     if "console at " in line:
                         self.url = line.split("console at ", 1)[1].strip()
                 if self.url or self.proc.poll() is not None:
@@ -243,3 +246,8 @@ def publish_sync(broker: Mosquitto, topic: str, payload: bytes) -> None:
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a center test of several seconds (processes, "
+                            "browser); deselect with -m 'not slow'")

@@ -32,18 +32,16 @@ class LightPublisher:
         self.client.max_inflight_messages_set(window)
         self.client.max_queued_messages_set(0)
         self._sem = threading.Semaphore(window)
-        self.acked: list[str] = []
-        self._pending: dict[int, str] = {}
-        self._lock = threading.Lock()
+        self._sent: list[tuple[mqtt.MQTTMessageInfo, str]] = []
+        self.refused = 0
         self.client.on_publish = self._on_publish
         self.client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
         self.client.loop_start()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            msg_id = self._pending.pop(mid, None)
-            if msg_id is not None and not reason_code.is_failure:
-                self.acked.append(msg_id)
+        # paho holds its own lock here: take none of ours (see FACTS.md on deadlocks)
+        if reason_code.is_failure:
+            self.refused += 1
         self._sem.release()
 
     def publish(self, topic: str, payload: bytes, msg_id: str, seq: int, kind: str,
@@ -53,14 +51,19 @@ class LightPublisher:
         props.UserProperty = [("msg_id", msg_id), ("seq", str(seq)), ("kind", kind),
                               ("device_id", device)]
         self._sem.acquire()
-        with self._lock:
-            info = self.client.publish(topic, payload, qos=1, properties=props)
-            self._pending[info.mid] = msg_id
+        info = self.client.publish(topic, payload, qos=1, properties=props)
+        self._sent.append((info, msg_id))
 
     def drain(self, limit_s: float = 60.0) -> None:
+        """Wait for the broker's PUBACK of everything published so far."""
         deadline = time.monotonic() + limit_s
-        while self._pending and time.monotonic() < deadline:
-            time.sleep(0.01)
+        for info, _ in self._sent:
+            info.wait_for_publish(max(0.01, deadline - time.monotonic()))
+
+    @property
+    def acked(self) -> list[str]:
+        """msg_ids the broker acknowledged (all of them unless ``refused``)."""
+        return [m for info, m in self._sent if info.is_published()]
 
     def close(self) -> None:
         self.drain()

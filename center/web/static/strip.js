@@ -89,7 +89,7 @@
         if (b <= a) continue;
         g.append(svgEl("rect", { x: xOf(a) * k, y: yTop * k, width: (xOf(b) - xOf(a)) * k, height: 1.2 * k, class: "window",
                                  fill: color, "fill-opacity": 0.45 }));
-        if (xOf(b) - xOf(a) > 45) label(g, ctx, xOf(a) + 1, yTop + 4.2, text, "window");
+        if (xOf(b) - xOf(a) > 45) label(g, ctx, xOf(b) - 42, yTop + hMm - 2, text, "window");
       }
       if (tr.seq >= first + i0 && tr.seq < first + i1) {
         const x = xOf(tr.seq);
@@ -120,7 +120,8 @@
       for (const li of leads) {
         const top = row * rowMm + 2, base = top + rowMm * 0.62, i0 = c * perRow, i1 = Math.min(n, i0 + perRow);
         calPulse(g, ctx, 3, base);
-        label(g, ctx, 1, top + 8, view.leads[li] + (chunks > 1 ? ` +${c * ROW_S} s` : ""));
+        label(g, ctx, 1, top + 8, view.leads[li]);
+        if (chunks > 1) label(g, ctx, 1, top + 12, `+${c * ROW_S} s`, "offset");
         drawn += trace(g, ctx, view.data[li], i0, i1, LEFT_MM, base);
         marks(g, ctx, i0, i1, LEFT_MM, top, rowMm);
         row++;
