@@ -81,18 +81,18 @@ class AckSender:
         with self._lock:
             results, self._results = self._results, []
         for row_id, ok, reason in results:
-            if ok:
-                self.stats.confirmed += 1
-            else:
-                self.stats.refused += 1
-                log.warning("broker refused an ack message (%s); will retry", reason)
-                self._retry_at[row_id] = time.monotonic() + RETRY_AFTER_S
             values: dict = {"last_error": None if ok else reason[:255]}
             if ok:
                 values["sent_at"] = time.time()
             with writer(self.engine) as conn:
                 conn.execute(t.ack_outbox.update().where(t.ack_outbox.c.id == row_id)
                              .values(**values))
+            if ok:
+                self.stats.confirmed += 1  # counted once recorded
+            else:
+                self.stats.refused += 1
+                log.warning("broker refused an ack message (%s); will retry", reason)
+                self._retry_at[row_id] = time.monotonic() + RETRY_AFTER_S
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -79,14 +79,14 @@ def broker(tmp_path: Path) -> Iterator[CenterBroker]:
 class Postgres:
     """A throwaway PostgreSQL 15 cluster run as the postgres user."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="center-pg-"))
         self.port = free_port()
         shutil.chown(self.dir, "postgres", "postgres")
         self._run("initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "ecg", "-E", "UTF8")
         self._run("pg_ctl", "-D", f"{self.dir}/data", "-w", "-l", f"{self.dir}/log", "-o",
                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off -c max_connections=200", "start")
+                  f"-c fsync={'on' if fsync else 'off'} -c max_connections=200", "start")
 
     def _run(self, tool: str, *args: str) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args],
