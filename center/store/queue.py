@@ -208,16 +208,16 @@ def escalate_due(
 
 
 def queue_summary(conn: sa.Connection) -> dict[str, int]:
-    """Counts of open items, escalated ones, and urgent ones (button/auto)."""
+    """Counts of open items, escalated ones, and urgent ones (button/auto); each an
+    index-only count (ix_events_queue, ix_events_escalation)."""
     c = t.events.c
-    row = conn.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.count(c.escalated_at),
-            sa.func.coalesce(sa.func.sum(sa.case((c.priority <= 1, 1), else_=0)), 0),
-        ).where(c.state == "open")
-    ).one()
-    return {"open": int(row[0]), "escalated": int(row[1]), "urgent": int(row[2])}
+
+    def count(*conds: sa.ColumnElement[bool]) -> int:
+        query = sa.select(sa.func.count()).select_from(t.events).where(c.state == "open", *conds)
+        return int(conn.execute(query).scalar() or 0)
+
+    return {"open": count(), "escalated": count(c.escalated_at.is_not(None)),
+            "urgent": count(c.priority <= 1)}
 
 
 def audit_for(conn: sa.Connection, msg_id: str) -> list[dict[str, Any]]:

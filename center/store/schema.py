@@ -68,6 +68,7 @@ events = sa.Table(
     sa.Index("ix_events_trigger", "trigger_type", "received_at"),
     sa.Index("ix_events_press", "trigger_at"),
     sa.Index("ix_events_hr", "heart_rate_bpm"),
+    sa.Index("ix_events_escalation", "state", "escalated_at", "trigger_type", "received_at"),
 )
 
 studies = sa.Table(

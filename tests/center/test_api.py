@@ -73,6 +73,17 @@ async def test_api_flow_ack_409_and_ack_on_the_wire(broker, tmp_path: Path, mqtt
             assert [i["msg_id"] for i in await r.json()] == [body["msg_id"]]
         async with s.get(f"{center.url}/api/gateways", headers=h) as r:
             assert r.status == 200
+        for page in ("/", "/fleet", "/search?state=all", f"/strip/{strip['msg_id']}",
+                     "/device/gw-1/patch-1"):
+            async with s.get(f"{center.url}{page}", headers=h) as r:
+                assert r.status == 200, page
+                assert "Content-Security-Policy" in r.headers
+        async with s.get(f"{center.url}/api/devices/gw-1/patch-1/timeline", headers=h) as r:
+            assert {i["type"] for i in await r.json()} == {"event", "strip"}
+        async with s.get(f"{center.url}/api/events?state=all&trigger=button", headers=h) as r:
+            assert [i["msg_id"] for i in await r.json()] == [body["msg_id"]]
+        async with s.get(f"{center.url}/api/events?since=yesterday", headers=h) as r:
+            assert r.status == 400
         topic = f"ecg/v1/gw-1/{body['device_id']}/ack"
         await wait_for(lambda: acks.on(topic), "the ack message")
         msg = acks.on(topic)[0].json()

@@ -87,3 +87,34 @@ def test_acknowledge_escalate_and_audit(engine: sa.Engine) -> None:
                     "note_present": True}
     with pytest.raises(sa.exc.DBAPIError, match="append-only"), writer(engine) as conn:
         conn.execute(t.audit.delete())
+
+
+def test_filters_pages_and_device_timeline(engine: sa.Engine) -> None:
+    from center.store import fleet
+
+    items = [_rec(*variant(name, gateway=gw)[:2]) for gw in ("gw-a", "gw-b")
+             for name in ("patch-event", "patch-strip", "cart-strip")]
+    with writer(engine) as conn:
+        write_batch(conn, items[:3], 100.0)
+        write_batch(conn, items[3:], 200.0)
+        write_batch(conn, [_rec("ecg/v1/gw-a/status", json.dumps(
+            load("status-online") | {"gateway_id": "gw-a"}).encode())], 150.0)
+        q.acknowledge(conn, items[0].msg_id, "alice", "", 300.0, prefix="ecg/v1")
+    with engine.connect() as conn:
+        def ids(**kw: object) -> list[str]:
+            return [r["msg_id"] for r in q.list_events(conn, q.EventFilter(**kw))[0]]
+
+        assert ids(state="open", gateway="gw-b") == [items[3].msg_id, items[5].msg_id,
+                                                     items[4].msg_id]  # button, stage, periodic
+        assert ids(state="acknowledged") == [items[0].msg_id]
+        assert set(ids(state="all", trigger="button")) == {items[0].msg_id, items[3].msg_id}
+        assert set(ids(state="all", since=150.0)) == {i.msg_id for i in items[3:]}
+        assert ids(state="all", device="cart-1", until=150.0) == [items[2].msg_id]
+        page2, total = q.list_events(conn, q.EventFilter(state="all"), limit=4, offset=4)
+        assert total == 6 and len(page2) == 2
+        timeline = fleet.device_timeline(conn, "gw-a", "patch-1", 0.0, 1000.0)
+        gateways = fleet.list_gateways(conn, 160.0)
+    assert [i["type"] for i in timeline][:2] == ["device", "gateway"]  # newest first
+    assert sorted(i["type"] for i in timeline[2:]) == ["event", "strip"]
+    assert gateways[0]["gateway"] == "gw-a" and gateways[0]["state"] == "online"
+    assert {d["device"] for d in gateways[0]["devices"]} == {"patch-1", "cart-1"}

@@ -22,59 +22,17 @@ Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    op.create_table(
-        "ack_outbox",
-        sa.Column("id", Id, autoincrement=True, nullable=False),
-        sa.Column("msg_id", sa.String(length=64), nullable=False),
-        sa.Column("topic", sa.String(length=255), nullable=False),
-        sa.Column("payload", sa.Text(), nullable=False),
-        sa.Column("created_at", sa.Double(), nullable=False),
-        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("sent_at", sa.Double(), nullable=True, comment="PUBACK with a success code"),
-        sa.Column("last_error", sa.String(length=255), nullable=True),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("msg_id"),
-    )
-    op.create_index("ix_ack_outbox_pending", "ack_outbox", ["sent_at", "id"], unique=False)
-    op.create_table(
-        "audit",
-        sa.Column("id", Id, autoincrement=True, nullable=False),
-        sa.Column("at", sa.Double(), nullable=False),
-        sa.Column(
-            "actor", sa.String(length=64), nullable=True, comment="user name; NULL = the center"
-        ),
-        sa.Column("action", sa.String(length=32), nullable=False),
-        sa.Column("msg_id", sa.String(length=64), nullable=True),
-        sa.Column("ip", sa.String(length=64), nullable=True),
-        sa.Column("detail", sa.Text(), nullable=True, comment="JSON"),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    op.create_index("ix_audit_at", "audit", ["at"], unique=False)
-    op.create_index("ix_audit_msg", "audit", ["msg_id", "at"], unique=False)
-    op.create_table(
-        "counters",
-        sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("value", sa.BigInteger(), server_default="0", nullable=False),
-        sa.PrimaryKeyConstraint("name"),
-    )
-    op.create_table(
-        "device_log",
-        sa.Column("id", Id, autoincrement=True, nullable=False),
-        sa.Column("gateway", sa.String(length=64), nullable=False),
-        sa.Column("device", sa.String(length=64), nullable=False),
-        sa.Column("at", sa.Double(), nullable=False, comment="received"),
-        sa.Column(
-            "link", sa.String(length=64), nullable=True, comment="connections / failures summary"
-        ),
-        sa.Column("battery_pct", sa.Double(), nullable=True),
-        sa.Column("samples", sa.BigInteger(), nullable=True),
-        sa.Column("gaps", sa.Integer(), nullable=True),
-        sa.Column("gap_samples", sa.BigInteger(), nullable=True),
-        sa.Column("heart_rate_bpm", sa.Double(), nullable=True),
-        sa.Column("facts", sa.Text(), nullable=False, comment="the device's status entry, JSON"),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    op.create_index("ix_device_log", "device_log", ["gateway", "device", "at"], unique=False)
+    _records()
+    _studies()
+    _fleet()
+    _rejects()
+    _staff()
+    _outbox()
+    _audit_append_only()
+
+
+def _records() -> None:
+    """Strips and events: the queue, with their lifecycle."""
     op.create_table(
         "events",
         sa.Column("id", Id, autoincrement=True, nullable=False),
@@ -116,6 +74,59 @@ def upgrade() -> None:
     op.create_index("ix_events_queue", "events", ["state", "priority", "received_at"], unique=False)
     op.create_index("ix_events_received", "events", ["received_at"], unique=False)
     op.create_index("ix_events_trigger", "events", ["trigger_type", "received_at"], unique=False)
+
+
+def _studies() -> None:
+    """Study records (recorded span, coverage, gaps per device)."""
+    op.create_table(
+        "studies",
+        sa.Column("id", Id, autoincrement=True, nullable=False),
+        sa.Column("msg_id", sa.String(length=64), nullable=False),
+        sa.Column("gateway", sa.String(length=64), nullable=False),
+        sa.Column("device", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=True),
+        sa.Column("period_from", sa.Double(), nullable=True),
+        sa.Column("period_to", sa.Double(), nullable=True),
+        sa.Column("coverage_pct", sa.Double(), nullable=True),
+        sa.Column("samples_missing", sa.BigInteger(), nullable=True),
+        sa.Column("gap_count", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("final", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("received_at", sa.Double(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("msg_id"),
+    )
+    op.create_index(
+        "ix_studies_device", "studies", ["gateway", "device", "received_at"], unique=False
+    )
+
+
+def _fleet() -> None:
+    """Gateways and their on/offline and device logs."""
+    op.create_table(
+        "counters",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
+        "device_log",
+        sa.Column("id", Id, autoincrement=True, nullable=False),
+        sa.Column("gateway", sa.String(length=64), nullable=False),
+        sa.Column("device", sa.String(length=64), nullable=False),
+        sa.Column("at", sa.Double(), nullable=False, comment="received"),
+        sa.Column(
+            "link", sa.String(length=64), nullable=True, comment="connections / failures summary"
+        ),
+        sa.Column("battery_pct", sa.Double(), nullable=True),
+        sa.Column("samples", sa.BigInteger(), nullable=True),
+        sa.Column("gaps", sa.Integer(), nullable=True),
+        sa.Column("gap_samples", sa.BigInteger(), nullable=True),
+        sa.Column("heart_rate_bpm", sa.Double(), nullable=True),
+        sa.Column("facts", sa.Text(), nullable=False, comment="the device's status entry, JSON"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_device_log", "device_log", ["gateway", "device", "at"], unique=False)
     op.create_table(
         "gateway_log",
         sa.Column("id", Id, autoincrement=True, nullable=False),
@@ -140,16 +151,10 @@ def upgrade() -> None:
         sa.Column("transmission", sa.Text(), nullable=True, comment="JSON"),
         sa.PrimaryKeyConstraint("gateway_id"),
     )
-    op.create_table(
-        "login_failures",
-        sa.Column("id", Id, autoincrement=True, nullable=False),
-        sa.Column("at", sa.Double(), nullable=False),
-        sa.Column("user_name", sa.String(length=64), nullable=False),
-        sa.Column("ip", sa.String(length=64), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    op.create_index("ix_login_failures_ip", "login_failures", ["ip", "at"], unique=False)
-    op.create_index("ix_login_failures_user", "login_failures", ["user_name", "at"], unique=False)
+
+
+def _rejects() -> None:
+    """Rejected messages and the ingest counters."""
     op.create_table(
         "rejects",
         sa.Column("id", Id, autoincrement=True, nullable=False),
@@ -161,27 +166,35 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_rejects_at", "rejects", ["at"], unique=False)
+
+
+def _staff() -> None:
+    """The audit trail, staff accounts, sessions and failed logins."""
     op.create_table(
-        "studies",
+        "audit",
         sa.Column("id", Id, autoincrement=True, nullable=False),
-        sa.Column("msg_id", sa.String(length=64), nullable=False),
-        sa.Column("gateway", sa.String(length=64), nullable=False),
-        sa.Column("device", sa.String(length=64), nullable=False),
-        sa.Column("seq", sa.BigInteger(), nullable=True),
-        sa.Column("period_from", sa.Double(), nullable=True),
-        sa.Column("period_to", sa.Double(), nullable=True),
-        sa.Column("coverage_pct", sa.Double(), nullable=True),
-        sa.Column("samples_missing", sa.BigInteger(), nullable=True),
-        sa.Column("gap_count", sa.Integer(), server_default="0", nullable=False),
-        sa.Column("final", sa.Boolean(), server_default=sa.false(), nullable=False),
-        sa.Column("received_at", sa.Double(), nullable=False),
-        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("at", sa.Double(), nullable=False),
+        sa.Column(
+            "actor", sa.String(length=64), nullable=True, comment="user name; NULL = the center"
+        ),
+        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("msg_id", sa.String(length=64), nullable=True),
+        sa.Column("ip", sa.String(length=64), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=True, comment="JSON"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("msg_id"),
     )
-    op.create_index(
-        "ix_studies_device", "studies", ["gateway", "device", "received_at"], unique=False
+    op.create_index("ix_audit_at", "audit", ["at"], unique=False)
+    op.create_index("ix_audit_msg", "audit", ["msg_id", "at"], unique=False)
+    op.create_table(
+        "login_failures",
+        sa.Column("id", Id, autoincrement=True, nullable=False),
+        sa.Column("at", sa.Double(), nullable=False),
+        sa.Column("user_name", sa.String(length=64), nullable=False),
+        sa.Column("ip", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
     )
+    op.create_index("ix_login_failures_ip", "login_failures", ["ip", "at"], unique=False)
+    op.create_index("ix_login_failures_user", "login_failures", ["user_name", "at"], unique=False)
     op.create_table(
         "users",
         sa.Column("id", Id, autoincrement=True, nullable=False),
@@ -208,7 +221,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token_hash"),
     )
     op.create_index("ix_sessions_user", "sessions", ["user_id"], unique=False)
-    _audit_append_only()
+
+
+def _outbox() -> None:
+    """Acknowledgements waiting to be published to the gateways."""
+    op.create_table(
+        "ack_outbox",
+        sa.Column("id", Id, autoincrement=True, nullable=False),
+        sa.Column("msg_id", sa.String(length=64), nullable=False),
+        sa.Column("topic", sa.String(length=255), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.Double(), nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("sent_at", sa.Double(), nullable=True, comment="PUBACK with a success code"),
+        sa.Column("last_error", sa.String(length=255), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("msg_id"),
+    )
+    op.create_index("ix_ack_outbox_pending", "ack_outbox", ["sent_at", "id"], unique=False)
 
 
 def _audit_append_only() -> None:
