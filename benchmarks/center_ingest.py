@@ -16,6 +16,7 @@ Everything shares this machine's cores: publisher, broker, database and center(s
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -26,9 +27,19 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.center_common import REPO, Serve, cpu_s, machine, start_broker, start_postgres
+from benchmarks.center_common import (
+    REPO,
+    Serve,
+    cpu_by_name,
+    cpu_s,
+    machine,
+    start_broker,
+    start_postgres,
+)
 
 N_GATEWAYS = 1000
+OTHERS = {"broker": ("mosquitto",), "db": ("postgres",)}
+"""Other processes whose CPU time is reported (PostgreSQL's server processes, the broker)."""
 
 
 def _count(engine: sa.Engine) -> int:
@@ -67,6 +78,8 @@ def run_case(db_url: str, processes: int, n: int, work: Path, broker, mode: str)
         assert _publish(broker, n, work / f"pub-{tag}.txt").wait(300) == 0
         serves = _serves(broker, db_url, tag, processes, work, wait=False)
     cpu0 = [cpu_s(s.proc.pid) for s in serves]
+    others0 = {k: cpu_by_name(*v) for k, v in OTHERS.items()}
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     pub = _publish(broker, n, work / f"pub-{tag}.txt") if mode == "live" else None
     if mode == "backlog":
@@ -76,15 +89,20 @@ def run_case(db_url: str, processes: int, n: int, work: Path, broker, mode: str)
     while _count(engine) < n:
         time.sleep(0.02)
     elapsed = time.perf_counter() - t0
+    pub_cpu = 0.0
     if pub is not None:
-        pub.wait(60)
+        pub.wait(60)  # reaped: its CPU time is now in RUSAGE_CHILDREN
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        pub_cpu = ru.ru_utime + ru.ru_stime - ru0.ru_utime - ru0.ru_stime
     center_cpu = sum(cpu_s(s.proc.pid) - c for s, c in zip(serves, cpu0, strict=True))
+    others = {k: cpu_by_name(*v) - others0[k] for k, v in OTHERS.items()}
     for s in serves:
         s.stop()
     engine.dispose()
     return {"db": "PostgreSQL" if db_url.startswith("postgresql") else "SQLite", "mode": mode,
             "processes": processes, "messages": n, "seconds": elapsed, "rate": n / elapsed,
-            "center_cpu_s": center_cpu}
+            "center_cpu_s": center_cpu, "publisher_cpu_s": pub_cpu,
+            **{f"{k}_cpu_s": v for k, v in others.items()}}
 
 
 def main() -> int:
@@ -120,13 +138,16 @@ def table(results: list[dict]) -> str:
     """The results as a markdown table (with the machine)."""
     lines = [f"Machine: {machine()}", "",
              "| publisher | database | serve processes | messages | seconds | messages/s | "
-             "center CPU s | vs one process |", "|---|---|---|---|---|---|---|---|"]
+             "vs one process | CPU s: center | PostgreSQL | mosquitto | publisher |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     one = {(r["mode"], r["db"]): r["rate"] for r in results if r["processes"] == 1}
     for r in results:
         mode = "concurrent" if r["mode"] == "live" else "backlog (before)"
         lines.append(f"| {mode} | {r['db']} | {r['processes']} | {r['messages']} | "
-                     f"{r['seconds']:.1f} | {r['rate']:,.0f} | {r['center_cpu_s']:.1f} | "
-                     f"{r['rate'] / one[(r['mode'], r['db'])]:.2f}x |")
+                     f"{r['seconds']:.1f} | {r['rate']:,.0f} | "
+                     f"{r['rate'] / one[(r['mode'], r['db'])]:.2f}x | {r['center_cpu_s']:.1f} | "
+                     f"{r['db_cpu_s']:.1f} | {r['broker_cpu_s']:.1f} | "
+                     f"{r['publisher_cpu_s']:.1f} |")
     return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@
     return g.devices.map((d) => el("a", { class: "dev", href: `/device/${encodeURIComponent(g.gateway)}/${encodeURIComponent(d.device)}`,
       title: "Open the device timeline",
       text: `${d.device} · ${fmt(d.heart_rate_bpm)} bpm · gaps ${d.gaps ?? "–"} (${d.gap_samples ?? 0} smp)` +
-            ` · links ${d.connects ?? "–"}/${d.connect_failures ?? "–"} fail` +
+            ` · connections ${d.connects ?? "–"} (${d.connect_failures ?? "–"} failed)` +
             (d.battery_pct !== null && d.battery_pct !== undefined ? ` · battery ${fmt(d.battery_pct)} %` : "") +
             ` · coverage ${d.coverage_pct === null ? "–" : fmt(d.coverage_pct, 2) + " %"}` }));
   }
