@@ -27,13 +27,15 @@ __all__ = [
     "AuthError",
     "RateLimited",
     "Session",
+    "StoredSession",
     "add_user",
     "authenticate",
     "create_session",
     "delete_session",
     "list_users",
-    "resolve_session",
+    "read_session",
     "set_disabled",
+    "touch_session",
 ]
 
 ROLES = ("technician", "supervisor")
@@ -158,10 +160,25 @@ def create_session(
     return token, csrf
 
 
-def resolve_session(
-    conn: sa.Connection, token: str, kind: str, now: float, cfg: AuthConfig
-) -> Session | None:
-    """The live session for a token of this kind, its use time refreshed; None if expired."""
+@dataclass(frozen=True)
+class StoredSession:
+    """A session row as read, with what the caller must write back (if anything)."""
+
+    session: Session
+    created_at: float
+    last_used_at: float
+    user_disabled: bool
+
+    def verdict(self, now: float, cfg: AuthConfig) -> str:
+        """``expired`` (delete it), ``touch`` (refresh its last use) or ``ok``."""
+        if (now - self.last_used_at > cfg.session_idle_s
+                or now - self.created_at > cfg.session_max_s or self.user_disabled):
+            return "expired"
+        return "touch" if now - self.last_used_at > _TOUCH_EVERY_S else "ok"
+
+
+def read_session(conn: sa.Connection, token: str, kind: str) -> StoredSession | None:
+    """The session of a token of this kind (a read only; see :meth:`StoredSession.verdict`)."""
     h = _hash_token(token)
     s, u = t.sessions.c, t.users.c
     row = conn.execute(
@@ -172,14 +189,15 @@ def resolve_session(
     ).first()
     if row is None or row.kind != kind:
         return None
-    expired = (now - row.last_used_at > cfg.session_idle_s
-               or now - row.created_at > cfg.session_max_s or row.disabled_at is not None)
-    if expired:
-        conn.execute(t.sessions.delete().where(s.token_hash == h))
-        return None
-    if now - row.last_used_at > _TOUCH_EVERY_S:
-        conn.execute(t.sessions.update().where(s.token_hash == h).values(last_used_at=now))
-    return Session(h, int(row.user_id), row.name, row.role, row.kind, row.csrf_token)
+    return StoredSession(Session(h, int(row.user_id), row.name, row.role, row.kind,
+                                 row.csrf_token),
+                         row.created_at, row.last_used_at, row.disabled_at is not None)
+
+
+def touch_session(conn: sa.Connection, token_hash: str, now: float) -> None:
+    """Record a use of the session (idle expiry counts from here)."""
+    conn.execute(t.sessions.update().where(t.sessions.c.token_hash == token_hash)
+                 .values(last_used_at=now))
 
 
 def delete_session(conn: sa.Connection, token_hash: str) -> None:
