@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -48,6 +48,14 @@ class BatchResult:
     new_records: int = 0
 
 
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (Record, Study)}
+
+
+def _row(item: Record | Study) -> dict:
+    """The item's columns (a flat copy; ``dataclasses.asdict`` deep-copies, 5 % of ingest)."""
+    return {name: getattr(item, name) for name in _FIELDS[type(item)]}
+
+
 def _insert(conn: sa.Connection, table: sa.Table):  # type: ignore[no-untyped-def]
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
@@ -77,11 +85,11 @@ def write_batch(
         if isinstance(item, Record):
             if item.msg_id in records:
                 res.duplicates += 1
-            records[item.msg_id] = {**asdict(item), "received_at": now, "state": "open"}
+            records[item.msg_id] = {**_row(item), "received_at": now, "state": "open"}
         elif isinstance(item, Study):
             if item.msg_id in studies:
                 res.duplicates += 1
-            studies[item.msg_id] = {**asdict(item), "received_at": now}
+            studies[item.msg_id] = {**_row(item), "received_at": now}
         elif isinstance(item, Status):
             statuses.append(item)
         else:
