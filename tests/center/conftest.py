@@ -251,3 +251,17 @@ def publish_sync(broker: Mosquitto, topic: str, payload: bytes) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a center test of several seconds (processes, "
                             "browser); deselect with -m 'not slow'")
+
+
+def with_gap(name: str, gateway: str, first: int, n: int) -> tuple[str, bytes, dict[str, Any]]:
+    """A recorded single-lead payload with ``n`` samples from index ``first`` missing
+    (``E`` in the Observation, an entry in ``gaps``), as the gateway sends a dropout."""
+    topic, _payload, body = variant(name, gateway=gateway)
+    sd = body["observation"]["component"][0]["valueSampledData"]
+    tokens = sd["data"].split()
+    tokens[first:first + n] = ["E"] * n
+    sd["data"] = " ".join(tokens)
+    seq0 = body["samples"]["first_seq"]
+    body["gaps"] = [{"first_seq": seq0 + first, "end_seq": seq0 + first + n, "n_samples": n,
+                     "reason": "not in patch memory", "final": True}]
+    return topic, json.dumps(body).encode(), body

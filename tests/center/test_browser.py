@@ -15,7 +15,14 @@ import pytest
 import sqlalchemy as sa
 
 from tests.center import browser
-from tests.center.conftest import REPO, CenterBroker, publish_sync, variant, wait_until
+from tests.center.conftest import (
+    REPO,
+    CenterBroker,
+    publish_sync,
+    variant,
+    wait_until,
+    with_gap,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -155,3 +162,24 @@ def test_twelve_lead_layout_and_escalation_cue(driver, broker: CenterBroker, tmp
     wait_until(lambda: driver.find_element(By.ID, "ecg").get_attribute("data-layout") == "rows",
                "12 rows")
     assert _points(driver) == 12 * 5000
+    # a dropout: 250 samples missing are drawn as a break with its reason, not a line
+    gap_topic, gap_payload, gapped = with_gap("patch-strip", "gw-c", 1000, 250)
+    publish_sync(broker, gap_topic, gap_payload)
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/center.db")
+
+    def stored() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM events WHERE msg_id = :m"),
+                                {"m": gapped["msg_id"]}).scalar() == 1
+
+    wait_until(stored, "the gapped strip stored")
+    driver.get(f"{proc.url}/strip/{gapped['msg_id']}")
+    wait_until(lambda: driver.find_elements(By.ID, "ecg"), "the gapped strip drawn")
+    assert driver.find_element(By.ID, "ecg").get_attribute("data-samples-drawn") == "2250"
+    assert _points(driver) == 2250
+    assert driver.execute_script(
+        "return [...document.querySelectorAll('#ecg path.ecg')]"
+        ".map(p => (p.getAttribute('d').match(/M/g) || []).length);") == [2]  # two pieces
+    gap_label = driver.find_element(By.CSS_SELECTOR, "#ecg text.gaplabel").text
+    assert "250 samples" in gap_label and "not in patch memory" in gap_label
+    assert "250 samples (not in patch memory)" in driver.find_element(By.ID, "facts").text
