@@ -183,3 +183,4 @@ def test_twelve_lead_layout_and_escalation_cue(driver, broker: CenterBroker, tmp
     gap_label = driver.find_element(By.CSS_SELECTOR, "#ecg text.gaplabel").text
     assert "250 samples" in gap_label and "not in patch memory" in gap_label
     assert "250 samples (not in patch memory)" in driver.find_element(By.ID, "facts").text
+    driver.save_screenshot(str(tmp_path / "strip-gap.png"))

@@ -77,7 +77,8 @@
       if (b <= a) continue;
       g.append(svgEl("rect", { x: xOf(a) * k, y: yTop * k, width: Math.max(1, (xOf(b) - xOf(a)) * k), height: hMm * k,
                                class: "gap", fill: "#8a8f98", "fill-opacity": 0.18 }));
-      label(g, ctx, xOf(a) + 0.5, yTop + hMm - 1, `gap ${gap.n_samples ?? b - a} samples${gap.reason ? " · " + gap.reason : ""}`, "gaplabel");
+      const n = gap.n_samples ?? b - a;
+      label(g, ctx, xOf(a) + 0.5, yTop + hMm - 1, `gap ${n} samples (${(n / fs).toFixed(2)} s)${gap.reason ? " · " + gap.reason : ""}`, "gaplabel");
     }
     const tr = view.trigger;
     if ((tr.type === "button" || tr.type === "auto") && tr.seq !== null && tr.seq !== undefined) {
