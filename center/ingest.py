@@ -30,6 +30,9 @@ __all__ = ["IngestStats", "IngestWorker"]
 
 log = logging.getLogger(__name__)
 
+_DB_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+"""Errors that mean the database cannot be reached or is busy: retry the same batch."""
+
 _REJECT_LOG_EVERY_S = 10.0
 """At most one warning about rejected payloads per this many seconds (with a count)."""
 
@@ -122,8 +125,15 @@ class IngestWorker:
                 if not batch:
                     continue
             try:
-                self._store(batch)
-            except sa.exc.SQLAlchemyError as exc:
+                try:
+                    self._store(batch)
+                except _DB_UNAVAILABLE:
+                    raise
+                except Exception:  # a message the database refused: find it, keep the rest
+                    log.exception("a batch of %d could not be stored; storing one by one",
+                                  len(batch))
+                    self._store_singly(batch)
+            except _DB_UNAVAILABLE as exc:
                 self.stats.db_errors += 1
                 self.stats.last_error = f"database: {type(exc).__name__}"
                 log.error("storing a batch of %d failed (%s); retrying in %.1f s",
@@ -135,6 +145,19 @@ class IngestWorker:
             backoff = 0.1
             batch = []
 
+    def _store_singly(self, batch: list[Incoming]) -> None:
+        """Each message alone; one the database still refuses is kept as a reject (its
+        first bytes) and acknowledged, so it cannot stall the session."""
+        for msg in batch:
+            try:
+                self._store([msg])
+            except _DB_UNAVAILABLE:
+                raise
+            except Exception as exc:
+                refused = Rejected(msg.topic, f"could not be stored ({type(exc).__name__})",
+                                   len(msg.payload), msg.payload[: self.cfg.reject_keep_bytes])
+                self._store([msg], items=[refused])
+
     def decode(self, msg: Incoming) -> Record | Study | Status | Rejected:
         """One message to what :func:`write_batch` stores."""
         if len(msg.payload) > self.cfg.max_payload_kb * 1024:
@@ -144,12 +167,16 @@ class IngestWorker:
                 return decode(msg.topic, msg.payload, msg.user_props, self.prefix)
             except Reject as exc:
                 reason = str(exc)
+            except Exception as exc:  # a decoder bug must not stop the ingest
+                log.exception("decoding a message on %s failed", msg.topic)
+                reason = f"decoder error ({type(exc).__name__})"
         return Rejected(msg.topic, reason, len(msg.payload),
                         msg.payload[: self.cfg.reject_keep_bytes])
 
-    def _store(self, batch: list[Incoming]) -> None:
+    def _store(self, batch: list[Incoming], items: list | None = None) -> None:
         t0 = time.perf_counter()
-        items = [self.decode(m) for m in batch]
+        if items is None:
+            items = [self.decode(m) for m in batch]
         with writer(self.engine) as conn:
             res = write_batch(conn, items, self._clock())
         for m in batch:

@@ -39,6 +39,11 @@ _MAX_FS_HZ = 10000.0
 _MAX_SAMPLES = 50_000_000
 _MAX_HR_BPM = 400.0
 _MAX_ID_LEN = 64
+_MAX_COUNT = 2**53
+"""Counters (seq, samples) above this are absurd (and beyond a database BIGINT's care)."""
+_MAX_INT32 = 2**31 - 1
+_MAX_TIME_S = 7258118400.0
+"""2200-01-01 UTC: later (or before 1970) is not a time a gateway sends."""
 
 
 class Reject(Exception):
@@ -119,18 +124,18 @@ def parse_time(value: Any) -> float | None:
     if isinstance(value, bool):
         raise Reject("a time is a boolean")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise Reject("a time is not finite")
-        return float(value)
-    if isinstance(value, str):
+        t = float(value)
+    elif isinstance(value, str):
         try:
-            t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            d = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             raise Reject("a time is not ISO-8601") from None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=dt.UTC)
-        return t.timestamp()
-    raise Reject("a time has the wrong type")
+        t = (d if d.tzinfo else d.replace(tzinfo=dt.UTC)).timestamp()
+    else:
+        raise Reject("a time has the wrong type")
+    if not (math.isfinite(t) and 0.0 <= t <= _MAX_TIME_S):
+        raise Reject("a time out of range")
+    return t
 
 
 def priority_of(kind: str, trigger_type: str) -> int:
@@ -178,8 +183,8 @@ def _ids(body: dict[str, Any], props: dict[str, str]) -> tuple[str, int | None]:
             seq = int(seq)
         except (TypeError, ValueError):
             raise Reject("seq is not an integer") from None
-        if seq < 0:
-            raise Reject("seq is negative")
+        if not 0 <= seq < _MAX_COUNT:
+            raise Reject("seq out of range")
     return msg_id, seq
 
 
@@ -217,6 +222,8 @@ def _record(
     if not isinstance(gaps, list) or not all(isinstance(g, dict) for g in gaps):
         raise Reject("gaps is not a list of objects")
     leads = samples.get("leads") or []
+    if not isinstance(leads, list) or not all(isinstance(x, str) for x in leads):
+        raise Reject("samples.leads is not a list of lead names")
     return Record(
         msg_id=msg_id,
         kind=kind,
@@ -233,7 +240,8 @@ def _record(
         heart_rate_bpm=hr,
         quality_min=qmin,
         gap_count=len(gaps),
-        gap_samples=int(sum(_num(g.get("n_samples"), "gap", 0, _MAX_SAMPLES) or 0 for g in gaps)),
+        gap_samples=min(_MAX_INT32, int(sum(_num(g.get("n_samples"), "gap", 0, _MAX_SAMPLES) or 0
+                                            for g in gaps))),
         created_at=parse_time(body.get("created")),
         priority=priority_of(kind, trigger_type),
         payload=text,
@@ -249,7 +257,7 @@ def _study(
     if not isinstance(rec, dict) or not isinstance(period, dict):
         raise Reject("study without recording")
     gaps = body.get("gaps") or []
-    missing = _num(rec.get("samples_missing"), "samples_missing", 0, 1e15)
+    missing = _num(rec.get("samples_missing"), "samples_missing", 0, _MAX_COUNT)
     return Study(
         msg_id=msg_id,
         gateway=gateway,
@@ -259,7 +267,7 @@ def _study(
         period_to=parse_time(period.get("to")),
         coverage_pct=_num(rec.get("coverage_pct"), "coverage", 0, 100),
         samples_missing=None if missing is None else int(missing),
-        gap_count=len(gaps) if isinstance(gaps, list) else 0,
+        gap_count=min(_MAX_INT32, len(gaps)) if isinstance(gaps, list) else 0,
         final=bool(body.get("final", False)),
         payload=text,
     )
@@ -277,7 +285,7 @@ def _status(gateway: str, body: dict) -> Status:
         raise Reject("status devices is not an object of objects")
     if transmission is not None and not isinstance(transmission, dict):
         raise Reject("status transmission is not an object")
-    pending = _num((transmission or {}).get("outbox_pending"), "outbox_pending", 0, 1e12)
+    pending = _num((transmission or {}).get("outbox_pending"), "outbox_pending", 0, _MAX_INT32)
     version = body.get("version")
     return Status(
         gateway=gateway,

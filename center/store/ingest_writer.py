@@ -11,6 +11,7 @@ first bytes) and counted.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
@@ -25,6 +26,21 @@ __all__ = ["BatchResult", "Rejected", "bump_counters", "write_batch"]
 _LINK_KEYS = ("connects", "connect_failures", "opens", "open_failures", "silences",
               "watchdog_trips", "samples_lost", "frames_lost")
 """Driver counters whose change is a link event worth a timeline row."""
+
+
+_MAX_INT32 = 2**31 - 1
+_MAX_BIGINT = 2**63 - 1
+
+
+def _count(value: object, limit: int) -> int | None:
+    """A non-negative integer that fits its column, else None (status facts are free-form)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
+    return value if ok else None  # type: ignore[return-value]
+
+
+def _real(value: object) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,19 +190,19 @@ def _log_devices(conn: sa.Connection, st: Status, before: dict, now: float) -> N
     for device, facts in st.devices.items():
         if not _changed(before.get(device) or {}, facts):
             continue
-        battery = facts.get("battery_pct", (facts.get("driver") or {}).get("battery_pct"))
+        driver = facts.get("driver") if isinstance(facts.get("driver"), dict) else {}
+        battery = facts.get("battery_pct", driver.get("battery_pct"))
         hr = facts.get("heart_rate_bpm")
         rows.append({
             "gateway": st.gateway,
             "device": str(device)[:64],
             "at": now,
             "link": _link_summary(facts),
-            "battery_pct": battery if isinstance(battery, int | float) else None,
-            "samples": facts.get("samples") if isinstance(facts.get("samples"), int) else None,
-            "gaps": facts.get("gaps") if isinstance(facts.get("gaps"), int) else None,
-            "gap_samples": facts.get("gap_samples")
-            if isinstance(facts.get("gap_samples"), int) else None,
-            "heart_rate_bpm": hr if isinstance(hr, int | float) else None,
+            "battery_pct": _real(battery),
+            "samples": _count(facts.get("samples"), _MAX_BIGINT),
+            "gaps": _count(facts.get("gaps"), _MAX_INT32),
+            "gap_samples": _count(facts.get("gap_samples"), _MAX_BIGINT),
+            "heart_rate_bpm": _real(hr),
             "facts": json.dumps(facts, separators=(",", ":")),
         })
     if rows:
