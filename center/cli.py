@@ -1,0 +1,143 @@
+"""``ecg-center``: serve, database migrations, staff accounts, configuration check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from center import __version__
+from center.config import CenterConfig, ConfigError, load_config
+
+__all__ = ["main"]
+
+EX_CONFIG = 78
+"""sysexits.h EX_CONFIG: refused to start on a bad configuration."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration (center/example.toml)")
+    p.add_argument("--db", help="database URL: sqlite:///PATH or postgresql://...")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ecg-center", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"ecg-center {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="ingest from MQTT and serve the console")
+    _common(serve)
+    serve.add_argument("--broker", help="mqtts://HOST[:PORT] (mqtt:// needs --insecure)")
+    serve.add_argument("--insecure", action="store_true", help="allow plaintext mqtt://")
+    serve.add_argument("--listen", help="console HOST:PORT (default 127.0.0.1:8080)")
+    serve.add_argument("--client-id", help="MQTT client id (one per serve process)")
+    serve.add_argument("--share-group", help="shared-subscription group ('' for none)")
+    serve.add_argument("--no-web", action="store_true", help="ingest only, no console")
+    db = sub.add_parser("db", help="database migrations")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    _common(dbsub.add_parser("upgrade", help="migrate the database to the newest schema"))
+    _common(dbsub.add_parser("current", help="print the database's schema revision"))
+    user = sub.add_parser("user", help="staff accounts")
+    usub = user.add_subparsers(dest="user_command", required=True)
+    add = usub.add_parser("add", help="add a user; the password is read from stdin")
+    _common(add)
+    add.add_argument("name")
+    add.add_argument("--role", choices=["technician", "supervisor"], required=True)
+    check = sub.add_parser("config", help="configuration").add_subparsers(dest="cfg_command",
+                                                                         required=True)
+    check.add_parser("check", help="validate a configuration file").add_argument("file", type=Path)
+    return ap
+
+
+def _config(args: argparse.Namespace) -> CenterConfig:
+    overrides: dict[str, dict] = {}
+    if getattr(args, "db", None):
+        overrides.setdefault("db", {})["url"] = args.db
+    if getattr(args, "broker", None):
+        overrides.setdefault("mqtt", {})["url"] = args.broker
+    if getattr(args, "insecure", False):
+        overrides.setdefault("mqtt", {})["insecure"] = True
+    if getattr(args, "client_id", None):
+        overrides.setdefault("mqtt", {})["client_id"] = args.client_id
+    if getattr(args, "share_group", None) is not None:
+        overrides.setdefault("mqtt", {})["share_group"] = args.share_group
+    if getattr(args, "listen", None):
+        overrides.setdefault("web", {})["listen"] = args.listen
+    return load_config(args.config, overrides)
+
+
+async def _serve(cfg: CenterConfig, web: bool) -> int:
+    from center.app import Center
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Center(cfg, web=web) as center:
+        if center.url:
+            print(f"ecg-center: console at {center.url}", flush=True)
+        await stop.wait()
+    return 0
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise SystemExit("ecg-center: passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _user_add(cfg: CenterConfig, name: str, role: str) -> int:
+    from center.auth import AuthError, add_user
+    from center.store.db import open_engine, upgrade, writer
+
+    engine = open_engine(cfg.db.url)
+    upgrade(engine)
+    try:
+        with writer(engine) as conn:
+            add_user(conn, name, role, _read_password(), time.time())
+    except AuthError as exc:
+        print(f"ecg-center: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {name} added ({role})")
+    return 0
+
+
+def _db(cfg: CenterConfig, command: str) -> int:
+    from center.store.db import current_revision, open_engine, upgrade
+
+    engine = open_engine(cfg.db.url)
+    rev = upgrade(engine) if command == "upgrade" else current_revision(engine)
+    print(f"database at revision {rev or 'none (empty)'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``ecg-center``; the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            load_config(args.file)
+            print(f"{args.file}: ok")
+            return 0
+        cfg = _config(args)
+    except ConfigError as exc:
+        print(f"ecg-center: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    logging.basicConfig(level=cfg.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.command == "serve":
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(_serve(cfg, web=not args.no_web))
+        return 0
+    if args.command == "db":
+        return _db(cfg, args.db_command)
+    return _user_add(cfg, args.name, args.role)

@@ -1,0 +1,214 @@
+"""The tables, as SQLAlchemy Core metadata.
+
+The Alembic migrations in ``center/migrations/versions`` create exactly this schema (a test
+compares them on SQLite and PostgreSQL). Change both together: a new numbered migration and
+this file.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "ack_outbox",
+    "audit",
+    "counters",
+    "device_log",
+    "events",
+    "gateway_log",
+    "gateways",
+    "login_failures",
+    "metadata",
+    "rejects",
+    "sessions",
+    "studies",
+    "users",
+]
+
+metadata = sa.MetaData()
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""Surrogate keys: BIGINT identity on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite."""
+
+Time = sa.Double
+"""POSIX seconds, UTC."""
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("msg_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False, comment="event | strip"),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=True),
+    sa.Column("trigger_type", sa.String(32), nullable=False, comment="button, auto, ..."),
+    sa.Column("trigger_at", Time, nullable=True, comment="time of the press (button)"),
+    sa.Column("start_at", Time, nullable=True),
+    sa.Column("end_at", Time, nullable=True),
+    sa.Column("fs", sa.Double, nullable=True, comment="Hz"),
+    sa.Column("n_samples", sa.Integer, nullable=True),
+    sa.Column("leads", sa.String(255), nullable=False, server_default=""),
+    sa.Column("heart_rate_bpm", sa.Double, nullable=True),
+    sa.Column("quality_min", sa.Double, nullable=True, comment="0 unusable .. 1 clean"),
+    sa.Column("gap_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("gap_samples", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", Time, nullable=True, comment="built on the gateway"),
+    sa.Column("received_at", Time, nullable=False),
+    sa.Column("priority", sa.SmallInteger, nullable=False, comment="0 most urgent"),
+    sa.Column("state", sa.String(16), nullable=False, server_default="open"),
+    sa.Column("escalated_at", Time, nullable=True),
+    sa.Column("acknowledged_by", sa.String(64), nullable=True),
+    sa.Column("acknowledged_at", Time, nullable=True),
+    sa.Column("ack_note", sa.Text, nullable=True),
+    sa.Column("payload", sa.Text, nullable=False, comment="the JSON as received"),
+    sa.Index("ix_events_queue", "state", "priority", "received_at"),
+    sa.Index("ix_events_device", "gateway", "device", "received_at"),
+    sa.Index("ix_events_received", "received_at"),
+    sa.Index("ix_events_trigger", "trigger_type", "received_at"),
+    sa.Index("ix_events_press", "trigger_at"),
+    sa.Index("ix_events_hr", "heart_rate_bpm"),
+    sa.Index("ix_events_escalation", "state", "escalated_at", "trigger_type", "received_at"),
+)
+
+studies = sa.Table(
+    "studies",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("msg_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=True),
+    sa.Column("period_from", Time, nullable=True),
+    sa.Column("period_to", Time, nullable=True),
+    sa.Column("coverage_pct", sa.Double, nullable=True),
+    sa.Column("samples_missing", sa.BigInteger, nullable=True),
+    sa.Column("gap_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("final", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("received_at", Time, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Index("ix_studies_device", "gateway", "device", "received_at"),
+)
+
+gateways = sa.Table(
+    "gateways",
+    metadata,
+    sa.Column("gateway_id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False, comment="online | offline"),
+    sa.Column("status_at", Time, nullable=True, comment="the gateway's own time of the status"),
+    sa.Column("last_seen_at", Time, nullable=False, comment="when we received it"),
+    sa.Column("outbox_pending", sa.Integer, nullable=True),
+    sa.Column("version", sa.String(32), nullable=True),
+    sa.Column("devices", sa.Text, nullable=False, server_default="{}", comment="JSON"),
+    sa.Column("transmission", sa.Text, nullable=True, comment="JSON"),
+)
+
+gateway_log = sa.Table(
+    "gateway_log",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("at", Time, nullable=False, comment="received"),
+    sa.Column("status_at", Time, nullable=True),
+    sa.Index("ix_gateway_log", "gateway", "at"),
+)
+
+device_log = sa.Table(
+    "device_log",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("at", Time, nullable=False, comment="received"),
+    sa.Column("link", sa.String(64), nullable=True, comment="connections / failures summary"),
+    sa.Column("battery_pct", sa.Double, nullable=True),
+    sa.Column("samples", sa.BigInteger, nullable=True),
+    sa.Column("gaps", sa.Integer, nullable=True),
+    sa.Column("gap_samples", sa.BigInteger, nullable=True),
+    sa.Column("heart_rate_bpm", sa.Double, nullable=True),
+    sa.Column("facts", sa.Text, nullable=False, comment="the device's status entry, JSON"),
+    sa.Index("ix_device_log", "gateway", "device", "at"),
+)
+
+rejects = sa.Table(
+    "rejects",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("reason", sa.String(255), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("head", sa.LargeBinary, nullable=True, comment="first bytes of the payload"),
+    sa.Index("ix_rejects_at", "at"),
+)
+
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=True, comment="user name; NULL = the center"),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("msg_id", sa.String(64), nullable=True),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True, comment="JSON"),
+    sa.Index("ix_audit_msg", "msg_id", "at"),
+    sa.Index("ix_audit_at", "at"),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False, comment="technician | supervisor"),
+    sa.Column("password_hash", sa.String(255), nullable=False, comment="argon2id"),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("disabled_at", Time, nullable=True),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True, comment="sha256 of the token"),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False, comment="cookie | bearer"),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("last_used_at", Time, nullable=False),
+    sa.Column("ip", sa.String(64), nullable=True),
+    sa.Index("ix_sessions_user", "user_id"),
+)
+
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("at", Time, nullable=False),
+    sa.Column("user_name", sa.String(64), nullable=False),
+    sa.Column("ip", sa.String(64), nullable=False),
+    sa.Index("ix_login_failures_user", "user_name", "at"),
+    sa.Index("ix_login_failures_ip", "ip", "at"),
+)
+
+ack_outbox = sa.Table(
+    "ack_outbox",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("msg_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("sent_at", Time, nullable=True, comment="PUBACK with a success code"),
+    sa.Column("last_error", sa.String(255), nullable=True),
+    sa.Index("ix_ack_outbox_pending", "sent_at", "id"),
+)
