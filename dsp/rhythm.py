@@ -76,7 +76,7 @@ class RhythmTracker:
         self._last: int | None = None
         self._rate_rr: deque[int] = deque(maxlen=8)
         self._beats: deque[int] = deque(maxlen=_RATE_BEATS)
-        self._af = AfDetector()
+        self._af = AfDetector(fs)
         self._open: dict[str, RhythmEpisode] = {}
         self._streak: dict[str, int] = {"brady": 0, "tachy": 0}
         self._back: dict[str, int] = {"brady": 0, "tachy": 0}
@@ -172,7 +172,7 @@ class RhythmTracker:
         if change is None:
             return
         if change.began:
-            st = change.stats
+            st = change.state
             self._open_ep("af", change.seq, st.confidence, st.details(), out)
         else:
             self._close("af", change.seq, out)
