@@ -26,10 +26,12 @@ suppression and fusion with the heart rate — in our own form:
    ``sqrt(0.8 s / median RR)``: sinus arrhythmia is largest at slow rates, AF
    usually conducts fast.
 4. **Optional atrial evidence.** When a P-wave score (0: none, 1: a P wave as
-   clear as the patient's own; see :mod:`dsp.atrial`) comes with a beat, a clear
+   clear as the patient's own) comes with a beat, a clear
    P wave lowers the irregularity (a premature atrial beat, sinus arrhythmia);
    its absence leaves the RR verdict alone. Without it (annotations only, a lead
-   without visible P waves) the detector is the RR detector.
+   without visible P waves) the detector is the RR detector. The gateway does not
+   compute such a score yet: the input is there for the atrial-activity stage
+   that flutter (regular atrial waves) needs.
 5. **Decision.** The mean of the last 32 values; AF begins when it exceeds
    0.10 and ends when it falls under 0.05 (hysteresis). The change is placed
    where the rhythm changed, not where it was decided: 25 beats before the
