@@ -3,9 +3,11 @@
 Each beat the QRS detector reports is compared with the patient's own running
 templates and with the rhythm around it, as a Holter scanner does:
 
-- **Morphology.** The beat's waveform, 0.10 s before to 0.16 s after its R peak
-  (the lead the detector uses, level taken from its first 20 ms), is matched
-  against up to four running templates (correlation over 0.9 joins a template and
+- **Morphology.** The beat's waveform, 0.09 s before to 0.11 s after its R peak
+  (the lead the detector uses), as slopes over 8 ms (no baseline, the QRS
+  weighted), is matched at the best of the alignments up to 30 ms either way
+  (R is not placed on the same wave in every beat) against up to four running
+  templates (correlation over 0.9 joins a template and
   moves it; otherwise it starts a new one, replacing the least used). The template
   that has gathered the most beats is the *dominant* one: the patient's normal
   beat. Compared with it: correlation, peak-to-peak amplitude ratio, and QRS width
@@ -18,12 +20,15 @@ The decision (:func:`decide`) is a short table of rules in plain view:
 
 - ``Q`` when the waveform could not be measured (samples missing, flat or
   implausibly large);
-- ``V`` when the shape differs from the dominant beat (correlation under
-  ``corr_v``) and the beat is wide (width ratio over ``wide``), of very different
-  size, premature with a pause after it, or of a template whose beats come early
-  on average (a shape that is not the dominant one but comes on time and is
-  narrow is a second normal shape: intermittent bundle branch block,
-  pre-excitation);
+- ``V`` when the beat's shape differs from the dominant beat (correlation
+  under ``corr_v``, its template's on average under ``template_corr_v``) and
+  its template is wide (slope spread in time over ``wide`` times the dominant
+  template's), of very different size, or early on average, or the beat itself
+  is premature with a pause after it (a shape that is not the dominant one but
+  comes on time and is as narrow is a second normal shape: intermittent bundle
+  branch block, pre-excitation). Judging the template's running means rather
+  than the single beat is what a scanner's template labelling does: one noisy
+  beat does not flip the class;
 - ``S`` when the shape is the dominant one, the rhythm around is regular, and the
   beat is premature (interval under ``premature`` of the median);
 - ``N`` otherwise.
@@ -58,6 +63,7 @@ PRE_S = 0.09  # waveform before R, s
 POST_S = 0.11  # ... and after, s
 LEVEL_S = 0.02  # its first 20 ms give the level
 SLOPE_S = 0.008  # shapes are compared as slopes over 8 ms (no baseline, QRS weighted)
+SHIFT_S = 0.03  # ... at the best of the alignments up to 30 ms either way of R
 TEMPLATES = 4
 JOIN = 0.90  # correlation that joins a template
 RR_BEATS = 8
@@ -69,11 +75,11 @@ MIN_MV = 0.02
 class Rules:
     """Constants of :func:`decide` (dimensionless ratios)."""
 
-    corr_v: float = 0.70
-    wide: float = 1.60
-    amp_low: float = 0.5
-    amp_high: float = 2.5
-    early: float = 0.90  # a template whose beats come this early on average is ectopic
+    corr_v: float = 0.90  # the beat's shape: correlation with the dominant template
+    template_corr_v: float = 0.80  # ... and its template's, on average
+    wide: float = 1.50  # template spread over the dominant's
+    amp: float = 2.5  # template amplitude ratio beyond 1/amp .. amp: odd size
+    early: float = 0.85  # a template whose beats come this early on average is ectopic
     premature: float = 0.85
     pause: float = 1.10
     regular: float = 0.08  # median |RR - median| / median under this: regular rhythm
@@ -81,29 +87,36 @@ class Rules:
 
 @dataclass(frozen=True, slots=True)
 class BeatFeatures:
-    """What the decision reads for one beat (NaN when not measurable)."""
+    """What the decision reads for one beat (ratios to the dominant template and to
+    the recent intervals; NaN when not measurable). ``template_*``: running means over
+    the beats of the beat's own template (its shape class)."""
 
     correlation: float  # with the dominant template
     amplitude_ratio: float  # peak-to-peak over the dominant template's
-    width_ratio: float  # QRS width over the median width of dominant beats
+    width_ratio: float  # the detector's QRS width over the median width of dominant beats
     prematurity: float  # interval before over the median of recent intervals
     pause: float  # interval after over the same median (NaN: unknown)
     irregularity: float  # median |RR - median| / median of recent intervals
-    template_prematurity: float  # mean prematurity of the beats of its template
+    template_prematurity: float
     measurable: bool
+    spread_ratio: float = 1.0  # slope dispersion in time over the dominant template's
+    template_correlation: float = 1.0
+    template_spread: float = 1.0
+    template_amplitude: float = 1.0
 
 
-def decide(f: BeatFeatures, rules: Rules = Rules()) -> str:  # noqa: B008 - frozen
+def decide(f: BeatFeatures, rules: Rules = Rules()) -> str:
     """The class of one beat: ``"N"``, ``"S"``, ``"V"`` or ``"Q"`` (see module docstring)."""
     if not f.measurable:
         return "Q"
-    if f.correlation < rules.corr_v:  # not the dominant shape: which other kind?
-        odd_size = not rules.amp_low <= f.amplitude_ratio <= rules.amp_high
+    if f.correlation < rules.corr_v and f.template_correlation < rules.template_corr_v:
+        # not the dominant shape: a ventricular one, or a second normal shape?
+        odd_size = not 1.0 / rules.amp <= f.template_amplitude <= rules.amp
         early = f.template_prematurity < rules.early
         ectopic = f.prematurity < rules.premature and f.pause > rules.pause
-        if f.width_ratio > rules.wide or odd_size or early or ectopic:
+        if f.template_spread > rules.wide or odd_size or early or ectopic:
             return "V"
-        return "N"  # a second normal shape (intermittent bundle branch block, ...)
+        return "N"  # on time and as narrow: intermittent bundle branch block, pre-excitation
     if f.irregularity < rules.regular and f.prematurity < rules.premature:
         return "S"
     return "N"
@@ -156,21 +169,30 @@ class _Pending:
     template: int  # -1: not measurable
     prematurity: float
     irregularity: float
+    spread: float = math.nan
 
 
 @dataclass(slots=True)
 class _Templates:
-    """Up to ``TEMPLATES`` running average waveforms with their beat counts."""
+    """Up to ``TEMPLATES`` running average waveforms (unit-norm slope shapes), their
+    beat counts, and running means of what their beats measured."""
 
     length: int
-    shapes: np.ndarray = field(init=False)  # (k, length), mV
-    unit: np.ndarray = field(init=False)  # centred, unit-norm shapes
+    times: np.ndarray = field(init=False)  # sample index of each point
+    times2: np.ndarray = field(init=False)  # ... squared
+    shapes: np.ndarray = field(init=False)  # (k, length): running mean of unit shapes
+    unit: np.ndarray = field(init=False)  # the same, centred and of unit norm
     counts: list[int] = field(default_factory=list)
     ptp: list[float] = field(default_factory=lambda: [0.0] * TEMPLATES)  # running, mV
-    prem: list[float] = field(default_factory=lambda: [1.0] * TEMPLATES)  # running prematurity
+    _spread: list[float | None] = field(default_factory=lambda: [None] * TEMPLATES)
+    # per template, running means over its beats: prematurity, correlation with the
+    # dominant template, spread ratio, amplitude ratio
+    stats: list[list[float]] = field(default_factory=lambda: [[1.0] * 4 for _ in range(TEMPLATES)])
     widths: deque[float] = field(default_factory=lambda: deque(maxlen=16))  # dominant's
 
     def __post_init__(self) -> None:
+        self.times = np.arange(self.length, dtype=float)
+        self.times2 = self.times * self.times
         self.shapes = np.zeros((TEMPLATES, self.length))
         self.unit = np.zeros((TEMPLATES, self.length))
 
@@ -178,22 +200,34 @@ class _Templates:
     def dominant(self) -> int:
         return max(range(len(self.counts)), key=self.counts.__getitem__)
 
-    def match(self, unit: np.ndarray) -> tuple[int, float]:
-        """(best template, its correlation); (-1, nan) when there is none."""
-        k = len(self.counts)
-        if not k:
-            return -1, math.nan
-        corr = self.unit[:k] @ unit
-        j = int(corr.argmax())
-        return j, float(corr[j])
+    def spread_of(self, shape: np.ndarray) -> float:
+        """RMS time of the slope magnitude about its centre of mass, samples."""
+        w = np.abs(shape)
+        total = float(w.sum())
+        if total <= 0:
+            return math.nan
+        mean = float(w @ self.times) / total
+        return math.sqrt(max(float(w @ self.times2) / total - mean * mean, 1e-9))
 
-    def timing(self, j: int, prematurity: float) -> None:
-        """Fold a beat's prematurity into template ``j``'s running mean."""
-        if prematurity == prematurity:
-            self.prem[j] += (prematurity - self.prem[j]) / min(self.counts[j] + 1, 16)
+    def spread(self, j: int) -> float:
+        """Template ``j``'s spread (computed when first asked after it moved)."""
+        value = self._spread[j]
+        if value is None:
+            value = self._spread[j] = self.spread_of(self.shapes[j])
+        return value
 
-    def learn(self, seg: np.ndarray, unit: np.ndarray, j: int, corr: float, ptp: float) -> int:
-        """Move template ``j`` towards ``seg`` (or start a new template); its index."""
+    def fold(self, j: int, values: tuple[float, float, float, float]) -> None:
+        """Fold a beat's (prematurity, correlation, spread, amplitude) into template
+        ``j``'s running means (a new template takes the beat's values)."""
+        n = max(self.counts[j], 1)
+        rate = 1.0 / min(n, 16)
+        row = self.stats[j]
+        for i, v in enumerate(values):
+            if v == v:
+                row[i] = v if n == 1 else row[i] + (v - row[i]) * rate
+
+    def learn(self, unit: np.ndarray, j: int, corr: float, ptp: float) -> int:
+        """Move template ``j`` towards ``unit`` (or start a new template); its index."""
         if j < 0 or corr < JOIN:
             if len(self.counts) < TEMPLATES:
                 j = len(self.counts)
@@ -201,24 +235,21 @@ class _Templates:
             else:
                 j = min(range(TEMPLATES), key=self.counts.__getitem__)
                 self.counts[j] = 0
-            self.shapes[j] = seg
+            self.shapes[j] = unit
             self.ptp[j] = ptp
-            self.prem[j] = 1.0
+            self.stats[j] = [1.0] * 4
         else:
             rate = 1.0 / min(self.counts[j] + 1, 16)
-            self.shapes[j] += (seg - self.shapes[j]) * rate
+            self.shapes[j] += (unit - self.shapes[j]) * rate
             self.ptp[j] += (ptp - self.ptp[j]) * rate
         self.counts[j] += 1
         if sum(self.counts) > 512:  # recent beats weigh most; bounded counts
-            self.counts = [c // 2 for c in self.counts]
-        self.unit[j] = _unit(self.shapes[j])
+            self.counts = [max(c // 2, 1) for c in self.counts]
+        # a mean of centred shapes is centred: only the norm to restore
+        shape = self.shapes[j]
+        self.unit[j] = shape / max(math.sqrt(float(shape @ shape)), 1e-12)
+        self._spread[j] = None
         return j
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    c = x - x.mean()
-    n = math.sqrt(float(c @ c))
-    return c / n if n > 0 else c
 
 
 class BeatClassifier:
@@ -261,10 +292,14 @@ class BeatClassifier:
         self._post = int(round(POST_S * fs))
         self._level = max(int(round(LEVEL_S * fs)), 1)
         self._lag = max(int(round(SLOPE_S * fs)), 1)
+        self._shift = max(int(round(SHIFT_S * fs)), 1)
+        length = self._pre + self._post - self._lag
+        # rows: the slope waveform at each alignment (indices into the extended slopes)
+        self._align = np.arange(2 * self._shift + 1)[:, None] + np.arange(length)
+        self._tpl = _Templates(length)
         self._keep = int(round(buffer_s * fs))  # samples kept before each new block
         self._buf = np.full(self._keep, np.nan)
         self._end: int | None = None  # sequence number one past the buffer's last sample
-        self._tpl = _Templates(self._pre + self._post - self._lag)
         self._rr: deque[float] = deque(maxlen=RR_BEATS)
         self._pending: _Pending | None = None
         self._last_seq: int | None = None
@@ -319,22 +354,21 @@ class BeatClassifier:
             buf[-n:] = x
         self._end = seq + n
 
-    def _segment(self, r: int) -> np.ndarray | None:
-        """The waveform around R (level removed), or None when not all there."""
+    def _segment(self, r: int) -> tuple[np.ndarray, float] | None:
+        """(waveform around R, extended by the alignment shift either way; its
+        peak-to-peak amplitude in mV), or None when not all there or implausible."""
         assert self._end is not None
-        lo = r - self._pre - (self._end - self._buf.shape[0])
-        hi = lo + self._pre + self._post
+        k = self._shift
+        lo = r - self._pre - k - (self._end - self._buf.shape[0])
+        hi = lo + self._pre + self._post + 2 * k
         if lo < 0 or hi > self._buf.shape[0]:
             return None
-        seg = self._buf[lo:hi]
-        level = seg[: self._level].mean()
-        if level != level:  # NaN: a sample is missing
+        ext = self._buf[lo:hi]
+        core = ext[k:-k]
+        ptp = core.max() - core.min()  # NaN when a sample is missing
+        if not MIN_MV <= ptp <= MAX_MV or ext[0] != ext[0] or ext[-1] != ext[-1]:
             return None
-        seg = seg - level
-        ptp = float(seg.max() - seg.min())
-        if not MIN_MV <= ptp <= MAX_MV or ptp != ptp:
-            return None
-        return seg
+        return ext, float(ptp)
 
     # --- per beat ------------------------------------------------------------------
     def _beat(self, s: int, rr: float, width: float, out: list) -> None:
@@ -344,10 +378,10 @@ class BeatClassifier:
         if rr != rr:  # first beat of a stream, or after a gap
             self._rr.clear()
         prem, irr = self._timing(rr)
-        seg = self._segment(s)
+        found = self._segment(s)
         pending = _Pending(s, rr, width, math.nan, math.nan, -1, prem, irr)
-        if seg is not None:
-            self._morphology(seg, pending)
+        if found is not None:
+            self._morphology(*found, pending)
         self._pending = pending
         if rr == rr:
             self._rr.append(rr)
@@ -363,23 +397,56 @@ class BeatClassifier:
         mad = dev[k // 2] if k % 2 else 0.5 * (dev[k // 2 - 1] + dev[k // 2])
         return rr / med, mad / med
 
-    def _morphology(self, seg: np.ndarray, p: _Pending) -> None:
-        ptp = float(seg.max() - seg.min())
-        seg = seg[self._lag :] - seg[: -self._lag]
-        unit = _unit(seg)
-        tpl = self._tpl
-        if tpl.counts:
+    def _morphology(self, ext: np.ndarray, ptp: float, p: _Pending) -> None:
+        """Correlate the beat's slopes with the templates; learn. A beat that matches the
+        dominant template as placed (most beats) is not searched further."""
+        slopes = ext[self._lag :] - ext[: -self._lag]
+        tpl, k = self._tpl, len(self._tpl.counts)
+        if k:
             dom = tpl.dominant
-            p.corr = float(tpl.unit[dom] @ unit)
-            dom_ptp = tpl.ptp[dom]
-            p.amp = ptp / dom_ptp if dom_ptp > 0 else math.nan
-        j, corr = tpl.match(unit)
-        p.template = tpl.learn(seg, unit, j, corr, ptp)
-        tpl.timing(p.template, p.prematurity)
+            p.amp = ptp / tpl.ptp[dom] if tpl.ptp[dom] > 0 else math.nan
+            row = slopes[self._shift : self._shift + tpl.length]
+            total = row.sum()
+            # the template is centred: its dot product with the row is the covariance
+            norm = math.sqrt(max(float(row @ row) - total * total / tpl.length, 1e-18))
+            corr = float(tpl.unit[dom] @ row) / norm
+            if corr >= JOIN:
+                p.corr, p.spread = corr, 1.0
+                p.template = tpl.learn((row - total / tpl.length) / norm, dom, corr, ptp)
+                tpl.fold(dom, (p.prematurity, p.corr, p.spread, p.amp))
+                if p.width == p.width:
+                    tpl.widths.append(p.width)
+                return
+        self._search(slopes, ptp, p)
+
+    def _search(self, slopes: np.ndarray, ptp: float, p: _Pending) -> None:
+        """Correlate with every template at every alignment; learn."""
+        rows = slopes[self._align]  # (alignments, length)
+        n = rows.shape[1]
+        sums = rows.sum(axis=1)
+        norms = np.sqrt(np.maximum(np.einsum("ij,ij->i", rows, rows) - sums * sums / n, 1e-18))
+        tpl, k = self._tpl, len(self._tpl.counts)
+        j, corr, at = -1, math.nan, self._shift
+        if k:
+            # templates are centred: their dot product with a row is its covariance
+            corrs = (rows @ tpl.unit[:k].T) / norms[:, None]  # (alignments, templates)
+            best_at = corrs.argmax(axis=0)
+            best = corrs[best_at, range(k)].tolist()
+            dom = tpl.dominant
+            p.corr = best[dom]
+            p.spread = tpl.spread_of(rows[int(best_at[dom])]) / tpl.spread(dom)
+            j = max(range(k), key=best.__getitem__)
+            corr = best[j]
+            if corr >= JOIN:
+                at = int(best_at[j])
+        unit = (rows[at] - sums[at] / n) / norms[at]
+        p.template = tpl.learn(unit, j, corr, ptp)
+        tpl.fold(p.template, (p.prematurity, p.corr, p.spread, p.amp))
         if p.template == tpl.dominant and p.width == p.width:
             tpl.widths.append(p.width)
 
     def _label(self, p: _Pending, next_rr: float, out: list) -> None:
+        stats = self._tpl.stats[p.template] if p.template >= 0 else [math.nan] * 4
         widths = sorted(self._tpl.widths)
         k = len(widths)
         med_w = widths[k // 2] if k else math.nan
@@ -390,8 +457,12 @@ class BeatClassifier:
             prematurity=p.prematurity,
             pause=next_rr * p.prematurity / p.rr if p.rr > 0 else math.nan,
             irregularity=p.irregularity,
-            template_prematurity=self._tpl.prem[p.template] if p.template >= 0 else math.nan,
+            template_prematurity=stats[0],
+            template_correlation=stats[1],
+            template_spread=stats[2],
+            template_amplitude=stats[3],
             measurable=p.template >= 0,
+            spread_ratio=p.spread if p.spread == p.spread else 1.0,
         )
         out.append((p.seq, decide(feats, self.rules), feats))
 

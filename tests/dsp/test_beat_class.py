@@ -30,10 +30,14 @@ def _features(**kw: float) -> BeatFeatures:
 def test_decision_table() -> None:
     assert decide(_features()) == "N"
     assert decide(_features(measurable=False)) == "Q"
-    assert decide(_features(correlation=0.2, width_ratio=2.0)) == "V"  # wide, other shape
-    assert decide(_features(correlation=0.2, prematurity=0.6, pause=1.4)) == "V"  # PVC timing
-    assert decide(_features(correlation=0.2, template_prematurity=0.7)) == "V"  # early shape
-    assert decide(_features(correlation=0.2)) == "N"  # a second normal shape, on time
+    other = {"correlation": 0.2, "template_correlation": 0.3}  # not the dominant shape
+    assert decide(_features(**other, template_spread=2.0)) == "V"  # and wide
+    assert decide(_features(**other, template_amplitude=3.0)) == "V"  # much larger
+    assert decide(_features(**other, prematurity=0.6, pause=1.4)) == "V"  # PVC timing
+    assert decide(_features(**other, template_prematurity=0.7)) == "V"  # a shape that comes early
+    assert decide(_features(**other)) == "N"  # a second normal shape, on time, as narrow
+    # one odd beat of a normal template is not enough
+    assert decide(_features(correlation=0.2, template_spread=2.0)) == "N"
     assert decide(_features(prematurity=0.7)) == "S"  # dominant shape, early, regular
     assert decide(_features(prematurity=0.7, irregularity=0.2)) == "N"  # AF: not judged S
 
