@@ -51,13 +51,29 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 
 from dsp.block import SampleBlock
 from dsp.qrs import Beats
 
-__all__ = ["BeatClassifier", "BeatFeatures", "ClassifiedBeats", "Rules", "decide"]
+__all__ = [
+    "ANNOTATION_CLASS",
+    "BeatClassifier",
+    "BeatFeatures",
+    "ClassifiedBeats",
+    "Rules",
+    "decide",
+]
+
+#: Our class of each beat label of MIT-BIH / PhysioNet annotations, by the AAMI EC57
+#: grouping (N: normal, bundle branch block, escape; S: supraventricular premature; V:
+#: ventricular premature and escape; fusion counted with V; paced and unknown: Q).
+ANNOTATION_CLASS = MappingProxyType(
+    {**dict.fromkeys("NLRBejn", "N"), **dict.fromkeys("AaJS", "S"),
+     **dict.fromkeys("VEF", "V"), **dict.fromkeys("/fQ?", "Q")}
+)  # fmt: skip
 
 PRE_S = 0.09  # waveform before R, s
 POST_S = 0.11  # ... and after, s
@@ -132,16 +148,21 @@ class ClassifiedBeats:
         Sample number of each beat's R peak (int64).
     labels
         One of ``"N"``, ``"S"``, ``"V"``, ``"Q"`` per beat.
-    features
-        What each label was decided from.
     fs
         Sample rate, Hz.
+    rr_s
+        Interval from the previous beat, s (NaN for the first beat of a stream or
+        after a gap, as in :class:`~dsp.qrs.Beats`).
+    features
+        What each label was decided from (empty when the labels came from elsewhere,
+        e.g. an annotation file).
     """
 
     seq: np.ndarray
     labels: tuple[str, ...]
-    features: tuple[BeatFeatures, ...]
     fs: float
+    rr_s: np.ndarray
+    features: tuple[BeatFeatures, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -152,11 +173,35 @@ class ClassifiedBeats:
         return np.array([x == "V" for x in self.labels], dtype=bool)
 
     @classmethod
+    def from_beats(cls, beats: Beats) -> ClassifiedBeats:
+        """Beats without a classifier: V where the detector flagged a wide QRS, else N."""
+        wide = beats.ventricular if beats.ventricular is not None else np.zeros(len(beats), bool)
+        labels = tuple("V" if w else "N" for w in wide.tolist())
+        return cls(beats.seq.astype(np.int64), labels, beats.fs, np.asarray(beats.rr_s, float))
+
+    @classmethod
+    def from_annotations(
+        cls, samples: np.ndarray, symbols: list[str], fs: float
+    ) -> ClassifiedBeats:
+        """Beats of an annotation file (one stream), classed by :data:`ANNOTATION_CLASS`;
+        annotations that are not beats are left out."""
+        keep = [i for i, y in enumerate(symbols) if y in ANNOTATION_CLASS]
+        seq = np.asarray(samples, dtype=np.int64)[keep]
+        labels = tuple(ANNOTATION_CLASS[symbols[i]] for i in keep)
+        rr = np.concatenate([[np.nan], np.diff(seq) / fs]) if seq.size else np.zeros(0)
+        return cls(seq, labels, fs, rr)
+
+    @classmethod
     def concat(cls, parts: list[ClassifiedBeats], fs: float) -> ClassifiedBeats:
-        seq = np.concatenate([p.seq for p in parts]) if parts else np.zeros(0, np.int64)
-        labels = tuple(x for p in parts for x in p.labels)
-        feats = tuple(x for p in parts for x in p.features)
-        return cls(seq.astype(np.int64), labels, feats, fs)
+        if not parts:
+            return cls(np.zeros(0, np.int64), (), fs, np.zeros(0))
+        return cls(
+            np.concatenate([p.seq for p in parts]).astype(np.int64),
+            tuple(x for p in parts for x in p.labels),
+            fs,
+            np.concatenate([p.rr_s for p in parts]),
+            tuple(x for p in parts for x in p.features),
+        )
 
 
 @dataclass(slots=True)
@@ -303,7 +348,7 @@ class BeatClassifier:
         self._rr: deque[float] = deque(maxlen=RR_BEATS)
         self._pending: _Pending | None = None
         self._last_seq: int | None = None
-        self._empty = ClassifiedBeats(np.zeros(0, np.int64), (), (), self.fs)
+        self._empty = ClassifiedBeats(np.zeros(0, np.int64), (), self.fs, np.zeros(0))
 
     #: Longest time from a beat's arrival to its label: the next beat.
     latency_beats = 1
@@ -313,7 +358,7 @@ class BeatClassifier:
         self._store(block.samples[:, self.lead], block.seq)
         if not len(beats):
             return self._empty
-        out: list[tuple[int, str, BeatFeatures]] = []
+        out: list[tuple[int, str, BeatFeatures, float]] = []
         rr_s = beats.rr_s.tolist()
         widths = beats.width_s.tolist() if beats.width_s is not None else [math.nan] * len(beats)
         for s, rr, w in zip(beats.seq.tolist(), rr_s, widths, strict=True):
@@ -322,7 +367,7 @@ class BeatClassifier:
 
     def finish(self) -> ClassifiedBeats:
         """End of the stream: label the beat still waiting for its successor."""
-        out: list[tuple[int, str, BeatFeatures]] = []
+        out: list[tuple[int, str, BeatFeatures, float]] = []
         if self._pending is not None:
             self._label(self._pending, math.nan, out)
             self._pending = None
@@ -464,10 +509,11 @@ class BeatClassifier:
             measurable=p.template >= 0,
             spread_ratio=p.spread if p.spread == p.spread else 1.0,
         )
-        out.append((p.seq, decide(feats, self.rules), feats))
+        out.append((p.seq, decide(feats, self.rules), feats, p.rr))
 
-    def _result(self, out: list[tuple[int, str, BeatFeatures]]) -> ClassifiedBeats:
+    def _result(self, out: list[tuple[int, str, BeatFeatures, float]]) -> ClassifiedBeats:
         if not out:
             return self._empty
-        seq, labels, feats = zip(*out, strict=True)
-        return ClassifiedBeats(np.array(seq, dtype=np.int64), labels, feats, self.fs)
+        seq, labels, feats, rr = zip(*out, strict=True)
+        rr_s = np.array(rr, dtype=float) / self.fs
+        return ClassifiedBeats(np.array(seq, dtype=np.int64), labels, self.fs, rr_s, feats)

@@ -200,3 +200,27 @@ def test_af_chunked_equals_whole(sizes: list[int]) -> None:
     key = [(e.kind, e.start_seq, e.end_seq, e.confidence) for e in whole.episodes]
     assert any(k[0] == "af" for k in key)
     assert [(e.kind, e.start_seq, e.end_seq, e.confidence) for e in parts.episodes] == key
+
+
+def test_episode_list_is_bounded() -> None:
+    """Weeks of pauses: the list keeps the last ``max_episodes``, the tracker no history."""
+    rr = np.tile([0.8] * 5 + [3.2], 2000)
+    t = RhythmTracker(FS, max_episodes=100)
+    b = _beats(rr)
+    for i in range(0, len(b), 500):
+        t.process(_slice(b, slice(i, i + 500)))
+    assert len(t.episodes) == 100 and t.counts.episodes["pause"] == 2000
+    assert t.episodes[-1].end_seq == b.seq[-1]  # the last interval is a pause
+
+
+def test_classified_beats_give_ectopy_kinds_plain_beats_do_not() -> None:
+    from dsp.beat_class import ClassifiedBeats
+
+    rr = np.concatenate([np.full(20, 0.8), np.full(6, 0.4), np.full(20, 0.8)])
+    b = _beats(rr, wide=np.r_[np.zeros(21, bool), np.ones(6, bool), np.zeros(20, bool)])
+    plain = RhythmTracker(FS)
+    plain.process(b)
+    classed = RhythmTracker(FS)
+    classed.process(ClassifiedBeats.from_beats(b))
+    assert "vt" not in {e.kind for e in plain.episodes}
+    assert [e.kind for e in classed.episodes] == ["vt"]
