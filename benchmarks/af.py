@@ -70,33 +70,44 @@ def episodes_mask(episodes: list[tuple[int, int]], n: int) -> np.ndarray:
     return mask
 
 
-def trace(seq: np.ndarray, ventricular: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
-    """Run the detector over one stream of beats; (placed seq, mean irregularity) at every
-    beat where it judged (NaN where it did not)."""
+def trace(seq: np.ndarray, ventricular: np.ndarray, fs: float) -> np.ndarray:
+    """Run the detector over one stream of beats; per beat: (placed onset, mean
+    irregularity or NaN, the beat's own irregularity or NaN, the middle of its window)."""
     det = af.AfDetector(fs)
-    means = np.full(seq.size, np.nan)
-    placed = np.zeros(seq.size, np.int64)
-    last = None
+    rows = np.full((seq.size, 4), np.nan)
+    back = af.WINDOW // 2 + 2
     for i, (s, v) in enumerate(zip(seq.tolist(), ventricular.tolist(), strict=True)):
         det.push(s, v)
-        if det.state is not last and len(det._values) == af.AVERAGE:
-            last = det.state
-            means[i] = det.state.irregularity
-            placed[i] = det._beats[0]
-    return placed, means
-
-
-def replay(placed, means, enter: float, leave: float, end: int) -> list[tuple[int, int]]:
-    """The detector's decision (hysteresis) over a trace, for other thresholds."""
-    out, onset, active = [], 0, False
-    for p, m in zip(placed.tolist(), means.tolist(), strict=True):
-        if m != m:
+        value, beats = det._last_value, det._beats
+        if value is None:
             continue
-        if not active and m > enter:
-            active, onset = True, p
-        elif active and m < leave:
+        full = len(det._values) == af.AVERAGE
+        mid = beats[-back] if len(beats) >= back else np.nan
+        rows[i] = beats[0], det.state.irregularity if full else np.nan, value, mid
+    return rows
+
+
+def replay(
+    rows: np.ndarray, enter: float, leave: float, first: int, end: int
+) -> list[tuple[int, int]]:
+    """The detector's decision (hysteresis and placement) over the trace of one stream
+    whose first beat is ``first``, for other thresholds; with the defaults it gives the
+    detector's own episodes."""
+    out, onset, active, last_irregular, judged = [], 0, False, 0, False
+    for placed, mean, value, mid in rows.tolist():
+        if value != value:
+            continue
+        if value > enter and mid == mid:
+            last_irregular = int(mid)
+        if mean != mean:
+            continue
+        if not active and mean > enter:
+            # AF at the stream's first verdict is placed at its first beat
+            active, onset = True, int(placed) if judged else first
+        elif active and mean < leave:
             active = False
-            out.append((onset, p))
+            out.append((onset, min(int(placed), max(last_irregular, onset))))
+        judged = True
     if active:
         out.append((onset, end))
     return out
@@ -134,9 +145,12 @@ def load_ltafdb(data: Path) -> dict[str, dict]:
 def cross_validate(recs: dict[str, dict], folds: int) -> tuple[list[str], dict]:
     """Per-fold choice and held-out score; returns report lines and per-record traces."""
     traces = {k: trace(r["seq"], r["ventricular"], r["fs"]) for k, r in recs.items()}
+    for k, r in recs.items():  # the replay is the detector: same episodes at the defaults
+        args = (int(r["seq"][0]), r["ref"].size)
+        assert replay(traces[k], af.ENTER, af.LEAVE, *args) == detect(r), k
     grid = [(e, lv) for e, lv in itertools.product(GRID_ENTER, GRID_LEAVE) if lv < e]
     rows = {
-        (k, g): overlap(r["ref"], replay(*traces[k], *g, r["ref"].size), r["fs"])
+        (k, g): overlap(r["ref"], replay(traces[k], *g, int(r["seq"][0]), r["ref"].size), r["fs"])
         for k, r in recs.items()
         for g in grid
     }
@@ -160,22 +174,28 @@ def cross_validate(recs: dict[str, dict], folds: int) -> tuple[list[str], dict]:
     return lines, traces
 
 
+def detect(r: dict) -> list[tuple[int, int]]:
+    """AF episodes of the detector with its defaults over a record's reference beats."""
+    det = af.AfDetector(r["fs"])
+    eps, onset = [], 0
+    for s, v in zip(r["seq"].tolist(), r["ventricular"].tolist(), strict=True):
+        c = det.push(s, v)
+        if c is not None and c.began:
+            onset = c.seq
+        elif c is not None:
+            eps.append((onset, c.seq))
+    if det.active:
+        eps.append((onset, r["ref"].size))
+    return eps
+
+
 def ltafdb_section(data: Path, folds: int) -> list[str]:
     recs = load_ltafdb(data)
     t0 = time.process_time()
     cv_lines, _ = cross_validate(recs, folds)
     per_rec, rows = [], []
     for k, r in recs.items():
-        det = af.AfDetector(r["fs"])
-        eps, onset = [], None
-        for s, v in zip(r["seq"].tolist(), r["ventricular"].tolist(), strict=True):
-            c = det.push(s, v)
-            if c is not None and c.began:
-                onset = c.seq
-            elif c is not None:
-                eps.append((onset, c.seq))
-        if det.active:
-            eps.append((onset, r["ref"].size))
+        eps = detect(r)
         row = overlap(r["ref"], eps, r["fs"])
         rows.append(row)
         se, ppv = score([row])

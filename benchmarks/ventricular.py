@@ -43,8 +43,9 @@ from dsp.qrs import QrsDetector
 
 PACED = ("102", "104")
 GRID = {
-    "corr_v": (0.85, 0.9, 0.95),
-    "template_corr_v": (0.7, 0.8, 0.9),
+    "corr_v": (0.9, 0.95),
+    "template_corr_v": (0.7, 0.8),
+    "template_corr_v2": (0.85, 0.9, 0.95),
     "wide": (1.4, 1.5, 1.6),
     "amp": (2.0, 2.5),
     "early": (0.85, 0.9),
@@ -158,6 +159,10 @@ def grid() -> list[Rules]:
     ]
 
 
+def _constants(r: Rules) -> str:
+    return " / ".join(str(getattr(r, k)) for k in GRID)
+
+
 def cross_validate(recs: dict[str, dict], folds: int) -> list[str]:
     names = [k for k in recs if k not in PACED]
     candidates = grid()
@@ -176,16 +181,14 @@ def cross_validate(recs: dict[str, dict], folds: int) -> list[str]:
         te = total([v[k, best] for k in test])
         pooled += [v[k, best] for k in test]
         lines.append(
-            f"| {f + 1} | {' '.join(test)} | {g.corr_v} / {g.template_corr_v} / {g.wide} / "
-            f"{g.amp} / {g.early} | "
+            f"| {f + 1} | {' '.join(test)} | {_constants(g)} | "
             f"{tr.se:.1f} / {tr.ppv:.1f} | {te.se:.1f} / {te.ppv:.1f} |"
         )
     p = total(pooled)
     lines.append(f"| all folds (held-out, pooled) | | | | **{p.se:.1f} / {p.ppv:.1f}** |")
     best = candidates[max(range(len(candidates)), key=lambda i: quality(i, names))]
     lines.append(
-        f"| (choice on all records) | | {best.corr_v} / {best.template_corr_v} / {best.wide} "
-        f"/ {best.amp} / {best.early} | | |"
+        f"| (choice on all records) | | {_constants(best)} | | |"
     )
     return lines
 
@@ -225,7 +228,7 @@ def main() -> int:
             "",
             f"VEB, {args.folds}-fold cross-validation by record (grid {GRID}):",
             "",
-            "| fold | held-out records | chosen corr_v / template_corr_v / wide / amp / early "
+            f"| fold | held-out records | chosen {' / '.join(GRID)} "
             "| train Se / +P % | held-out Se / +P % |",
             "|---|---|---|---|---|",
             *cross_validate(recs, args.folds),

@@ -37,8 +37,10 @@ suppression and fusion with the heart rate — in our own form:
    where the rhythm changed, not where it was decided: 25 beats before the
    deciding beat (the centres of the averaging and irregularity windows plus
    the beat of delay), so AF is *reported* some 20-40 beats after its onset,
-   with its estimated onset. AF already there at the first verdict of a stream (or after a gap) is
-   placed at the stream's first beat.
+   with its estimated onset. The end is placed no later than the middle of the
+   last 16-interval window that was irregular on its own (the mean falls slowly
+   after a very irregular stretch). AF already there at the first verdict of a
+   stream (or after a gap) is placed at the stream's first beat.
 
 The thresholds were chosen by cross-validation over records of the Long-Term AF
 Database (BENCHMARKS.md gives the folds and per-fold results). RR intervals
@@ -164,6 +166,7 @@ class AfDetector:
         self._last_value: float | None = None
         self._last_wide = False
         self.active = False
+        self._onset = self._last_irregular = 0
         self._first_seq: int | None = None
         self.state = AfState(0.0, float("nan"))
 
@@ -248,6 +251,9 @@ class AfDetector:
             return None
         values = self._values
         values.append(value)
+        if value > ENTER and len(self._beats) >= WINDOW // 2 + 2:
+            # the middle of the last window judged irregular on its own
+            self._last_irregular = self._beats[-(WINDOW // 2 + 2)]
         if len(values) < AVERAGE:
             return None
         mean = math.fsum(values) / AVERAGE
@@ -257,8 +263,10 @@ class AfDetector:
         if not self.active and mean > ENTER:
             self.active = True
             # AF from the first verdict of a stream: no earlier rhythm to place it after
-            return AfChange(True, self._beats[0] if first is None else first, self.state)
+            self._onset = self._beats[0] if first is None else first
+            return AfChange(True, self._onset, self.state)
         if self.active and mean < LEAVE:
             self.active = False
-            return AfChange(False, self._beats[0], self.state)
+            end = min(self._beats[0], max(self._last_irregular, self._onset))
+            return AfChange(False, end, self.state)
         return None

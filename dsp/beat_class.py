@@ -22,9 +22,11 @@ The decision (:func:`decide`) is a short table of rules in plain view:
   implausibly large);
 - ``V`` when the beat's shape differs from the dominant beat (correlation
   under ``corr_v``, its template's on average under ``template_corr_v``) and
-  its template is wide (slope spread in time over ``wide`` times the dominant
-  template's), of very different size, or early on average, or the beat itself
-  is premature with a pause after it (a shape that is not the dominant one but
+  one sign says ventricular: its template is wide (slope spread in time over
+  ``wide`` times the dominant template's), of very different size, or early on
+  average, or the beat itself is premature with a pause after it; a shape less
+  different (template correlation under ``template_corr_v2``) needs two of
+  these signs (a shape that is not the dominant one but
   comes on time and is as narrow is a second normal shape: intermittent bundle
   branch block, pre-excitation). Judging the template's running means rather
   than the single beat is what a scanner's template labelling does: one noisy
@@ -92,10 +94,11 @@ class Rules:
     """Constants of :func:`decide` (dimensionless ratios)."""
 
     corr_v: float = 0.90  # the beat's shape: correlation with the dominant template
-    template_corr_v: float = 0.80  # ... and its template's, on average
-    wide: float = 1.50  # template spread over the dominant's
+    template_corr_v: float = 0.80  # ... and its template's, on average: one sign is enough
+    template_corr_v2: float = 0.90  # ... a shape less different needs two signs
+    wide: float = 1.60  # template spread over the dominant's
     amp: float = 2.5  # template amplitude ratio beyond 1/amp .. amp: odd size
-    early: float = 0.85  # a template whose beats come this early on average is ectopic
+    early: float = 0.90  # a template whose beats come this early on average is ectopic
     premature: float = 0.85
     pause: float = 1.10
     regular: float = 0.08  # median |RR - median| / median under this: regular rhythm
@@ -125,12 +128,15 @@ def decide(f: BeatFeatures, rules: Rules = Rules()) -> str:
     """The class of one beat: ``"N"``, ``"S"``, ``"V"`` or ``"Q"`` (see module docstring)."""
     if not f.measurable:
         return "Q"
-    if f.correlation < rules.corr_v and f.template_correlation < rules.template_corr_v:
+    if f.correlation < rules.corr_v and f.template_correlation < rules.template_corr_v2:
         # not the dominant shape: a ventricular one, or a second normal shape?
-        odd_size = not 1.0 / rules.amp <= f.template_amplitude <= rules.amp
-        early = f.template_prematurity < rules.early
-        ectopic = f.prematurity < rules.premature and f.pause > rules.pause
-        if f.template_spread > rules.wide or odd_size or early or ectopic:
+        signs = (
+            f.template_spread > rules.wide,  # wide
+            not 1.0 / rules.amp <= f.template_amplitude <= rules.amp,  # odd size
+            f.template_prematurity < rules.early,  # a shape that comes early
+            f.prematurity < rules.premature and f.pause > rules.pause,  # PVC timing
+        )
+        if sum(signs) >= (1 if f.template_correlation < rules.template_corr_v else 2):
             return "V"
         return "N"  # on time and as narrow: intermittent bundle branch block, pre-excitation
     if f.irregularity < rules.regular and f.prematurity < rules.premature:

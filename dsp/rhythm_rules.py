@@ -101,7 +101,8 @@ class RateRule:
 
 
 class AfRule:
-    """AF from :class:`~dsp.af.AfDetector` (V and Q beats' intervals left out); AF with
+    """AF from :class:`~dsp.af.AfDetector` (the intervals of V, S and Q beats left out: the
+    classifier calls beats S only in a regular rhythm, so AF keeps its beats); AF with
     a rapid ventricular response once the AF rate (median of 16 intervals) has been
     over ``rvr_bpm`` for 8 beats, until it has been under ``rvr_bpm`` - 10 for 8."""
 
@@ -121,7 +122,7 @@ class AfRule:
 
     def beat(self, s: int, rr: int | None, label: str) -> list[Verdict]:
         out: list[Verdict] = []
-        ectopic = label in ("V", "Q")
+        ectopic = label != "N"  # V, S and Q beats' intervals are left out
         self._beats.append(s)
         if rr is None:
             self._af.start(s, ectopic)

@@ -38,6 +38,10 @@ def test_decision_table() -> None:
     assert decide(_features(**other)) == "N"  # a second normal shape, on time, as narrow
     # one odd beat of a normal template is not enough
     assert decide(_features(correlation=0.2, template_spread=2.0)) == "N"
+    # a less different shape needs two signs
+    near = {"correlation": 0.85, "template_correlation": 0.85}
+    assert decide(_features(**near, template_spread=2.0)) == "N"
+    assert decide(_features(**near, template_spread=2.0, template_prematurity=0.7)) == "V"
     assert decide(_features(prematurity=0.7)) == "S"  # dominant shape, early, regular
     assert decide(_features(prematurity=0.7, irregularity=0.2)) == "N"  # AF: not judged S
 
