@@ -10,8 +10,8 @@ templates and with the rhythm around it, as a Holter scanner does:
   templates (correlation over 0.9 joins a template and
   moves it; otherwise it starts a new one, replacing the least used). The template
   that has gathered the most beats is the *dominant* one: the patient's normal
-  beat. Compared with it: correlation, peak-to-peak amplitude ratio, and QRS width
-  ratio (the detector's width over the median width of the dominant beats).
+  beat. Compared with it: correlation, peak-to-peak amplitude ratio, and the
+  spread in time of the slopes (a wide QRS spreads them).
 - **Timing.** Prematurity (the interval before the beat over the median of the
   last 8 intervals) and the pause after it (the next interval over that median),
   and whether the rhythm around is regular (in AF every beat is "premature").
@@ -57,6 +57,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from dsp.atrial import PWaveScorer
 from dsp.block import SampleBlock
 from dsp.qrs import Beats
 
@@ -94,9 +95,9 @@ class Rules:
     """Constants of :func:`decide` (dimensionless ratios)."""
 
     corr_v: float = 0.90  # the beat's shape: correlation with the dominant template
-    template_corr_v: float = 0.80  # ... and its template's, on average: one sign is enough
-    template_corr_v2: float = 0.90  # ... a shape less different needs two signs
-    wide: float = 1.60  # template spread over the dominant's
+    template_corr_v: float = 0.70  # ... and its template's, on average: one sign is enough
+    template_corr_v2: float = 0.85  # ... a shape less different needs two signs
+    wide: float = 1.50  # template spread over the dominant's
     amp: float = 2.5  # template amplitude ratio beyond 1/amp .. amp: odd size
     early: float = 0.90  # a template whose beats come this early on average is ectopic
     premature: float = 0.85
@@ -112,7 +113,6 @@ class BeatFeatures:
 
     correlation: float  # with the dominant template
     amplitude_ratio: float  # peak-to-peak over the dominant template's
-    width_ratio: float  # the detector's QRS width over the median width of dominant beats
     prematurity: float  # interval before over the median of recent intervals
     pause: float  # interval after over the same median (NaN: unknown)
     irregularity: float  # median |RR - median| / median of recent intervals
@@ -162,6 +162,9 @@ class ClassifiedBeats:
     features
         What each label was decided from (empty when the labels came from elsewhere,
         e.g. an annotation file).
+    p_wave
+        P-wave score of each beat (:mod:`dsp.atrial`; NaN where not measured), or None
+        when there is no signal.
     """
 
     seq: np.ndarray
@@ -169,6 +172,7 @@ class ClassifiedBeats:
     fs: float
     rr_s: np.ndarray
     features: tuple[BeatFeatures, ...] = ()
+    p_wave: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -201,12 +205,16 @@ class ClassifiedBeats:
     def concat(cls, parts: list[ClassifiedBeats], fs: float) -> ClassifiedBeats:
         if not parts:
             return cls(np.zeros(0, np.int64), (), fs, np.zeros(0))
+        p_wave = None
+        if all(p.p_wave is not None for p in parts):
+            p_wave = np.concatenate([p.p_wave for p in parts])  # type: ignore[misc]
         return cls(
             np.concatenate([p.seq for p in parts]).astype(np.int64),
             tuple(x for p in parts for x in p.labels),
             fs,
             np.concatenate([p.rr_s for p in parts]),
             tuple(x for p in parts for x in p.features),
+            p_wave,
         )
 
 
@@ -214,13 +222,13 @@ class ClassifiedBeats:
 class _Pending:
     seq: int
     rr: float  # samples since the previous beat (NaN: first of a stream)
-    width: float  # samples
     corr: float
     amp: float
     template: int  # -1: not measurable
     prematurity: float
     irregularity: float
     spread: float = math.nan
+    p_wave: float = math.nan
 
 
 @dataclass(slots=True)
@@ -239,7 +247,6 @@ class _Templates:
     # per template, running means over its beats: prematurity, correlation with the
     # dominant template, spread ratio, amplitude ratio
     stats: list[list[float]] = field(default_factory=lambda: [[1.0] * 4 for _ in range(TEMPLATES)])
-    widths: deque[float] = field(default_factory=lambda: deque(maxlen=16))  # dominant's
 
     def __post_init__(self) -> None:
         self.times = np.arange(self.length, dtype=float)
@@ -277,6 +284,12 @@ class _Templates:
             if v == v:
                 row[i] = v if n == 1 else row[i] + (v - row[i]) * rate
 
+    def count(self, j: int) -> None:
+        """One more beat of template ``j`` (recent beats weigh most; bounded counts)."""
+        self.counts[j] += 1
+        if sum(self.counts) > 512:
+            self.counts = [max(c // 2, 1) for c in self.counts]
+
     def learn(self, unit: np.ndarray, j: int, corr: float, ptp: float) -> int:
         """Move template ``j`` towards ``unit`` (or start a new template); its index."""
         if j < 0 or corr < JOIN:
@@ -293,9 +306,7 @@ class _Templates:
             rate = 1.0 / min(self.counts[j] + 1, 16)
             self.shapes[j] += (unit - self.shapes[j]) * rate
             self.ptp[j] += (ptp - self.ptp[j]) * rate
-        self.counts[j] += 1
-        if sum(self.counts) > 512:  # recent beats weigh most; bounded counts
-            self.counts = [max(c // 2, 1) for c in self.counts]
+        self.count(j)
         # a mean of centred shapes is centred: only the norm to restore
         shape = self.shapes[j]
         self.unit[j] = shape / max(math.sqrt(float(shape @ shape)), 1e-12)
@@ -354,7 +365,10 @@ class BeatClassifier:
         self._rr: deque[float] = deque(maxlen=RR_BEATS)
         self._pending: _Pending | None = None
         self._last_seq: int | None = None
-        self._empty = ClassifiedBeats(np.zeros(0, np.int64), (), self.fs, np.zeros(0))
+        self._p = PWaveScorer(fs)
+        self._empty = ClassifiedBeats(
+            np.zeros(0, np.int64), (), self.fs, np.zeros(0), (), np.zeros(0)
+        )
 
     #: Longest time from a beat's arrival to its label: the next beat.
     latency_beats = 1
@@ -364,16 +378,15 @@ class BeatClassifier:
         self._store(block.samples[:, self.lead], block.seq)
         if not len(beats):
             return self._empty
-        out: list[tuple[int, str, BeatFeatures, float]] = []
+        out: list[tuple[int, str, BeatFeatures, float, float]] = []
         rr_s = beats.rr_s.tolist()
-        widths = beats.width_s.tolist() if beats.width_s is not None else [math.nan] * len(beats)
-        for s, rr, w in zip(beats.seq.tolist(), rr_s, widths, strict=True):
-            self._beat(int(s), rr * self.fs, w * self.fs, out)
+        for s, rr in zip(beats.seq.tolist(), rr_s, strict=True):
+            self._beat(int(s), rr * self.fs, out)
         return self._result(out)
 
     def finish(self) -> ClassifiedBeats:
         """End of the stream: label the beat still waiting for its successor."""
-        out: list[tuple[int, str, BeatFeatures, float]] = []
+        out: list[tuple[int, str, BeatFeatures, float, float]] = []
         if self._pending is not None:
             self._label(self._pending, math.nan, out)
             self._pending = None
@@ -422,7 +435,7 @@ class BeatClassifier:
         return ext, float(ptp)
 
     # --- per beat ------------------------------------------------------------------
-    def _beat(self, s: int, rr: float, width: float, out: list) -> None:
+    def _beat(self, s: int, rr: float, out: list) -> None:
         if self._pending is not None:
             next_rr = rr if rr == rr else math.nan
             self._label(self._pending, next_rr, out)
@@ -430,12 +443,24 @@ class BeatClassifier:
             self._rr.clear()
         prem, irr = self._timing(rr)
         found = self._segment(s)
-        pending = _Pending(s, rr, width, math.nan, math.nan, -1, prem, irr)
+        pending = _Pending(s, rr, math.nan, math.nan, -1, prem, irr)
         if found is not None:
             self._morphology(*found, pending)
+            pending.p_wave = self._p_wave(s, pending)
         self._pending = pending
         if rr == rr:
             self._rr.append(rr)
+
+    def _p_wave(self, r: int, p: _Pending) -> float:
+        """The beat's P-wave score; beats of the dominant shape teach the template."""
+        assert self._end is not None
+        lo = r - self._p.before - (self._end - self._buf.shape[0])
+        if lo < 0:
+            return math.nan
+        window = self._buf[lo : lo + self._p.length]
+        if window[0] != window[0] or window[-1] != window[-1]:
+            return math.nan
+        return self._p.score(window, learn=p.template == self._tpl.dominant)
 
     def _timing(self, rr: float) -> tuple[float, float]:
         """(prematurity, irregularity) of an interval against the recent ones."""
@@ -465,8 +490,6 @@ class BeatClassifier:
                 p.corr, p.spread = corr, 1.0
                 p.template = tpl.learn((row - total / tpl.length) / norm, dom, corr, ptp)
                 tpl.fold(dom, (p.prematurity, p.corr, p.spread, p.amp))
-                if p.width == p.width:
-                    tpl.widths.append(p.width)
                 return
         self._search(slopes, ptp, p)
 
@@ -493,18 +516,12 @@ class BeatClassifier:
         unit = (rows[at] - sums[at] / n) / norms[at]
         p.template = tpl.learn(unit, j, corr, ptp)
         tpl.fold(p.template, (p.prematurity, p.corr, p.spread, p.amp))
-        if p.template == tpl.dominant and p.width == p.width:
-            tpl.widths.append(p.width)
 
     def _label(self, p: _Pending, next_rr: float, out: list) -> None:
         stats = self._tpl.stats[p.template] if p.template >= 0 else [math.nan] * 4
-        widths = sorted(self._tpl.widths)
-        k = len(widths)
-        med_w = widths[k // 2] if k else math.nan
         feats = BeatFeatures(
             correlation=p.corr if p.corr == p.corr else 1.0,  # the first beat is the template
             amplitude_ratio=p.amp if p.amp == p.amp else 1.0,
-            width_ratio=p.width / med_w if med_w and med_w == med_w else 1.0,
             prematurity=p.prematurity,
             pause=next_rr * p.prematurity / p.rr if p.rr > 0 else math.nan,
             irregularity=p.irregularity,
@@ -515,11 +532,12 @@ class BeatClassifier:
             measurable=p.template >= 0,
             spread_ratio=p.spread if p.spread == p.spread else 1.0,
         )
-        out.append((p.seq, decide(feats, self.rules), feats, p.rr))
+        out.append((p.seq, decide(feats, self.rules), feats, p.rr, p.p_wave))
 
-    def _result(self, out: list[tuple[int, str, BeatFeatures, float]]) -> ClassifiedBeats:
+    def _result(self, out: list[tuple[int, str, BeatFeatures, float, float]]) -> ClassifiedBeats:
         if not out:
             return self._empty
-        seq, labels, feats, rr = zip(*out, strict=True)
+        seq, labels, feats, rr, p_wave = zip(*out, strict=True)
         rr_s = np.array(rr, dtype=float) / self.fs
-        return ClassifiedBeats(np.array(seq, dtype=np.int64), labels, self.fs, rr_s, feats)
+        seqs = np.array(seq, dtype=np.int64)
+        return ClassifiedBeats(seqs, labels, self.fs, rr_s, feats, np.array(p_wave, dtype=float))

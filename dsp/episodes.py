@@ -234,8 +234,9 @@ class EpisodeTracker:
             beats = ClassifiedBeats.from_beats(beats)
         out: list[EpisodeChange] = []
         seqs, rrs = beats.seq.tolist(), beats.rr_s.tolist()
-        for s, rr_s, label in zip(seqs, rrs, beats.labels, strict=True):
-            self._beat(int(s), rr_s, label, rules, out)
+        p_waves = beats.p_wave.tolist() if beats.p_wave is not None else [None] * len(seqs)
+        for s, rr_s, label, p in zip(seqs, rrs, beats.labels, p_waves, strict=True):
+            self._beat(int(s), rr_s, label, None if p != p else p, rules, out)
         return out
 
     def finish(self, end_seq: int) -> list[EpisodeChange]:
@@ -251,7 +252,13 @@ class EpisodeTracker:
 
     # --- per beat ---------------------------------------------------------------------
     def _beat(
-        self, s: int, rr_s: float, label: str, rules: tuple, out: list[EpisodeChange]
+        self,
+        s: int,
+        rr_s: float,
+        label: str,
+        p_wave: float | None,
+        rules: tuple,
+        out: list[EpisodeChange],
     ) -> None:
         if self._last is None or rr_s != rr_s:  # first beat of a stream, or after a gap
             if self._last is not None:
@@ -270,7 +277,7 @@ class EpisodeTracker:
             if bpm == bpm:
                 o.lo, o.hi = min(o.lo, bpm), max(o.hi, bpm)
         for rule in rules:
-            for verdict in rule.beat(s, rr, label):
+            for verdict in rule.beat(s, rr, label, p_wave):
                 self._apply(verdict, bpm, bad, out)
         for o in self._open.values():
             lo, hi = o.reported

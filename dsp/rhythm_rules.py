@@ -1,8 +1,9 @@
 """The per-beat rules behind :class:`dsp.episodes.EpisodeTracker`, one small class each.
 
 Each rule sees every beat (sample number, interval in samples or None at a stream's
-start, class label) and returns :class:`Verdict` s: an episode of its kind starts or
-ends. Rules keep only a few beats of state; ``reset()`` forgets the stream (a gap).
+start, class label, P-wave score or None) and returns :class:`Verdict` s: an episode
+of its kind starts or ends. Rules keep only a few beats of state; ``reset()``
+forgets the stream (a gap).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class PauseRule:
     def reset(self) -> None:
         pass
 
-    def beat(self, s: int, rr: int | None, label: str) -> list[Verdict]:
+    def beat(
+        self, s: int, rr: int | None, label: str, p_wave: float | None = None
+    ) -> list[Verdict]:
         if rr is None or rr < self._min:
             return []
         bpm = round(60.0 * self.fs / rr, 1)
@@ -74,7 +77,9 @@ class RateRule:
         self._streak = dict.fromkeys(self.limits, 0)
         self._open = dict.fromkeys(self.limits, False)
 
-    def beat(self, s: int, rr: int | None, label: str) -> list[Verdict]:
+    def beat(
+        self, s: int, rr: int | None, label: str, p_wave: float | None = None
+    ) -> list[Verdict]:
         out: list[Verdict] = []
         if rr is not None:
             self._rr.append(rr)
@@ -120,14 +125,16 @@ class AfRule:
         self._rvr_streak = 0
         self._rvr = False
 
-    def beat(self, s: int, rr: int | None, label: str) -> list[Verdict]:
+    def beat(
+        self, s: int, rr: int | None, label: str, p_wave: float | None = None
+    ) -> list[Verdict]:
         out: list[Verdict] = []
         ectopic = label != "N"  # V, S and Q beats' intervals are left out
         self._beats.append(s)
         if rr is None:
             self._af.start(s, ectopic)
             return out
-        change = self._af.push(s, ectopic)
+        change = self._af.push(s, ectopic, p_wave)
         if change is not None:
             st = change.state
             details = {**st.details(), "mean_rate_bpm": round(st.rate_bpm, 1)}
@@ -180,7 +187,9 @@ class EctopyRule:
         self._pattern_open = {"bigeminy": False, "trigeminy": False}
         self._last = None
 
-    def beat(self, s: int, rr: int | None, label: str) -> list[Verdict]:
+    def beat(
+        self, s: int, rr: int | None, label: str, p_wave: float | None = None
+    ) -> list[Verdict]:
         out: list[Verdict] = []
         self._labels.append(label)
         self._seqs.append(s)

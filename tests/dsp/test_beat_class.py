@@ -17,7 +17,6 @@ def _features(**kw: float) -> BeatFeatures:
     base = dict(
         correlation=0.99,
         amplitude_ratio=1.0,
-        width_ratio=1.0,
         prematurity=1.0,
         pause=1.0,
         irregularity=0.02,
@@ -39,7 +38,7 @@ def test_decision_table() -> None:
     # one odd beat of a normal template is not enough
     assert decide(_features(correlation=0.2, template_spread=2.0)) == "N"
     # a less different shape needs two signs
-    near = {"correlation": 0.85, "template_correlation": 0.85}
+    near = {"correlation": 0.85, "template_correlation": 0.8}
     assert decide(_features(**near, template_spread=2.0)) == "N"
     assert decide(_features(**near, template_spread=2.0, template_prematurity=0.7)) == "V"
     assert decide(_features(prematurity=0.7)) == "S"  # dominant shape, early, regular
