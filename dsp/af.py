@@ -33,7 +33,7 @@ suppression and fusion with the heart rate — in our own form:
    compute such a score yet: the input is there for the atrial-activity stage
    that flutter (regular atrial waves) needs.
 5. **Decision.** The mean of the last 32 values; AF begins when it exceeds
-   0.10 and ends when it falls under 0.045 (hysteresis). The change is placed
+   0.11 and ends when it falls under 0.04 (hysteresis). The change is placed
    where the rhythm changed, not where it was decided: 25 beats before the
    deciding beat (the centres of the averaging and irregularity windows plus
    the beat of delay), so AF is *reported* some 20-40 beats after its onset,
@@ -65,8 +65,8 @@ LAGS = (1, 2, 3)  # bigeminy (2) and trigeminy (3) are regular at their period
 MIN_PAIRS = 8  # kept pairs a lag needs to be used
 RATE_RR_S = 0.8  # irregularity is scaled by sqrt(RATE_RR_S / median RR)
 AVERAGE = 32  # values in the mean that is compared with the thresholds
-ENTER = 0.10  # AF begins when the mean irregularity exceeds this ...
-LEAVE = 0.045  # ... and ends when it falls under this
+ENTER = 0.11  # AF begins when the mean irregularity exceeds this ...
+LEAVE = 0.04  # ... and ends when it falls under this
 P_WAVE_WEIGHT = 0.5  # a clear P wave (score 1) halves the irregularity
 
 
@@ -111,7 +111,7 @@ class AfState:
     ----------
     irregularity
         Mean rate-scaled irregularity of the last 32 beats (dimensionless; AF
-        begins above 0.10).
+        begins above 0.11).
     rate_bpm
         Ventricular rate, median of the last 16 intervals, beats per minute.
     """

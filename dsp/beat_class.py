@@ -330,6 +330,9 @@ class BeatClassifier:
         late (the detector's latency is under 3 s); a longer block is kept whole.
     rules
         Decision constants.
+    p_wave
+        Also score each beat's P wave (:mod:`dsp.atrial`, for the AF detector; about
+        a fifth of the classifier's time).
 
     Notes
     -----
@@ -345,6 +348,7 @@ class BeatClassifier:
         *,
         buffer_s: float = 6.0,
         rules: Rules | None = None,
+        p_wave: bool = True,
     ) -> None:
         self.fs = float(fs)
         self.n_leads = n_leads
@@ -365,7 +369,7 @@ class BeatClassifier:
         self._rr: deque[float] = deque(maxlen=RR_BEATS)
         self._pending: _Pending | None = None
         self._last_seq: int | None = None
-        self._p = PWaveScorer(fs)
+        self._p = PWaveScorer(fs) if p_wave else None
         self._empty = ClassifiedBeats(
             np.zeros(0, np.int64), (), self.fs, np.zeros(0), (), np.zeros(0)
         )
@@ -454,6 +458,8 @@ class BeatClassifier:
     def _p_wave(self, r: int, p: _Pending) -> float:
         """The beat's P-wave score; beats of the dominant shape teach the template."""
         assert self._end is not None
+        if self._p is None:
+            return math.nan
         lo = r - self._p.before - (self._end - self._buf.shape[0])
         if lo < 0:
             return math.nan
