@@ -29,9 +29,9 @@ suppression and fusion with the heart rate — in our own form:
    clear as the patient's own) comes with a beat, a clear
    P wave lowers the irregularity (a premature atrial beat, sinus arrhythmia);
    its absence leaves the RR verdict alone. Without it (annotations only, a lead
-   without visible P waves) the detector is the RR detector. The gateway does not
-   compute such a score yet: the input is there for the atrial-activity stage
-   that flutter (regular atrial waves) needs.
+   without visible P waves) the detector is the RR detector. The score comes
+   from :class:`~dsp.beat_class.BeatClassifier` (:mod:`dsp.atrial`); it does not
+   tell atrial flutter from AF (flutter waves are not locked to the QRS either).
 5. **Decision.** The mean of the last 32 values; AF begins when it exceeds
    0.11 and ends when it falls under 0.04 (hysteresis). The change is placed
    where the rhythm changed, not where it was decided: 25 beats before the
@@ -45,7 +45,7 @@ suppression and fusion with the heart rate — in our own form:
 The thresholds were chosen by cross-validation over records of the Long-Term AF
 Database (BENCHMARKS.md gives the folds and per-fold results). RR intervals
 alone do not tell atrial flutter with variable conduction from AF: such flutter
-is reported as AF unless atrial evidence shows regular atrial activity.
+is reported as AF.
 """
 
 from __future__ import annotations
