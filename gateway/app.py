@@ -48,7 +48,7 @@ _RESTART_DELAYS_S = (1.0, 60.0)  # a driver that crashed is restarted after this
 
 def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings:
     """The pipeline's settings for one device, from the configuration."""
-    d, s, e = cfg.dsp, cfg.strips, cfg.events
+    d, s, e, a = cfg.dsp, cfg.strips, cfg.events, cfg.auto_events
     return PipelineSettings(
         band=d.band,
         mains_hz=d.mains_hz,
@@ -62,6 +62,12 @@ def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings
         live_enabled=cfg.live.enabled,
         live_block_s=cfg.live.block_s,
         backfill_wait_s=dev.backfill_wait_s if isinstance(dev, PatchDevice) else 0.0,
+        auto_enabled=a.enabled,
+        auto_pre_s=a.pre_s,
+        auto_post_s=a.post_s,
+        auto_max_per_day=a.max_per_day,
+        auto_merge_s=a.merge_s,
+        auto_min_duration_s=tuple(a.min_duration_s.items()),
     )
 
 

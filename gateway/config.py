@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "AutoEventsConfig",
     "BleBackend",
     "CartSerialDevice",
     "ConfigError",
@@ -193,6 +194,37 @@ class EventsConfig(_Model):
     )
 
 
+class AutoEventsConfig(_Model):
+    """Events the gateway raises by itself when a rhythm episode begins (not patient-
+    triggered: those are never limited)."""
+
+    enabled: bool = Field(
+        True, description="Raise an event when a pause, VT, AF, brady, tachy or SVT begins."
+    )
+    pre_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        45.0, description="Seconds of ECG before the episode's onset in the event."
+    )
+    post_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        30.0, description="Seconds of ECG after the onset in the event."
+    )
+    max_per_day: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3,
+        description="Events per reason in any 24 h; past that only a more significant "
+        "episode (longer, faster, slower) raises one, naming the one it supersedes.",
+    )
+    merge_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        60.0, description="An episode starting this close to a raised one joins its event, s."
+    )
+    min_duration_s: dict[
+        Literal["pause", "vt", "svt", "af_onset", "af_rvr", "brady", "tachy"],
+        Annotated[float, Field(ge=0, le=3600)],
+    ] = Field(
+        default_factory=dict,
+        description="Shortest episode per reason before it raises an event, s (defaults: "
+        "AF 30, brady and tachy 10, pause, VT and SVT at once).",
+    )
+
+
 class LiveConfig(_Model):
     enabled: bool = True
     block_s: Annotated[float, Field(gt=0, le=10)] = Field(
@@ -237,6 +269,7 @@ class GatewayConfig(_Model):
     dsp: DspConfig = DspConfig()
     strips: StripsConfig = StripsConfig()
     events: EventsConfig = EventsConfig()
+    auto_events: AutoEventsConfig = AutoEventsConfig()
     live: LiveConfig = LiveConfig()
     study: StudyConfig = StudyConfig()
     recording: RecordingConfig = RecordingConfig()
