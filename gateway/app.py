@@ -29,10 +29,12 @@ from core.backoff import backoff_s
 from core.events import StreamPosition
 from drivers import Driver
 from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
+from gateway.acks import parse_ack
 from gateway.channel import DeviceChannel
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
 from gateway.continuity import ContinuityStore, refine_with_recording
 from gateway.mqtt import Publisher, PublisherError
+from gateway.mqtt.codec import Publish
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
@@ -204,6 +206,8 @@ class Gateway:
             created=self.clock(),
         )
         msg = self.outbox.put(out.kind, device_id, self._topic(device_id, out.kind), body)
+        if out.kind == "event":
+            self.channels[device_id].acks.sent_event(msg.msg_id, self.clock())
         log.info(
             "%s: %s stored (seq %s, %.1f s, %s)",
             device_id,
@@ -214,6 +218,21 @@ class Gateway:
         )
         if self.publisher is not None:
             self.publisher.wake()
+
+    def _on_ack(self, packet: Publish) -> None:
+        """The center acknowledged a strip or event of one of our devices."""
+        device_id = packet.topic.split("/")[-2]
+        ch = self.channels.get(device_id)
+        try:
+            ack = parse_ack(packet.payload)
+        except ValueError as exc:
+            log.warning("ignored a bad ack on %s: %s", packet.topic, exc)
+            return
+        if ch is not None:
+            ch.acks.received(ack)
+            log.info(
+                "%s: %s %s acknowledged by %s", device_id, ack.kind, ack.msg_id, ack.acknowledged_by
+            )
 
     def _put_study(self, *, final: bool = False) -> None:
         """One study record per device into the outbox (one transaction)."""
@@ -227,6 +246,8 @@ class Gateway:
                 dev_id,
                 ch.study,
                 ch.study_gaps,
+                acknowledgements=ch.acks.take_recent(),
+                waiting=ch.acks.facts(now),
                 since=self._study_since,
                 now=now,
                 final=final,
@@ -260,6 +281,7 @@ class Gateway:
                     "errors": stats["recording_errors"],
                 },
                 "driver": {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
+                "acknowledgements": ch.acks.facts(self.clock()),
                 "channel": stats,
             }
         return out
@@ -327,6 +349,8 @@ class Gateway:
                 live_max_rate_hz=cfg.live.max_rate_hz,
             ) as pub:
                 self.publisher = pub
+                prefix, gw = cfg.mqtt.topic_prefix, cfg.gateway.id
+                pub.subscribe(f"{prefix}/{gw}/+/ack", self._on_ack)
                 await self._run_devices(stop)
                 drained = await pub.wait_drained(timeout=10.0)
                 if not drained:

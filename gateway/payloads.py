@@ -379,6 +379,8 @@ def build_study_body(
     since: float,
     now: float,
     final: bool = False,
+    acknowledgements: list[dict[str, str]] | None = None,
+    waiting: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The periodic study record of one device (``ecg-gateway/study/v1``).
 
@@ -409,6 +411,8 @@ def build_study_body(
             "coverage_pct": covered,
         },
         "gaps": json_safe(gaps),
+        "acknowledgements": acknowledgements or [],
+        "events": json_safe(waiting or {}),
     }
 
 

@@ -34,10 +34,28 @@ from typing import Any
 from core.counters import Counters
 from gateway.config import MqttConfig
 from gateway.mqtt.client import LinkState, MqttClient
-from gateway.mqtt.codec import ConnAck, Connect, Packet, Prop, PubAck, Will, reason_name
+from gateway.mqtt.codec import (
+    ConnAck,
+    Connect,
+    Packet,
+    Prop,
+    PubAck,
+    Publish,
+    Subscribe,
+    Will,
+    reason_name,
+)
 from gateway.mqtt.credentials import read_password, tls_context
+from gateway.mqtt.inbox import Inbox
 from gateway.mqtt.live import LiveSender
-from gateway.mqtt.window import Acked, DeliveryWindow, Refused, Send, publish_packet
+from gateway.mqtt.window import (
+    SUBSCRIBE_ID,
+    Acked,
+    DeliveryWindow,
+    Refused,
+    Send,
+    publish_packet,
+)
 from gateway.outbox import Outbox
 from gateway.status import StatusReporter, status_payload
 
@@ -113,9 +131,10 @@ class Publisher:
         self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s)
         self.live = LiveSender(live_max_rate_hz)
         self._counters = Counters(
-            "published", "acked", "nacked", "ack_timeouts", "resent_after_reconnect"
+            "published acked nacked ack_timeouts resent_after_reconnect"
         )  # fmt: skip
         self._nacked_by_reason: dict[str, int] = {}
+        self.inbox = Inbox()
         self._last_error: str | None = None
         self.client: MqttClient | None = None
         self._wake = asyncio.Event()
@@ -148,6 +167,7 @@ class Publisher:
             "nacked_by_reason": dict(self._nacked_by_reason),
             "status_sent": self.status.sent,
             **live,
+            **self.inbox.counters.snapshot(),
             "live_dropped": live["live_dropped_offline"] + live["live_dropped_rate"],
             "last_error": link or self._last_error or self.status.last_error,
         }
@@ -237,6 +257,8 @@ class Publisher:
             connack.receive_maximum, connack.session_present, time.monotonic()
         )
         self._counters.add("resent_after_reconnect", len(resend))
+        if self.inbox.filters and self.client is not None:
+            self.client.send(Subscribe(SUBSCRIBE_ID, self.inbox.filters))
         self._send(resend)
         if not self._exiting:
             self._put_status("online")
@@ -245,9 +267,20 @@ class Publisher:
     def _on_down(self, reason: str) -> None:
         self.window.disconnected()
 
+    def subscribe(self, topic_filter: str, handler: Callable[[Publish], None]) -> None:
+        """Receive messages on ``topic_filter`` (QoS 1; see :class:`~gateway.mqtt.inbox.Inbox`)."""
+        self.inbox.add(topic_filter, handler)
+        if self.connected and self.client is not None:
+            self.client.send(Subscribe(SUBSCRIBE_ID, self.inbox.filters))
+
     def _on_packet(self, packet: Packet) -> None:
+        if isinstance(packet, Publish):
+            self.inbox.deliver(packet)
+            if packet.qos == 1 and packet.packet_id is not None and self.client is not None:
+                self.client.send(PubAck(packet.packet_id))
+            return
         if not isinstance(packet, PubAck):
-            return  # a publisher subscribes to nothing
+            return
         result = self.window.puback(packet.packet_id, packet.reason, time.monotonic())
         try:
             if isinstance(result, Acked):

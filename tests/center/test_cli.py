@@ -13,16 +13,23 @@ from tests.center.conftest import REPO
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "center", *args], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "center", *args],
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_version_upgrade_and_user_add(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/c.db"
     assert run("--version").stdout.strip().startswith("ecg-center ")
     assert "revision 0003" in run("db", "upgrade", "--db", db).stdout
-    out = run("user", "add", "alice", "--role", "technician", "--db", db,
-              stdin="long enough password\n")
+    out = run(
+        "user", "add", "alice", "--role", "technician", "--db", db, stdin="long enough password\n"
+    )
     assert out.returncode == 0, out.stderr
     again = run("user", "add", "alice", "--role", "technician", "--db", db, stdin="x" * 12)
     assert again.returncode == 1 and "exists" in again.stderr
