@@ -146,7 +146,7 @@ class DeliveryWindow:
     def _new_id(self) -> int:
         while True:
             pid = self._next_id
-            self._next_id = pid % SUBSCRIBE_ID + 1  # 1 .. 65534
+            self._next_id = pid % (SUBSCRIBE_ID - 1) + 1  # 1 .. 65534
             if pid not in self._inflight:
                 return pid
 
