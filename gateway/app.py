@@ -64,7 +64,7 @@ def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings
         live_enabled=cfg.live.enabled,
         live_block_s=cfg.live.block_s,
         backfill_wait_s=dev.backfill_wait_s if isinstance(dev, PatchDevice) else 0.0,
-        auto_enabled=a.enabled,
+        auto_enabled=a.enabled and dev.kind in a.device_kinds,
         auto_pre_s=a.pre_s,
         auto_post_s=a.post_s,
         auto_max_per_day=a.max_per_day,
@@ -80,9 +80,12 @@ def make_driver(
     ble_backend: Any,
     adapter: BleAdapter,
     resume: StreamPosition | None = None,
+    time_scale: float = 1.0,
 ) -> Driver:
     """The driver for one configured device, going on from ``resume`` (where its stream
-    stood when the gateway last ran). Drivers import nothing of the gateway."""
+    stood when the gateway last ran). Drivers import nothing of the gateway.
+    ``time_scale``: how much faster than real time a simulated BLE device runs (1 for real
+    devices)."""
     if isinstance(dev, PolarPmdDevice | PatchDevice):
         from drivers.ble_driver import ble_driver
         from drivers.patch_session import PatchSettings
@@ -94,6 +97,7 @@ def make_driver(
             "connect_timeout_s": dev.connect_timeout_s,
             "silence_timeout_s": dev.silence_timeout_s,
             "lead": dev.lead,
+            "time_scale": time_scale,
         }
         settings: PatchSettings | PolarSettings = (
             PolarSettings(**common, fs=dev.fs)
@@ -122,6 +126,9 @@ class Gateway:
         D-Bus when ``ble_backend`` is None; otherwise never).
     clock
         UTC POSIX seconds now (tests may pass a fake).
+    device_time_scale
+        How much faster than real time simulated BLE devices run (the demo replaying a
+        record faster); 1 for real devices.
     """
 
     def __init__(
@@ -131,8 +138,10 @@ class Gateway:
         ble_backend: Any = None,
         adapter_reset: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        device_time_scale: float = 1.0,
     ) -> None:
         self.cfg = cfg
+        self._time_scale = device_time_scale
         self.clock = clock
         self._ble_backend = ble_backend
         if adapter_reset is None and ble_backend is None:
@@ -182,7 +191,12 @@ class Gateway:
             ch.study = study
             self.channels[dev.id] = ch
             self.drivers[dev.id] = make_driver(
-                dev, ch, ble_backend=self._ble_backend, adapter=self.ble_adapter, resume=position
+                dev,
+                ch,
+                ble_backend=self._ble_backend,
+                adapter=self.ble_adapter,
+                resume=position,
+                time_scale=self._time_scale,
             )
             self.restarts[dev.id] = 0
 

@@ -93,6 +93,24 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="use this broker instead of starting an embedded one on a free loopback port",
     )
     p.add_argument("--out", type=Path, default=None, help="save strips as PNG + JSON here")
+    p.add_argument(
+        "--hold",
+        action="store_true",
+        help="after the summary keep everything running (console up) until Ctrl-C",
+    )
+    p.add_argument(
+        "--patch-record",
+        type=Path,
+        metavar="WFDB",
+        help="the patch replays this WFDB record (path without extension, e.g. an MIT-BIH "
+        "record) instead of a synthetic ECG",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="the patch's signal runs this much faster than real time (default 1)",
+    )
 
 
 def _add_monitor(sub: argparse._SubParsersAction) -> None:
@@ -208,7 +226,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
 
-    return asyncio.run(run_demo(seconds=args.seconds, broker_url=args.broker, out_dir=args.out))
+    demo = run_demo(
+        seconds=args.seconds,
+        broker_url=args.broker,
+        out_dir=args.out,
+        hold=args.hold,
+        record=args.patch_record,
+        speed=args.speed,
+    )
+    try:
+        return asyncio.run(demo)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -201,6 +201,11 @@ class AutoEventsConfig(_Model):
     enabled: bool = Field(
         True, description="Raise an event when a pause, VT, AF, brady, tachy or SVT begins."
     )
+    device_kinds: list[Literal["patch", "polar_pmd", "cart_serial"]] = Field(
+        default_factory=lambda: ["patch", "polar_pmd"],
+        description="Kinds of device whose episodes raise events. Stress-test carts are not "
+        "in the default: the test is attended and exercise tachycardia is its purpose.",
+    )
     pre_s: Annotated[float, Field(ge=0, le=600)] = Field(
         45.0, description="Seconds of ECG before the episode's onset in the event."
     )

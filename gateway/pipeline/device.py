@@ -198,7 +198,8 @@ class DevicePipeline:
         if t.supersedes is not None:
             details["supersedes_episode"] = t.supersedes
         self.counters.add("auto_events")
-        s.windows.auto(t.reason, t.start_seq, float(block.time_of(t.start_seq)), details)
+        when = float(block.time_of(t.start_seq))
+        s.windows.auto(t.reason, t.start_seq, when, details, s.analysis.history.first_seq)
 
     def _seq_at(self, event: DeviceEvent) -> int | None:
         if event.seq is not None:

@@ -97,9 +97,10 @@ class WindowScheduler:
         )
         self._pending.append(PendingWindow("strip", first, seq, trigger, blood_pressure))
 
-    def auto(self, reason: str, seq: int, time: float, details: dict) -> None:
+    def auto(self, reason: str, seq: int, time: float, details: dict, oldest: int | None) -> None:
         """An auto-triggered event: an episode (``reason``) began at sample ``seq``, UTC
-        ``time``; its window is ``auto_pre_s`` before to ``auto_post_s`` after."""
+        ``time``; its window is ``auto_pre_s`` before to ``auto_post_s`` after (from
+        ``oldest``, the first sample held, at the earliest)."""
         s = self.settings
         trigger = Trigger(
             "auto",
@@ -111,6 +112,9 @@ class WindowScheduler:
             details=details,
         )
         first, end = seq - self._samples(s.auto_pre_s), seq + self._samples(s.auto_post_s)
+        if oldest is not None and first < oldest:
+            trigger = trigger.but(pre_available_s=round((seq - oldest) / self.fs, 3))
+            first = oldest
         self._pending.append(PendingWindow("event", first, end, trigger))
 
     def lost(self, first_seq: int, end_seq: int) -> None:

@@ -298,6 +298,25 @@ def test_a_pause_raises_an_auto_event_around_its_onset() -> None:
     json.dumps(body, allow_nan=False)
 
 
+def test_an_episode_early_in_a_stream_gets_the_window_that_exists() -> None:
+    """A pause 8 s into the stream with 45 s wanted before it: the event starts at the
+    stream's first sample and says how much was available, also when cut at shutdown."""
+    fs = 250.0
+    synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=5)
+    x = np.concatenate(
+        [synth.generate(int(8 * fs)), np.zeros((int(4 * fs), 1)), synth.generate(int(10 * fs))]
+    )
+    p = DevicePipeline("p", _cfg(auto_pre_s=45.0, auto_post_s=30.0))
+    out = []
+    for i in range(0, len(x), 25):
+        out += p.on_block(SampleBlock(x[i : i + 25], fs, T0 + i / fs, i, ("ECG",), "p"))
+    out += p.flush()
+    (event,) = [o for o in out if isinstance(o, StripReady) and o.kind == "event"]
+    assert event.block.seq == 0 and event.block.end_seq == len(x)
+    assert event.trigger.pre_available_s == round(event.trigger.seq / fs, 3)
+    assert event.trigger.truncated_at_shutdown
+
+
 def test_patient_presses_are_never_limited_but_auto_events_are() -> None:
     fs = 250.0
     synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=4)
