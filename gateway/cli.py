@@ -217,12 +217,20 @@ def _enable_faulthandler() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    os.umask(0o077)  # outbox, recordings, study records: this user's only, whoever starts it
+    # outbox, recordings, study records: this user's only, whoever starts the gateway
+    umask = os.umask(0o077)
+    try:
+        return _run(args.config)
+    finally:
+        os.umask(umask)  # (for callers in the same process, e.g. tests)
+
+
+def _run(path: Path) -> int:
     _enable_faulthandler()
     from gateway.config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(path)
     except ConfigError as exc:
         print(f"ecg-gateway: refusing to start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -234,7 +242,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             logging.getLogger("gateway.preflight").warning("%s: %s", p.where, p.text)
     if any(p.fatal for p in problems):
         lines = "".join(f"\n  {p}" for p in problems if p.fatal)
-        print(f"ecg-gateway: refusing to start ({args.config}):{lines}", file=sys.stderr)
+        print(f"ecg-gateway: refusing to start ({path}):{lines}", file=sys.stderr)
         return EXIT_CONFIG
     from gateway.app import run_gateway
 

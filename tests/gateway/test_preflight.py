@@ -11,9 +11,12 @@ import io
 import os
 import pwd
 import shutil
+import signal
 import stat
+import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +37,8 @@ from gateway.preflight import (
     max_ecg_samples,
     user_to_check_as,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def config(state_dir: Path, **mqtt: object) -> dict:
@@ -91,6 +96,38 @@ def test_run_refuses_an_unusable_state_dir_with_exit_78(tmp_path, capsys, kind):
     err = capsys.readouterr().err
     assert "refusing to start" in err and "gateway.state_dir" in err
     assert "Traceback" not in err
+
+
+def test_files_the_gateway_creates_are_its_users_only_whatever_the_umask(tmp_path):
+    """Started with umask 000: the outbox files come out 0600, the state dir 0700."""
+    state = tmp_path / "state"
+    path = write_toml(tmp_path / "gw.toml", state).as_posix()
+    argv = [sys.executable, "-m", "gateway", "run", "--config", path]
+    proc = subprocess.Popen(argv, cwd=ROOT, umask=0, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (state / "outbox.sqlite3").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the WAL files follow the database
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    files = sorted(state.iterdir())
+    assert [f.name for f in files if f.name.startswith("outbox")], err
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+
+
+def test_run_gives_back_the_umask_it_found(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    old = os.umask(0o022)
+    try:
+        assert main(["run", "--config", str(write_toml(tmp_path / "gw.toml", blocker))]) == 78
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(old)
 
 
 def test_world_readable_password_file_is_refused_by_check_and_run(tmp_path, capsys):
