@@ -74,7 +74,7 @@ SERVICE_USER = "ecg-gateway"
 
 _SECRETS = ("password_file", "key_file")  # readable by their owner only
 _TLS_ONLY = ("ca_file", "cert_file", "key_file")
-_STATE_ENTRIES = ("recordings", "study")  # directories whose entries the gateway writes
+_STATE_ENTRIES = ("recordings", "study", "continuity")  # their entries are written too
 _ECG_OVERHEAD = 11  # body bytes of an ECG frame besides samples: header 4, first 4, n 1, CRC 2
 _INT24 = 0x010101  # a sample without zero bytes (worst case for COBS)
 

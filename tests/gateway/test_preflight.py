@@ -231,6 +231,8 @@ def test_cart_frame_limit_agrees_with_the_decoder():
     decoder = CartDecoder()
     too_big = encode_ecg(1, 0x01010101, np.full((n + 1, 12), 0x010101))
     assert decoder.feed(b"\x00" + too_big) == [] and decoder.stats["too_long"] == 1
+    doc = (ROOT / "docs" / "protocols" / "cart-serial.md").read_text()
+    assert "**113 for 12 leads**" in doc and "n ≤ ⌊(4096 − 11) / (3 × n_leads)⌋" in doc
 
 
 def test_cart_frame_check_fails_on_a_decoder_with_a_smaller_limit(tmp_path, monkeypatch):
