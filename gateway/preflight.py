@@ -38,7 +38,7 @@ import os
 import pwd
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,11 +166,8 @@ def max_ecg_samples(n_leads: int, max_body: int = MAX_BODY) -> int:
 
 
 def _who() -> str:
-    uid = os.geteuid()
-    try:
-        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
+    """This user for messages: ``user NAME (uid N)``."""
+    return f"user {_user()} (uid {os.geteuid()})"
 
 
 def _user() -> str:
@@ -394,7 +391,7 @@ def _cart_frames(devices: Sequence[DeviceConfig]) -> list[Problem]:
 
 
 # --- as another user --------------------------------------------------------------------------
-def user_to_check_as(as_user: str | None, environ: dict[str, str] | None = None) -> str | None:
+def user_to_check_as(as_user: str | None, environ: Mapping[str, str] | None = None) -> str | None:
     """Whom ``config check`` checks as: ``as_user`` when given; under sudo (euid 0 and
     ``SUDO_USER`` set) the service user, since root reads every file and would pass a
     configuration the service cannot read; otherwise this process (None)."""
