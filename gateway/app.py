@@ -39,6 +39,7 @@ from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
 from gateway.recording import RecordingStore, fsync_all
+from gateway.systemd_notify import systemd_service
 
 __all__ = ["Gateway", "make_driver", "pipeline_settings", "run_gateway"]
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DeviceConfig = PolarPmdDevice | PatchDevice | CartSerialDevice
 _RESTART_DELAYS_S = (1.0, 60.0)  # a driver that crashed is restarted after this backoff
+_STOP_TIMEOUT_S = 10.0  # how long stopping waits for each device task to end
 
 
 def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings:
@@ -397,7 +399,14 @@ class Gateway:
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # bounded: a driver stuck in a library must not keep the gateway from stopping
+            _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+            for t in stuck:
+                log.error(
+                    "%s did not stop within %g s; going on without it",
+                    t.get_name(),
+                    _STOP_TIMEOUT_S,
+                )
             for ch in self.channels.values():
                 ch.flush()
             self._save_positions()
@@ -411,8 +420,12 @@ async def run_gateway(cfg: GatewayConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(cfg)
     try:
-        await Gateway(cfg).run(stop)
+        # READY=1 once devices, outbox and publisher are up; STOPPING=1 at the signal; the
+        # watchdog fed from this event loop, so a frozen loop gets the service restarted
+        async with systemd_service(ready=gateway.started, stopping=stop):
+            await gateway.run(stop)
     except PublisherError as exc:
         # insecure key file, unreadable password file, bad TLS material: refuse to run
         log.error("refusing to start: %s", exc)
