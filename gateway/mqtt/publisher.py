@@ -17,6 +17,11 @@ the Last Will. Statuses go through the outbox (lowest priority, retained, latest
 If the broker has not acknowledged the exit's "offline" within ``offline_timeout_s``,
 the gateway disconnects with reason 0x04 so the broker publishes the "offline" Will.
 
+Subscriptions: :meth:`Publisher.subscribe` (e.g. the center's record confirmations,
+issue #13) is sent at every connection; a matching PUBLISH goes to its handler and, QoS 1,
+is acknowledged after the handler returned (a handler that raises gets no PUBACK: the
+broker sends it again).
+
 Security: TLS (``mqtts://``) with TLS 1.2 at least and host names checked; secrets
 readable by their owner only (:mod:`gateway.mqtt.credentials`). Plaintext (``mqtt://``,
 only with ``insecure = true``) is logged as a warning at start.
@@ -28,18 +33,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.counters import Counters
 from gateway.config import MqttConfig
 from gateway.mqtt.client import LinkState, MqttClient
-from gateway.mqtt.codec import ConnAck, Connect, Packet, Prop, PubAck, Will, reason_name
+from gateway.mqtt.codec import (
+    ConnAck,
+    Connect,
+    Packet,
+    Prop,
+    PubAck,
+    Publish,
+    Subscribe,
+    Will,
+    reason_name,
+)
 from gateway.mqtt.credentials import read_password, tls_context
 from gateway.mqtt.live import LiveSender
 from gateway.mqtt.window import Acked, DeliveryWindow, Refused, Send, publish_packet
 from gateway.outbox import Outbox
 from gateway.status import StatusReporter, status_payload
+from gateway.upload_rate import KindLimit
 
 __all__ = ["Publisher"]
 
@@ -74,6 +90,8 @@ class Publisher:
         stalled: the connection is dropped and re-made, which re-sends the message.
     offline_timeout_s
         On exit, seconds to wait for the broker to acknowledge the "offline" status.
+    limits
+        Per bulk message kind (``record``): its share of the window and byte-rate cap.
     """
 
     def __init__(
@@ -90,6 +108,7 @@ class Publisher:
         ack_timeout_s: float | None = None,
         offline_timeout_s: float = 3.0,
         clock: Callable[[], float] = time.time,
+        limits: Mapping[str, KindLimit] | None = None,
     ) -> None:
         self.cfg = cfg
         self.gateway_id = gateway_id
@@ -110,7 +129,8 @@ class Publisher:
         ack_timeout = (
             ack_timeout_s if ack_timeout_s is not None else max(60.0, 2.0 * cfg.keepalive_s)
         )
-        self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s)
+        self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s, limits)
+        self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self.live = LiveSender(live_max_rate_hz)
         self._counters = Counters(
             "published", "acked", "nacked", "ack_timeouts", "resent_after_reconnect"
@@ -156,6 +176,18 @@ class Publisher:
     def wake(self) -> None:
         """Nudge the drain task (call after ``outbox.put``)."""
         self._wake.set()
+
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Receive ``topic_filter`` (QoS 1, at every connection) into ``handler(topic,
+        payload)``, called on the event loop; PUBACK after it returned."""
+        self._subscriptions[topic_filter] = handler
+        if self.connected:
+            self._send_subscribe()
+
+    def _send_subscribe(self) -> None:
+        if self._subscriptions and self.client is not None:
+            topics = tuple((f, 1) for f in self._subscriptions)
+            self.client.send(Subscribe(self.window.reserve_id(), topics))
 
     def publish_live(self, topic: str, payload: bytes) -> bool:
         """Send live ECG, QoS 0, best effort, not stored (see :class:`LiveSender`)."""
@@ -237,6 +269,7 @@ class Publisher:
             connack.receive_maximum, connack.session_present, time.monotonic()
         )
         self._counters.add("resent_after_reconnect", len(resend))
+        self._send_subscribe()
         self._send(resend)
         if not self._exiting:
             self._put_status("online")
@@ -246,8 +279,11 @@ class Publisher:
         self.window.disconnected()
 
     def _on_packet(self, packet: Packet) -> None:
+        if isinstance(packet, Publish):
+            self._received(packet)
+            return
         if not isinstance(packet, PubAck):
-            return  # a publisher subscribes to nothing
+            return
         result = self.window.puback(packet.packet_id, packet.reason, time.monotonic())
         try:
             if isinstance(result, Acked):
@@ -259,6 +295,20 @@ class Publisher:
             self._last_error = f"outbox update failed: {exc!r}"
             log.exception("outbox update failed")
         self._wake.set()
+
+    def _received(self, packet: Publish) -> None:
+        """A message on one of our subscriptions: to its handler, then the PUBACK."""
+        handler = next(
+            (h for f, h in self._subscriptions.items() if topic_matches(f, packet.topic)), None
+        )
+        try:
+            if handler is not None:
+                handler(packet.topic, packet.payload)
+        except Exception:
+            log.exception("handling a message on %s failed; not acknowledged", packet.topic)
+            return
+        if packet.qos and packet.packet_id is not None and self.client is not None:
+            self.client.send(PubAck(packet.packet_id))
 
     def _refused(self, r: Refused, packet: PubAck) -> None:
         reason = reason_name(r.reason)
@@ -328,6 +378,17 @@ class Publisher:
         while True:
             await asyncio.sleep(self._status_period_s)
             self._put_status("online")
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest)."""
+    fparts, tparts = topic_filter.split("/"), topic.split("/")
+    for i, f in enumerate(fparts):
+        if f == "#":
+            return True
+        if i >= len(tparts) or (f != "+" and f != tparts[i]):
+            return False
+    return len(fparts) == len(tparts)
 
 
 def connect_client(
