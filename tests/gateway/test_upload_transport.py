@@ -226,3 +226,23 @@ async def test_a_confirmation_survives_a_restart(tmp_path):
     assert again.deletable("p1", st.name)
     again.close()
     outbox.close()
+
+
+async def test_recordings_command_shows_what_was_sent_and_confirmed(tmp_path, capsys):
+    from gateway.cli import main
+
+    state = tmp_path / "state"
+    write_records(state / "recordings", 8)
+    outbox = Outbox(state / "outbox.sqlite3")
+    up = _uploader(state, outbox, None, chunk=4000)
+    await up.step()
+    first = up.core.records["p1/p1_000000000000"]
+    ack = {"schema": RECORD_ACK_SCHEMA, "record": first.name, "version": 1,
+           "sha256": first.sha256}  # fmt: skip
+    up.on_confirmation("ecg/v1/gw-u/p1/record-ack", json.dumps(ack).encode())
+    up.close()
+    outbox.close()
+    assert main(["recordings", "--dir", str(state / "recordings")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "center" in lines[0]
+    assert "v1 confirmed" in lines[1] and "v1 sent" in lines[2]
