@@ -33,6 +33,8 @@ class StandInCenter:
 
     def __init__(self, broker: Mosquitto, confirm: bool = True) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
 
         self.chunks: dict[tuple[str, str, int], dict[int, bytes]] = {}
         self.records: dict[tuple[str, str, int], bytes] = {}
@@ -41,12 +43,16 @@ class StandInCenter:
         self.confirm = confirm
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="stand-in-center", protocol=mqtt.MQTTv5
+        )
         self.client.on_connect = lambda c, *a: c.subscribe("ecg/v1/+/+/record", qos=1)
         self.client.on_subscribe = lambda *a: self.ready.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect(broker.host, broker.port)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 300  # like a center: the broker queues during its outage
+        self.client.connect(broker.host, broker.port, clean_start=False, properties=props)
         self.client.loop_start()
         assert self.ready.wait(10)
 
