@@ -57,6 +57,7 @@ class Center:
         self.acks: AckSender | None = None
         self.escalations = 0
         self.hub = None
+        self.scanner = None  # the scanning analysis of verified records (issue #13)
 
     async def __aenter__(self) -> Center:
         self._loop = asyncio.get_running_loop()
@@ -72,6 +73,10 @@ class Center:
                                    self.config.mqtt.topic_prefix, on_batch=self._on_batch)
         self.link = MqttLink(self.config.mqtt, self.ingest.put, self._on_puback)
         self.acks = AckSender(self.engine, self.link)
+        from center.studies.scan import StudyScanner
+
+        self.scanner = StudyScanner(self.engine)
+        self.scanner.start()
         self.ingest.start()
         self.acks.start()
         self.link.start()
@@ -93,6 +98,8 @@ class Center:
             await asyncio.to_thread(self.ingest.stop)
         if self.acks is not None:
             await asyncio.to_thread(self.acks.stop)
+        if self.scanner is not None:
+            await asyncio.to_thread(self.scanner.stop)
         if self.link is not None:
             await asyncio.to_thread(self.link.stop)
         self.engine.dispose()
@@ -110,6 +117,10 @@ class Center:
         """From the ingest thread: tell the console (SSE) something changed."""
         if self.hub is not None and self._loop is not None and (res.stored or res.statuses):
             self._loop.call_soon_threadsafe(self.hub.poke)
+        if res.confirmations:  # full disclosure: record-acks to send, records to scan
+            self.ack_sent_wake()
+        if res.verified and self.scanner is not None:
+            self.scanner.wake()
 
     def ack_sent_wake(self) -> None:
         """An acknowledgement was committed: send it to the gateway now."""

@@ -103,9 +103,8 @@ class MqttLink:
         p, g = self.cfg.topic_prefix, self.cfg.share_group
         shared = "$share/" + g + "/" if g else ""
         opts = SubscribeOptions(qos=1)
-        return [(f"{shared}{p}/+/+/{kind}", opts) for kind in ("event", "strip", "study")] + [
-            (f"{p}/+/status", opts)
-        ]
+        kinds = ("event", "strip", "study", "record")  # record: full disclosure (#13)
+        return [(f"{shared}{p}/+/+/{kind}", opts) for kind in kinds] + [(f"{p}/+/status", opts)]
 
     def start(self) -> None:
         """Connect in the background (paho's thread); reconnects by itself."""

@@ -40,6 +40,9 @@ from gateway.payloads import build_live_payload, build_strip_body, build_study_b
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
 from gateway.recording import RecordingStore, fsync_all
 from gateway.systemd_notify import systemd_service
+from gateway.upload import UploadSettings
+from gateway.upload_io import Uploader
+from gateway.upload_rate import KindLimit, TokenBucket
 
 __all__ = ["Gateway", "make_driver", "pipeline_settings", "run_gateway"]
 
@@ -158,6 +161,7 @@ class Gateway:
         self.continuity = ContinuityStore(cfg.gateway.state_dir / "continuity")
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
+        self.uploader: Uploader | None = None  # full disclosure to the center (issue #13)
         self._study_since = clock()
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
@@ -183,6 +187,8 @@ class Gateway:
                     max_mb=cfg.recording.max_mb,
                     sync_s=cfg.recording.sync_s,
                 )
+                if self.uploader is not None:  # the quota deletes only confirmed records
+                    recording.deletable = functools.partial(self.uploader.deletable, dev.id)
             ch = DeviceChannel(
                 dev.id,
                 DevicePipeline(dev.id, pipeline_settings(cfg, dev)),
@@ -299,6 +305,7 @@ class Gateway:
                 "driver": {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
                 "acknowledgements": ch.acks.facts(self.clock()),
                 "channel": stats,
+                "study": self._upload_facts(dev_id, rec),
             }
         return out
 
@@ -356,6 +363,7 @@ class Gateway:
             cfg.gateway.state_dir / "outbox.sqlite3",
             max_bytes=int(cfg.gateway.outbox_max_mb * 1e6),
         )
+        self.uploader = self._make_uploader()
         try:
             async with Publisher(
                 cfg.mqtt,
@@ -363,10 +371,14 @@ class Gateway:
                 self.outbox,
                 status_devices=self.status_devices,
                 live_max_rate_hz=cfg.live.max_rate_hz,
+                limits=self._record_limits(),
             ) as pub:
                 self.publisher = pub
                 prefix, gw = cfg.mqtt.topic_prefix, cfg.gateway.id
                 pub.subscribe(f"{prefix}/{gw}/+/ack", self._on_ack)
+                if self.uploader is not None:
+                    pub.subscribe(self.uploader.ack_filter, self.uploader.on_message)
+                    self.uploader.wake = pub.wake
                 await self._run_devices(stop)
                 drained = await pub.wait_drained(timeout=10.0)
                 if not drained:
@@ -378,6 +390,42 @@ class Gateway:
             self.publisher = None
             self.outbox_pending_at_exit = self.outbox.pending()
             self.outbox.close()
+            if self.uploader is not None:
+                self.uploader.close()
+
+    # --- full disclosure (issue #13) -------------------------------------------------------
+    def _make_uploader(self) -> Uploader | None:
+        """The record uploader, when recording and upload are both on."""
+        cfg, up = self.cfg, self.cfg.upload
+        if not (up.enabled and cfg.recording.enabled) or self.outbox is None:
+            return None
+        settings = UploadSettings(up.chunk_kb * 1024, up.settle_s, up.quiet_s, up.resend_after_s)
+        return Uploader(
+            cfg.gateway.state_dir / "recordings",
+            cfg.gateway.state_dir / "upload.sqlite3",
+            self.outbox,
+            gateway_id=cfg.gateway.id,
+            topic_prefix=cfg.mqtt.topic_prefix,
+            settings=settings,
+            file_s=cfg.recording.file_s,
+            queued_chunks=up.queued_chunks,
+            scan_s=up.scan_s,
+            clock=self.clock,
+        )
+
+    def _upload_facts(self, dev_id: str, rec: RecordingStore | None) -> dict[str, Any] | None:
+        """The status's ``study`` block: hours recorded, records sent and confirmed."""
+        if self.uploader is None:
+            return None
+        alarm = rec.quota_alarm if rec is not None else None
+        return {**self.uploader.facts(dev_id), "quota_alarm": alarm}
+
+    def _record_limits(self) -> dict[str, KindLimit]:
+        """Records' share of the in-flight window and their byte-rate cap."""
+        up = self.cfg.upload
+        rate = up.rate_kb_s * 1000.0
+        bucket = TokenBucket(rate, burst=max(rate, 2 * up.chunk_kb * 1024)) if rate else None
+        return {"record": KindLimit(up.window_share, bucket)}
 
     async def _run_devices(self, stop: asyncio.Event) -> None:
         self._build_devices()
@@ -387,6 +435,8 @@ class Gateway:
         ]
         tasks.append(asyncio.create_task(self._study_loop(), name="study"))
         tasks.append(asyncio.create_task(self._sync_loop(), name="recording-sync"))
+        if self.uploader is not None:
+            tasks.append(asyncio.create_task(self.uploader.run(), name="record-upload"))
         self.started.set()
         log.info(
             "gateway %s running: %d device(s), broker %s",

@@ -17,6 +17,11 @@ the Last Will. Statuses go through the outbox (lowest priority, retained, latest
 If the broker has not acknowledged the exit's "offline" within ``offline_timeout_s``,
 the gateway disconnects with reason 0x04 so the broker publishes the "offline" Will.
 
+Subscriptions: :meth:`Publisher.subscribe` (e.g. the center's record confirmations,
+issue #13) is sent at every connection; a matching PUBLISH goes to its handler and, QoS 1,
+is acknowledged after the handler returned (a handler that raises gets no PUBACK: the
+broker sends it again).
+
 Security: TLS (``mqtts://``) with TLS 1.2 at least and host names checked; secrets
 readable by their owner only (:mod:`gateway.mqtt.credentials`). Plaintext (``mqtt://``,
 only with ``insecure = true``) is logged as a warning at start.
@@ -28,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.counters import Counters
@@ -58,6 +63,7 @@ from gateway.mqtt.window import (
 )
 from gateway.outbox import Outbox
 from gateway.status import StatusReporter, status_payload
+from gateway.upload_rate import KindLimit
 
 __all__ = ["Publisher"]
 
@@ -92,6 +98,8 @@ class Publisher:
         stalled: the connection is dropped and re-made, which re-sends the message.
     offline_timeout_s
         On exit, seconds to wait for the broker to acknowledge the "offline" status.
+    limits
+        Per bulk message kind (``record``): its share of the window and byte-rate cap.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class Publisher:
         ack_timeout_s: float | None = None,
         offline_timeout_s: float = 3.0,
         clock: Callable[[], float] = time.time,
+        limits: Mapping[str, KindLimit] | None = None,
     ) -> None:
         self.cfg = cfg
         self.gateway_id = gateway_id
@@ -128,7 +137,7 @@ class Publisher:
         ack_timeout = (
             ack_timeout_s if ack_timeout_s is not None else max(60.0, 2.0 * cfg.keepalive_s)
         )
-        self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s)
+        self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s, limits)
         self.live = LiveSender(live_max_rate_hz)
         self._counters = Counters(
             "published acked nacked ack_timeouts resent_after_reconnect"
@@ -275,8 +284,10 @@ class Publisher:
 
     def _on_packet(self, packet: Packet) -> None:
         if isinstance(packet, Publish):
-            self.inbox.deliver(packet)
-            if packet.qos == 1 and packet.packet_id is not None and self.client is not None:
+            # PUBACK only once every handler took it (a confirmation saved to disk, ...);
+            # otherwise the broker delivers it again at the next connection
+            handled = self.inbox.deliver(packet)
+            if handled and packet.qos == 1 and packet.packet_id is not None and self.client:
                 self.client.send(PubAck(packet.packet_id))
             return
         if not isinstance(packet, PubAck):
