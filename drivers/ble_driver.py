@@ -3,7 +3,8 @@
 A :class:`BleDriver` owns one pure session (:class:`~drivers.patch_session.PatchSession`
 or :class:`~drivers.polar_session.PolarSession`) and does what it says, nothing else:
 
-- connect (:func:`~drivers.ble_link.connect`, under the adapter lock), tell the session
+- connect (:func:`~drivers.ble_link.connect`: scans exclusive, connection attempts side by
+  side, so an absent patch holds up no other), tell the session
   which characteristics the device has, then perform its commands one at a time, each
   bounded by ``connect_timeout_s`` (reads, writes, subscriptions);
 - hand it every notification and a tick every ``tick_s``, and deliver what it returns

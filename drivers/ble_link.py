@@ -2,8 +2,11 @@
 
 :func:`connect` finds the patch (a scan on BlueZ, which needs the D-Bus path; by
 address with an explicit backend such as the simulator) and connects through
-bleak-retry-connector's ``establish_connection``, under the adapter-wide lock so a scan
-never overlaps another patch's connection attempt (BlueZ fails both when they do).
+bleak-retry-connector's ``establish_connection``. A scan never overlaps a connection
+attempt (BlueZ fails both when they do: :class:`~drivers.ble_adapter.BleAdapter`), but
+nothing else is serialised: the scan for a patch that is away runs in slices of
+``_SCAN_SLICE_S`` with the adapter free in between, and a connection attempt, however long
+it waits for an absent patch, holds up only scans, never another patch's connection.
 """
 
 from __future__ import annotations
@@ -40,15 +43,25 @@ class DeviceNotFound(BleakError):
     """The patch was not seen in a scan: away or off (not an adapter problem)."""
 
 
-async def _find_device(settings: BleSettings, backend: type[BaseBleakClient] | None) -> BLEDevice:
+_SCAN_SLICE_S = 2.0  # one scan slice: another patch's connection waits at most this long
+
+
+async def _find_device(
+    settings: BleSettings, backend: type[BaseBleakClient] | None, adapter: BleAdapter
+) -> BLEDevice:
+    """The device, scanned for in slices for up to ``connect_timeout_s``."""
     if backend is not None:
         return BLEDevice(settings.address, settings.id, details=None)
-    device = await BleakScanner.find_device_by_address(
-        settings.address, timeout=settings.connect_timeout_s
-    )
-    if device is None:
-        raise DeviceNotFound(f"{settings.address} not seen in a scan")
-    return device
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.connect_timeout_s
+    while (left := deadline - loop.time()) > 0:
+        async with adapter.scanning():
+            device = await BleakScanner.find_device_by_address(
+                settings.address, timeout=min(_SCAN_SLICE_S, left)
+            )
+        if device is not None:
+            return device
+    raise DeviceNotFound(f"{settings.address} not seen in a scan")
 
 
 async def connect(
@@ -61,12 +74,13 @@ async def connect(
     kwargs: dict[str, Any] = {"timeout": settings.connect_timeout_s}
     if backend is not None:
         kwargs["backend"] = backend
+    device = await _find_device(settings, backend, adapter)
     # establish_connection retries internally and gives each attempt its own 20 s
     # (BLEAK_TIMEOUT); connect_timeout_s bounds the whole call.
-    async with adapter, asyncio.timeout(settings.connect_timeout_s):
+    async with adapter.connecting(), asyncio.timeout(settings.connect_timeout_s):
         return await establish_connection(
             BleakClientWithServiceCache,
-            await _find_device(settings, backend),
+            device,
             settings.id,
             disconnected_callback=lambda _c: lost.set(),
             max_attempts=2,
