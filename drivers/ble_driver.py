@@ -35,6 +35,7 @@ from bleak.exc import BleakError
 
 from core.block import SampleBlock
 from core.events import DeviceEvent, DeviceSink, DriverError, Gap, StreamPosition
+from core.ratelog import RateLimitedLog
 from core.supervise import supervise
 from drivers.ble_adapter import BleAdapter
 from drivers.ble_link import BleSettings, DeviceNotFound, connect, really_cancelled
@@ -96,6 +97,7 @@ class BleDriver:
         self._queue: asyncio.Queue[Command] = asyncio.Queue()
         self._end: asyncio.Future[_End] | None = None
         self._rng = random.Random()
+        self._log = RateLimitedLog(log)  # a device that keeps breaking its session: a line a minute
 
     @property
     def source(self) -> str:
@@ -247,8 +249,14 @@ class BleDriver:
             outputs = step(self._clock(), time.monotonic())
         except Exception:
             self._session_errors += 1
-            if self._session_errors % 100 == 1:  # the first, then every 100th
-                log.exception("%s: session failed (%d so far)", self.source, self._session_errors)
+            self._log.log(
+                "session",
+                logging.ERROR,
+                "%s: session failed (%d so far)",
+                self.source,
+                self._session_errors,
+                exc_info=True,
+            )
             self._finish(_End("session error", failed=True))
             return
         for out in outputs:
