@@ -10,7 +10,8 @@ backfill runs, INVALID for an empty range or a malformed command), and ABORT.
 
 Test hooks: :meth:`disconnect` (drop the link from the patch side),
 :meth:`press_button`, ``recorded`` (every sample recorded, µV, by seq),
-``racp_commands`` (every command received), ``backfill_frame_delay_s``.
+``racp_commands`` (every command received), ``backfill_frame_delay_s``; and for a
+misbehaving patch: ``device_time_bytes``, ``on_racp`` with :meth:`answer`, :meth:`send`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 from bumble.core import UUID
@@ -114,6 +116,11 @@ class SimPatch:
         self.backfill_frame_delay_s = backfill_frame_delay_s
         self.racp_commands: list[bytes] = []
         """Every RACP command written to the patch, in order."""
+        self.device_time_bytes: bytes | None = None
+        """Test hook: what a Device Time read returns instead of the clock (any bytes)."""
+        self.on_racp: Callable[[bytes], bool] | None = None
+        """Test hook: sees each RACP command first; True means it handled it (answered with
+        :meth:`answer`, or chose not to), and the patch does nothing more."""
         self._stopping = False
         self._build_gatt()
 
@@ -138,7 +145,7 @@ class SimPatch:
             UUID(uuids.PATCH_TIME),
             p.READ,
             rd,
-            CharacteristicValue(read=lambda _c: encode_device_time(self.device_time())),
+            CharacteristicValue(read=lambda _c: self._time_value()),
         )
         self._status = Characteristic(
             UUID(uuids.PATCH_STATUS),
@@ -167,6 +174,9 @@ class SimPatch:
     def device_time(self) -> DeviceTime:
         seq = self.next_seq
         return DeviceTime(self._us0 + int(seq * 1e6 / FS), seq)
+
+    def _time_value(self) -> bytes:
+        return self.device_time_bytes or encode_device_time(self.device_time())
 
     def status(self) -> PatchStatus:
         used = min(100, int(100 * min(self.next_seq, self.capacity) / self.capacity))
@@ -333,6 +343,8 @@ class SimPatch:
     # commands INVALID 0, 0, what is not held NOT_HELD with the range actually sent.
     def _on_racp(self, _connection: Connection, value: bytes) -> None:
         self.racp_commands.append(bytes(value))
+        if self.on_racp is not None and self.on_racp(bytes(value)):
+            return
         try:
             op, first, end = decode_racp_command(bytes(value))
         except PatchDecodeError:
@@ -353,6 +365,17 @@ class SimPatch:
         else:
             self._running, self._abort = (first, end), False
             self._spawn_on_link(self._send_range(first, end))
+
+    def answer(self, r: RacpResponse) -> None:
+        """Test hook: indicate any RACP answer now."""
+        self._indicate(r)
+
+    async def send(self, uuid: str, data: bytes) -> None:
+        """Test hook: notify any bytes on the ECG, Backfill, Symptom or Status
+        characteristic (``uuid``), as a misbehaving patch would."""
+        chars = {uuids.PATCH_ECG: self._ecg, uuids.PATCH_BACKFILL: self._backfill,
+                 uuids.PATCH_SYMPTOM: self._symptom, uuids.PATCH_STATUS: self._status}  # fmt: skip
+        await self.device.notify_subscribers(chars[uuid], data)
 
     def _indicate(self, r: RacpResponse) -> None:
         self._spawn_on_link(self.device.indicate_subscribers(self._racp, encode_racp_response(r)))

@@ -102,6 +102,7 @@ class DevicePipeline:
         self._stage_start: int | None = None
         self._stages: deque[tuple[int, StageChanged]] = deque(maxlen=64)  # (first seq, stage)
         self._bp: BloodPressure | None = None
+        self._bps: deque[tuple[int, BloodPressure]] = deque(maxlen=64)  # (seq, measurement)
         self._lead_off: LeadOff | None = None
 
     @property
@@ -145,6 +146,9 @@ class DevicePipeline:
             self._on_stage(event)
         elif isinstance(event, BloodPressure):
             self._bp = event
+            seq = self._seq_at(event)
+            if seq is not None:
+                self._bps.append((seq, event))
         elif isinstance(event, LeadOff):
             self._lead_off = event
         elif isinstance(event, RecordingStarted):
@@ -230,6 +234,17 @@ class DevicePipeline:
             if first <= seq:
                 current = stage
         return current if self._stages else self._stage
+
+    def _bp_at(self, seq: int) -> BloodPressure | None:
+        """The latest blood pressure measured at or before sample ``seq`` (a strip shows
+        what was known by its end, not a measurement made after it)."""
+        if not self._bps:
+            return self._bp
+        current = None
+        for at, bp in self._bps:
+            if at <= seq:
+                current = bp
+        return current
 
     def _flush_ready(self, s: _Stream) -> list[PipelineOutput]:
         end = s.analysis.end_seq
@@ -325,7 +340,7 @@ class DevicePipeline:
         facts = replace(
             facts,
             stage=self._stage_at(block.end_seq - 1) if p.trigger.type != "stage_end" else None,
-            blood_pressure=p.blood_pressure or self._bp,
+            blood_pressure=p.blood_pressure or self._bp_at(block.end_seq - 1),
             lead_off=self._lead_off,
         )
         kind: Literal["strip", "event"] = "event" if p.kind == "event" else "strip"
