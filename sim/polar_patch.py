@@ -133,6 +133,8 @@ class SimBlePatch:
         self._size_i = 0
         self.dropped: list[tuple[int, int]] = []
         """Device sample ranges of frames generated but never notified (:meth:`drop_frames`)."""
+        self.skewed: list[tuple[int, int]] = []
+        """Device sample ranges of frames sent with an absurd timestamp."""
         self._stopping = False
         self._connection: Connection | None = None
         self._stream_task: asyncio.Task[None] | None = None
@@ -368,6 +370,8 @@ class SimBlePatch:
         mv = self.synth.generate(n)[:, 0]
         uv = np.round(np.asarray(mv, dtype=np.float64) * 1000.0).astype(np.int32)
         skew = self._skew_ns.pop(0) if self._skew_ns else 0
+        if skew:
+            self.skewed.append((k0, k0 + n))
         frame = encode_ecg_frame(self._sample_time_ns(k0 + n - 1) + skew, uv)
         self._next_sample += n
         if self._drop_pending:
