@@ -39,6 +39,7 @@ from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
 from gateway.recording import RecordingStore, fsync_all
+from gateway.status import device_facts
 from gateway.systemd_notify import systemd_service
 from gateway.upload import UploadSettings
 from gateway.upload_io import Uploader
@@ -114,6 +115,47 @@ def make_driver(
 
     cart = CartSettings(dev.id, dev.port, dev.baudrate, dev.silence_timeout_s)
     return CartDriver(cart, sink, resume=resume)
+
+
+# --- full disclosure (issue #13) ---------------------------------------------------------------
+def make_uploader(
+    cfg: GatewayConfig, outbox: Outbox, clock: Callable[[], float]
+) -> Uploader | None:
+    """The record uploader, when recording and upload are both on."""
+    up = cfg.upload
+    if not (up.enabled and cfg.recording.enabled):
+        return None
+    settings = UploadSettings(up.chunk_kb * 1024, up.settle_s, up.quiet_s, up.resend_after_s)
+    return Uploader(
+        cfg.gateway.state_dir / "recordings",
+        cfg.gateway.state_dir / "upload.sqlite3",
+        outbox,
+        gateway_id=cfg.gateway.id,
+        topic_prefix=cfg.mqtt.topic_prefix,
+        settings=settings,
+        file_s=cfg.recording.file_s,
+        queued_chunks=up.queued_chunks,
+        scan_s=up.scan_s,
+        clock=clock,
+    )
+
+
+def upload_facts(
+    uploader: Uploader | None, dev_id: str, rec: RecordingStore | None
+) -> dict[str, Any] | None:
+    """The status's ``study`` block: hours recorded, records sent and confirmed."""
+    if uploader is None:
+        return None
+    alarm = rec.quota_alarm if rec is not None else None
+    return {**uploader.facts(dev_id), "quota_alarm": alarm}
+
+
+def record_limits(cfg: GatewayConfig) -> dict[str, KindLimit]:
+    """Records' share of the in-flight window and their byte-rate cap."""
+    up = cfg.upload
+    rate = up.rate_kb_s * 1000.0
+    bucket = TokenBucket(rate, burst=max(rate, 2 * up.chunk_kb * 1024)) if rate else None
+    return {"record": KindLimit(up.window_share, bucket)}
 
 
 class Gateway:
@@ -284,30 +326,16 @@ class Gateway:
 
     def status_devices(self) -> dict[str, Any]:
         """Per-device facts for the retained status message."""
-        out: dict[str, Any] = {}
-        for dev_id, ch in self.channels.items():
-            rec = ch.recording
-            stats = ch.stats()
-            out[dev_id] = {
-                "samples": stats["samples"],
-                "gaps": stats["gaps"],
-                "gap_samples": stats["gap_samples"],
-                "heart_rate_bpm": ch.pipeline.heart_rate_bpm,
-                "recent_gaps": list(ch.gap_ledger)[-10:],
-                "recording": None
-                if rec is None
-                else {
-                    "samples_written": rec.samples_written,
-                    "records_created": rec.records_created,
-                    "records_deleted": rec.records_deleted,
-                    "errors": stats["recording_errors"],
-                },
-                "driver": {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
-                "acknowledgements": ch.acks.facts(self.clock()),
-                "channel": stats,
-                "study": self._upload_facts(dev_id, rec),
-            }
-        return out
+        now = self.clock()
+        return {
+            dev_id: device_facts(
+                ch,
+                {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
+                now,
+                study=upload_facts(self.uploader, dev_id, ch.recording),
+            )
+            for dev_id, ch in self.channels.items()
+        }
 
     # --- background work ------------------------------------------------------------------------
     async def _keep_running(self, dev_id: str, driver: Driver) -> None:
@@ -363,7 +391,7 @@ class Gateway:
             cfg.gateway.state_dir / "outbox.sqlite3",
             max_bytes=int(cfg.gateway.outbox_max_mb * 1e6),
         )
-        self.uploader = self._make_uploader()
+        self.uploader = make_uploader(cfg, self.outbox, self.clock)
         try:
             async with Publisher(
                 cfg.mqtt,
@@ -371,7 +399,7 @@ class Gateway:
                 self.outbox,
                 status_devices=self.status_devices,
                 live_max_rate_hz=cfg.live.max_rate_hz,
-                limits=self._record_limits(),
+                limits=record_limits(cfg),
             ) as pub:
                 self.publisher = pub
                 prefix, gw = cfg.mqtt.topic_prefix, cfg.gateway.id
@@ -392,40 +420,6 @@ class Gateway:
             self.outbox.close()
             if self.uploader is not None:
                 self.uploader.close()
-
-    # --- full disclosure (issue #13) -------------------------------------------------------
-    def _make_uploader(self) -> Uploader | None:
-        """The record uploader, when recording and upload are both on."""
-        cfg, up = self.cfg, self.cfg.upload
-        if not (up.enabled and cfg.recording.enabled) or self.outbox is None:
-            return None
-        settings = UploadSettings(up.chunk_kb * 1024, up.settle_s, up.quiet_s, up.resend_after_s)
-        return Uploader(
-            cfg.gateway.state_dir / "recordings",
-            cfg.gateway.state_dir / "upload.sqlite3",
-            self.outbox,
-            gateway_id=cfg.gateway.id,
-            topic_prefix=cfg.mqtt.topic_prefix,
-            settings=settings,
-            file_s=cfg.recording.file_s,
-            queued_chunks=up.queued_chunks,
-            scan_s=up.scan_s,
-            clock=self.clock,
-        )
-
-    def _upload_facts(self, dev_id: str, rec: RecordingStore | None) -> dict[str, Any] | None:
-        """The status's ``study`` block: hours recorded, records sent and confirmed."""
-        if self.uploader is None:
-            return None
-        alarm = rec.quota_alarm if rec is not None else None
-        return {**self.uploader.facts(dev_id), "quota_alarm": alarm}
-
-    def _record_limits(self) -> dict[str, KindLimit]:
-        """Records' share of the in-flight window and their byte-rate cap."""
-        up = self.cfg.upload
-        rate = up.rate_kb_s * 1000.0
-        bucket = TokenBucket(rate, burst=max(rate, 2 * up.chunk_kb * 1024)) if rate else None
-        return {"record": KindLimit(up.window_share, bucket)}
 
     async def _run_devices(self, stop: asyncio.Event) -> None:
         self._build_devices()

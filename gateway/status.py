@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.units import iso_utc
 from gateway import __version__
 from gateway.outbox import Outbox
 from gateway.payloads import STATUS_SCHEMA, json_safe
 
-__all__ = ["StatusReporter", "build_status", "status_payload"]
+if TYPE_CHECKING:
+    from gateway.channel import DeviceChannel
+
+__all__ = ["StatusReporter", "build_status", "device_facts", "status_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,35 @@ def build_status(
     if transmission is not None:
         body["transmission"] = json_safe(dict(transmission))
     return body
+
+
+def device_facts(
+    ch: DeviceChannel, driver: dict[str, Any], now: float, *, study: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One device's block of the status: samples, gaps, heart rate, recording, the
+    driver's counters (``driver``), acknowledgements and the study's upload."""
+    rec = ch.recording
+    stats = ch.stats()
+    recording = None
+    if rec is not None:
+        recording = {
+            "samples_written": rec.samples_written,
+            "records_created": rec.records_created,
+            "records_deleted": rec.records_deleted,
+            "errors": stats["recording_errors"],
+        }
+    return {
+        "samples": stats["samples"],
+        "gaps": stats["gaps"],
+        "gap_samples": stats["gap_samples"],
+        "heart_rate_bpm": ch.pipeline.heart_rate_bpm,
+        "recent_gaps": list(ch.gap_ledger)[-10:],
+        "recording": recording,
+        "driver": driver,
+        "acknowledgements": ch.acks.facts(now),
+        "channel": stats,
+        "study": study,
+    }
 
 
 def status_payload(gateway_id: str, state: str, *, now: float, **facts: Any) -> bytes:
