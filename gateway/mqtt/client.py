@@ -229,9 +229,10 @@ class MqttClient:
             packets = PacketReader()
             writer.write(encode(self._make_connect()))
             async with asyncio.timeout(self.connect_timeout_s):
-                connack = await self._first_packet(reader, packets)
+                connack, more = await self._first_packets(reader, packets)
             self._accept(connack, writer)
-            reason = await self._serve(reader, packets)
+            # what came with the CONNACK (a session's redelivered messages) comes first
+            reason = self._dispatch(more) or await self._serve(reader, packets)
             self.disconnects += 1
             self.state = LinkState.DISCONNECTED
             if reason != "closed by us":
@@ -246,7 +247,10 @@ class MqttClient:
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
 
-    async def _first_packet(self, reader: asyncio.StreamReader, packets: PacketReader) -> ConnAck:
+    async def _first_packets(
+        self, reader: asyncio.StreamReader, packets: PacketReader
+    ) -> tuple[ConnAck, list[Packet]]:
+        """The CONNACK and whatever arrived with it in the same read (never dropped)."""
         while True:
             data = await reader.read(65536)
             if not data:
@@ -255,7 +259,7 @@ class MqttClient:
             if got:
                 if not isinstance(got[0], ConnAck):
                     raise MqttProtocolError(f"expected CONNACK, got {type(got[0]).__name__}")
-                return got[0]
+                return got[0], got[1:]
 
     def _accept(self, connack: ConnAck, writer: asyncio.StreamWriter) -> None:
         if connack.reason >= 0x80:
@@ -305,13 +309,20 @@ class MqttClient:
                 self.drop("the broker closed the connection")
                 return
             self._last_heard = time.monotonic()
-            for packet in packets.feed(data):
-                if isinstance(packet, Disconnect):
-                    self._at_cap = packet.reason in AT_CAP
-                    self.drop(f"the broker disconnected us: {reason_name(packet.reason)}")
-                    return
-                if not isinstance(packet, PingResp):
-                    self._on_packet(packet)
+            ended = self._dispatch(packets.feed(data))
+            if ended:
+                self.drop(ended)
+                return
+
+    def _dispatch(self, packets: list[Packet]) -> str | None:
+        """Hand ``packets`` on in order; why the connection ends if one is a DISCONNECT."""
+        for packet in packets:
+            if isinstance(packet, Disconnect):
+                self._at_cap = packet.reason in AT_CAP
+                return f"the broker disconnected us: {reason_name(packet.reason)}"
+            if not isinstance(packet, PingResp):
+                self._on_packet(packet)
+        return None
 
     async def _keepalive(self) -> None:
         """PINGREQ when idle; give up on a broker silent for 1.5 × keepalive."""
