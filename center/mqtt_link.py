@@ -104,7 +104,8 @@ class MqttLink:
         shared = "$share/" + g + "/" if g else ""
         opts = SubscribeOptions(qos=1)
         return [(f"{shared}{p}/+/+/{kind}", opts) for kind in ("event", "strip", "study")] + [
-            (f"{p}/+/status", opts)
+            (f"{p}/+/status", opts),
+            (f"{shared}{p}/+/ping", opts),  # provisioning's test transmission (issue #14)
         ]
 
     def start(self) -> None:
