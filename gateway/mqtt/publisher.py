@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,7 @@ from gateway.config import MqttConfig
 from gateway.mqtt.client import LinkState, MqttClient
 from gateway.mqtt.codec import ConnAck, Connect, Packet, Prop, PubAck, Will, reason_name
 from gateway.mqtt.credentials import read_password, tls_context
+from gateway.mqtt.errors import PublisherError
 from gateway.mqtt.live import LiveSender
 from gateway.mqtt.window import Acked, DeliveryWindow, Refused, Send, publish_packet
 from gateway.outbox import Outbox
@@ -121,6 +123,7 @@ class Publisher:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._exiting = False
+        self._tls_stamp = self._tls_files_stamp()  # (issue #14) renewed certificates
 
     # --- state ----------------------------------------------------------------------------
     @property
@@ -327,7 +330,36 @@ class Publisher:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self._status_period_s)
+            self._reload_tls()
             self._put_status("online")
+
+    # --- renewed certificates (issue #14) -----------------------------------------------------
+    def _tls_files_stamp(self) -> tuple[int, ...] | None:
+        """Modification times (ns) of the TLS files, None when one cannot be read."""
+        files = [f for f in (self.cfg.ca_file, self.cfg.cert_file, self.cfg.key_file) if f]
+        try:
+            return tuple(os.stat(f).st_mtime_ns for f in files)
+        except OSError:
+            return None
+
+    def _reload_tls(self) -> bool:
+        """A renewed certificate (``ecg-gateway provision --renew``) is used from the next
+        connection on; a pair that does not load (mid-renewal) is tried again next period.
+        True when the context was replaced."""
+        if not self.cfg.tls or self.client is None:
+            return False
+        stamp = self._tls_files_stamp()
+        if stamp is None or stamp == self._tls_stamp:
+            return False
+        try:
+            ctx = tls_context(self.cfg)
+        except PublisherError as exc:
+            log.warning("TLS files changed but do not load yet (%s); keeping the old ones", exc)
+            return False
+        self.client.ssl_context = ctx
+        self._tls_stamp = stamp
+        log.info("TLS files changed: the next connection presents the renewed certificate")
+        return True
 
 
 def connect_client(
