@@ -32,6 +32,7 @@ from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
 from gateway.channel import DeviceChannel
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
 from gateway.continuity import ContinuityStore, refine_with_recording
+from gateway.health import HostHealth, device_health
 from gateway.mqtt import Publisher, PublisherError
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
@@ -236,10 +237,12 @@ class Gateway:
     def status_devices(self) -> dict[str, Any]:
         """Per-device facts for the retained status message."""
         out: dict[str, Any] = {}
+        now = self.clock()
         for dev_id, ch in self.channels.items():
             rec = ch.recording
             stats = ch.stats()
             out[dev_id] = {
+                **device_health(ch.last_event, now),  # battery, contact, RSSI, uptime (#14)
                 "samples": stats["samples"],
                 "gaps": stats["gaps"],
                 "gap_samples": stats["gap_samples"],
@@ -257,6 +260,19 @@ class Gateway:
                 "channel": stats,
             }
         return out
+
+    # --- host health and remote configuration (issue #14) ---------------------------------------
+    def host_health(self) -> HostHealth:
+        """The host facts of the status: disk, CPU, clock, certificate, versions."""
+        from gateway import __version__
+
+        cfg = self.cfg
+        quota = cfg.gateway.outbox_max_mb + (
+            cfg.recording.max_mb * len(cfg.devices) if cfg.recording.enabled else 0.0)
+        return HostHealth(cfg.gateway.state_dir, quota, cfg.mqtt.cert_file, __version__,
+                          clock=self.clock)
+
+    # --- end of issue #14 ------------------------------------------------------------------------
 
     # --- background work ------------------------------------------------------------------------
     async def _keep_running(self, dev_id: str, driver: Driver) -> None:
@@ -318,6 +334,7 @@ class Gateway:
                 cfg.gateway.id,
                 self.outbox,
                 status_devices=self.status_devices,
+                status_health=self.host_health().facts,  # (issue #14)
                 live_max_rate_hz=cfg.live.max_rate_hz,
             ) as pub:
                 self.publisher = pub

@@ -63,6 +63,8 @@ class Publisher:
         The durable outbox.
     status_devices
         Called for the ``devices`` facts of each status message.
+    status_health
+        Called for the ``health`` (host) facts of each status message (issue #14).
     status_period_s
         Seconds between retained "online" status messages.
     live_max_rate_hz
@@ -85,6 +87,7 @@ class Publisher:
         outbox: Outbox,
         *,
         status_devices: Callable[[], dict[str, Any]] | None = None,
+        status_health: Callable[[], dict[str, Any]] | None = None,
         status_period_s: float = 30.0,
         live_max_rate_hz: float = 5.0,
         retry_backoff_s: float = 30.0,
@@ -104,6 +107,7 @@ class Publisher:
             devices=status_devices,
             transmission=self._transmission,
             clock=clock,
+            health=status_health,
         )
         self._status_period_s = status_period_s
         self._offline_timeout_s = offline_timeout_s
