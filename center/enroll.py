@@ -95,7 +95,7 @@ def issue_token(conn: sa.Connection, gateway: str, *, ttl_s: float, now: float,
     """A new one-time token for ``gateway``: (token, expires_at POSIX s). Only its hash is
     stored; earlier unused tokens of the same gateway stay valid until they expire."""
     check_gateway_id(gateway)
-    token = secrets.token_urlsafe(24)
+    token = "ecg" + secrets.token_urlsafe(24)  # never starts with "-" (a command-line flag)
     conn.execute(t.enroll_tokens.insert().values(
         token_hash=_hash(token), gateway=gateway, created_at=now, expires_at=now + ttl_s,
         created_by=created_by))

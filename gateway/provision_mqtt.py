@@ -83,10 +83,24 @@ async def _connect(cfg: GatewayConfig, suffix: str, timeout_s: float) -> tuple[_
         conn = _Conn(reader, writer)
         conn.send(Connect(f"{(m.client_id or cfg.gateway.id)[:50]}-{suffix}", keepalive_s=30,
                           clean_start=True, username=m.username, password=password))
-        ack = await conn.next()
+        try:
+            ack = await conn.next()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+            if ctx is None or m.cert_file is None or _tls_alert(exc):
+                raise
+            # TLS 1.3: the broker checks our certificate after the handshake and drops us
+            raise ConnectionError(
+                "the broker refused our client certificate (it closed the connection right "
+                "after the TLS handshake): is the certificate from the CA the broker trusts?"
+            ) from None
     if not isinstance(ack, ConnAck):
         raise ConnectionError(f"expected CONNACK, got {type(ack).__name__}")
     return conn, ack.reason
+
+
+def _tls_alert(exc: BaseException) -> bool:
+    """An SSL error that names its alert (explained by :func:`explain` already)."""
+    return isinstance(exc, ssl.SSLError) and "ALERT" in str(exc.reason or "")
 
 
 async def probe_broker(cfg: GatewayConfig, timeout_s: float = 10.0) -> dict[str, Any]:
