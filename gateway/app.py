@@ -38,6 +38,7 @@ from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
 from gateway.recording import RecordingStore, fsync_all
+from gateway.remote_config import RemoteConfig
 
 __all__ = ["Gateway", "make_driver", "pipeline_settings", "run_gateway"]
 
@@ -124,6 +125,7 @@ class Gateway:
         ble_backend: Any = None,
         adapter_reset: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        remote_up_timeout_s: float = 60.0,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -144,6 +146,9 @@ class Gateway:
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
         self.outbox_pending_at_exit = 0
+        #: The center's configuration of this gateway (issue #14).
+        self.remote = RemoteConfig(cfg, up_timeout_s=remote_up_timeout_s, clock=clock)
+        self._device_tasks: list[asyncio.Task[None]] = []
 
     # --- parts -------------------------------------------------------------------------------
     def _topic(self, device_id: str, kind: str) -> str:
@@ -270,7 +275,23 @@ class Gateway:
         quota = cfg.gateway.outbox_max_mb + (
             cfg.recording.max_mb * len(cfg.devices) if cfg.recording.enabled else 0.0)
         return HostHealth(cfg.gateway.state_dir, quota, cfg.mqtt.cert_file, __version__,
-                          clock=self.clock)
+                          config_version=self.remote.status, clock=self.clock)
+
+    async def _reconfigure(self, cfg: GatewayConfig) -> None:
+        """Stop the devices as at shutdown (flushed, positions saved), start the new ones."""
+        await self._stop_devices(final=False)
+        self.cfg = cfg
+        self._start_devices()
+
+    def _status_now(self) -> None:
+        """A status now (e.g. a configuration applied or refused), not at the next period."""
+        if self.publisher is not None:
+            self.publisher.status.post("online")
+            self.publisher.wake()
+
+    def _devices_not_up(self) -> list[str]:
+        """Configured devices that have delivered no sample since they were started."""
+        return [d for d, ch in self.channels.items() if ch.stats()["samples"] == 0]
 
     # --- end of issue #14 ------------------------------------------------------------------------
 
@@ -322,7 +343,7 @@ class Gateway:
     # --- lifetime -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop drivers, flush pipelines and drain the outbox."""
-        cfg = self.cfg
+        self.cfg = cfg = self.remote.effective()  # the center's applied configuration (#14)
         cfg.gateway.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(
             cfg.gateway.state_dir / "outbox.sqlite3",
@@ -338,6 +359,8 @@ class Gateway:
                 live_max_rate_hz=cfg.live.max_rate_hz,
             ) as pub:
                 self.publisher = pub
+                pub.subscribe(self.remote.topic, self.remote.on_message)  # (issue #14)
+                self.remote.notify = self._status_now
                 await self._run_devices(stop)
                 drained = await pub.wait_drained(timeout=10.0)
                 if not drained:
@@ -350,14 +373,31 @@ class Gateway:
             self.outbox_pending_at_exit = self.outbox.pending()
             self.outbox.close()
 
-    async def _run_devices(self, stop: asyncio.Event) -> None:
+    def _start_devices(self) -> None:
+        self.channels, self.drivers, self.restarts = {}, {}, {}
         self._build_devices()
-        tasks = [
+        self._device_tasks = [
             asyncio.create_task(self._keep_running(dev_id, drv), name=f"device:{dev_id}")
             for dev_id, drv in self.drivers.items()
         ]
-        tasks.append(asyncio.create_task(self._study_loop(), name="study"))
-        tasks.append(asyncio.create_task(self._sync_loop(), name="recording-sync"))
+
+    async def _stop_devices(self, *, final: bool) -> None:
+        for t in self._device_tasks:
+            t.cancel()
+        await asyncio.gather(*self._device_tasks, return_exceptions=True)
+        for ch in self.channels.values():
+            ch.flush()
+        self._save_positions()
+        self._put_study(final=final)
+
+    async def _run_devices(self, stop: asyncio.Event) -> None:
+        self._start_devices()
+        tasks = [
+            asyncio.create_task(self._study_loop(), name="study"),
+            asyncio.create_task(self._sync_loop(), name="recording-sync"),
+            asyncio.create_task(  # (issue #14) the center's configuration, applied or rolled back
+                self.remote.run(self._reconfigure, self._devices_not_up), name="remote-config"),
+        ]
         self.started.set()
         log.info(
             "gateway %s running: %d device(s), broker %s",
@@ -371,10 +411,7 @@ class Gateway:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for ch in self.channels.values():
-                ch.flush()
-            self._save_positions()
-            self._put_study(final=True)
+            await self._stop_devices(final=True)
 
 
 async def run_gateway(cfg: GatewayConfig) -> int:

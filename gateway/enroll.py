@@ -28,7 +28,6 @@ import datetime as dt
 import hashlib
 import ipaddress
 import json
-import os
 import ssl
 import time
 import urllib.error
@@ -42,6 +41,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from gateway.atomic_file import write_atomic
 
 __all__ = [
     "CertInfo",
@@ -91,26 +92,6 @@ class Enrolled:
     not_after: float
     serial: str
     broker_url: str | None
-
-
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode``: temp file in the same directory, fsync,
-    rename, fsync of the directory (a power cut leaves the old file or the new one)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:

@@ -47,6 +47,9 @@ CENTER_ACL = {"ecg-center": ["topic read ecg/v1/#", "topic write ecg/v1/+/pong",
                              "topic write ecg/v1/+/config", "topic write ecg/v1/+/+/ack"]}
 
 
+_ALLOWED = ("Success", "No matching subscribers")  # PUBACK success codes (< 0x80)
+
+
 class CaBroker(Mosquitto):
     """mosquitto with TLS from the center's CA: ``client_ca`` verifies clients (another CA
     makes it refuse every gateway certificate), ``server`` is its own (cert, key)."""
@@ -152,6 +155,30 @@ def cart_port():  # type: ignore[no-untyped-def]
     os.close(slave)
 
 
+def _publish_reason(site: Site, cert: tuple[Path, Path], topic: str) -> str:
+    """The broker's PUBACK reason for a QoS 1 publish with this identity (paho, MQTT v5)."""
+    import ssl
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    done, reason = threading.Event(), []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    ctx = ssl.create_default_context(cafile=str(site.root / "ca" / "ca.pem"))
+    ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    c.tls_set_context(ctx)
+    c.on_publish = lambda *a: (reason.append(str(a[3])), done.set())
+    c.connect(site.broker.host, site.broker.port)
+    c.loop_start()
+    try:
+        c.publish(topic, b"{}", qos=1)
+        assert done.wait(10), "no PUBACK"
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return reason[0]
+
+
 def _args(tmp: Path, *extra: str) -> Any:
     return build_parser().parse_args([
         "provision", "--config", str(tmp / "etc" / "gateway.toml"),
@@ -187,6 +214,13 @@ async def test_scripted_provisioning_to_a_verified_gateway(site: Site, radio, ca
     assert (tmp_path / "etc" / "gateway.toml").stat().st_mode & 0o777 == 0o640
     assert (tmp_path / "etc" / "tls" / "client.key").stat().st_mode & 0o777 == 0o600
     assert "READY" in text and "round trip" in text and "For the patient" in text
+    # the ACL: a gateway cannot write its own configuration (or pongs); the center can
+    tls = tmp_path / "etc" / "tls"
+    gw_id = (tls / "client.pem", tls / "client.key")
+    assert _publish_reason(site, gw_id, "ecg/v1/gw-0042/config") == "Not authorized"
+    assert _publish_reason(site, gw_id, "ecg/v1/gw-0042/pong") == "Not authorized"
+    assert _publish_reason(site, gw_id, "ecg/v1/gw-0042/patch-a/strip") in _ALLOWED
+    assert _publish_reason(site, site.center_cert, "ecg/v1/gw-0042/config") in _ALLOWED
 
     # the gateway runs with what provisioning wrote; its health reaches the fleet view
     from gateway.app import Gateway

@@ -35,7 +35,18 @@ from typing import Any
 from core.counters import Counters
 from gateway.config import MqttConfig
 from gateway.mqtt.client import LinkState, MqttClient
-from gateway.mqtt.codec import ConnAck, Connect, Packet, Prop, PubAck, Will, reason_name
+from gateway.mqtt.codec import (
+    ConnAck,
+    Connect,
+    Packet,
+    Prop,
+    PubAck,
+    Publish,
+    SubAck,
+    Subscribe,
+    Will,
+    reason_name,
+)
 from gateway.mqtt.credentials import read_password, tls_context
 from gateway.mqtt.errors import PublisherError
 from gateway.mqtt.live import LiveSender
@@ -128,6 +139,7 @@ class Publisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._exiting = False
         self._tls_stamp = self._tls_files_stamp()  # (issue #14) renewed certificates
+        self._subscriptions: dict[str, Callable[[str, bytes], object]] = {}  # (issue #14)
 
     # --- state ----------------------------------------------------------------------------
     @property
@@ -245,6 +257,7 @@ class Publisher:
         )
         self._counters.add("resent_after_reconnect", len(resend))
         self._send(resend)
+        self._send_subscriptions()
         if not self._exiting:
             self._put_status("online")
         self._wake.set()
@@ -253,8 +266,11 @@ class Publisher:
         self.window.disconnected()
 
     def _on_packet(self, packet: Packet) -> None:
+        if isinstance(packet, Publish | SubAck):
+            self._on_subscribed(packet)
+            return
         if not isinstance(packet, PubAck):
-            return  # a publisher subscribes to nothing
+            return
         result = self.window.puback(packet.packet_id, packet.reason, time.monotonic())
         try:
             if isinstance(result, Acked):
@@ -336,6 +352,35 @@ class Publisher:
             await asyncio.sleep(self._status_period_s)
             self._reload_tls()
             self._put_status("online")
+
+    # --- subscriptions (issue #14: the remote configuration) ----------------------------------
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], object]) -> None:
+        """Receive the messages of ``topic`` (an exact topic, QoS 1), from now and after each
+        reconnection; ``handler(topic, payload)`` runs on the event loop, then the PUBACK."""
+        self._subscriptions[topic] = handler
+        if self.connected:
+            self._send_subscriptions()
+
+    def _send_subscriptions(self) -> None:
+        if self._subscriptions and self.client is not None:
+            topics = tuple((t, 1) for t in self._subscriptions)
+            self.client.send(Subscribe(self.window._new_id(), topics))
+
+    def _on_subscribed(self, packet: Publish | SubAck) -> None:
+        if isinstance(packet, SubAck):
+            if any(r >= 0x80 for r in packet.reasons):
+                self._last_error = "the broker refused our subscription: " + ", ".join(
+                    reason_name(r) for r in packet.reasons)
+                log.error("%s", self._last_error)
+            return
+        handler = self._subscriptions.get(packet.topic)
+        try:
+            if handler is not None:
+                handler(packet.topic, packet.payload)
+        except Exception:  # a bad message must not stop delivery; it is acknowledged
+            log.exception("handling a message on %s failed", packet.topic)
+        if packet.qos and packet.packet_id is not None and self.client is not None:
+            self.client.send(PubAck(packet.packet_id))
 
     # --- renewed certificates (issue #14) -----------------------------------------------------
     def _tls_files_stamp(self) -> tuple[int, ...] | None:
