@@ -216,9 +216,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         res = analyze_signal(x, fs)
         beats = res.beats
         if beats.size:
-            wfdb.wrann(
-                name, "qrs", beats, symbol=list(res.labels), fs=fs, write_dir=str(out)
-            )
+            wfdb.wrann(name, "qrs", beats, symbol=list(res.labels), fs=fs, write_dir=str(out))
         print(f"{args.record}: channel {args.channel}, {res.n / fs / 60:.1f} min at {fs:g} Hz")
     _write_rhythm(res, name, fs, out)
     _summary(res, fs, out, name, qrs=not args.beats)

@@ -29,16 +29,18 @@ from core.backoff import backoff_s
 from core.events import StreamPosition
 from drivers import Driver
 from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
+from gateway.acks import parse_ack
 from gateway.channel import DeviceChannel
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
 from gateway.continuity import ContinuityStore, refine_with_recording
 from gateway.health import HostHealth, device_health
 from gateway.mqtt import Publisher, PublisherError
+from gateway.mqtt.codec import Publish
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
 from gateway.recording import RecordingStore, fsync_all
-from gateway.remote_config import RemoteConfig
+from gateway.remote_config import RemoteConfig, not_up
 
 __all__ = ["Gateway", "make_driver", "pipeline_settings", "run_gateway"]
 
@@ -50,7 +52,7 @@ _RESTART_DELAYS_S = (1.0, 60.0)  # a driver that crashed is restarted after this
 
 def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings:
     """The pipeline's settings for one device, from the configuration."""
-    d, s, e = cfg.dsp, cfg.strips, cfg.events
+    d, s, e, a = cfg.dsp, cfg.strips, cfg.events, cfg.auto_events
     return PipelineSettings(
         band=d.band,
         mains_hz=d.mains_hz,
@@ -64,6 +66,12 @@ def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings
         live_enabled=cfg.live.enabled,
         live_block_s=cfg.live.block_s,
         backfill_wait_s=dev.backfill_wait_s if isinstance(dev, PatchDevice) else 0.0,
+        auto_enabled=a.enabled and dev.kind in a.device_kinds,
+        auto_pre_s=a.pre_s,
+        auto_post_s=a.post_s,
+        auto_max_per_day=a.max_per_day,
+        auto_merge_s=a.merge_s,
+        auto_min_duration_s=tuple(a.min_duration_s.items()),
     )
 
 
@@ -74,9 +82,12 @@ def make_driver(
     ble_backend: Any,
     adapter: BleAdapter,
     resume: StreamPosition | None = None,
+    time_scale: float = 1.0,
 ) -> Driver:
     """The driver for one configured device, going on from ``resume`` (where its stream
-    stood when the gateway last ran). Drivers import nothing of the gateway."""
+    stood when the gateway last ran). Drivers import nothing of the gateway.
+    ``time_scale``: how much faster than real time a simulated BLE device runs (1 for real
+    devices)."""
     if isinstance(dev, PolarPmdDevice | PatchDevice):
         from drivers.ble_driver import ble_driver
         from drivers.patch_session import PatchSettings
@@ -88,6 +99,7 @@ def make_driver(
             "connect_timeout_s": dev.connect_timeout_s,
             "silence_timeout_s": dev.silence_timeout_s,
             "lead": dev.lead,
+            "time_scale": time_scale,
         }
         settings: PatchSettings | PolarSettings = (
             PolarSettings(**common, fs=dev.fs)
@@ -101,7 +113,43 @@ def make_driver(
     return CartDriver(cart, sink, resume=resume)
 
 
-class Gateway:
+class _DeviceLifecycle:
+    """Start, stop and swap a :class:`Gateway`'s devices (split out of ``_run_devices`` for
+    the remote configuration, issue #14: a new configuration stops the devices as at
+    shutdown — flushed, positions saved, study records out — and starts the new ones)."""
+
+    channels: dict[str, DeviceChannel]
+    drivers: dict[str, Driver]
+    restarts: dict[str, int]
+    cfg: GatewayConfig
+    _build_devices: Callable[[], None]  # the Gateway's (below)
+    _keep_running: Callable[[str, Driver], Awaitable[None]]
+    _save_positions: Callable[[], None]
+    _put_study: Callable[..., None]
+
+    def _start_devices(self) -> None:
+        self.channels, self.drivers, self.restarts = {}, {}, {}
+        self._build_devices()
+        self._device_tasks = [asyncio.create_task(self._keep_running(d, drv), name=f"device:{d}")
+                              for d, drv in self.drivers.items()]
+
+    async def _stop_devices(self, *, final: bool) -> None:
+        for t in self._device_tasks:
+            t.cancel()
+        await asyncio.gather(*self._device_tasks, return_exceptions=True)
+        for ch in self.channels.values():
+            ch.flush()
+        self._save_positions()
+        self._put_study(final=final)
+
+    async def _reconfigure(self, cfg: GatewayConfig) -> None:
+        """Stop the devices as at shutdown (flushed, positions saved), start the new ones."""
+        await self._stop_devices(final=False)
+        self.cfg = cfg
+        self._start_devices()
+
+
+class Gateway(_DeviceLifecycle):
     """All devices of one configuration, their pipelines, the outbox and the publisher.
 
     Parameters
@@ -116,6 +164,9 @@ class Gateway:
         D-Bus when ``ble_backend`` is None; otherwise never).
     clock
         UTC POSIX seconds now (tests may pass a fake).
+    device_time_scale
+        How much faster than real time simulated BLE devices run (the demo replaying a
+        record faster); 1 for real devices.
     """
 
     def __init__(
@@ -125,9 +176,11 @@ class Gateway:
         ble_backend: Any = None,
         adapter_reset: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        device_time_scale: float = 1.0,
         remote_up_timeout_s: float = 60.0,
     ) -> None:
         self.cfg = cfg
+        self._time_scale = device_time_scale
         self.clock = clock
         self._ble_backend = ble_backend
         if adapter_reset is None and ble_backend is None:
@@ -146,9 +199,7 @@ class Gateway:
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
         self.outbox_pending_at_exit = 0
-        #: The center's configuration of this gateway (issue #14).
-        self.remote = RemoteConfig(cfg, up_timeout_s=remote_up_timeout_s, clock=clock)
-        self._device_tasks: list[asyncio.Task[None]] = []
+        self.remote = RemoteConfig(cfg, up_timeout_s=remote_up_timeout_s, clock=clock)  # (#14)
 
     # --- parts -------------------------------------------------------------------------------
     def _topic(self, device_id: str, kind: str) -> str:
@@ -180,7 +231,12 @@ class Gateway:
             ch.study = study
             self.channels[dev.id] = ch
             self.drivers[dev.id] = make_driver(
-                dev, ch, ble_backend=self._ble_backend, adapter=self.ble_adapter, resume=position
+                dev,
+                ch,
+                ble_backend=self._ble_backend,
+                adapter=self.ble_adapter,
+                resume=position,
+                time_scale=self._time_scale,
             )
             self.restarts[dev.id] = 0
 
@@ -204,6 +260,8 @@ class Gateway:
             created=self.clock(),
         )
         msg = self.outbox.put(out.kind, device_id, self._topic(device_id, out.kind), body)
+        if out.kind == "event":
+            self.channels[device_id].acks.sent_event(msg.msg_id, self.clock())
         log.info(
             "%s: %s stored (seq %s, %.1f s, %s)",
             device_id,
@@ -214,6 +272,21 @@ class Gateway:
         )
         if self.publisher is not None:
             self.publisher.wake()
+
+    def _on_ack(self, packet: Publish) -> None:
+        """The center acknowledged a strip or event of one of our devices."""
+        device_id = packet.topic.split("/")[-2]
+        ch = self.channels.get(device_id)
+        try:
+            ack = parse_ack(packet.payload)
+        except ValueError as exc:
+            log.warning("ignored a bad ack on %s: %s", packet.topic, exc)
+            return
+        if ch is not None:
+            ch.acks.received(ack)
+            log.info(
+                "%s: %s %s acknowledged by %s", device_id, ack.kind, ack.msg_id, ack.acknowledged_by
+            )
 
     def _put_study(self, *, final: bool = False) -> None:
         """One study record per device into the outbox (one transaction)."""
@@ -227,6 +300,8 @@ class Gateway:
                 dev_id,
                 ch.study,
                 ch.study_gaps,
+                acknowledgements=ch.acks.take_recent(),
+                waiting=ch.acks.facts(now),
                 since=self._study_since,
                 now=now,
                 final=final,
@@ -242,12 +317,11 @@ class Gateway:
     def status_devices(self) -> dict[str, Any]:
         """Per-device facts for the retained status message."""
         out: dict[str, Any] = {}
-        now = self.clock()
         for dev_id, ch in self.channels.items():
             rec = ch.recording
             stats = ch.stats()
             out[dev_id] = {
-                **device_health(ch.last_event, now),  # battery, contact, RSSI, uptime (#14)
+                **device_health(ch.last_event, self.clock()),  # battery, contact, RSSI (#14)
                 "samples": stats["samples"],
                 "gaps": stats["gaps"],
                 "gap_samples": stats["gap_samples"],
@@ -262,38 +336,10 @@ class Gateway:
                     "errors": stats["recording_errors"],
                 },
                 "driver": {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
+                "acknowledgements": ch.acks.facts(self.clock()),
                 "channel": stats,
             }
         return out
-
-    # --- host health and remote configuration (issue #14) ---------------------------------------
-    def host_health(self) -> HostHealth:
-        """The host facts of the status: disk, CPU, clock, certificate, versions."""
-        from gateway import __version__
-
-        cfg = self.cfg
-        quota = cfg.gateway.outbox_max_mb + (
-            cfg.recording.max_mb * len(cfg.devices) if cfg.recording.enabled else 0.0)
-        return HostHealth(cfg.gateway.state_dir, quota, cfg.mqtt.cert_file, __version__,
-                          config_version=self.remote.status, clock=self.clock)
-
-    async def _reconfigure(self, cfg: GatewayConfig) -> None:
-        """Stop the devices as at shutdown (flushed, positions saved), start the new ones."""
-        await self._stop_devices(final=False)
-        self.cfg = cfg
-        self._start_devices()
-
-    def _status_now(self) -> None:
-        """A status now (e.g. a configuration applied or refused), not at the next period."""
-        if self.publisher is not None:
-            self.publisher.status.post("online")
-            self.publisher.wake()
-
-    def _devices_not_up(self) -> list[str]:
-        """Configured devices that have delivered no sample since they were started."""
-        return [d for d, ch in self.channels.items() if ch.stats()["samples"] == 0]
-
-    # --- end of issue #14 ------------------------------------------------------------------------
 
     # --- background work ------------------------------------------------------------------------
     async def _keep_running(self, dev_id: str, driver: Driver) -> None:
@@ -355,12 +401,15 @@ class Gateway:
                 cfg.gateway.id,
                 self.outbox,
                 status_devices=self.status_devices,
-                status_health=self.host_health().facts,  # (issue #14)
+                status_health=HostHealth.for_config(  # (issue #14)
+                    cfg, config_version=self.remote.status, clock=self.clock).facts,
                 live_max_rate_hz=cfg.live.max_rate_hz,
             ) as pub:
                 self.publisher = pub
-                pub.subscribe(self.remote.topic, self.remote.on_message)  # (issue #14)
-                self.remote.notify = self._status_now
+                prefix, gw = cfg.mqtt.topic_prefix, cfg.gateway.id
+                pub.subscribe(f"{prefix}/{gw}/+/ack", self._on_ack)
+                pub.subscribe(self.remote.topic, self.remote.on_publish)  # (issue #14)
+                self.remote.notify = lambda: (pub.status.post("online"), pub.wake())
                 await self._run_devices(stop)
                 drained = await pub.wait_drained(timeout=10.0)
                 if not drained:
@@ -373,30 +422,14 @@ class Gateway:
             self.outbox_pending_at_exit = self.outbox.pending()
             self.outbox.close()
 
-    def _start_devices(self) -> None:
-        self.channels, self.drivers, self.restarts = {}, {}, {}
-        self._build_devices()
-        self._device_tasks = [
-            asyncio.create_task(self._keep_running(dev_id, drv), name=f"device:{dev_id}")
-            for dev_id, drv in self.drivers.items()
-        ]
-
-    async def _stop_devices(self, *, final: bool) -> None:
-        for t in self._device_tasks:
-            t.cancel()
-        await asyncio.gather(*self._device_tasks, return_exceptions=True)
-        for ch in self.channels.values():
-            ch.flush()
-        self._save_positions()
-        self._put_study(final=final)
-
     async def _run_devices(self, stop: asyncio.Event) -> None:
         self._start_devices()
         tasks = [
             asyncio.create_task(self._study_loop(), name="study"),
             asyncio.create_task(self._sync_loop(), name="recording-sync"),
             asyncio.create_task(  # (issue #14) the center's configuration, applied or rolled back
-                self.remote.run(self._reconfigure, self._devices_not_up), name="remote-config"),
+                self.remote.run(self._reconfigure, lambda: not_up(self.channels)),
+                name="remote-config"),
         ]
         self.started.set()
         log.info(

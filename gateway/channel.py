@@ -32,6 +32,7 @@ from core.events import (
     StageChanged,
 )
 from core.units import iso_utc
+from gateway.acks import AckLedger
 from gateway.payloads import StudyFacts, event_facts
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput
 from gateway.recording import RecordingStore
@@ -77,6 +78,7 @@ class DeviceChannel:
         self.study = StudyFacts()
         self.study_gaps: list[dict[str, Any]] = []  # ledger entries not yet in a study message
         self.last_event: dict[str, dict[str, Any]] = {}
+        self.acks = AckLedger()
         self.counters = Counters(
             "samples",
             "blocks",

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +37,10 @@ _HELP = {
     "run": (
         "run the gateway with a configuration file (what the systemd unit starts)",
         "Connect to the configured devices, process their ECG and publish it to the "
-        "configured broker until stopped (SIGTERM/SIGINT). Refuses to start on any "
-        "configuration error, printing each problem with its key path.",
+        "configured broker until stopped (SIGTERM/SIGINT). Refuses to start (exit 78) on "
+        "any configuration error and on anything 'config check' finds (credentials, state "
+        "directory), printing each problem with its key path. Files it creates are "
+        "readable by its own user only.",
     ),
     "demo": (
         "all on one machine: simulated BLE patch and serial cart, gateway, broker, monitor",
@@ -52,9 +57,12 @@ _HELP = {
         "'ecg-gateway analyze'.",
     ),
     "config": (
-        "check a configuration file, or print the JSON schema",
-        "'check FILE' validates a configuration and prints every problem with its key "
-        "path; 'schema' prints the JSON schema of the configuration.",
+        "check a configuration file and what 'run' needs, or print the JSON schema",
+        "'check FILE' validates a configuration and makes every check 'run' makes before "
+        "it starts (MQTT credentials and their file modes, the state directory, serial "
+        "ports), printing every problem with its key path; exit 0 means the service will "
+        "start, 78 that it will not. Under sudo the files are checked as the service user "
+        "(ecg-gateway) sees them. 'schema' prints the JSON schema of the configuration.",
     ),
     "monitor": (
         "subscribe like a monitoring center: print events, save strips as PNG",
@@ -93,6 +101,24 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="use this broker instead of starting an embedded one on a free loopback port",
     )
     p.add_argument("--out", type=Path, default=None, help="save strips as PNG + JSON here")
+    p.add_argument(
+        "--hold",
+        action="store_true",
+        help="after the summary keep everything running (console up) until Ctrl-C",
+    )
+    p.add_argument(
+        "--patch-record",
+        type=Path,
+        metavar="WFDB",
+        help="the patch replays this WFDB record (path without extension, e.g. an MIT-BIH "
+        "record) instead of a synthetic ECG",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="the patch's signal runs this much faster than real time (default 1)",
+    )
 
 
 def _add_monitor(sub: argparse._SubParsersAction) -> None:
@@ -117,8 +143,16 @@ def _add_recordings(sub: argparse._SubParsersAction) -> None:
 def _add_config(sub: argparse._SubParsersAction) -> None:
     p = subcommand(sub, "config", _cmd_config)
     csub = p.add_subparsers(dest="config_cmd", required=True)
-    c = csub.add_parser("check", help="validate a TOML configuration file")
+    c = csub.add_parser(
+        "check", help="validate a configuration and everything 'run' checks (exit 78: it won't)"
+    )
     c.add_argument("file", type=Path)
+    c.add_argument(
+        "--as-user",
+        metavar="USER",
+        help="check the files as USER sees them (needs root; under sudo the default is "
+        "the service user, ecg-gateway)",
+    )
     csub.add_parser("schema", help="print the configuration JSON schema")
 
 
@@ -143,20 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, GatewayConfig, load_config
-
     if args.config_cmd == "schema":
+        from gateway.config import GatewayConfig
+
         print(json.dumps(GatewayConfig.model_json_schema(), indent=2))
         return EXIT_OK
-    try:
-        cfg = load_config(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    from gateway import preflight
+
+    user = preflight.user_to_check_as(args.as_user)
+    if user is None:
+        report = preflight.check_config_file(args.file)
+    else:
+        report = preflight.check_as_user(args.file, user)
+    lines = "".join(f"\n  {p}" for p in report.problems)
+    if report.fatal:
+        print(
+            f"{args.file}: the gateway will not start (checked as {report.checked_as}):{lines}",
+            file=sys.stderr,
+        )
         return EXIT_CONFIG
-    print(
-        f"{args.file}: OK — gateway {cfg.gateway.id}, {len(cfg.devices)} device(s), "
-        f"broker {cfg.mqtt.url}"
-    )
+    print(f"{args.file}: OK — {report.summary} (checked as {report.checked_as}){lines}")
     return EXIT_OK
 
 
@@ -187,13 +227,42 @@ def _cmd_recordings(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _enable_faulthandler() -> None:
+    """A watchdog abort (systemd sends SIGABRT) prints every thread's stack to the journal:
+    where the event loop was stuck."""
+    if not faulthandler.is_enabled():
+        # stderr without a file descriptor (captured): no stacks, nothing else changes
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
+            faulthandler.enable()
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    # outbox, recordings, study records: this user's only, whoever starts the gateway
+    umask = os.umask(0o077)
+    try:
+        return _run(args.config)
+    finally:
+        os.umask(umask)  # (for callers in the same process, e.g. tests)
+
+
+def _run(path: Path) -> int:
+    _enable_faulthandler()
     from gateway.config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(path)
     except ConfigError as exc:
         print(f"ecg-gateway: refusing to start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from gateway.preflight import check_before_run
+
+    problems = check_before_run(cfg)
+    for p in problems:
+        if not p.fatal:
+            logging.getLogger("gateway.preflight").warning("%s: %s", p.where, p.text)
+    if any(p.fatal for p in problems):
+        lines = "".join(f"\n  {p}" for p in problems if p.fatal)
+        print(f"ecg-gateway: refusing to start ({path}):{lines}", file=sys.stderr)
         return EXIT_CONFIG
     from gateway.app import run_gateway
 
@@ -210,7 +279,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
 
-    return asyncio.run(run_demo(seconds=args.seconds, broker_url=args.broker, out_dir=args.out))
+    demo = run_demo(
+        seconds=args.seconds,
+        broker_url=args.broker,
+        out_dir=args.out,
+        hold=args.hold,
+        record=args.patch_record,
+        speed=args.speed,
+    )
+    try:
+        return asyncio.run(demo)
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        return 130
 
 
 # --- fleet provisioning (issue #14): provision, doctor ----------------------------------------

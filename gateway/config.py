@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "AutoEventsConfig",
     "BleBackend",
     "CartSerialDevice",
     "ConfigError",
@@ -34,10 +35,24 @@ __all__ = [
 
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """Ids end up in MQTT topics: no '/', '+', '#', spaces, and never PHI."""
+_TOKEN_PATTERN = r"^[!-~]+$"
+"""Visible ASCII, no spaces: MQTT client ids and user names, serial ports."""
+_BLE_ADDRESS_PATTERN = (
+    r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$"  # BlueZ / Linux: AA:BB:CC:DD:EE:FF
+    r"|^[0-9A-Fa-f]{8}-([0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}$"  # CoreBluetooth UUID
+)
+_LEAD_PATTERN = r"^[A-Za-z0-9_.+-]{1,16}$"
+_TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+_U32_MAX = 0xFFFFFFFF
+_Token = Annotated[str, Field(min_length=1, max_length=128, pattern=_TOKEN_PATTERN)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict: unknown keys, numbers that are not finite (``inf``, ``nan``), quoted numbers
+    (``"30"``) and anything but ``true``/``false`` for a boolean (``"yes"``, ``1``) are
+    errors, not silently converted. Paths are given as strings (``strict=False`` there)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class GatewaySection(_Model):
@@ -46,9 +61,11 @@ class GatewaySection(_Model):
     )
     state_dir: Path = Field(
         Path("/var/lib/ecg-gateway"),
-        description="Where the outbox database, study records and recordings are kept.",
+        strict=False,
+        description="Where the outbox database, study records and recordings are kept "
+        "(owned by the service user, mode 0700).",
     )
-    outbox_max_mb: Annotated[float, Field(gt=0)] = Field(
+    outbox_max_mb: Annotated[float, Field(gt=0, le=100_000)] = Field(
         1024.0,
         description="Disk quota of the outbox, MB; over it the oldest strips are dropped "
         "(recorded and alarmed), events never.",
@@ -68,18 +85,32 @@ class MqttConfig(_Model):
         "mqtts://localhost:8883",
         description="Broker URL: mqtts://host[:port] (TLS, default 8883) or mqtt://host[:port].",
     )
-    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_/-]+$")] = "ecg/v1"
-    client_id: str | None = Field(None, description="Defaults to the gateway id.")
-    username: str | None = None
-    password_file: Path | None = Field(None, description="File holding the password (0600).")
-    ca_file: Path | None = Field(None, description="PEM CA bundle that signed the broker.")
-    cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
-    key_file: Path | None = Field(None, description="PEM client key; must be mode 0600.")
+    topic_prefix: Annotated[str, Field(pattern=_TOPIC_PREFIX_PATTERN)] = Field(
+        "ecg/v1", description="First topic levels, e.g. ecg/v1 (no empty level, no wildcard)."
+    )
+    client_id: _Token | None = Field(
+        None, description="Defaults to the gateway id; visible ASCII, no spaces."
+    )
+    username: _Token | None = None
+    password_file: Path | None = Field(
+        None, strict=False, description="File holding the password (0600, the service user's)."
+    )
+    ca_file: Path | None = Field(
+        None, strict=False, description="PEM CA bundle that signed the broker."
+    )
+    cert_file: Path | None = Field(
+        None, strict=False, description="PEM client certificate (mutual TLS)."
+    )
+    key_file: Path | None = Field(
+        None, strict=False, description="PEM client key; must be mode 0600."
+    )
     insecure: bool = Field(
         False, description="Allow plaintext mqtt:// (loud warning). Never for patient data."
     )
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
-    session_expiry_s: Annotated[int, Field(ge=0)] = 3600
+    session_expiry_s: Annotated[int, Field(ge=0, le=_U32_MAX)] = Field(
+        3600, description="Seconds the broker keeps the session after a disconnect (MQTT u32)."
+    )
     inflight: Annotated[int, Field(ge=1, le=1000)] = 20
 
     @field_validator("url")
@@ -90,6 +121,10 @@ class MqttConfig(_Model):
             raise ValueError("scheme must be mqtt:// or mqtts://")
         if not parts.hostname:
             raise ValueError("URL has no host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("no user name or password in the URL: use username and password_file")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("a broker URL is mqtt[s]://host[:port], nothing after it")
         _ = parts.port  # raises ValueError on a bad port
         return v
 
@@ -100,6 +135,10 @@ class MqttConfig(_Model):
                 "plaintext mqtt:// carries patient data unencrypted; use mqtts:// "
                 "or set insecure = true explicitly"
             )
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file is set but username is not")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set but cert_file is not")
         return self
 
     @property
@@ -124,9 +163,13 @@ class PolarPmdDevice(_Model):
 
     kind: Literal["polar_pmd"]
     id: Annotated[str, Field(pattern=_ID_PATTERN)]
-    address: str = Field(description="BLE address (AA:BB:CC:DD:EE:FF) or platform id.")
+    address: Annotated[str, Field(pattern=_BLE_ADDRESS_PATTERN)] = Field(
+        description="BLE address (AA:BB:CC:DD:EE:FF) or platform id (UUID)."
+    )
     fs: Literal[130] = Field(130, description="ECG sample rate, Hz (H10: 130).")
-    lead: str = Field("ECG", description="Lead label given to the single channel.")
+    lead: Annotated[str, Field(pattern=_LEAD_PATTERN)] = Field(
+        "ECG", description="Lead label given to the single channel."
+    )
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
     silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
 
@@ -136,8 +179,12 @@ class PatchDevice(_Model):
 
     kind: Literal["patch"]
     id: Annotated[str, Field(pattern=_ID_PATTERN)]
-    address: str = Field(description="BLE address (AA:BB:CC:DD:EE:FF) or platform id.")
-    lead: str = Field("ECG", description="Lead label given to the single channel.")
+    address: Annotated[str, Field(pattern=_BLE_ADDRESS_PATTERN)] = Field(
+        description="BLE address (AA:BB:CC:DD:EE:FF) or platform id (UUID)."
+    )
+    lead: Annotated[str, Field(pattern=_LEAD_PATTERN)] = Field(
+        "ECG", description="Lead label given to the single channel."
+    )
     connect_timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
     silence_timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
     backfill_wait_s: Annotated[float, Field(ge=0, le=3600)] = Field(
@@ -153,7 +200,9 @@ class CartSerialDevice(_Model):
 
     kind: Literal["cart_serial"]
     id: Annotated[str, Field(pattern=_ID_PATTERN)]
-    port: str = Field(description="Serial device, e.g. /dev/ttyUSB0.")
+    port: Annotated[str, Field(max_length=255, pattern=_TOKEN_PATTERN)] = Field(
+        description="Serial device, e.g. /dev/ttyUSB0 (or a pyserial URL)."
+    )
     baudrate: Literal[230400, 460800, 921600] = Field(
         460800, description="Line speed; 12 leads at 500 Hz need at least 230400 (8N1)."
     )
@@ -174,14 +223,28 @@ class DspConfig(_Model):
     tachy_bpm: Annotated[float, Field(gt=60, lt=300)] = 150.0
     pause_s: Annotated[float, Field(gt=1, le=20)] = 3.0
 
+    @model_validator(mode="after")
+    def _brady_below_tachy(self) -> DspConfig:
+        if self.brady_bpm >= self.tachy_bpm:
+            raise ValueError(f"brady_bpm ({self.brady_bpm:g}) must be below tachy_bpm")
+        return self
+
 
 class StripsConfig(_Model):
-    period_s: Annotated[float, Field(gt=0)] = Field(
+    period_s: Annotated[float, Field(gt=0, le=86400)] = Field(
         300.0, description="A periodic rhythm strip is sent every period_s seconds per device."
     )
     duration_s: Annotated[float, Field(gt=0, le=120)] = Field(
-        10.0, description="Length of each periodic strip, seconds."
+        10.0, description="Length of each periodic strip, seconds (at most period_s)."
     )
+
+    @model_validator(mode="after")
+    def _strips_do_not_overlap(self) -> StripsConfig:
+        if self.duration_s > self.period_s:
+            raise ValueError(
+                f"duration_s ({self.duration_s:g}) is longer than period_s ({self.period_s:g})"
+            )
+        return self
 
 
 class EventsConfig(_Model):
@@ -190,6 +253,48 @@ class EventsConfig(_Model):
     )
     post_s: Annotated[float, Field(ge=0, le=600)] = Field(
         30.0, description="Seconds of ECG after the press in the event strip."
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> EventsConfig:
+        if self.pre_s + self.post_s < 1.0:
+            raise ValueError("pre_s + post_s must be at least 1 s (the event strip)")
+        return self
+
+
+class AutoEventsConfig(_Model):
+    """Events the gateway raises by itself when a rhythm episode begins (not patient-
+    triggered: those are never limited)."""
+
+    enabled: bool = Field(
+        True, description="Raise an event when a pause, VT, AF, brady, tachy or SVT begins."
+    )
+    device_kinds: list[Literal["patch", "polar_pmd", "cart_serial"]] = Field(
+        default_factory=lambda: ["patch", "polar_pmd"],
+        description="Kinds of device whose episodes raise events. Stress-test carts are not "
+        "in the default: the test is attended and exercise tachycardia is its purpose.",
+    )
+    pre_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        45.0, description="Seconds of ECG before the episode's onset in the event."
+    )
+    post_s: Annotated[float, Field(ge=0, le=600)] = Field(
+        30.0, description="Seconds of ECG after the onset in the event."
+    )
+    max_per_day: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3,
+        description="Events per reason in any 24 h; past that only a more significant "
+        "episode (longer, faster, slower) raises one, naming the one it supersedes.",
+    )
+    merge_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        60.0, description="An episode starting this close to a raised one joins its event, s."
+    )
+    min_duration_s: dict[
+        Literal["pause", "vt", "svt", "af_onset", "af_rvr", "brady", "tachy"],
+        Annotated[float, Field(ge=0, le=3600)],
+    ] = Field(
+        default_factory=dict,
+        description="Shortest episode per reason before it raises an event, s (defaults: "
+        "AF 30, brady and tachy 10, pause, VT and SVT at once).",
     )
 
 
@@ -220,7 +325,7 @@ class RecordingConfig(_Model):
     file_s: Annotated[float, Field(ge=60, le=86400)] = Field(
         3600.0, description="Seconds of samples per record (records are aligned on sample numbers)."
     )
-    max_mb: Annotated[float, Field(gt=0)] = Field(
+    max_mb: Annotated[float, Field(gt=0, le=1_000_000)] = Field(
         4000.0,
         description="Disk quota of each device's records, MB (21 days of a 250 Hz patch are "
         "about 900 MB); over it the oldest records are deleted, with a warning.",
@@ -237,6 +342,7 @@ class GatewayConfig(_Model):
     dsp: DspConfig = DspConfig()
     strips: StripsConfig = StripsConfig()
     events: EventsConfig = EventsConfig()
+    auto_events: AutoEventsConfig = AutoEventsConfig()
     live: LiveConfig = LiveConfig()
     study: StudyConfig = StudyConfig()
     recording: RecordingConfig = RecordingConfig()
@@ -262,12 +368,15 @@ class ConfigError(Exception):
 
 
 def _format_errors(exc: ValidationError) -> list[str]:
+    """``key.path: message``, with the value given when it is a single value."""
     out = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check spelling; see config/example.toml)"
+        elif err["type"] != "missing" and isinstance(err.get("input"), str | int | float | bool):
+            msg += f" (got {err['input']!r:.60})"
         out.append(f"{path}: {msg}")
     return out
 

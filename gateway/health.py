@@ -193,6 +193,17 @@ class HostHealth:
     _cert_not_after: float | None = None
     _extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_config(cls, cfg: Any, *, config_version: Callable[[], dict[str, Any]] = dict,
+                   clock: Callable[[], float] = time.time) -> HostHealth:
+        """The host facts of a gateway configuration (quotas: outbox + recordings)."""
+        from gateway import __version__
+
+        quota = cfg.gateway.outbox_max_mb + (
+            cfg.recording.max_mb * len(cfg.devices) if cfg.recording.enabled else 0.0)
+        return cls(cfg.gateway.state_dir, quota, cfg.mqtt.cert_file, __version__,
+                   config_version=config_version, clock=clock)
+
     def _disk(self) -> dict[str, Any] | None:
         try:
             use = shutil.disk_usage(self.state_dir)

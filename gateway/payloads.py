@@ -261,6 +261,7 @@ def facts_json(f: StripFacts) -> dict[str, Any]:
     d: dict[str, Any] = {
         "heart_rate_bpm": f.heart_rate_bpm,
         "beats_seq": list(f.beats_seq),
+        "beat_labels": f.beat_labels,
         "recorded_samples": f.recorded_samples,
         "quality": None if f.quality is None else dataclasses.asdict(f.quality),
         "beats_in_unusable_signal": list(f.beats_in_unusable_signal),
@@ -270,6 +271,9 @@ def facts_json(f: StripFacts) -> dict[str, Any]:
                 "start_seq": e.start_seq,
                 "end_seq": e.end_seq,
                 "confidence": e.confidence,
+                "min_rate_bpm": e.min_rate_bpm,
+                "max_rate_bpm": e.max_rate_bpm,
+                "in_unusable_signal": e.in_unusable_signal,
                 **e.details,
             }
             for e in f.rhythm_episodes
@@ -375,6 +379,8 @@ def build_study_body(
     since: float,
     now: float,
     final: bool = False,
+    acknowledgements: list[dict[str, str]] | None = None,
+    waiting: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The periodic study record of one device (``ecg-gateway/study/v1``).
 
@@ -405,6 +411,8 @@ def build_study_body(
             "coverage_pct": covered,
         },
         "gaps": json_safe(gaps),
+        "acknowledgements": acknowledgements or [],
+        "events": json_safe(waiting or {}),
     }
 
 

@@ -31,7 +31,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from core.units import iso_utc
 from gateway.atomic_file import write_atomic
 from gateway.config import ConfigError, GatewayConfig, parse_config
 
-__all__ = ["CONFIG_SCHEMA", "Apply", "Ignore", "Refuse", "RemoteConfig", "decide"]
+__all__ = ["CONFIG_SCHEMA", "Apply", "Ignore", "Refuse", "RemoteConfig", "decide", "not_up"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,11 @@ class Ignore:
     """Nothing to do (already applied, older, already refused)."""
 
     reason: str
+
+
+def not_up(channels: Mapping[str, Any]) -> list[str]:
+    """Devices whose channel has delivered no sample since it was made (pure)."""
+    return [d for d, ch in channels.items() if ch.stats()["samples"] == 0]
 
 
 def local_sections(cfg: GatewayConfig) -> dict[str, Any]:
@@ -190,6 +195,10 @@ class RemoteConfig:
                                   "trial": (self.state.get("trial") or {}).get("version")}}
 
     # --- messages (from the publisher's subscription, on the event loop) ------------------------
+    def on_publish(self, packet: Any) -> None:
+        """The publisher's subscription handler (a PUBLISH with ``topic`` and ``payload``)."""
+        self.on_message(packet.topic, packet.payload)
+
     def on_message(self, topic: str, payload: bytes) -> Apply | Refuse | Ignore:
         """Decide; record a refusal; queue an application for :meth:`run`."""
         decision = decide(payload, self.base, self.state)

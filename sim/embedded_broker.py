@@ -100,8 +100,13 @@ class EmbeddedBroker:
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to `mosquitto`, who cannot read tmp
         conf.write_text("\n".join(lines) + "\n")
+        # its own session: a Ctrl-C at the terminal stops the demo, which then stops the
+        # broker last (not the broker first, under a gateway still sending)
         self._proc = subprocess.Popen(
-            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [exe, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + _START_LIMIT_S
         while not _accepts(self.port):

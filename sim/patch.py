@@ -62,6 +62,9 @@ class SimPatch:
         Seconds of ECG the patch memory holds (a ring).
     frame_samples
         Samples per notification (50 = 200 ms at 250 Hz).
+    source
+        Where the ECG comes from, an object with ``generate(n) -> (n, 1)`` mV at 250 Hz
+        (e.g. :class:`~sim.replay.RecordReplay`); default a synthetic ECG.
     """
 
     def __init__(
@@ -74,13 +77,15 @@ class SimPatch:
         seed: int = 0,
         memory_s: float = 3600.0,
         frame_samples: int = 50,
+        source: object | None = None,
     ) -> None:
         self.world = world
         self.speed = speed
         self.frame_samples = frame_samples
         self.address = world.new_address(0xE0)
         self.device: Device = world.new_device(name, self.address)
-        self._synth = EcgSynth(FS, ("ECG",), hr_bpm=hr_bpm, seed=seed)
+        # the signal: synthetic, or a recording replayed (anything with generate(n))
+        self._synth = source or EcgSynth(FS, ("ECG",), hr_bpm=hr_bpm, seed=seed)
         self.capacity = int(memory_s * FS)
         self._recorded = np.zeros(int(FS * 60), dtype=np.int32)  # grows by doubling
         self._away_until = 0.0  # wall-clock monotonic time the patch is back in range

@@ -40,6 +40,7 @@ __all__ = [
     "encode",
     "encode_varint",
     "reason_name",
+    "topic_matches",
 ]
 
 MAX_VARINT = 268_435_455
@@ -452,6 +453,20 @@ class PacketReader:
             del self._buf[:end]
             out.append(decode(b0 >> 4, b0 & 0x0F, body))
         return out
+
+
+def topic_matches(filt: str, topic: str) -> bool:
+    """Whether ``topic`` matches the subscription filter ``filt`` (``+`` one level, ``#`` the
+    rest; topics starting with ``$`` are not matched by a leading wildcard)."""
+    if topic.startswith("$") and filt[:1] in ("+", "#"):
+        return False
+    f_parts, t_parts = filt.split("/"), topic.split("/")
+    for i, f in enumerate(f_parts):
+        if f == "#":
+            return True
+        if i >= len(t_parts) or (f != "+" and f != t_parts[i]):
+            return False
+    return len(f_parts) == len(t_parts)
 
 
 def user_properties(pairs: Iterable[tuple[str, str]]) -> Props:

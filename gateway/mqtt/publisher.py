@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,15 +41,22 @@ from gateway.mqtt.codec import (
     Prop,
     PubAck,
     Publish,
-    SubAck,
     Subscribe,
     Will,
     reason_name,
 )
 from gateway.mqtt.credentials import read_password, tls_context
-from gateway.mqtt.errors import PublisherError
+from gateway.mqtt.inbox import Inbox
 from gateway.mqtt.live import LiveSender
-from gateway.mqtt.window import Acked, DeliveryWindow, Refused, Send, publish_packet
+from gateway.mqtt.tls_files import TlsFiles
+from gateway.mqtt.window import (
+    SUBSCRIBE_ID,
+    Acked,
+    DeliveryWindow,
+    Refused,
+    Send,
+    publish_packet,
+)
 from gateway.outbox import Outbox
 from gateway.status import StatusReporter, status_payload
 
@@ -72,10 +78,8 @@ class Publisher:
         Pseudonymous gateway id (topics, default client id).
     outbox
         The durable outbox.
-    status_devices
-        Called for the ``devices`` facts of each status message.
-    status_health
-        Called for the ``health`` (host) facts of each status message (issue #14).
+    status_devices, status_health
+        Called for the ``devices`` and ``health`` (host, issue #14) facts of each status.
     status_period_s
         Seconds between retained "online" status messages.
     live_max_rate_hz
@@ -130,16 +134,16 @@ class Publisher:
         self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s)
         self.live = LiveSender(live_max_rate_hz)
         self._counters = Counters(
-            "published", "acked", "nacked", "ack_timeouts", "resent_after_reconnect"
+            "published acked nacked ack_timeouts resent_after_reconnect"
         )  # fmt: skip
         self._nacked_by_reason: dict[str, int] = {}
+        self.inbox = Inbox()
         self._last_error: str | None = None
         self.client: MqttClient | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._exiting = False
-        self._tls_stamp = self._tls_files_stamp()  # (issue #14) renewed certificates
-        self._subscriptions: dict[str, Callable[[str, bytes], object]] = {}  # (issue #14)
+        self.tls_files = TlsFiles(cfg)  # renewed certificates (issue #14)
 
     # --- state ----------------------------------------------------------------------------
     @property
@@ -167,6 +171,7 @@ class Publisher:
             "nacked_by_reason": dict(self._nacked_by_reason),
             "status_sent": self.status.sent,
             **live,
+            **self.inbox.counters.snapshot(),
             "live_dropped": live["live_dropped_offline"] + live["live_dropped_rate"],
             "last_error": link or self._last_error or self.status.last_error,
         }
@@ -256,8 +261,9 @@ class Publisher:
             connack.receive_maximum, connack.session_present, time.monotonic()
         )
         self._counters.add("resent_after_reconnect", len(resend))
+        if self.inbox.filters and self.client is not None:
+            self.client.send(Subscribe(SUBSCRIBE_ID, self.inbox.filters))
         self._send(resend)
-        self._send_subscriptions()
         if not self._exiting:
             self._put_status("online")
         self._wake.set()
@@ -265,9 +271,17 @@ class Publisher:
     def _on_down(self, reason: str) -> None:
         self.window.disconnected()
 
+    def subscribe(self, topic_filter: str, handler: Callable[[Publish], None]) -> None:
+        """Receive messages on ``topic_filter`` (QoS 1; see :class:`~gateway.mqtt.inbox.Inbox`)."""
+        self.inbox.add(topic_filter, handler)
+        if self.connected and self.client is not None:
+            self.client.send(Subscribe(SUBSCRIBE_ID, self.inbox.filters))
+
     def _on_packet(self, packet: Packet) -> None:
-        if isinstance(packet, Publish | SubAck):
-            self._on_subscribed(packet)
+        if isinstance(packet, Publish):
+            self.inbox.deliver(packet)
+            if packet.qos == 1 and packet.packet_id is not None and self.client is not None:
+                self.client.send(PubAck(packet.packet_id))
             return
         if not isinstance(packet, PubAck):
             return
@@ -350,65 +364,8 @@ class Publisher:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self._status_period_s)
-            self._reload_tls()
+            self.tls_files.reload_into(self.client)  # a renewed certificate (issue #14)
             self._put_status("online")
-
-    # --- subscriptions (issue #14: the remote configuration) ----------------------------------
-    def subscribe(self, topic: str, handler: Callable[[str, bytes], object]) -> None:
-        """Receive the messages of ``topic`` (an exact topic, QoS 1), from now and after each
-        reconnection; ``handler(topic, payload)`` runs on the event loop, then the PUBACK."""
-        self._subscriptions[topic] = handler
-        if self.connected:
-            self._send_subscriptions()
-
-    def _send_subscriptions(self) -> None:
-        if self._subscriptions and self.client is not None:
-            topics = tuple((t, 1) for t in self._subscriptions)
-            self.client.send(Subscribe(self.window._new_id(), topics))
-
-    def _on_subscribed(self, packet: Publish | SubAck) -> None:
-        if isinstance(packet, SubAck):
-            if any(r >= 0x80 for r in packet.reasons):
-                self._last_error = "the broker refused our subscription: " + ", ".join(
-                    reason_name(r) for r in packet.reasons)
-                log.error("%s", self._last_error)
-            return
-        handler = self._subscriptions.get(packet.topic)
-        try:
-            if handler is not None:
-                handler(packet.topic, packet.payload)
-        except Exception:  # a bad message must not stop delivery; it is acknowledged
-            log.exception("handling a message on %s failed", packet.topic)
-        if packet.qos and packet.packet_id is not None and self.client is not None:
-            self.client.send(PubAck(packet.packet_id))
-
-    # --- renewed certificates (issue #14) -----------------------------------------------------
-    def _tls_files_stamp(self) -> tuple[int, ...] | None:
-        """Modification times (ns) of the TLS files, None when one cannot be read."""
-        files = [f for f in (self.cfg.ca_file, self.cfg.cert_file, self.cfg.key_file) if f]
-        try:
-            return tuple(os.stat(f).st_mtime_ns for f in files)
-        except OSError:
-            return None
-
-    def _reload_tls(self) -> bool:
-        """A renewed certificate (``ecg-gateway provision --renew``) is used from the next
-        connection on; a pair that does not load (mid-renewal) is tried again next period.
-        True when the context was replaced."""
-        if not self.cfg.tls or self.client is None:
-            return False
-        stamp = self._tls_files_stamp()
-        if stamp is None or stamp == self._tls_stamp:
-            return False
-        try:
-            ctx = tls_context(self.cfg)
-        except PublisherError as exc:
-            log.warning("TLS files changed but do not load yet (%s); keeping the old ones", exc)
-            return False
-        self.client.ssl_context = ctx
-        self._tls_stamp = stamp
-        log.info("TLS files changed: the next connection presents the renewed certificate")
-        return True
 
 
 def connect_client(

@@ -30,6 +30,7 @@ from gateway.outbox import OutboxMessage
 __all__ = ["Acked", "DeliveryWindow", "Refused", "Send", "publish_packet"]
 
 SUCCESS_LIMIT = 0x80  # reason codes below are successes (0x10 "No matching subscribers" too)
+SUBSCRIBE_ID = 65535  # the packet id SUBSCRIBE uses; PUBLISH ids are 1 .. 65534
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +146,7 @@ class DeliveryWindow:
     def _new_id(self) -> int:
         while True:
             pid = self._next_id
-            self._next_id = pid % 65535 + 1
+            self._next_id = pid % (SUBSCRIBE_ID - 1) + 1  # 1 .. 65534
             if pid not in self._inflight:
                 return pid
 

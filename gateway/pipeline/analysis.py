@@ -1,36 +1,42 @@
-"""The in-order analysis of one device's stream: history, quality, QRS, heart rate, rhythm.
+"""The in-order analysis of one device's stream: quality, QRS, beat classes, rhythm episodes.
 
 :class:`StreamAnalysis` takes blocks in sample order (after reordering) and keeps what
 strips are cut from and measured with: the recent samples (a gap-aware
 :class:`~gateway.pipeline.history.SampleHistory`), the 1-second quality windows, the
-detected beats, the heart rate and the rhythm episodes. Everything it keeps is bounded.
+detected beats with their classes (N, S, V, Q: :class:`~dsp.beat_class.BeatClassifier`),
+the heart rate and the rhythm episodes (:class:`~dsp.episodes.EpisodeTracker`). An
+episode that begins may become an auto-triggered event (:mod:`dsp.auto_trigger`: minimum
+duration, merging, a daily quota per reason). Everything it keeps is bounded.
 
-:func:`analyse_window` measures one window on its own with fresh detectors (a strip
-whose samples arrived after the stream had moved past them).
+:func:`analyse_window` measures one window on its own with fresh detectors (an event cut
+as soon as its window is recorded; a strip whose samples came after the stream moved on).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from core.block import SampleBlock
 from core.ranges import runs_of
+from dsp.auto_trigger import DEFAULT_MIN_DURATION_S, AutoTrigger, AutoTriggerPolicy
+from dsp.beat_class import BeatClassifier, ClassifiedBeats
+from dsp.episodes import EpisodeChange, EpisodeTracker
 from dsp.heart_rate import HeartRateTracker
 from dsp.qrs import Beats, QrsDetector
 from dsp.quality import QualityTracker, QualityWindow
-from dsp.rhythm import RhythmEpisode, RhythmTracker
 from gateway.pipeline.history import SampleHistory
 from gateway.pipeline.settings import PipelineSettings
 
-__all__ = ["StreamAnalysis", "analyse_window", "qrs_lead"]
+__all__ = ["StreamAnalysis", "WindowAnalysis", "analyse_window", "qrs_lead"]
 
 # Leads the QRS detector prefers, best first (lead II shows the tallest R in most people).
 _QRS_LEAD_PREFERENCE = ("II", "ECG", "I", "V5", "V2")
 _MAX_BEATS_KEPT = 4096
-_MAX_EPISODES_SHOWN = 1000  # the latest episodes strips are matched against
+_MAX_EPISODES_KEPT = 1000  # the latest episodes strips are matched against
 
 
 def qrs_lead(leads: Sequence[str]) -> int:
@@ -38,8 +44,8 @@ def qrs_lead(leads: Sequence[str]) -> int:
     return next((leads.index(n) for n in _QRS_LEAD_PREFERENCE if n in leads), 0)
 
 
-def _rhythm(fs: float, s: PipelineSettings) -> RhythmTracker:
-    return RhythmTracker(fs, brady_bpm=s.brady_bpm, tachy_bpm=s.tachy_bpm, pause_s=s.pause_s)
+def _tracker(fs: float, s: PipelineSettings) -> EpisodeTracker:
+    return EpisodeTracker(fs, brady_bpm=s.brady_bpm, tachy_bpm=s.tachy_bpm, pause_s=s.pause_s)
 
 
 class StreamAnalysis:
@@ -50,78 +56,134 @@ class StreamAnalysis:
     fs, leads
         The stream's sample rate (Hz) and lead names.
     settings
-        Rhythm limits and the longest window a strip or event needs.
+        Rhythm limits, auto-trigger rules and the longest window a strip or event needs.
     """
 
     def __init__(self, fs: float, leads: tuple[str, ...], settings: PipelineSettings) -> None:
         self.fs = fs
-        self.qrs = QrsDetector(fs, lead=qrs_lead(leads))
-        longest = max(settings.event_pre_s + settings.event_post_s, settings.strip_duration_s)
+        lead = qrs_lead(leads)
+        self.qrs = QrsDetector(fs, lead=lead)
+        self.classifier = BeatClassifier(fs, len(leads), lead)
+        self.tracker = _tracker(fs, settings)
+        self.policy = _policy(fs, settings)
+        longest = max(
+            settings.event_pre_s + settings.event_post_s,
+            settings.auto_pre_s + settings.auto_post_s,
+            settings.strip_duration_s,
+        )
         self.history = SampleHistory(longest + 10.0 + self.qrs.latency_s)
         self.quality = QualityTracker(fs, len(leads))
-        self.rhythm = _rhythm(fs, settings)
         self.hr = HeartRateTracker()
         self.windows: deque[QualityWindow] = deque()
         self.beats: deque[int] = deque(maxlen=_MAX_BEATS_KEPT)
+        self.labels: deque[str] = deque(maxlen=_MAX_BEATS_KEPT)
+        self._episodes: OrderedDict[int, EpisodeChange] = OrderedDict()
         self.heart_rate_bpm: float | None = None
         self.beat_count = 0
 
     @property
     def settle(self) -> int:
-        """Samples behind the newest before beats there are final (the QRS latency)."""
-        return int(round(self.qrs.latency_s * self.fs))
+        """Samples behind the newest before beats and their classes are final (the QRS
+        latency and a beat: a class waits for the next beat)."""
+        return int(round((self.qrs.latency_s + 2.0) * self.fs))
 
     @property
     def end_seq(self) -> int | None:
         """One past the newest sample analysed."""
         return self.history.end_seq
 
-    def add(self, block: SampleBlock) -> None:
-        """Analyse the next block of the stream."""
+    def add(self, block: SampleBlock) -> list[AutoTrigger]:
+        """Analyse the next block of the stream; the auto-triggered events it raises."""
         self.history.add(block)
-        self.windows.extend(self.quality.process(block))
+        new_windows = self.quality.process(block)
+        self.windows.extend(new_windows)
         horizon = block.end_seq - int(self.history.keep_s * block.fs)
         while self.windows and self.windows[0].end_seq < horizon:
             self.windows.popleft()
         beats = self.qrs.process(block)
         if len(beats):
-            self._note(beats, block.end_seq)
+            self._rate(beats, block.end_seq)
+        labelled = self.classifier.process(block, beats)
+        self.beats.extend(int(s) for s in labelled.seq)
+        self.labels.extend(labelled.labels)
+        changes = self.tracker.process(labelled, new_windows)
+        for c in changes:
+            self._episodes[c.id] = c
+            self._episodes.move_to_end(c.id)
+        while len(self._episodes) > _MAX_EPISODES_KEPT:
+            self._episodes.popitem(last=False)
+        if self.policy is None:
+            return []
+        return self.policy.update(changes, now=block.end, now_seq=block.end_seq)
 
-    def _note(self, beats: Beats, now_seq: int) -> None:
-        self.beats.extend(int(s) for s in beats.seq)
+    def _rate(self, beats: Beats, now_seq: int) -> None:
         self.beat_count += len(beats)
-        hr = self.hr.process(beats, now_seq)
-        self.rhythm.process(beats)
-        bpm = float(hr.average_bpm)
+        bpm = float(self.hr.process(beats, now_seq).average_bpm)
         self.heart_rate_bpm = None if np.isnan(bpm) else round(bpm, 1)
 
-    def beats_in(self, first: int, end: int) -> list[int]:
-        """Beats detected in ``[first, end)`` (sample numbers)."""
-        return [s for s in self.beats if first <= s < end]
+    def beats_in(self, first: int, end: int) -> tuple[list[int], list[str]]:
+        """Beats detected in ``[first, end)`` and their classes."""
+        pairs = [(s, c) for s, c in zip(self.beats, self.labels, strict=True) if first <= s < end]
+        return [s for s, _ in pairs], [c for _, c in pairs]
 
-    def episodes(self) -> list[RhythmEpisode]:
-        """The latest rhythm episodes."""
-        return self.rhythm.episodes[-_MAX_EPISODES_SHOWN:]
+    def episodes(self) -> list[EpisodeChange]:
+        """The latest rhythm episodes, each as of its last change."""
+        return list(self._episodes.values())
+
+    def episode(self, episode_id: int) -> EpisodeChange | None:
+        return self._episodes.get(episode_id)
+
+
+def _policy(fs: float, s: PipelineSettings) -> AutoTriggerPolicy | None:
+    if not s.auto_enabled:
+        return None
+    durations = {**DEFAULT_MIN_DURATION_S, **dict(s.auto_min_duration_s)}
+    return AutoTriggerPolicy(
+        fs, min_duration_s=durations, max_per_day=s.auto_max_per_day, merge_s=s.auto_merge_s
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAnalysis:
+    """A window measured on its own: beats, their classes, quality windows, episodes."""
+
+    beats: list[int]
+    labels: list[str]
+    quality: list[QualityWindow]
+    episodes: list[EpisodeChange]
 
 
 def analyse_window(
     block: SampleBlock, have: np.ndarray, lead: int, settings: PipelineSettings
-) -> tuple[list[int], list[QualityWindow], list[RhythmEpisode]]:
-    """Beats, quality windows and rhythm episodes of one window, measured on it alone.
+) -> WindowAnalysis:
+    """One window measured on it alone, with fresh detectors run to its end.
 
     ``have`` marks the samples that arrived; each recorded run is fed after a gap, so
     no missing sample (NaN) reaches a detector.
     """
     qrs = QrsDetector(block.fs, lead=lead)
-    tracker = QualityTracker(block.fs, block.n_leads)
-    parts: list[Beats] = []
+    classifier = BeatClassifier(block.fs, block.n_leads, lead)
+    tracker = _tracker(block.fs, settings)
+    quality_tracker = QualityTracker(block.fs, block.n_leads)
+    parts: list[ClassifiedBeats] = []
     quality: list[QualityWindow] = []
+    changes: list[EpisodeChange] = []
     for a, b in runs_of(have, block.seq):
         run = block.slice_seq(a, b)
-        parts.append(qrs.process(run))
-        quality += tracker.process(run)
-    found = Beats.concat([*parts, qrs.finish()], block.fs)
-    rhythm = _rhythm(block.fs, settings)
-    rhythm.process(found)
-    rhythm.finish(block.end_seq)
-    return [int(s) for s in found.seq], quality, list(rhythm.episodes)
+        windows = quality_tracker.process(run)
+        quality += windows
+        labelled = classifier.process(run, qrs.process(run))
+        parts.append(labelled)
+        changes += tracker.process(labelled, windows)
+    empty = block.slice_seq(block.end_seq, block.end_seq)
+    parts.append(classifier.process(empty, qrs.finish()))
+    parts.append(classifier.finish())
+    found = ClassifiedBeats.concat(parts, block.fs)
+    changes += tracker.process(ClassifiedBeats.concat(parts[-2:], block.fs), ())
+    changes += tracker.finish(block.end_seq)
+    latest: dict[int, EpisodeChange] = {}
+    for c in changes:
+        latest[c.id] = c
+    return WindowAnalysis(
+        [int(s) for s in found.seq], list(found.labels), quality, list(latest.values())
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -36,10 +36,11 @@ from core.events import (
     StageChanged,
 )
 from core.ranges import runs_of, subtract
+from dsp.auto_trigger import AutoTrigger
+from dsp.episodes import EpisodeChange
 from dsp.quality import QualityWindow
-from dsp.rhythm import RhythmEpisode
 from gateway.pipeline.analysis import StreamAnalysis, analyse_window
-from gateway.pipeline.facts import StripFacts, Trigger, measure_strip
+from gateway.pipeline.facts import StripFacts, Trigger, episode_facts, measure_strip
 from gateway.pipeline.late import LateWindow, LateWindows
 from gateway.pipeline.live import LiveChunk, LiveChunker
 from gateway.pipeline.reorder import BlockReorderer
@@ -91,7 +92,9 @@ class DevicePipeline:
         self.device_id = device_id
         self.settings = settings
         self.reorder = BlockReorderer(settings.backfill_wait_s)
-        self.counters = Counters("blocks samples strips events analysed_late st_errors new_streams")
+        self.counters = Counters(
+            "blocks samples strips events analysed_late st_errors new_streams auto_events"
+        )
         self._s: _Stream | None = None
         self._gaps: deque[Gap] = deque(maxlen=_GAPS_KEPT)
         self._head: SampleBlock | None = None  # newest live block: times of presses
@@ -181,9 +184,22 @@ class DevicePipeline:
 
     # --- analysis and windows ---------------------------------------------------------------
     def _analyse(self, s: _Stream, block: SampleBlock, out: list[PipelineOutput]) -> None:
-        s.analysis.add(block)
+        for t in s.analysis.add(block):
+            self._auto(s, t, block)
         s.windows.advance(s.analysis.end_seq or block.end_seq)
         out += self._flush_ready(s)
+
+    def _auto(self, s: _Stream, t: AutoTrigger, block: SampleBlock) -> None:
+        """An episode began that the alarm-fatigue rules let through: an event around it."""
+        episode = s.analysis.episode(t.episode_id)
+        details: dict[str, Any] = {"significance": round(t.significance, 3)}
+        if episode is not None:
+            details["episode"] = episode_facts(episode)
+        if t.supersedes is not None:
+            details["supersedes_episode"] = t.supersedes
+        self.counters.add("auto_events")
+        when = float(block.time_of(t.start_seq))
+        s.windows.auto(t.reason, t.start_seq, when, details, s.analysis.history.first_seq)
 
     def _seq_at(self, event: DeviceEvent) -> int | None:
         if event.seq is not None:
@@ -232,12 +248,17 @@ class DevicePipeline:
             win = s.analysis.history.window(p.first_seq, p.end_seq)
             if win is None:
                 continue
-            beats = s.analysis.beats_in(p.first_seq, p.end_seq)
-            out.append(
-                self._strip(
-                    p, win.block, win.missing, beats, s.analysis.windows, s.analysis.episodes()
-                )
-            )
+            if p.kind == "event":  # at once, measured on its own window
+                have = np.ones(win.block.n, dtype=bool)
+                for a, b in win.missing:
+                    have[a - p.first_seq : b - p.first_seq] = False
+                alone = analyse_window(win.block, have, s.analysis.qrs.lead, self.settings)
+                beats, labels = alone.beats, alone.labels
+                quality, episodes = alone.quality, s.analysis.episodes()
+            else:
+                beats, labels = s.analysis.beats_in(p.first_seq, p.end_seq)
+                quality, episodes = list(s.analysis.windows), s.analysis.episodes()
+            out.append(self._strip(p, win.block, win.missing, beats, labels, quality, episodes))
         return out
 
     # --- windows whose samples come late -----------------------------------------------------
@@ -278,14 +299,12 @@ class DevicePipeline:
         for w in s.late.due(s.analysis.end_seq, force=force):
             p = w.pending
             block = w.block(s.fs, s.leads, self.device_id)
-            beats, quality, episodes = analyse_window(
-                block, w.have, s.analysis.qrs.lead, self.settings
-            )
+            alone = analyse_window(block, w.have, s.analysis.qrs.lead, self.settings)
             p.trigger = p.trigger.but(analysed_late=True)
             self.counters.add("analysed_late")
-            out.append(
-                self._strip(p, block, runs_of(~w.have, p.first_seq), beats, quality, episodes)
-            )
+            missing = runs_of(~w.have, p.first_seq)
+            args = (alone.beats, alone.labels, alone.quality, alone.episodes)
+            out.append(self._strip(p, block, missing, *args))
         return out
 
     # --- one strip ---------------------------------------------------------------------------
@@ -295,11 +314,12 @@ class DevicePipeline:
         block: SampleBlock,
         missing: tuple[tuple[int, int], ...],
         beats: list[int],
-        quality: deque[QualityWindow] | list[QualityWindow],
-        episodes: list[RhythmEpisode],
+        labels: list[str],
+        quality: list[QualityWindow],
+        episodes: list[EpisodeChange],
     ) -> StripReady:
         """A strip of ``block`` (the window, NaN in the ``missing`` runs) and its facts."""
-        facts, st_failed = measure_strip(block, missing, beats, list(quality), episodes)
+        facts, st_failed = measure_strip(block, missing, beats, labels, quality, episodes)
         if st_failed:
             self.counters.add("st_errors")
         facts = replace(

@@ -16,8 +16,8 @@ import numpy as np
 
 from core.block import SampleBlock
 from core.events import BloodPressure, LeadOff, StageChanged
+from dsp.episodes import EpisodeChange
 from dsp.quality import USABLE, QualityWindow
-from dsp.rhythm import RhythmEpisode
 from dsp.st import st_levels
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "StripFacts",
     "Trigger",
     "TriggerType",
+    "episode_facts",
     "measure_strip",
 ]
 
@@ -80,6 +81,9 @@ class EpisodeFacts:
     end_seq: int | None
     confidence: float
     details: dict[str, float]
+    min_rate_bpm: float | None = None
+    max_rate_bpm: float | None = None
+    in_unusable_signal: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,9 @@ class StripFacts:
 
     heart_rate_bpm: float | None = None
     beats_seq: tuple[int, ...] = ()
+    beat_labels: str = ""
+    """One letter per beat of ``beats_seq``: N (normal or other supraventricular), S
+    (premature supraventricular), V (ventricular ectopic), Q (unclassifiable)."""
     recorded_samples: int = 0
     quality: QualityFacts | None = None
     beats_in_unusable_signal: tuple[int, ...] = ()
@@ -102,8 +109,9 @@ def measure_strip(
     block: SampleBlock,
     missing: Sequence[tuple[int, int]],
     beats: Sequence[int],
+    labels: Sequence[str],
     quality: Sequence[QualityWindow],
-    episodes: Sequence[RhythmEpisode],
+    episodes: Sequence[EpisodeChange],
 ) -> tuple[StripFacts, bool]:
     """The facts of a strip from its window and the analysis around it.
 
@@ -115,6 +123,7 @@ def measure_strip(
     facts = StripFacts(
         heart_rate_bpm=_mean_hr(beats, block.fs),
         beats_seq=tuple(int(b) for b in beats),
+        beat_labels="".join(labels),
         recorded_samples=int(block.n - sum(b - a for a, b in missing)),
         quality=_quality_facts(first, end, quality, block.leads, block.fs),
         beats_in_unusable_signal=_flag_beats(beats, quality),
@@ -161,19 +170,33 @@ def _quality_facts(
     )
 
 
+def episode_facts(e: EpisodeChange) -> EpisodeFacts:
+    """One episode's facts as strips and events carry them."""
+    return EpisodeFacts(
+        e.kind,
+        e.start_seq,
+        e.end_seq,
+        round(e.confidence, 2),
+        {k: round(float(v), 3) for k, v in e.details.items()},
+        _rate(e.min_rate_bpm),
+        _rate(e.max_rate_bpm),
+        bool(e.in_unusable_signal),
+    )
+
+
+def _rate(bpm: float) -> float | None:
+    return round(float(bpm), 1) if np.isfinite(bpm) else None
+
+
 def _rhythm_facts(
-    first: int, end: int, episodes: Sequence[RhythmEpisode]
+    first: int, end: int, episodes: Sequence[EpisodeChange]
 ) -> tuple[EpisodeFacts, ...]:
     """Automated rhythm episodes overlapping [first, end) (measurements, not a diagnosis)."""
     out = []
     for e in episodes:
         e_end = e.end_seq if e.end_seq is not None else end
         if e_end > first and e.start_seq < end:
-            out.append(
-                EpisodeFacts(
-                    e.kind, e.start_seq, e.end_seq, round(e.confidence, 2), dict(e.details)
-                )
-            )
+            out.append(episode_facts(e))
     return tuple(out)
 
 

@@ -90,7 +90,9 @@ class SampleHistory:
             del self._starts[:drop]
 
     def window(self, first_seq: int, end_seq: int) -> Window | None:
-        """Samples ``[first_seq, end_seq)``, NaN where not recorded; None if nothing overlaps."""
+        """Samples ``[first_seq, end_seq)``, NaN where not recorded; None if nothing overlaps.
+        A window cannot begin before the stream's first sample (0)."""
+        first_seq = max(first_seq, 0)
         if end_seq <= first_seq or not self._blocks:
             return None
         ref = self._blocks[-1]

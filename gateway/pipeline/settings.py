@@ -28,6 +28,12 @@ class PipelineSettings:
     backfill_wait_s
         Seconds of stream analysis holds while a device with memory backfills a hole
         (0: nothing is held).
+    auto_enabled, auto_pre_s, auto_post_s
+        Auto-triggered events (a pause, VT, AF onset or rapid AF, brady, tachy, SVT
+        begins): on or off, and their window around the episode's onset, seconds.
+    auto_max_per_day, auto_merge_s, auto_min_duration_s
+        Alarm fatigue: events per reason in any 24 h (more only if more significant),
+        episodes this close (s) to a raised one join it, shortest episode per reason (s).
     """
 
     band: Literal["monitoring", "diagnostic"] = "monitoring"
@@ -42,3 +48,9 @@ class PipelineSettings:
     live_enabled: bool = True
     live_block_s: float = 1.0
     backfill_wait_s: float = 0.0
+    auto_enabled: bool = True
+    auto_pre_s: float = 45.0
+    auto_post_s: float = 30.0
+    auto_max_per_day: int = 3
+    auto_merge_s: float = 60.0
+    auto_min_duration_s: tuple[tuple[str, float], ...] = ()

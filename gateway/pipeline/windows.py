@@ -97,6 +97,26 @@ class WindowScheduler:
         )
         self._pending.append(PendingWindow("strip", first, seq, trigger, blood_pressure))
 
+    def auto(self, reason: str, seq: int, time: float, details: dict, oldest: int | None) -> None:
+        """An auto-triggered event: an episode (``reason``) began at sample ``seq``, UTC
+        ``time``; its window is ``auto_pre_s`` before to ``auto_post_s`` after (from
+        ``oldest``, the first sample held, at the earliest)."""
+        s = self.settings
+        trigger = Trigger(
+            "auto",
+            pre_s=s.auto_pre_s,
+            post_s=s.auto_post_s,
+            time=time,
+            seq=seq,
+            reason=reason,
+            details=details,
+        )
+        first, end = seq - self._samples(s.auto_pre_s), seq + self._samples(s.auto_post_s)
+        if oldest is not None and first < oldest:
+            trigger = trigger.but(pre_available_s=round((seq - oldest) / self.fs, 3))
+            first = oldest
+        self._pending.append(PendingWindow("event", first, end, trigger))
+
     def lost(self, first_seq: int, end_seq: int) -> None:
         """``[first_seq, end_seq)`` will never arrive: no periodic strip inside it."""
         self._lost.append((first_seq, end_seq))
@@ -116,12 +136,15 @@ class WindowScheduler:
             self._next_periodic += self._period
 
     def ready(self, end_seq: int, settle: int) -> list[PendingWindow]:
-        """The windows whose samples (and beats: ``settle`` samples after) are analysed."""
+        """The windows whose samples are analysed: events as soon as their window is
+        recorded (measured on the window alone: the tracing is what staff need first),
+        strips once the stream's beats are final ``settle`` samples later."""
         if not self._pending:
             return []
         due, wait = [], []
         for p in self._pending:
-            (due if p.end_seq + settle <= end_seq else wait).append(p)
+            lag = 0 if p.kind == "event" else settle
+            (due if p.end_seq + lag <= end_seq else wait).append(p)
         self._pending = wait
         return due
 

@@ -36,8 +36,9 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((DATA / f"{name}.json").read_text())
 
 
-def variant(name: str, gateway: str = "gw-1", device: str | None = None, **changes: Any
-            ) -> tuple[str, bytes, dict[str, Any]]:
+def variant(
+    name: str, gateway: str = "gw-1", device: str | None = None, **changes: Any
+) -> tuple[str, bytes, dict[str, Any]]:
     """A recorded payload as another gateway's new message: (topic, payload, body)."""
     body = load(name)
     body["gateway_id"] = gateway
@@ -58,8 +59,7 @@ class CenterBroker(Mosquitto):
     def _write_config(self, acl):  # type: ignore[no-untyped-def]
         super()._write_config(acl)
         with self.conf_path.open("a") as f:
-            f.write("max_queued_messages 0\nmax_inflight_messages 0\n"
-                    "message_size_limit 16777216\n")
+            f.write("max_queued_messages 0\nmax_inflight_messages 0\nmessage_size_limit 16777216\n")
 
 
 @pytest.fixture
@@ -84,13 +84,26 @@ class Postgres:
         self.port = free_port()
         shutil.chown(self.dir, "postgres", "postgres")
         self._run("initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "ecg", "-E", "UTF8")
-        self._run("pg_ctl", "-D", f"{self.dir}/data", "-w", "-l", f"{self.dir}/log", "-o",
-                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                  f"-c fsync={'on' if fsync else 'off'} -c max_connections=200", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            f"{self.dir}/data",
+            "-w",
+            "-l",
+            f"{self.dir}/log",
+            "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            f"-c fsync={'on' if fsync else 'off'} -c max_connections=200",
+            "start",
+        )
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / tool), *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://ecg@127.0.0.1:{self.port}/{db}"
@@ -157,8 +170,12 @@ class ServeProcess:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.url = None
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "center", "serve", *self.args],
-                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "center", "serve", *self.args],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         if wait_web:
             deadline = time.monotonic() + 30
@@ -249,8 +266,10 @@ def publish_sync(broker: Mosquitto, topic: str, payload: bytes) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: a center test of several seconds (processes, "
-                            "browser); deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers",
+        "slow: a center test of several seconds (processes, browser); deselect with -m 'not slow'",
+    )
 
 
 def with_gap(name: str, gateway: str, first: int, n: int) -> tuple[str, bytes, dict[str, Any]]:
@@ -259,9 +278,16 @@ def with_gap(name: str, gateway: str, first: int, n: int) -> tuple[str, bytes, d
     topic, _payload, body = variant(name, gateway=gateway)
     sd = body["observation"]["component"][0]["valueSampledData"]
     tokens = sd["data"].split()
-    tokens[first:first + n] = ["E"] * n
+    tokens[first : first + n] = ["E"] * n
     sd["data"] = " ".join(tokens)
     seq0 = body["samples"]["first_seq"]
-    body["gaps"] = [{"first_seq": seq0 + first, "end_seq": seq0 + first + n, "n_samples": n,
-                     "reason": "not in patch memory", "final": True}]
+    body["gaps"] = [
+        {
+            "first_seq": seq0 + first,
+            "end_seq": seq0 + first + n,
+            "n_samples": n,
+            "reason": "not in patch memory",
+            "final": True,
+        }
+    ]
     return topic, json.dumps(body).encode(), body

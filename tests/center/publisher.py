@@ -27,8 +27,9 @@ class LightPublisher:
 
     def __init__(self, url: str, window: int = 200, client_id: str = "") -> None:
         parts = urlsplit(url)
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        )
         self.client.max_inflight_messages_set(window)
         self.client.max_queued_messages_set(0)
         self._sem = threading.Semaphore(window)
@@ -44,12 +45,17 @@ class LightPublisher:
             self.refused += 1
         self._sem.release()
 
-    def publish(self, topic: str, payload: bytes, msg_id: str, seq: int, kind: str,
-                device: str) -> None:
+    def publish(
+        self, topic: str, payload: bytes, msg_id: str, seq: int, kind: str, device: str
+    ) -> None:
         """QoS 1 with the user properties the gateway sends; blocks when the window is full."""
         props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = [("msg_id", msg_id), ("seq", str(seq)), ("kind", kind),
-                              ("device_id", device)]
+        props.UserProperty = [
+            ("msg_id", msg_id),
+            ("seq", str(seq)),
+            ("kind", kind),
+            ("device_id", device),
+        ]
         self._sem.acquire()
         info = self.client.publish(topic, payload, qos=1, properties=props)
         self._sent.append((info, msg_id))
@@ -71,8 +77,9 @@ class LightPublisher:
         self.client.loop_stop()
 
 
-def make_messages(n_gateways: int, n: int, kinds: tuple[str, ...] = ("patch-strip",),
-                  start: int = 0) -> list[tuple[str, bytes, str, int, str, str]]:
+def make_messages(
+    n_gateways: int, n: int, kinds: tuple[str, ...] = ("patch-strip",), start: int = 0
+) -> list[tuple[str, bytes, str, int, str, str]]:
     """``n`` new messages spread over ``n_gateways`` ids, built from recorded payloads:
     (topic, payload, msg_id, seq, kind, device)."""
     bases = {k: json.loads((DATA / f"{k}.json").read_text()) for k in kinds}
@@ -84,14 +91,27 @@ def make_messages(n_gateways: int, n: int, kinds: tuple[str, ...] = ("patch-stri
         body["msg_id"] = str(uuid.uuid4())
         body["seq"] = i // n_gateways + 1
         topic = f"ecg/v1/{gw}/{body['device_id']}/{body['kind']}"
-        out.append((topic, json.dumps(body, separators=(",", ":")).encode(), body["msg_id"],
-                    body["seq"], body["kind"], body["device_id"]))
+        out.append(
+            (
+                topic,
+                json.dumps(body, separators=(",", ":")).encode(),
+                body["msg_id"],
+                body["seq"],
+                body["kind"],
+                body["device_id"],
+            )
+        )
     return out
 
 
 def main() -> int:
-    url, n_gw, n, out, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], \
-        float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+    url, n_gw, n, out, rate = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        int(sys.argv[3]),
+        sys.argv[4],
+        float(sys.argv[5]) if len(sys.argv) > 5 else 0.0,
+    )
     pub = LightPublisher(url, client_id=f"pub-{uuid.uuid4().hex[:8]}")
     msgs = make_messages(n_gw, n, ("patch-strip", "patch-event"))
     t0 = time.monotonic()

@@ -27,8 +27,9 @@ async def _token(s: aiohttp.ClientSession, url: str, user: str, pw: str) -> str:
     return (await r.json())["token"]
 
 
-async def _publish_event(center: Center, broker: CenterBroker, name: str = "patch-event",
-                         gateway: str = "gw-1") -> dict:
+async def _publish_event(
+    center: Center, broker: CenterBroker, name: str = "patch-event", gateway: str = "gw-1"
+) -> dict:
     topic, payload, body = variant(name, gateway=gateway)
     before = center.ingest.stats.stored
     publish_sync(broker, topic, payload)
@@ -38,8 +39,10 @@ async def _publish_event(center: Center, broker: CenterBroker, name: str = "patc
 
 async def test_api_flow_ack_409_and_ack_on_the_wire(broker, tmp_path: Path, mqtt_listener) -> None:  # type: ignore[no-untyped-def]
     acks = mqtt_listener(broker, "ecg/v1/+/+/ack")
-    async with Center(center_config(tmp_path / "c.db", broker.url)) as center, \
-            aiohttp.ClientSession() as s:
+    async with (
+        Center(center_config(tmp_path / "c.db", broker.url)) as center,
+        aiohttp.ClientSession() as s,
+    ):
         await _started(center)
         pw = add_user(center.engine, "tech", "technician")
         async with s.get(f"{center.url}/healthz") as r:  # no login needed
@@ -53,8 +56,16 @@ async def test_api_flow_ack_409_and_ack_on_the_wire(broker, tmp_path: Path, mqtt
             items = await r.json()
             assert r.headers["X-Total-Count"] == "2"
         assert [i["msg_id"] for i in items] == [body["msg_id"], strip["msg_id"]]  # press first
-        keys = {"msg_id", "gateway", "device", "trigger", "received_at", "state",
-                "acknowledged_by", "acknowledged_at"}
+        keys = {
+            "msg_id",
+            "gateway",
+            "device",
+            "trigger",
+            "received_at",
+            "state",
+            "acknowledged_by",
+            "acknowledged_at",
+        }
         assert keys <= set(items[0]) and items[0]["trigger"] == "button"
         async with s.get(f"{center.url}/api/events/{body['msg_id']}", headers=h) as r:
             detail = await r.json()
@@ -73,8 +84,13 @@ async def test_api_flow_ack_409_and_ack_on_the_wire(broker, tmp_path: Path, mqtt
             assert [i["msg_id"] for i in await r.json()] == [body["msg_id"]]
         async with s.get(f"{center.url}/api/gateways", headers=h) as r:
             assert r.status == 200
-        for page in ("/", "/fleet", "/search?state=all", f"/strip/{strip['msg_id']}",
-                     "/device/gw-1/patch-1"):
+        for page in (
+            "/",
+            "/fleet",
+            "/search?state=all",
+            f"/strip/{strip['msg_id']}",
+            "/device/gw-1/patch-1",
+        ):
             async with s.get(f"{center.url}{page}", headers=h) as r:
                 assert r.status == 200, page
                 assert "Content-Security-Policy" in r.headers
@@ -103,8 +119,11 @@ async def test_cookie_session_csrf_roles_and_expiry(broker, tmp_path: Path) -> N
         body = await _publish_event(center, broker)
         jar = aiohttp.CookieJar(unsafe=True)
         async with aiohttp.ClientSession(cookie_jar=jar) as s:
-            async with s.post(f"{center.url}/login", data={"user": "tech", "password": tech_pw},
-                              allow_redirects=False) as r:
+            async with s.post(
+                f"{center.url}/login",
+                data={"user": "tech", "password": tech_pw},
+                allow_redirects=False,
+            ) as r:
                 assert r.status == 303
             async with s.get(f"{center.url}/") as r:
                 page = await r.text()
@@ -116,8 +135,11 @@ async def test_cookie_session_csrf_roles_and_expiry(broker, tmp_path: Path) -> N
                 assert r.status == 403
             async with s.get(f"{center.url}/api/users") as r:
                 assert r.status == 403  # technicians do not manage users
-            async with s.post(f"{center.url}/api/users", headers={"X-CSRF-Token": csrf},
-                              json={"name": "x", "role": "technician", "password": "p" * 12}) as r:
+            async with s.post(
+                f"{center.url}/api/users",
+                headers={"X-CSRF-Token": csrf},
+                json={"name": "x", "role": "technician", "password": "p" * 12},
+            ) as r:
                 assert r.status == 403
             async with s.get(f"{center.url}/users", allow_redirects=False) as r:
                 assert r.status == 403
@@ -148,14 +170,16 @@ async def test_cookie_session_csrf_roles_and_expiry(broker, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("per", ["user", "ip"])
 async def test_login_rate_limit(broker, tmp_path: Path, per: str) -> None:  # type: ignore[no-untyped-def]
-    cfg = center_config(tmp_path / "c.db", broker.url,
-                        auth={"max_failures_per_user": 3, "max_failures_per_ip": 5})
+    cfg = center_config(
+        tmp_path / "c.db", broker.url, auth={"max_failures_per_user": 3, "max_failures_per_ip": 5}
+    )
     async with Center(cfg) as center, aiohttp.ClientSession() as s:
         pw = add_user(center.engine, "tech", "technician")
         names = ["tech"] * 3 if per == "user" else [f"u{i}" for i in range(5)]
         for name in names:
-            async with s.post(f"{center.url}/api/login",
-                              json={"user": name, "password": "wrong"}) as r:
+            async with s.post(
+                f"{center.url}/api/login", json={"user": name, "password": "wrong"}
+            ) as r:
                 assert r.status == 401
         async with s.post(f"{center.url}/api/login", json={"user": "tech", "password": pw}) as r:
             assert r.status == 429  # even the right password waits
@@ -164,8 +188,9 @@ async def test_login_rate_limit(broker, tmp_path: Path, per: str) -> None:  # ty
 
 
 async def test_escalation_is_counted_and_audited(broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cfg = center_config(tmp_path / "c.db", broker.url,
-                        escalation={"escalate_after_s": 0.5, "check_every_s": 0.1})
+    cfg = center_config(
+        tmp_path / "c.db", broker.url, escalation={"escalate_after_s": 0.5, "check_every_s": 0.1}
+    )
     async with Center(cfg) as center, aiohttp.ClientSession() as s:
         await _started(center)
         pw = add_user(center.engine, "tech", "technician")

@@ -42,13 +42,32 @@ def driver():  # type: ignore[no-untyped-def]
 def _serve(serve, broker: CenterBroker, tmp_path: Path, **extra: str):  # type: ignore[no-untyped-def]
     cfg = tmp_path / "center.toml"
     esc = extra.get("escalate_after_s", "120")
-    cfg.write_text(f'[mqtt]\nurl = "{broker.url}"\ninsecure = true\nclient_id = "browser-c"\n'
-                   f'[db]\nurl = "sqlite:///{tmp_path}/center.db"\n'
-                   f'[web]\nlisten = "127.0.0.1:0"\n[auth]\ncookie_secure = false\n'
-                   f'[escalation]\nescalate_after_s = {esc}\ncheck_every_s = 0.2\n')
-    subprocess.run([sys.executable, "-m", "center", "user", "add", "tech", "--role",
-                    "technician", "--config", str(cfg)], input=PASSWORD, text=True, cwd=REPO,
-                   check=True, capture_output=True, timeout=60)
+    cfg.write_text(
+        f'[mqtt]\nurl = "{broker.url}"\ninsecure = true\nclient_id = "browser-c"\n'
+        f'[db]\nurl = "sqlite:///{tmp_path}/center.db"\n'
+        f'[web]\nlisten = "127.0.0.1:0"\n[auth]\ncookie_secure = false\n'
+        f"[escalation]\nescalate_after_s = {esc}\ncheck_every_s = 0.2\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "center",
+            "user",
+            "add",
+            "tech",
+            "--role",
+            "technician",
+            "--config",
+            str(cfg),
+        ],
+        input=PASSWORD,
+        text=True,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     proc = serve(["--config", str(cfg)], wait_web=True)
     wait_until(lambda: "connected to" in proc.log_path.read_text(), "center connected")
     time.sleep(0.3)  # subscriptions
@@ -66,18 +85,26 @@ def _row_js(driver, msg_id: str, what: str) -> str | None:  # type: ignore[no-un
     """A row's className or innerText read in one script (rows are re-rendered live)."""
     return driver.execute_script(
         f"const r = document.querySelector('#rows tr[data-msg-id=\"' + arguments[0] + '\"]');"
-        f" return r ? r.{what} : null;", msg_id)
+        f" return r ? r.{what} : null;",
+        msg_id,
+    )
 
 
 def _points(driver) -> int:  # type: ignore[no-untyped-def]
     """Sample points really in the SVG paths (M/L commands), not just an element."""
     return driver.execute_script(
         "let n = 0; for (const p of document.querySelectorAll('#ecg path.ecg'))"
-        " n += (p.getAttribute('d').match(/[ML]/g) || []).length; return n;")
+        " n += (p.getAttribute('d').match(/[ML]/g) || []).length; return n;"
+    )
 
 
-def test_event_live_strip_ack_restart(driver, broker: CenterBroker, tmp_path: Path, serve,  # type: ignore[no-untyped-def]
-                                      mqtt_listener) -> None:
+def test_event_live_strip_ack_restart(
+    driver,
+    broker: CenterBroker,
+    tmp_path: Path,
+    serve,  # type: ignore[no-untyped-def]
+    mqtt_listener,
+) -> None:
     from selenium.webdriver.common.by import By
 
     acks = mqtt_listener(broker, "ecg/v1/+/+/ack")
@@ -93,7 +120,8 @@ def test_event_live_strip_ack_restart(driver, broker: CenterBroker, tmp_path: Pa
     driver.save_screenshot(str(tmp_path / "queue.png"))
     driver.execute_script(
         "document.querySelector('#rows tr[data-msg-id=\"' + arguments[0] + '\"] td').click();",
-        body["msg_id"])
+        body["msg_id"],
+    )
     wait_until(lambda: driver.find_elements(By.ID, "ecg"), "the strip drawn")
     svg = driver.find_element(By.ID, "ecg")
     assert svg.get_attribute("data-samples-drawn") == "5000"  # 20 s at 250 Hz, no gaps
@@ -101,8 +129,9 @@ def test_event_live_strip_ack_restart(driver, broker: CenterBroker, tmp_path: Pa
     assert driver.find_elements(By.CSS_SELECTOR, "#ecg line.press")  # the press marked
     assert len(driver.find_elements(By.CSS_SELECTOR, "#ecg path.cal")) == 2  # one per row
     driver.find_element(By.ID, "beats").click()
-    wait_until(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#ecg line.beat")) == 25,
-               "beat marks")
+    wait_until(
+        lambda: len(driver.find_elements(By.CSS_SELECTOR, "#ecg line.beat")) == 25, "beat marks"
+    )
     driver.save_screenshot(str(tmp_path / "strip.png"))
     driver.find_element(By.ID, "note").send_keys("patient called back; feels fine")
     driver.find_element(By.ID, "ack").click()
@@ -113,11 +142,18 @@ def test_event_live_strip_ack_restart(driver, broker: CenterBroker, tmp_path: Pa
     proc.start(wait_web=True)
     engine = sa.create_engine(f"sqlite:///{tmp_path}/center.db")
     with engine.connect() as conn:
-        state, by, note = conn.execute(sa.text(
-            "SELECT state, acknowledged_by, ack_note FROM events WHERE msg_id = :m"),
-            {"m": body["msg_id"]}).one()
-        trail = conn.execute(sa.text("SELECT action FROM audit WHERE msg_id = :m ORDER BY id"),
-                             {"m": body["msg_id"]}).scalars().all()
+        state, by, note = conn.execute(
+            sa.text("SELECT state, acknowledged_by, ack_note FROM events WHERE msg_id = :m"),
+            {"m": body["msg_id"]},
+        ).one()
+        trail = (
+            conn.execute(
+                sa.text("SELECT action FROM audit WHERE msg_id = :m ORDER BY id"),
+                {"m": body["msg_id"]},
+            )
+            .scalars()
+            .all()
+        )
     assert (state, by, note) == ("acknowledged", "tech", "patient called back; feels fine")
     assert trail == ["view", "acknowledge"]
     driver.get(proc.url)  # the session lives in the database: still logged in
@@ -125,8 +161,12 @@ def test_event_live_strip_ack_restart(driver, broker: CenterBroker, tmp_path: Pa
     assert _row(driver, body["msg_id"]) is None  # acknowledged items leave the queue
 
 
-def test_twelve_lead_layout_and_escalation_cue(driver, broker: CenterBroker, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                               serve) -> None:
+def test_twelve_lead_layout_and_escalation_cue(
+    driver,
+    broker: CenterBroker,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    serve,
+) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -139,8 +179,10 @@ def test_twelve_lead_layout_and_escalation_cue(driver, broker: CenterBroker, tmp
     publish_sync(broker, cart_topic, cart_payload)
     publish_sync(broker, ev_topic, ev_payload)
     wait_until(lambda: _row(driver, ev["msg_id"]) is not None, "event row")
-    wait_until(lambda: "escalated" in (_row_js(driver, ev["msg_id"], "className") or ""),
-               "the event escalated on screen")
+    wait_until(
+        lambda: "escalated" in (_row_js(driver, ev["msg_id"], "className") or ""),
+        "the event escalated on screen",
+    )
     assert "ESCALATED" in _row_js(driver, ev["msg_id"], "innerText")
     wait_until(lambda: driver.execute_script("return window.centerBeeps || 0;") > 0, "a beep")
     assert driver.execute_script("return Center.beep(1);") is True  # audible
@@ -159,8 +201,9 @@ def test_twelve_lead_layout_and_escalation_cue(driver, broker: CenterBroker, tmp
     assert "135/80 mmHg" in facts and "Bruce 1" in facts and "V5" in facts
     driver.save_screenshot(str(tmp_path / "strip-12lead.png"))
     Select(driver.find_element(By.ID, "layout")).select_by_value("rows")
-    wait_until(lambda: driver.find_element(By.ID, "ecg").get_attribute("data-layout") == "rows",
-               "12 rows")
+    wait_until(
+        lambda: driver.find_element(By.ID, "ecg").get_attribute("data-layout") == "rows", "12 rows"
+    )
     assert _points(driver) == 12 * 5000
     # a dropout: 250 samples missing are drawn as a break with its reason, not a line
     gap_topic, gap_payload, gapped = with_gap("patch-strip", "gw-c", 1000, 250)
@@ -169,8 +212,13 @@ def test_twelve_lead_layout_and_escalation_cue(driver, broker: CenterBroker, tmp
 
     def stored() -> bool:
         with engine.connect() as conn:
-            return conn.execute(sa.text("SELECT count(*) FROM events WHERE msg_id = :m"),
-                                {"m": gapped["msg_id"]}).scalar() == 1
+            return (
+                conn.execute(
+                    sa.text("SELECT count(*) FROM events WHERE msg_id = :m"),
+                    {"m": gapped["msg_id"]},
+                ).scalar()
+                == 1
+            )
 
     wait_until(stored, "the gapped strip stored")
     driver.get(f"{proc.url}/strip/{gapped['msg_id']}")
@@ -179,7 +227,8 @@ def test_twelve_lead_layout_and_escalation_cue(driver, broker: CenterBroker, tmp
     assert _points(driver) == 2250
     assert driver.execute_script(
         "return [...document.querySelectorAll('#ecg path.ecg')]"
-        ".map(p => (p.getAttribute('d').match(/M/g) || []).length);") == [2]  # two pieces
+        ".map(p => (p.getAttribute('d').match(/M/g) || []).length);"
+    ) == [2]  # two pieces
     gap_label = driver.find_element(By.CSS_SELECTOR, "#ecg text.gaplabel").text
     assert "250 samples" in gap_label and "not in patch memory" in gap_label
     assert "250 samples (not in patch memory)" in driver.find_element(By.ID, "facts").text

@@ -13,8 +13,14 @@ from tests.center.conftest import REPO
 
 
 def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "center", *args], cwd=REPO, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "center", *args],
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_version_upgrade_and_user_add(tmp_path: Path) -> None:
@@ -23,8 +29,9 @@ def test_version_upgrade_and_user_add(tmp_path: Path) -> None:
     from center.store.db import head_revision
 
     assert f"revision {head_revision()}" in run("db", "upgrade", "--db", db).stdout
-    out = run("user", "add", "alice", "--role", "technician", "--db", db,
-              stdin="long enough password\n")
+    out = run(
+        "user", "add", "alice", "--role", "technician", "--db", db, stdin="long enough password\n"
+    )
     assert out.returncode == 0, out.stderr
     again = run("user", "add", "alice", "--role", "technician", "--db", db, stdin="x" * 12)
     assert again.returncode == 1 and "exists" in again.stderr

@@ -25,8 +25,16 @@ KILLS = 20
 
 def test_kill9_loses_nothing_and_stores_once(broker: CenterBroker, tmp_path: Path, serve) -> None:  # type: ignore[no-untyped-def]
     db = tmp_path / "center.db"
-    args = ["--broker", broker.url, "--insecure", "--db", f"sqlite:///{db}", "--no-web",
-            "--client-id", "crash-center"]
+    args = [
+        "--broker",
+        broker.url,
+        "--insecure",
+        "--db",
+        f"sqlite:///{db}",
+        "--no-web",
+        "--client-id",
+        "crash-center",
+    ]
     center = serve(args)
     engine = sa.create_engine(f"sqlite:///{db}")
 
@@ -40,8 +48,18 @@ def test_kill9_loses_nothing_and_stores_once(broker: CenterBroker, tmp_path: Pat
     wait_until(lambda: "connected to" in center.log_path.read_text(), "first center up")
     out = tmp_path / "published.txt"
     publisher = subprocess.Popen(
-        [sys.executable, "-m", "tests.center.publisher", broker.url, str(N_GATEWAYS),
-         str(N_MESSAGES), str(out), str(RATE_PER_S)], cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "tests.center.publisher",
+            broker.url,
+            str(N_GATEWAYS),
+            str(N_MESSAGES),
+            str(out),
+            str(RATE_PER_S),
+        ],
+        cwd=REPO,
+    )
     rng = random.Random(11)
     kills = 0
     while kills < KILLS and publisher.poll() is None:
@@ -57,8 +75,10 @@ def test_kill9_loses_nothing_and_stores_once(broker: CenterBroker, tmp_path: Pat
     time.sleep(1.0)  # anything still arriving would be a duplicate row (it cannot: UNIQUE)
     with engine.connect() as conn:
         ids = conn.execute(sa.text("SELECT msg_id FROM events")).scalars().all()
-        dups = conn.execute(sa.text("SELECT value FROM counters WHERE name = 'duplicates'")
-                            ).scalar() or 0
+        dups = (
+            conn.execute(sa.text("SELECT value FROM counters WHERE name = 'duplicates'")).scalar()
+            or 0
+        )
     assert len(ids) == len(set(ids)) == N_MESSAGES
     assert set(ids) == set(published)
     print(f"{kills} kills; {dups} redelivered duplicates recognised and stored once")

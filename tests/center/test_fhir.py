@@ -10,8 +10,19 @@ from tests.center.conftest import load
 
 
 def _obs(data: str, origin: float = 0, factor: float = 1, period: float = 4.0) -> dict:
-    return {"component": [{"code": {"text": "aVR"}, "valueSampledData": {
-        "origin": {"value": origin}, "factor": factor, "period": period, "data": data}}]}
+    return {
+        "component": [
+            {
+                "code": {"text": "aVR"},
+                "valueSampledData": {
+                    "origin": {"value": origin},
+                    "factor": factor,
+                    "period": period,
+                    "data": data,
+                },
+            }
+        ]
+    }
 
 
 def test_values_gaps_and_limits() -> None:

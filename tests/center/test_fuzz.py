@@ -17,12 +17,16 @@ from tests.center.conftest import load
 P = "ecg/v1"
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
     max_leaves=6,
 )
-BASES = {"patch-event": f"{P}/demo-gw/patch-1/event", "patch-study": f"{P}/demo-gw/patch-1/study",
-         "status-online": f"{P}/demo-gw/status"}
+BASES = {
+    "patch-event": f"{P}/demo-gw/patch-1/event",
+    "patch-study": f"{P}/demo-gw/patch-1/study",
+    "status-online": f"{P}/demo-gw/status",
+}
 
 
 def _paths(obj: object, prefix: tuple = ()) -> list[tuple]:

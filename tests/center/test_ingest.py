@@ -20,16 +20,20 @@ def _count(engine: sa.Engine, table: sa.Table) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
 
 
-async def test_duplicates_and_garbage_through_the_broker(broker: CenterBroker,
-                                                         tmp_path: Path) -> None:
+async def test_duplicates_and_garbage_through_the_broker(
+    broker: CenterBroker, tmp_path: Path
+) -> None:
     pub = LightPublisher(broker.url)
     async with Center(demo_config(tmp_path / "c.db", broker.url), web=False) as center:
         await wait_for(center.link.subscribed.is_set, "center subscribed")
-        msgs = [variant(k, gateway=f"gw-{i}") for i, k in
-                enumerate(["patch-event", "patch-strip", "cart-strip"])]
+        msgs = [
+            variant(k, gateway=f"gw-{i}")
+            for i, k in enumerate(["patch-event", "patch-strip", "cart-strip"])
+        ]
         for topic, payload, body in msgs + msgs:  # every message twice
-            pub.publish(topic, payload, body["msg_id"], body["seq"], body["kind"],
-                        body["device_id"])
+            pub.publish(
+                topic, payload, body["msg_id"], body["seq"], body["kind"], body["device_id"]
+            )
         for garbage in (b"not json", b'{"schema": "x"}', b"\x00" * 10):
             pub.publish("ecg/v1/gw-0/patch-1/event", garbage, "g", 1, "event", "patch-1")
         topic, payload, body = variant("patch-strip", gateway="gw-9")
@@ -48,8 +52,12 @@ async def test_status_and_last_will(broker: CenterBroker, tmp_path: Path, mqtt_l
     import paho.mqtt.client as mqtt
 
     gw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-5", protocol=mqtt.MQTTv5)
-    will = {"schema": "ecg-gateway/status/v1", "gateway_id": "gw-5", "state": "offline",
-            "time": "2026-12-01T17:00:00.000Z"}
+    will = {
+        "schema": "ecg-gateway/status/v1",
+        "gateway_id": "gw-5",
+        "state": "offline",
+        "time": "2026-12-01T17:00:00.000Z",
+    }
     gw.will_set("ecg/v1/gw-5/status", json.dumps(will), qos=1, retain=True)
     gw.connect(broker.host, broker.port)
     gw.loop_start()

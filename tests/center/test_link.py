@@ -17,9 +17,16 @@ from tests.support import wait_for
 async def test_mutual_tls(mosquitto, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     broker = mosquitto(tls=True)
     tls = broker.tls
-    cfg = center_config(tmp_path / "c.db", broker.url, mqtt={
-        "insecure": False, "ca_file": str(tls.ca_file), "cert_file": str(tls.client_cert),
-        "key_file": str(tls.client_key)})
+    cfg = center_config(
+        tmp_path / "c.db",
+        broker.url,
+        mqtt={
+            "insecure": False,
+            "ca_file": str(tls.ca_file),
+            "cert_file": str(tls.client_cert),
+            "key_file": str(tls.client_key),
+        },
+    )
     assert cfg.mqtt.tls
     async with Center(cfg, web=False) as center:
         await wait_for(center.link.subscribed.is_set, "subscribed over TLS")
@@ -27,8 +34,10 @@ async def test_mutual_tls(mosquitto, tmp_path: Path) -> None:  # type: ignore[no
 
 async def test_ack_made_while_the_broker_is_down(broker, tmp_path: Path, mqtt_listener) -> None:  # type: ignore[no-untyped-def]
     acks = mqtt_listener(broker, "ecg/v1/+/+/ack")
-    async with Center(center_config(tmp_path / "c.db", broker.url)) as center, \
-            aiohttp.ClientSession() as s:
+    async with (
+        Center(center_config(tmp_path / "c.db", broker.url)) as center,
+        aiohttp.ClientSession() as s,
+    ):
         await wait_for(center.link.subscribed.is_set, "subscribed")
         pw = add_user(center.engine, "tech", "technician")
         topic, payload, body = variant("patch-event", gateway="gw-d")

@@ -17,7 +17,12 @@ def test_recorded_payloads_decode() -> None:
     ev = decode(f"{P}/demo-gw/patch-1/event", json.dumps(load("patch-event")).encode(), {}, P)
     assert isinstance(ev, Record)
     assert (ev.kind, ev.trigger_type, ev.priority, ev.n_samples, ev.fs) == (
-        "event", "button", 0, 5000, 250.0)
+        "event",
+        "button",
+        0,
+        5000,
+        250.0,
+    )
     assert ev.trigger_at == pytest.approx(1796141946.469762)
     assert ev.heart_rate_bpm == 72.3 and ev.quality_min == 0.937
     cart = decode(f"{P}/demo-gw/cart-1/strip", json.dumps(load("cart-strip")).encode(), {}, P)
@@ -31,8 +36,9 @@ def test_recorded_payloads_decode() -> None:
 def test_ids_from_user_properties_when_not_in_body() -> None:
     body = load("patch-strip")
     del body["msg_id"], body["seq"]
-    rec = decode(f"{P}/demo-gw/patch-1/strip", json.dumps(body).encode(),
-                 {"msg_id": "abc", "seq": "7"}, P)
+    rec = decode(
+        f"{P}/demo-gw/patch-1/strip", json.dumps(body).encode(), {"msg_id": "abc", "seq": "7"}, P
+    )
     assert (rec.msg_id, rec.seq) == ("abc", 7)
     with pytest.raises(Reject, match="msg_id"):
         decode(f"{P}/demo-gw/patch-1/strip", json.dumps(body).encode(), {}, P)
@@ -71,8 +77,12 @@ def test_garbage_is_rejected(payload: bytes) -> None:
 def test_status_and_topics() -> None:
     assert classify(f"{P}/gw-1/status", P) == ("gw-1", None, "status")
     assert classify(f"{P}/gw-1/d/event", P) == ("gw-1", "d", "event")
-    will = {"schema": "ecg-gateway/status/v1", "gateway_id": "gw-1", "state": "offline",
-            "time": "2026-12-01T16:00:00.000Z"}
+    will = {
+        "schema": "ecg-gateway/status/v1",
+        "gateway_id": "gw-1",
+        "state": "offline",
+        "time": "2026-12-01T16:00:00.000Z",
+    }
     st = decode(f"{P}/gw-1/status", json.dumps(will).encode(), {}, P)
     assert st.state == "offline" and st.devices == {}
     with pytest.raises(Reject, match="online nor offline"):

@@ -16,8 +16,13 @@ def _shape(engine: sa.Engine) -> dict[str, object]:
     out: dict[str, object] = {}
     for table in sorted(insp.get_table_names()):
         cols = tuple((c["name"], c["nullable"]) for c in insp.get_columns(table))
-        idx = tuple(sorted((i["name"], tuple(i["column_names"])) for i in insp.get_indexes(table)
-                           if "duplicates_constraint" not in i))  # PG: a UNIQUE's own index
+        idx = tuple(
+            sorted(
+                (i["name"], tuple(i["column_names"]))
+                for i in insp.get_indexes(table)
+                if "duplicates_constraint" not in i
+            )
+        )  # PG: a UNIQUE's own index
         uniq = tuple(sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)))
         out[table] = (cols, idx, uniq)
     return out
@@ -37,9 +42,12 @@ def test_upgrade_from_empty_same_tables_on_both(tmp_path, postgres) -> None:  # 
         eng.dispose()
         if eng.dialect.name == "postgresql":  # 0002: lz4 payloads where the server has it
             with eng.connect() as conn:
-                comp = conn.execute(sa.text(
-                    "SELECT attcompression FROM pg_attribute WHERE attrelid = 'events'::regclass "
-                    "AND attname = 'payload'")).scalar()
+                comp = conn.execute(
+                    sa.text(
+                        "SELECT attcompression FROM pg_attribute "
+                        "WHERE attrelid = 'events'::regclass AND attname = 'payload'"
+                    )
+                ).scalar()
             assert comp == "l"
     assert shapes[0] == shapes[1]
     assert "events" in shapes[0] and "audit" in shapes[0]

@@ -24,19 +24,53 @@ def _health(url: str) -> dict:
         return json.loads(r.read())
 
 
-def test_two_processes_share_one_postgres(broker: CenterBroker, postgres, tmp_path: Path,
-                                          serve) -> None:  # type: ignore[no-untyped-def]
+def test_two_processes_share_one_postgres(
+    broker: CenterBroker, postgres, tmp_path: Path, serve
+) -> None:  # type: ignore[no-untyped-def]
     db = postgres.create_db()
-    subprocess.run([sys.executable, "-m", "center", "db", "upgrade", "--db", db], cwd=REPO,
-                   check=True, capture_output=True, timeout=60)
-    procs = [serve(["--broker", broker.url, "--insecure", "--db", db, "--listen",
-                    "127.0.0.1:0", "--client-id", f"center-{i}", "--share-group", "grp"],
-                   wait_web=True) for i in range(2)]
+    subprocess.run(
+        [sys.executable, "-m", "center", "db", "upgrade", "--db", db],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    procs = [
+        serve(
+            [
+                "--broker",
+                broker.url,
+                "--insecure",
+                "--db",
+                db,
+                "--listen",
+                "127.0.0.1:0",
+                "--client-id",
+                f"center-{i}",
+                "--share-group",
+                "grp",
+            ],
+            wait_web=True,
+        )
+        for i in range(2)
+    ]
     for p in procs:
         wait_until(lambda p=p: _health(p.url)["subscribed"], "subscribed")
     out = tmp_path / "published.txt"
-    subprocess.run([sys.executable, "-m", "tests.center.publisher", broker.url, "50",
-                    str(N_MESSAGES), str(out)], cwd=REPO, check=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.center.publisher",
+            broker.url,
+            "50",
+            str(N_MESSAGES),
+            str(out),
+        ],
+        cwd=REPO,
+        check=True,
+        timeout=120,
+    )
     engine = sa.create_engine(db.replace("postgresql://", "postgresql+psycopg://"))
 
     def stored() -> int:

@@ -47,10 +47,14 @@ def test_status_updates_gateway_and_timeline(engine: sa.Engine) -> None:
         write_batch(conn, [_rec(topic, json.dumps(online).encode())], 30.0)
     with engine.connect() as conn:
         gw = conn.execute(sa.select(t.gateways)).mappings().one()
-        log = conn.execute(sa.select(t.gateway_log.c.state).order_by(t.gateway_log.c.id)
-                           ).scalars().all()
-        devices = conn.execute(sa.select(t.device_log.c.device, t.device_log.c.link)
-                               .order_by(t.device_log.c.id)).all()
+        log = (
+            conn.execute(sa.select(t.gateway_log.c.state).order_by(t.gateway_log.c.id))
+            .scalars()
+            .all()
+        )
+        devices = conn.execute(
+            sa.select(t.device_log.c.device, t.device_log.c.link).order_by(t.device_log.c.id)
+        ).all()
     assert (gw["state"], gw["last_seen_at"], gw["outbox_pending"]) == ("offline", 20.0, 0)
     assert log == ["online", "offline"]
     assert [d for d, _ in devices] == ["patch-1", "cart-1", "patch-1", "cart-1"]
@@ -70,8 +74,7 @@ def test_acknowledge_escalate_and_audit(engine: sa.Engine) -> None:
         rows, total = q.list_events(conn, q.EventFilter(state="open"))
     assert total == 2 and rows[0]["msg_id"] == ev.msg_id  # the press first
     with writer(engine) as conn:
-        row = q.acknowledge(conn, ev.msg_id, "alice", "called the patient", 1130.0,
-                            prefix="ecg/v1")
+        row = q.acknowledge(conn, ev.msg_id, "alice", "called the patient", 1130.0, prefix="ecg/v1")
     assert (row["state"], row["acknowledged_by"]) == ("acknowledged", "alice")
     with writer(engine) as conn, pytest.raises(q.AlreadyAcknowledged):
         q.acknowledge(conn, ev.msg_id, "bob", "", 1140.0, prefix="ecg/v1")
@@ -82,9 +85,14 @@ def test_acknowledge_escalate_and_audit(engine: sa.Engine) -> None:
     assert trail == ["escalate", "acknowledge"]
     assert ack["topic"] == f"ecg/v1/gw-7/{ev.device}/ack"
     body = json.loads(ack["payload"])
-    assert body == {"schema": "ecg-center/ack/v1", "msg_id": ev.msg_id, "kind": "event",
-                    "acknowledged_by": "alice", "acknowledged_at": "1970-01-01T00:18:50.000Z",
-                    "note_present": True}
+    assert body == {
+        "schema": "ecg-center/ack/v1",
+        "msg_id": ev.msg_id,
+        "kind": "event",
+        "acknowledged_by": "alice",
+        "acknowledged_at": "1970-01-01T00:18:50.000Z",
+        "note_present": True,
+    }
     with pytest.raises(sa.exc.DBAPIError, match="append-only"), writer(engine) as conn:
         conn.execute(t.audit.delete())
 
@@ -92,20 +100,35 @@ def test_acknowledge_escalate_and_audit(engine: sa.Engine) -> None:
 def test_filters_pages_and_device_timeline(engine: sa.Engine) -> None:
     from center.store import fleet
 
-    items = [_rec(*variant(name, gateway=gw)[:2]) for gw in ("gw-a", "gw-b")
-             for name in ("patch-event", "patch-strip", "cart-strip")]
+    items = [
+        _rec(*variant(name, gateway=gw)[:2])
+        for gw in ("gw-a", "gw-b")
+        for name in ("patch-event", "patch-strip", "cart-strip")
+    ]
     with writer(engine) as conn:
         write_batch(conn, items[:3], 100.0)
         write_batch(conn, items[3:], 200.0)
-        write_batch(conn, [_rec("ecg/v1/gw-a/status", json.dumps(
-            load("status-online") | {"gateway_id": "gw-a"}).encode())], 150.0)
+        write_batch(
+            conn,
+            [
+                _rec(
+                    "ecg/v1/gw-a/status",
+                    json.dumps(load("status-online") | {"gateway_id": "gw-a"}).encode(),
+                )
+            ],
+            150.0,
+        )
         q.acknowledge(conn, items[0].msg_id, "alice", "", 300.0, prefix="ecg/v1")
     with engine.connect() as conn:
+
         def ids(**kw: object) -> list[str]:
             return [r["msg_id"] for r in q.list_events(conn, q.EventFilter(**kw))[0]]
 
-        assert ids(state="open", gateway="gw-b") == [items[3].msg_id, items[5].msg_id,
-                                                     items[4].msg_id]  # button, stage, periodic
+        assert ids(state="open", gateway="gw-b") == [
+            items[3].msg_id,
+            items[5].msg_id,
+            items[4].msg_id,
+        ]  # button, stage, periodic
         assert ids(state="acknowledged") == [items[0].msg_id]
         assert set(ids(state="all", trigger="button")) == {items[0].msg_id, items[3].msg_id}
         assert set(ids(state="all", since=150.0)) == {i.msg_id for i in items[3:]}

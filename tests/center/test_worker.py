@@ -85,8 +85,9 @@ def test_database_outage_is_retried_without_ack(engine: sa.Engine, monkeypatch) 
         return real(conn, items, now)
 
     monkeypatch.setattr("center.ingest.write_batch", flaky)
-    worker = IngestWorker(engine, lambda g, m, q: acked.append(m) or True,
-                          IngestConfig(batch_wait_ms=1), "ecg/v1")
+    worker = IngestWorker(
+        engine, lambda g, m, q: acked.append(m) or True, IngestConfig(batch_wait_ms=1), "ecg/v1"
+    )
     for m, _ in _msgs(3):
         worker.put(m)
     worker.start()

@@ -139,3 +139,60 @@ async def test_study_records_of_a_patch_with_a_dropout(
     end = rec["end_seq"]
     assert wf.fs == 250.0 and wf.sig_len == end
     np.testing.assert_allclose(wf.p_signal[:, 0] * 1000, patch.recorded[:end], atol=1e-6)
+
+
+async def test_the_centers_ack_reaches_the_gateways_status(
+    mosquitto, mqtt_listener, tmp_path: Path
+) -> None:
+    """An event sent, then acknowledged at the center: the gateway's status and study
+    record say so (and an event never acknowledged stays visible as waiting)."""
+    import paho.mqtt.client as mqtt
+
+    broker = mosquitto()
+    listener = mqtt_listener(broker, "ecg/v1/gw-a/#")
+    world = SimBleWorld()
+    async with SimBlePatch(world, speed=1.0, hr_bpm=66.0) as patch:
+        cfg = parse_config(
+            {
+                "gateway": {"id": "gw-a", "state_dir": str(tmp_path / "state")},
+                "mqtt": {"url": broker.url, "insecure": True},
+                "devices": [{"kind": "polar_pmd", "id": "p1", "address": patch.address}],
+                "events": {"pre_s": 1.0, "post_s": 1.0},
+                "study": {"period_s": 1.0},
+            }
+        )
+        gw = Gateway(cfg, ble_backend=world.backend())
+        stop = asyncio.Event()
+        task = asyncio.create_task(gw.run(stop))
+        await wait_for(lambda: gw.channels and gw.channels["p1"].counters["samples"] > 200, "ECG")
+        await patch.press_button()
+        await wait_for(lambda: listener.on("ecg/v1/gw-a/p1/event"), "the event", 30)
+        event = listener.on("ecg/v1/gw-a/p1/event")[0].json()
+        ack = {
+            "schema": "ecg-center/ack/v1",
+            "msg_id": event["msg_id"],
+            "kind": "event",
+            "acknowledged_by": "alice",
+            "acknowledged_at": "2026-12-01T16:21:04.512Z",
+            "note_present": False,
+        }
+        center = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        center.connect(broker.host, broker.port)
+        center.loop_start()
+        center.publish("ecg/v1/gw-a/p1/ack", json.dumps(ack), qos=1).wait_for_publish(5)
+        center.publish("ecg/v1/gw-a/p1/ack", b"not json", qos=1).wait_for_publish(5)
+        facts = lambda: gw.status_devices()["p1"]["acknowledgements"]  # noqa: E731
+        await wait_for(lambda: facts()["acknowledged"] == 1, "the ack at the gateway", 15)
+        assert facts()["waiting_for_acknowledgement"] == 0
+        await wait_for(
+            lambda: any(m.json()["acknowledgements"] for m in listener.on("ecg/v1/gw-a/p1/study")),
+            "the ack in a study record",
+            15,
+        )
+        center.loop_stop()
+        stop.set()
+        await task
+    (study,) = [
+        m.json() for m in listener.on("ecg/v1/gw-a/p1/study") if m.json()["acknowledgements"]
+    ]
+    assert study["acknowledgements"][0]["by"] == "alice"

@@ -67,6 +67,6 @@ def test_a_puback_that_never_comes_means_a_stalled_connection_not_a_resend() -> 
 def test_packet_ids_wrap_and_skip_those_in_flight() -> None:
     w = DeliveryWindow(max_inflight=3)
     w.connected(65535, False, 0.0)
-    w._next_id = 65534
+    w._next_id = 65533
     ids = [s.packet_id for s in w.offer(_rows(3), 0.0)]
-    assert ids == [65534, 65535, 1]
+    assert ids == [65533, 65534, 1]  # 65535 is SUBSCRIBE's

@@ -263,3 +263,80 @@ def test_a_failing_st_measurement_never_costs_the_event(monkeypatch) -> None:
     assert len(events) == 1
     assert "synthetic failure" in events[0].facts.st["error"]
     assert p.counters["st_errors"] >= 1
+
+
+def test_a_pause_raises_an_auto_event_around_its_onset() -> None:
+    """4 s without a beat: an event the gateway raises by itself (trigger.type auto, reason
+    pause) with the configured window around the pause's onset, its facts measured."""
+    fs = 250.0
+    synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=3)
+    x = np.concatenate(
+        [synth.generate(int(60 * fs)), np.zeros((int(4 * fs), 1)), synth.generate(int(50 * fs))]
+    )
+    p = DevicePipeline("p", _cfg(auto_pre_s=20.0, auto_post_s=10.0))
+    out = []
+    for i in range(0, len(x), 25):
+        out += p.on_block(SampleBlock(x[i : i + 25], fs, T0 + i / fs, i, ("ECG",), "p"))
+    out += p.flush()
+    (event,) = [o for o in out if isinstance(o, StripReady) and o.kind == "event"]
+    t = event.trigger
+    assert t.type == "auto" and t.reason == "pause"
+    assert 60 * fs - fs <= t.seq <= 60 * fs + 0.2 * fs  # the last beat before the silence
+    assert event.block.seq == t.seq - int(20 * fs) and event.block.n == int(30 * fs)
+    assert t.details["episode"].kind == "pause"
+    assert event.facts.beat_labels and len(event.facts.beat_labels) == len(event.facts.beats_seq)
+    body = build_strip_body(
+        event.block,
+        gateway_id="g",
+        kind="event",
+        trigger=t,
+        facts=event.facts,
+        gaps=list(event.gaps),
+        created=T0,
+    )
+    assert body["trigger"]["reason"] == "pause" and body["trigger"]["details"]["episode"]
+    json.dumps(body, allow_nan=False)
+
+
+def test_an_episode_early_in_a_stream_gets_the_window_that_exists() -> None:
+    """A pause 8 s into the stream with 45 s wanted before it: the event starts at the
+    stream's first sample and says how much was available, also when cut at shutdown."""
+    fs = 250.0
+    synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=5)
+    x = np.concatenate(
+        [synth.generate(int(8 * fs)), np.zeros((int(4 * fs), 1)), synth.generate(int(10 * fs))]
+    )
+    p = DevicePipeline("p", _cfg(auto_pre_s=45.0, auto_post_s=30.0))
+    out = []
+    for i in range(0, len(x), 25):
+        out += p.on_block(SampleBlock(x[i : i + 25], fs, T0 + i / fs, i, ("ECG",), "p"))
+    out += p.flush()
+    (event,) = [o for o in out if isinstance(o, StripReady) and o.kind == "event"]
+    assert event.block.seq == 0 and event.block.end_seq == len(x)
+    assert event.trigger.pre_available_s == round(event.trigger.seq / fs, 3)
+    assert event.trigger.truncated_at_shutdown
+
+
+def test_patient_presses_are_never_limited_but_auto_events_are() -> None:
+    fs = 250.0
+    synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=4)
+    parts = []
+    for _ in range(5):  # five pauses within minutes
+        parts += [synth.generate(int(30 * fs)), np.zeros((int(4 * fs), 1))]
+    parts.append(synth.generate(int(40 * fs)))
+    x = np.concatenate(parts)
+    p = DevicePipeline("p", _cfg(auto_pre_s=5.0, auto_post_s=5.0, auto_merge_s=0.0))
+    out = []
+    for i in range(0, len(x), 50):
+        b = SampleBlock(x[i : i + 50], fs, T0 + i / fs, i, ("ECG",), "p")
+        out += p.on_block(b)
+        if i % int(20 * fs) == 0:
+            out += p.on_event(_press("p", T0 + i / fs, i, i))
+    out += p.flush()
+    events = [o for o in out if isinstance(o, StripReady) and o.kind == "event"]
+    auto = [e for e in events if e.trigger.type == "auto"]
+    presses = [e for e in events if e.trigger.type == "button"]
+    # at most three per reason a day: a fourth only if longer, naming the one it replaces
+    assert len(auto) >= 3
+    assert all("supersedes_episode" in e.trigger.details for e in auto[3:])
+    assert len(presses) == len(range(0, len(x), int(20 * fs)))  # every press, never limited

@@ -102,11 +102,11 @@ async def test_publisher_takes_a_renewed_certificate_at_its_next_connection(
     outbox = Outbox(tmp_path / "o.sqlite3")
     pub = Publisher(cfg, "gw-9", outbox)
     pub.client = SimpleNamespace(ssl_context=None)  # type: ignore[assignment]
-    assert not pub._reload_tls()  # nothing changed
+    assert not pub.tls_files.reload_into(pub.client)  # nothing changed
     key = files["key_file"].read_bytes()
     files["key_file"].write_text("half-way through a renewal")
-    assert not pub._reload_tls() and pub.client.ssl_context is None
+    assert not pub.tls_files.reload_into(pub.client) and pub.client.ssl_context is None
     files["key_file"].write_bytes(key)
     await asyncio.to_thread(renew, **files)
-    assert pub._reload_tls() and pub.client.ssl_context is not None
+    assert pub.tls_files.reload_into(pub.client) and pub.client.ssl_context is not None
     outbox.close()

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.config import parse_config
-from gateway.remote_config import Apply, Ignore, Refuse, RemoteConfig, decide
+from gateway.remote_config import Apply, Ignore, Refuse, RemoteConfig, decide, not_up
 from tests.support import wait_for
 
 
@@ -122,7 +122,7 @@ async def test_console_to_gateway_applied_refused_rolled_back(tmp_path: Path, mo
             v1 = await publish({"devices": [patch_a, patch_b], "strips": {"period_s": 120}})
             await wait_for(lambda: gw.remote.state.get("applied_version") == v1, "v1", 30)
             assert set(gw.channels) == {"patch-a", "patch-b"} and gw.cfg.strips.period_s == 120
-            assert not gw._devices_not_up()
+            assert not not_up(gw.channels)
 
             v2 = await publish({"devices": [{"kind": "patch", "id": "x"}]})  # no address
             await wait_for(lambda: (gw.remote.state.get("last") or {}).get("version") == v2,
@@ -136,7 +136,7 @@ async def test_console_to_gateway_applied_refused_rolled_back(tmp_path: Path, mo
             last = gw.remote.state["last"]
             assert last["outcome"] == "rolled_back" and "patch-gone" in last["reason"]
             assert set(gw.channels) == {"patch-a", "patch-b"}  # v1's devices are back
-            await wait_for(lambda: not gw._devices_not_up(), "v1 devices up again", 30)
+            await wait_for(lambda: not not_up(gw.channels), "v1 devices up again", 30)
             for _ in range(100):  # the center has the gateway's report
                 rep = await reported()
                 if (rep.get("last") or {}).get("version") == v3:
