@@ -114,9 +114,10 @@ async def site(tmp_path: Path):  # type: ignore[no-untyped-def]
         s.broker.stop()
 
 
-@pytest.fixture
-async def radio():  # type: ignore[no-untyped-def]
-    """Two of our patches and a Polar advertising on a virtual radio (+ its scanner)."""
+@contextlib.asynccontextmanager
+async def sim_radio():  # type: ignore[no-untyped-def]
+    """Two of our patches and a Polar advertising on a virtual radio (+ its scanner); the
+    benchmark (benchmarks/provision.py) uses it too."""
     from drivers import uuids
     from sim.bumble_backend import SimBleWorld
     from sim.bumble_scanner import advertise, scanner_backend
@@ -133,10 +134,18 @@ async def radio():  # type: ignore[no-untyped-def]
         await dev.start()
     world.scanner = scanner_backend(world)  # type: ignore[attr-defined]
     world.patches = (a, b, polar)  # type: ignore[attr-defined]
-    yield world
-    for dev in (a, b, polar):
-        with contextlib.suppress(Exception):
-            await dev.stop()
+    try:
+        yield world
+    finally:
+        for dev in (a, b, polar):
+            with contextlib.suppress(Exception):
+                await dev.stop()
+
+
+@pytest.fixture
+async def radio():  # type: ignore[no-untyped-def]
+    async with sim_radio() as world:
+        yield world
 
 
 @pytest.fixture

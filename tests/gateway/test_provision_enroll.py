@@ -110,3 +110,57 @@ async def test_publisher_takes_a_renewed_certificate_at_its_next_connection(
     await asyncio.to_thread(renew, **files)
     assert pub.tls_files.reload_into(pub.client) and pub.client.ssl_context is not None
     outbox.close()
+
+
+def test_renew_command_and_its_systemd_units(tmp_path: Path) -> None:
+    """``provision --renew`` does nothing far from the end, says why it cannot without a
+    certificate; the timer's units verify cleanly and the service is hardened."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    from gateway.cli import build_parser
+    from gateway.provision import renew_command
+
+    (tmp_path / "g.toml").write_text(
+        f'[gateway]\nid = "gw-9"\nstate_dir = "{tmp_path}/s"\n[mqtt]\nurl = "mqtts://b:8883"\n')
+    out: list[str] = []
+    args = build_parser().parse_args(["provision", "--renew", "--config", str(tmp_path / "g.toml")])
+    assert renew_command(args, out.append) == 78 and "cert_file" in out[0]
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed")
+    units = Path(__file__).resolve().parents[2] / "systemd"
+    for name in ("ecg-gateway-renew.service", "ecg-gateway-renew.timer"):
+        text = (units / name).read_text().replace("/usr/local/bin/ecg-gateway", sys.executable)
+        (tmp_path / name).write_text(text)
+    res = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "ecg-gateway-renew.timer"),
+                          str(tmp_path / "ecg-gateway-renew.service")], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and res.stderr.strip() == "", res.stderr
+    sec = subprocess.run(["systemd-analyze", "security", "--offline=true",
+                          str(tmp_path / "ecg-gateway-renew.service")], capture_output=True,
+                         text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", sec.stdout + sec.stderr)
+    assert m and float(m.group(1)) <= 2.0, sec.stdout
+
+
+async def test_renewal_when_due(center: Center, tmp_path: Path) -> None:
+    from gateway.cli import build_parser
+    from gateway.provision import renew_command
+
+    files = _files(tmp_path / "tls")
+    await asyncio.to_thread(enroll, center.url, _token(center, "gw-9"), "gw-9", **files)
+    (tmp_path / "g.toml").write_text(
+        f'[gateway]\nid = "gw-9"\nstate_dir = "{tmp_path}/s"\n[mqtt]\nurl = "mqtts://b:8883"\n'
+        + "".join(f'{k} = "{v}"\n' for k, v in files.items()))
+    before = cert_info(files["cert_file"]).serial
+    out: list[str] = []
+    far = build_parser().parse_args(["provision", "--renew", "--config", str(tmp_path / "g.toml"),
+                                     "--renew-days", "10"])
+    assert await asyncio.to_thread(renew_command, far, out.append) == 0
+    assert "nothing to do" in out[-1] and cert_info(files["cert_file"]).serial == before
+    due = build_parser().parse_args(["provision", "--renew", "--config", str(tmp_path / "g.toml"),
+                                     "--renew-days", "31"])  # 30-day certificates here
+    assert await asyncio.to_thread(renew_command, due, out.append) == 0
+    assert "renewed" in out[-1] and cert_info(files["cert_file"]).serial != before
