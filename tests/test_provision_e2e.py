@@ -232,36 +232,38 @@ async def test_scripted_provisioning_to_a_verified_gateway(site: Site, radio, ca
     assert _publish_reason(site, site.center_cert, "ecg/v1/gw-0042/config") in _ALLOWED
 
     # the gateway runs with what provisioning wrote; its health reaches the fleet view
+    g = await _run_and_read_fleet(site, cfg.model_copy(update={"devices": cfg.devices[:1]}),
+                                  radio)  # the pty is not a cart here: the patch only
+    assert g["gateway"] == "gw-0042" and g["state"] == "online"
+    assert g["health"]["certificate"]["days_left"] > 100
+    assert g["health"]["disk"]["free_mb"] > 0 and "software_version" in g["health"]
+    assert g["certificate_days_left"] > 100
+    assert g["devices"][0]["device"] == "patch-a"
+
+
+async def _run_and_read_fleet(site: Site, cfg: Any, radio: Any) -> dict:  # type: ignore[no-untyped-def]
+    """Run the gateway until its patch streams and its status is in; the fleet's entry."""
     from gateway.app import Gateway
 
-    run_cfg = cfg.model_copy(update={"devices": cfg.devices[:1]})  # the pty is not a cart here
-    gw, stop = Gateway(run_cfg, ble_backend=radio.backend()), asyncio.Event()
+    gw, stop = Gateway(cfg, ble_backend=radio.backend()), asyncio.Event()
     task = asyncio.create_task(gw.run(stop))
     try:
         await wait_for(lambda: gw.channels.get("patch-a") is not None
                        and gw.channels["patch-a"].stats()["samples"] > 0, "patch streaming", 30)
-        gw.publisher._put_status("online")  # type: ignore[union-attr]
+        gw.publisher.status.post("online")  # type: ignore[union-attr]
+        gw.publisher.wake()  # type: ignore[union-attr]
         pw = add_user(site.center.engine, "sup", "supervisor")
         async with aiohttp.ClientSession() as s:
             async with s.post(f"{site.center.url}/api/login",
                               json={"user": "sup", "password": pw}) as r:
                 h = {"Authorization": f"Bearer {(await r.json())['token']}"}
-
-            async def fleet() -> list[dict]:
-                async with s.get(f"{site.center.url}/api/gateways", headers=h) as r:
-                    return await r.json()
-
             for _ in range(200):
-                gws = await fleet()
+                async with s.get(f"{site.center.url}/api/gateways", headers=h) as r:
+                    gws = await r.json()
                 if gws and gws[0].get("health") and gws[0]["devices"]:
-                    break
+                    return gws[0]
                 await asyncio.sleep(0.1)
-        g = gws[0]
-        assert g["gateway"] == "gw-0042" and g["state"] == "online"
-        assert g["health"]["certificate"]["days_left"] > 100
-        assert g["health"]["disk"]["free_mb"] > 0 and "software_version" in g["health"]
-        assert g["certificate_days_left"] > 100
-        assert g["devices"][0]["device"] == "patch-a"
+        pytest.fail(f"the fleet view never showed the gateway's health: {gws}")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)

@@ -84,6 +84,29 @@ async def radio():  # type: ignore[no-untyped-def]
         await p.stop()
 
 
+class Console:
+    """The center's config editor through its API, as a supervisor."""
+
+    def __init__(self, s: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.s, self.path = s, f"{url}/api/gateways/gw-1/config"
+        self.h = {"Authorization": f"Bearer {token}"}
+
+    async def publish(self, config: dict) -> int:
+        async with self.s.post(self.path, json={"config": config}, headers=self.h) as r:
+            assert r.status == 200, await r.text()
+            return (await r.json())["version"]
+
+    async def reported(self, version: int) -> dict:
+        """The gateway's report once it names ``version`` (polled)."""
+        for _ in range(100):
+            async with self.s.get(self.path, headers=self.h) as r:
+                rep = (await r.json())["reported"] or {}
+            if (rep.get("last") or {}).get("version") == version:
+                return rep
+            await asyncio.sleep(0.1)
+        pytest.fail(f"the center never got the gateway's report of version {version}")
+
+
 async def test_console_to_gateway_applied_refused_rolled_back(tmp_path: Path, mosquitto,  # type: ignore[no-untyped-def]
                                                               radio) -> None:
     from center.app import Center
@@ -101,18 +124,8 @@ async def test_console_to_gateway_applied_refused_rolled_back(tmp_path: Path, mo
             aiohttp.ClientSession() as s:
         pw = add_user(center.engine, "sup", "supervisor")
         async with s.post(f"{center.url}/api/login", json={"user": "sup", "password": pw}) as r:
-            h = {"Authorization": f"Bearer {(await r.json())['token']}"}
-        path = f"{center.url}/api/gateways/gw-1/config"
-
-        async def publish(config: dict) -> int:
-            async with s.post(path, json={"config": config}, headers=h) as r:
-                assert r.status == 200, await r.text()
-                return (await r.json())["version"]
-
-        async def reported() -> dict:
-            async with s.get(path, headers=h) as r:
-                return (await r.json())["reported"] or {}
-
+            console = Console(s, center.url, (await r.json())["token"])
+        publish = console.publish
         gw, stop = Gateway(base, ble_backend=radio.backend(), remote_up_timeout_s=4.0), \
             asyncio.Event()
         task = asyncio.create_task(gw.run(stop))
@@ -137,11 +150,7 @@ async def test_console_to_gateway_applied_refused_rolled_back(tmp_path: Path, mo
             assert last["outcome"] == "rolled_back" and "patch-gone" in last["reason"]
             assert set(gw.channels) == {"patch-a", "patch-b"}  # v1's devices are back
             await wait_for(lambda: not not_up(gw.channels), "v1 devices up again", 30)
-            for _ in range(100):  # the center has the gateway's report
-                rep = await reported()
-                if (rep.get("last") or {}).get("version") == v3:
-                    break
-                await asyncio.sleep(0.1)
+            rep = await console.reported(v3)  # the center has the gateway's report
             assert rep["applied_version"] == v1 and rep["last"]["outcome"] == "rolled_back"
         finally:
             stop.set()
