@@ -58,6 +58,7 @@ class Center:
         self.acks: AckSender | None = None
         self.escalations = 0
         self.hub = None
+        self.scanner = None  # the scanning analysis of verified records (issue #13)
 
     async def __aenter__(self) -> Center:
         self._loop = asyncio.get_running_loop()
@@ -74,6 +75,10 @@ class Center:
         self.pong = PongResponder(self.config.mqtt.topic_prefix, self.config.mqtt.client_id)
         self.link = MqttLink(self.config.mqtt, self._on_message, self._on_puback)
         self.acks = AckSender(self.engine, self.link)
+        from center.studies.scan import StudyScanner
+
+        self.scanner = StudyScanner(self.engine)
+        self.scanner.start()
         self.ingest.start()
         self.acks.start()
         self.link.start()
@@ -95,6 +100,8 @@ class Center:
             await asyncio.to_thread(self.ingest.stop)
         if self.acks is not None:
             await asyncio.to_thread(self.acks.stop)
+        if self.scanner is not None:
+            await asyncio.to_thread(self.scanner.stop)
         if self.link is not None:
             await asyncio.to_thread(self.link.stop)
         self.engine.dispose()
@@ -112,6 +119,10 @@ class Center:
         """From the ingest thread: tell the console (SSE) something changed."""
         if self.hub is not None and self._loop is not None and (res.stored or res.statuses):
             self._loop.call_soon_threadsafe(self.hub.poke)
+        if res.confirmations:  # full disclosure: record-acks to send, records to scan
+            self.ack_sent_wake()
+        if res.verified and self.scanner is not None:
+            self.scanner.wake()
 
     # --- test transmissions of provisioning (issue #14) ---------------------------------
     def _on_message(self, msg: Incoming) -> None:

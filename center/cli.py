@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     _common(add)
     add.add_argument("name")
     add.add_argument("--role", choices=["technician", "supervisor"], required=True)
+    report = sub.add_parser("report", help="write the PDF report of a long-term study")
+    _common(report)
+    report.add_argument("study", help="study id (as the console shows it)")
+    report.add_argument("--out", type=Path, required=True, help="PDF file to write")
+    export = sub.add_parser("export", help="export a whole study as EDF+ or WFDB (zip)")
+    _common(export)
+    export.add_argument("study", help="study id (as the console shows it)")
+    export.add_argument("--format", choices=["edf", "wfdb"], required=True)
+    export.add_argument("--out", type=Path, required=True, help=".edf or .zip file to write")
     check = sub.add_parser("config", help="configuration").add_subparsers(dest="cfg_command",
                                                                          required=True)
     check.add_parser("check", help="validate a configuration file").add_argument("file", type=Path)
@@ -187,6 +196,32 @@ def _db(cfg: CenterConfig, command: str) -> int:
     return 0
 
 
+def _study_file(cfg: CenterConfig, command: str, args: argparse.Namespace) -> int:
+    """``report`` and ``export``: one study to a file (scanning analysis already stored)."""
+    from center.store.db import open_engine, upgrade
+    from center.studies.read import NotFound
+
+    engine = open_engine(cfg.db.url)
+    upgrade(engine)
+    try:
+        if command == "report":
+            from center.report import build_report
+
+            build_report(engine, args.study, args.out)
+        else:
+            from center.studies.export import export_edf, export_wfdb
+
+            with engine.connect() as conn:
+                (export_edf if args.format == "edf" else export_wfdb)(conn, args.study, args.out)
+    except NotFound:
+        print(f"ecg-center: no study {args.study!r}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"{args.out}: written")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ecg-center``; the process exit code."""
     args = _parser().parse_args(argv)
@@ -212,4 +247,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "db":
         return _db(cfg, args.db_command)
+    if args.command in ("report", "export"):
+        return _study_file(cfg, args.command, args)
     return _user_add(cfg, args.name, args.role)

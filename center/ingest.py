@@ -25,6 +25,7 @@ from center.messages import Record, Reject, Status, Study, decode
 from center.mqtt_link import Incoming
 from center.store.db import writer
 from center.store.ingest_writer import BatchResult, Rejected, write_batch
+from center.studies.chunks import RecordChunk
 
 __all__ = ["IngestStats", "IngestWorker"]
 
@@ -158,7 +159,7 @@ class IngestWorker:
                                    len(msg.payload), msg.payload[: self.cfg.reject_keep_bytes])
                 self._store([msg], items=[refused])
 
-    def decode(self, msg: Incoming) -> Record | Study | Status | Rejected:
+    def decode(self, msg: Incoming) -> Record | Study | Status | Rejected | RecordChunk:
         """One message to what :func:`write_batch` stores."""
         if len(msg.payload) > self.cfg.max_payload_kb * 1024:
             reason = "payload too large"

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from center.studies.chunks import ChunkError, RecordChunk, decode_chunk
+
 __all__ = [
     "PRIORITY",
     "Record",
@@ -114,7 +116,7 @@ def classify(topic: str, prefix: str) -> tuple[str, str | None, str]:
     parts = topic[len(prefix) + 1 :].split("/")
     if len(parts) == 2 and parts[1] == "status":
         return parts[0], None, "status"
-    if len(parts) == 3 and parts[2] in ("strip", "event", "study"):
+    if len(parts) == 3 and parts[2] in ("strip", "event", "study", "record"):
         return parts[0], parts[1], parts[2]
     raise Reject("unexpected topic")
 
@@ -151,7 +153,7 @@ def priority_of(kind: str, trigger_type: str) -> int:
 
 def decode(
     topic: str, payload: bytes, user_props: dict[str, str], prefix: str
-) -> Record | Study | Status:
+) -> Record | Study | Status | RecordChunk:
     """Check and reduce one message (see the module docstring); Reject on anything wrong."""
     gateway, device, kind = classify(topic, prefix)
     try:
@@ -167,6 +169,11 @@ def decode(
         return _status(gateway, body)
     if body.get("device_id", device) != device:
         raise Reject("device_id differs from the topic")
+    if kind == "record":  # full disclosure (issue #13): a checksummed chunk of a record
+        try:
+            return decode_chunk(gateway, device or "", body, prefix)
+        except ChunkError as exc:
+            raise Reject(str(exc)) from None
     msg_id, seq = _ids(body, user_props)
     if kind == "study":
         return _study(gateway, device or "", msg_id, seq, body, text)

@@ -103,7 +103,8 @@ class MqttLink:
         p, g = self.cfg.topic_prefix, self.cfg.share_group
         shared = "$share/" + g + "/" if g else ""
         opts = SubscribeOptions(qos=1)
-        return [(f"{shared}{p}/+/+/{kind}", opts) for kind in ("event", "strip", "study")] + [
+        kinds = ("event", "strip", "study", "record")  # record: full disclosure (#13)
+        return [(f"{shared}{p}/+/+/{kind}", opts) for kind in kinds] + [
             (f"{p}/+/status", opts),
             (f"{shared}{p}/+/ping", opts),  # provisioning's test transmission (issue #14)
         ]

@@ -53,6 +53,10 @@ async def supervise(
     rng = rng or random.Random()
     failures = 0
     while True:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # a stop that a library swallowed on its way up: stop anyway
+            raise asyncio.CancelledError
         error: BaseException | None = None
         try:
             delivered = await session()

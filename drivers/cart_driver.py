@@ -161,9 +161,10 @@ class CartDriver:
             writer.write(encode_command(FrameType.START))
             while True:
                 try:
-                    data = await asyncio.wait_for(
-                        reader.read(_READ_SIZE), timeout=cfg.silence_timeout_s
-                    )
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                    # stop that arrives as a read completes, and the driver would run on
+                    async with asyncio.timeout(cfg.silence_timeout_s):
+                        data = await reader.read(_READ_SIZE)
                 except TimeoutError:
                     self.counters.add("silences")
                     reason = f"silent for {cfg.silence_timeout_s:g} s"

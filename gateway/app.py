@@ -36,11 +36,16 @@ from gateway.continuity import ContinuityStore, refine_with_recording
 from gateway.health import HostHealth, device_health
 from gateway.mqtt import Publisher, PublisherError
 from gateway.mqtt.codec import Publish
+from gateway.mqtt.tls_files import TlsFiles
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
 from gateway.recording import RecordingStore, fsync_all
 from gateway.remote_config import RemoteConfig, not_up
+from gateway.systemd_notify import systemd_service
+from gateway.upload import UploadSettings
+from gateway.upload_io import Uploader
+from gateway.upload_rate import KindLimit, TokenBucket
 
 __all__ = ["Gateway", "make_driver", "pipeline_settings", "run_gateway"]
 
@@ -48,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DeviceConfig = PolarPmdDevice | PatchDevice | CartSerialDevice
 _RESTART_DELAYS_S = (1.0, 60.0)  # a driver that crashed is restarted after this backoff
+_STOP_TIMEOUT_S = 10.0  # how long stopping waits for each device task to end
 
 
 def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings:
@@ -113,6 +119,17 @@ def make_driver(
     return CartDriver(cart, sink, resume=resume)
 
 
+async def _bounded(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for cancelled tasks, at most ``_STOP_TIMEOUT_S``: a driver stuck in a library
+    must not keep the gateway from stopping (or from swapping its devices)."""
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+    for t in stuck:
+        log.error("%s did not stop within %g s; going on without it", t.get_name(),
+                  _STOP_TIMEOUT_S)
+
+
 class _DeviceLifecycle:
     """Start, stop and swap a :class:`Gateway`'s devices (split out of ``_run_devices`` for
     the remote configuration, issue #14: a new configuration stops the devices as at
@@ -136,7 +153,7 @@ class _DeviceLifecycle:
     async def _stop_devices(self, *, final: bool) -> None:
         for t in self._device_tasks:
             t.cancel()
-        await asyncio.gather(*self._device_tasks, return_exceptions=True)
+        await _bounded(self._device_tasks)
         for ch in self.channels.values():
             ch.flush()
         self._save_positions()
@@ -195,6 +212,7 @@ class Gateway(_DeviceLifecycle):
         self.continuity = ContinuityStore(cfg.gateway.state_dir / "continuity")
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
+        self.uploader: Uploader | None = None  # full disclosure to the center (issue #13)
         self._study_since = clock()
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
@@ -221,6 +239,8 @@ class Gateway(_DeviceLifecycle):
                     max_mb=cfg.recording.max_mb,
                     sync_s=cfg.recording.sync_s,
                 )
+                if self.uploader is not None:  # the quota deletes only confirmed records
+                    recording.deletable = functools.partial(self.uploader.deletable, dev.id)
             ch = DeviceChannel(
                 dev.id,
                 DevicePipeline(dev.id, pipeline_settings(cfg, dev)),
@@ -338,6 +358,7 @@ class Gateway(_DeviceLifecycle):
                 "driver": {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
                 "acknowledgements": ch.acks.facts(self.clock()),
                 "channel": stats,
+                "study": self._upload_facts(dev_id, rec),
             }
         return out
 
@@ -395,21 +416,26 @@ class Gateway(_DeviceLifecycle):
             cfg.gateway.state_dir / "outbox.sqlite3",
             max_bytes=int(cfg.gateway.outbox_max_mb * 1e6),
         )
+        self.uploader = self._make_uploader()
         try:
             async with Publisher(
                 cfg.mqtt,
                 cfg.gateway.id,
                 self.outbox,
                 status_devices=self.status_devices,
-                status_health=HostHealth.for_config(  # (issue #14)
-                    cfg, config_version=self.remote.status, clock=self.clock).facts,
                 live_max_rate_hz=cfg.live.max_rate_hz,
+                limits=self._record_limits(),
             ) as pub:
                 self.publisher = pub
                 prefix, gw = cfg.mqtt.topic_prefix, cfg.gateway.id
                 pub.subscribe(f"{prefix}/{gw}/+/ack", self._on_ack)
                 pub.subscribe(self.remote.topic, self.remote.on_publish)  # (issue #14)
+                pub.status.health = HostHealth.for_config(
+                    cfg, config_version=self.remote.status, clock=self.clock).facts
                 self.remote.notify = lambda: (pub.status.post("online"), pub.wake())
+                if self.uploader is not None:
+                    pub.subscribe(self.uploader.ack_filter, self.uploader.on_message)
+                    self.uploader.wake = pub.wake
                 await self._run_devices(stop)
                 drained = await pub.wait_drained(timeout=10.0)
                 if not drained:
@@ -421,6 +447,42 @@ class Gateway(_DeviceLifecycle):
             self.publisher = None
             self.outbox_pending_at_exit = self.outbox.pending()
             self.outbox.close()
+            if self.uploader is not None:
+                self.uploader.close()
+
+    # --- full disclosure (issue #13) -------------------------------------------------------
+    def _make_uploader(self) -> Uploader | None:
+        """The record uploader, when recording and upload are both on."""
+        cfg, up = self.cfg, self.cfg.upload
+        if not (up.enabled and cfg.recording.enabled) or self.outbox is None:
+            return None
+        settings = UploadSettings(up.chunk_kb * 1024, up.settle_s, up.quiet_s, up.resend_after_s)
+        return Uploader(
+            cfg.gateway.state_dir / "recordings",
+            cfg.gateway.state_dir / "upload.sqlite3",
+            self.outbox,
+            gateway_id=cfg.gateway.id,
+            topic_prefix=cfg.mqtt.topic_prefix,
+            settings=settings,
+            file_s=cfg.recording.file_s,
+            queued_chunks=up.queued_chunks,
+            scan_s=up.scan_s,
+            clock=self.clock,
+        )
+
+    def _upload_facts(self, dev_id: str, rec: RecordingStore | None) -> dict[str, Any] | None:
+        """The status's ``study`` block: hours recorded, records sent and confirmed."""
+        if self.uploader is None:
+            return None
+        alarm = rec.quota_alarm if rec is not None else None
+        return {**self.uploader.facts(dev_id), "quota_alarm": alarm}
+
+    def _record_limits(self) -> dict[str, KindLimit]:
+        """Records' share of the in-flight window and their byte-rate cap."""
+        up = self.cfg.upload
+        rate = up.rate_kb_s * 1000.0
+        bucket = TokenBucket(rate, burst=max(rate, 2 * up.chunk_kb * 1024)) if rate else None
+        return {"record": KindLimit(up.window_share, bucket)}
 
     async def _run_devices(self, stop: asyncio.Event) -> None:
         self._start_devices()
@@ -430,7 +492,12 @@ class Gateway(_DeviceLifecycle):
             asyncio.create_task(  # (issue #14) the center's configuration, applied or rolled back
                 self.remote.run(self._reconfigure, lambda: not_up(self.channels)),
                 name="remote-config"),
+            asyncio.create_task(  # (issue #14) a renewed certificate from the next connection on
+                TlsFiles(self.cfg.mqtt).watch(lambda: self.publisher and self.publisher.client),
+                name="tls-files"),
         ]
+        if self.uploader is not None:
+            tasks.append(asyncio.create_task(self.uploader.run(), name="record-upload"))
         self.started.set()
         log.info(
             "gateway %s running: %d device(s), broker %s",
@@ -443,7 +510,7 @@ class Gateway(_DeviceLifecycle):
         finally:
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _bounded(tasks)
             await self._stop_devices(final=True)
 
 
@@ -454,8 +521,12 @@ async def run_gateway(cfg: GatewayConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(cfg)
     try:
-        await Gateway(cfg).run(stop)
+        # READY=1 once devices, outbox and publisher are up; STOPPING=1 at the signal; the
+        # watchdog fed from this event loop, so a frozen loop gets the service restarted
+        async with systemd_service(ready=gateway.started, stopping=stop):
+            await gateway.run(stop)
     except PublisherError as exc:
         # insecure key file, unreadable password file, bad TLS material: refuse to run
         log.error("refusing to start: %s", exc)

@@ -53,8 +53,8 @@ _HELP = {
     "recordings": (
         "list the full recordings kept on this gateway (WFDB), with what is missing",
         "Lists every record under <state_dir>/recordings (or DIR): device, start (UTC), "
-        "duration, and samples never received. Read them with any WFDB tool or "
-        "'ecg-gateway analyze'.",
+        "duration, samples never received, and what was sent to the center and confirmed "
+        "(full disclosure). Read them with any WFDB tool or 'ecg-gateway analyze'.",
     ),
     "config": (
         "check a configuration file and what 'run' needs, or print the JSON schema",
@@ -216,13 +216,17 @@ def _cmd_recordings(args: argparse.Namespace) -> int:
     if not records:
         print(f"no recordings under {root}")
         return EXIT_OK
-    print(f"{'device':<16} {'start (UTC)':<24} {'duration':>9} {'missing':>9}  record")
+    upload = _upload_states(Path(root).parent / "upload.sqlite3")
+    columns = f"{'duration':>9} {'missing':>9} {'center':<16}"
+    print(f"{'device':<16} {'start (UTC)':<24} {columns} record")
     for r in records:
         h, rest = divmod(round(r.duration_s), 3600)
         missing = f"{100 * r.missing / r.samples:.2f} %" if r.samples else "-"
+        rel = r.path.relative_to(Path(root) / r.device_id) if r.path.is_relative_to(root) else None
+        center = upload.get(f"{r.device_id}/{rel}", "-")
         print(
             f"{r.device_id:<16} {r.start_utc:<24} {h:>3}:{rest // 60:02d}:{rest % 60:02d} "
-            f"{missing:>9}  {r.path}"
+            f"{missing:>9} {center:<16} {r.path}"
         )
     return EXIT_OK
 
@@ -234,6 +238,32 @@ def _enable_faulthandler() -> None:
         # stderr without a file descriptor (captured): no stacks, nothing else changes
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             faulthandler.enable()
+
+
+def _upload_states(path: Path) -> dict[str, str]:
+    """Record key -> "v2 confirmed" / "v1 sent" / "v1 sending 3/28" (full disclosure)."""
+    import sqlite3
+
+    from gateway.upload import RecordState
+
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        states = [RecordState.from_json(json.loads(r[0])) for r in db.execute(
+            "SELECT state FROM records")]  # fmt: skip
+    except sqlite3.Error:
+        return {}
+    finally:
+        db.close()
+    out = {}
+    for st in states:
+        if st.version == 0:
+            continue
+        word = "confirmed" if st.confirmed else "sent" if st.sent else (
+            f"sending {st.next_chunk}/{st.chunks}")  # fmt: skip
+        out[st.key] = f"v{st.version} {word}"
+    return out
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

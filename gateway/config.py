@@ -29,6 +29,7 @@ __all__ = [
     "MqttConfig",
     "PolarPmdDevice",
     "StripsConfig",
+    "UploadConfig",
     "load_config",
     "parse_config",
 ]
@@ -335,6 +336,48 @@ class RecordingConfig(_Model):
     )
 
 
+class UploadConfig(_Model):
+    """Full disclosure (issue #13): every closed record sent to the center, confirmed."""
+
+    enabled: bool = Field(
+        True,
+        description="Send each closed record of the full recording to the center (MQTT, "
+        "lowest priority); the recording quota then deletes only records the center "
+        "confirmed. Needs [recording] enabled.",
+    )
+    chunk_kb: Annotated[int, Field(ge=4, le=1024)] = Field(
+        64, description="Bytes of signal per chunk message, KiB (each checksummed)."
+    )
+    rate_kb_s: Annotated[float, Field(ge=0)] = Field(
+        64.0,
+        description="Byte-rate cap of record messages on the uplink, KB/s (0: no cap). Keep "
+        "it well under the uplink's speed: events never wait behind records in the "
+        "gateway, but a full uplink delays everything.",
+    )
+    window_share: Annotated[int, Field(ge=1, le=100)] = Field(
+        2, description="At most this many record chunks in flight at once (of mqtt.inflight)."
+    )
+    queued_chunks: Annotated[int, Field(ge=1, le=1000)] = Field(
+        4, description="At most this many record chunks waiting in the outbox at once."
+    )
+    settle_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+        600.0,
+        description="A record is sent this long after its span ended (time for a patch to "
+        "backfill), seconds; later backfill makes a new version.",
+    )
+    quiet_s: Annotated[float, Field(ge=0, le=86400)] = Field(
+        60.0, description="... and only when its files have not changed for this long, s."
+    )
+    resend_after_s: Annotated[float, Field(gt=0)] = Field(
+        3600.0,
+        description="A record fully sent but not confirmed by the center within this "
+        "time is sent again, seconds.",
+    )
+    scan_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        10.0, description="The records are listed this often, seconds."
+    )
+
+
 class GatewayConfig(_Model):
     gateway: GatewaySection
     mqtt: MqttConfig = MqttConfig()
@@ -346,6 +389,7 @@ class GatewayConfig(_Model):
     live: LiveConfig = LiveConfig()
     study: StudyConfig = StudyConfig()
     recording: RecordingConfig = RecordingConfig()
+    upload: UploadConfig = UploadConfig()
 
     @model_validator(mode="after")
     def _unique_device_ids(self) -> GatewayConfig:

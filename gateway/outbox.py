@@ -9,8 +9,9 @@ Each message gets a UUID (``msg_id``) and a sequence number ``seq`` that counts
 its own table, so deleting delivered rows never resets it). Consumers
 de-duplicate by ``msg_id`` and see a gap when ``seq`` jumps.
 
-Delivery order: events first, then strips, then everything else; first in,
-first out within a priority.
+Delivery order: events first, then strips, then everything else (status, study), and
+last the full-disclosure ``record`` chunks (issue #13, bulk: dropped first by the quota,
+sent again by the uploader when not confirmed); first in, first out within a priority.
 
 Retained state messages (the gateway status) are stored with ``replace=True``:
 a newer one supersedes an older one still waiting for the same topic (latest wins,
@@ -38,7 +39,7 @@ __all__ = ["PRIORITIES", "Outbox", "OutboxMessage"]
 log = logging.getLogger(__name__)
 
 #: Delivery priority by message kind (lower goes first).
-PRIORITIES: Mapping[str, int] = {"event": 0, "strip": 1}
+PRIORITIES: Mapping[str, int] = {"event": 0, "strip": 1, "record": 3}
 _DEFAULT_PRIORITY = 2
 
 _SCHEMA = """

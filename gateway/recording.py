@@ -21,7 +21,10 @@ tools every ECG lab reads) under ``<state_dir>/recordings/<device>/``:
 - written to the page cache at once and fsync'ed every ``sync_s`` and at close; a
   gateway restarted mid-hour reopens the hour's record and goes on;
 - a disk quota: over ``max_mb`` the oldest records of the device are deleted (and
-  logged), never the one being written.
+  logged), never the one being written. When the records are sent to the center
+  (full disclosure, :mod:`gateway.upload`), ``deletable`` says which ones the center has
+  confirmed: only those are deleted; unconfirmed records are kept over the quota and an
+  alarm is raised instead (``quota_alarm``, logged as an error).
 
 This module does file I/O on purpose (no network, no asyncio): it is the shell
 around nothing but the disk.
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from core.block import SampleBlock
+from gateway.upload import choose_deletions
 
 __all__ = [
     "RecordSummary",
@@ -103,6 +107,10 @@ class RecordingStore:
         self.samples_written = 0
         self.records_created = 0
         self.records_deleted = 0
+        #: Relative record name -> may the quota delete it (None: any, oldest first).
+        self.deletable: Callable[[str], bool] | None = None
+        self.quota_alarms = 0
+        self.quota_alarm: str | None = None  # the latest, for the status
 
     # --- writing ------------------------------------------------------------------
     def write(self, block: SampleBlock) -> None:
@@ -202,6 +210,11 @@ class RecordingStore:
         """This device's signal files (every stream's), oldest first."""
         return sorted(self.base.rglob(f"{self.device_id}_*.dat"), key=_first_sample)
 
+    def relative_name(self, dat: Path) -> str:
+        """A record's name relative to the device's folder (``<stream folder>/`` first
+        for a device that changed its rate), without extension: its name at the center."""
+        return str(dat.relative_to(self.base).with_suffix(""))
+
     def _fd(self, k: int, block: SampleBlock) -> int:
         fd = self._open.pop(k, None)
         if fd is None:
@@ -265,17 +278,20 @@ class RecordingStore:
 
     def _make_room(self, size: int) -> None:
         """Delete this device's oldest records until ``size`` more bytes fit (a record
-        still open for backfill is closed first; the one being created is not listed)."""
+        still open for backfill is closed first; the one being created is not listed);
+        with ``deletable`` set, only records it allows (the rest raise an alarm)."""
         files = self.records()
-        used = sum(f.stat().st_size for f in files)
+        allowed = self.deletable or (lambda _name: True)
+        listed = [(f.stem, f.stat().st_size, allowed(self.relative_name(f))) for f in files]
+        used = sum(n for _, n, _ in listed)
+        if used + size <= self.max_bytes:
+            return
+        decision = choose_deletions(listed, used, size, self.max_bytes)
         open_by_name = {self.record_name(k): k for k in self._open}
-        for dat in files:
-            if used + size <= self.max_bytes:
-                return
+        for dat in (f for f in files if f.stem in decision.delete):
             k = open_by_name.get(dat.stem)
             if k is not None:
                 self._close_record(k)
-            used -= dat.stat().st_size
             dat.unlink(missing_ok=True)
             dat.with_suffix(".hea").unlink(missing_ok=True)
             self.records_deleted += 1
@@ -284,6 +300,15 @@ class RecordingStore:
                 self.device_id,
                 dat.stem,
             )
+        if decision.shortfall:
+            self.quota_alarms += 1
+            self.quota_alarm = (
+                f"recording quota of {self.max_bytes / 1e6:g} MB exceeded by "
+                f"{decision.shortfall / 1e6:.1f} MB: the older records are not yet confirmed "
+                "by the center and are kept; free disk, raise recording.max_mb, or check "
+                "the upload"
+            )
+            log.error("%s: %s", self.device_id, self.quota_alarm)
 
 
 @dataclass(frozen=True, slots=True)

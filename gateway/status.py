@@ -85,7 +85,8 @@ class StatusReporter:
         self.topic = topic
         self._devices = devices
         self._transmission = transmission
-        self._health = health  # host facts (issue #14)
+        #: Host facts (issue #14); the app sets it on its publisher's reporter.
+        self.health = health
         self._clock = clock
         self.sent = 0
         self.last_error: str | None = None
@@ -100,7 +101,7 @@ class StatusReporter:
                 now=now,
                 devices=self._facts(self._devices),
                 transmission=self._facts(self._transmission),
-                health=self._facts(self._health),
+                health=self._facts(self.health),
             )
             json.dumps(body, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -16,6 +16,7 @@ ALLOWED = {
     "dsp": {"core"},
     "drivers": {"core"},
     "gateway": {"core", "dsp", "drivers"},
+    "center": {"dsp", "core"},
 }
 EXCEPTIONS = {"gateway/cli.py": {"sim"}}  # `ecg-gateway demo` imports the demo when it runs
 

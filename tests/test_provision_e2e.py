@@ -41,10 +41,12 @@ GATEWAY_ACL = [  # docs/broker.md: a gateway writes its own data topics, never c
     "pattern write ecg/v1/%u/+/strip",
     "pattern write ecg/v1/%u/+/event",
     "pattern write ecg/v1/%u/+/study",
+    "pattern write ecg/v1/%u/+/record",
     "pattern read ecg/v1/%u/#",
 ]
 CENTER_ACL = {"ecg-center": ["topic read ecg/v1/#", "topic write ecg/v1/+/pong",
-                             "topic write ecg/v1/+/config", "topic write ecg/v1/+/+/ack"]}
+                             "topic write ecg/v1/+/config", "topic write ecg/v1/+/+/ack",
+                             "topic write ecg/v1/+/+/record-ack"]}
 
 
 _ALLOWED = ("Success", "No matching subscribers")  # PUBACK success codes (< 0x80)

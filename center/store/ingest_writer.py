@@ -20,6 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from center.messages import Record, Status, Study
 from center.store import schema as t
+from center.studies.chunks import RecordChunk
+from center.studies.store import store_chunks
 
 __all__ = ["BatchResult", "Rejected", "bump_counters", "write_batch"]
 
@@ -62,6 +64,8 @@ class BatchResult:
     rejected: int = 0
     statuses: int = 0
     new_records: int = 0
+    confirmations: int = 0  # record-acks queued (full disclosure)
+    verified: int = 0  # record versions verified whole
 
 
 _FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (Record, Study)}
@@ -88,11 +92,12 @@ def _insert_new(conn: sa.Connection, table: sa.Table, rows: list[dict]) -> int:
 
 def write_batch(
     conn: sa.Connection,
-    items: Sequence[Record | Study | Status | Rejected],
+    items: Sequence[Record | Study | Status | Rejected | RecordChunk],
     now: float,
 ) -> BatchResult:
     """Store one batch on ``conn`` (inside the caller's transaction); the counts."""
     res = BatchResult()
+    chunks = [i for i in items if isinstance(i, RecordChunk)]
     records: dict[str, dict] = {}
     studies: dict[str, dict] = {}
     statuses: list[Status] = []
@@ -108,6 +113,8 @@ def write_batch(
             studies[item.msg_id] = {**_row(item), "received_at": now}
         elif isinstance(item, Status):
             statuses.append(item)
+        elif isinstance(item, RecordChunk):
+            continue
         else:
             rejects.append({"at": now, "topic": item.topic[:255], "reason": item.reason[:255],
                             "size": item.size, "head": item.head})
@@ -115,6 +122,11 @@ def write_batch(
     new_studies = _insert_new(conn, t.studies, list(studies.values()))
     res.duplicates += len(records) - res.new_records + len(studies) - new_studies
     res.stored = res.new_records + new_studies
+    if chunks:
+        done = store_chunks(conn, chunks, now)
+        res.stored += done.stored
+        res.duplicates += done.duplicates
+        res.confirmations, res.verified = done.confirmations, done.verified
     if rejects:
         conn.execute(t.rejects.insert(), rejects)
     res.rejected = len(rejects)

@@ -22,9 +22,13 @@ __all__ = [
     "gateways",
     "login_failures",
     "metadata",
+    "patch_studies",
+    "record_analysis",
+    "record_chunks",
     "rejects",
     "sessions",
     "studies",
+    "study_records",
     "users",
 ]
 
@@ -218,7 +222,80 @@ ack_outbox = sa.Table(
 )
 
 
-# --- fleet provisioning and operations (issue #14, migration 0004) ---------------------------
+# --- long-term patch studies (issue #13): full disclosure, versions, scanning analysis ----
+
+patch_studies = sa.Table(
+    "patch_studies",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("study_id", sa.String(64), nullable=False, unique=True, comment="pseudonymous"),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False, comment="the patch"),
+    sa.Column("patient", sa.String(64), nullable=True, comment="a pseudonym only"),
+    sa.Column("started_at", Time, nullable=False, comment="first sample of the first record"),
+    sa.Column("ended_at", Time, nullable=True, comment="set by a supervisor: study closed"),
+    sa.Column("last_end_at", Time, nullable=False, comment="end of the newest record"),
+    sa.Column("fs", sa.Double, nullable=True, comment="Hz"),
+    sa.Column("leads", sa.String(255), nullable=False, server_default=""),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=True),
+    sa.Column("updated_by", sa.String(64), nullable=True),
+    sa.Index("ix_patch_studies_device", "gateway", "device", "started_at"),
+)
+
+study_records = sa.Table(
+    "study_records",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("study", Id, sa.ForeignKey("patch_studies.id"), nullable=True),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("device", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(160), nullable=False, comment="WFDB record name on the gateway"),
+    sa.Column("version", sa.Integer, nullable=False, comment="1, 2, ... after late backfill"),
+    sa.Column("sha256", sa.String(64), nullable=False, comment="of the .hea then .dat bytes"),
+    sa.Column("size", sa.BigInteger, nullable=False, comment=".dat bytes"),
+    sa.Column("header", sa.Text, nullable=False, comment="the .hea text"),
+    sa.Column("chunks", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, comment="receiving | verified | failed"),
+    sa.Column("fs", sa.Double, nullable=True),
+    sa.Column("n_sig", sa.Integer, nullable=True),
+    sa.Column("leads", sa.String(255), nullable=False, server_default=""),
+    sa.Column("first_seq", sa.BigInteger, nullable=True),
+    sa.Column("start_at", Time, nullable=True),
+    sa.Column("samples", sa.BigInteger, nullable=True),
+    sa.Column("missing", sa.BigInteger, nullable=True, comment="samples never received"),
+    sa.Column("received_at", Time, nullable=False, comment="first chunk"),
+    sa.Column("verified_at", Time, nullable=True),
+    sa.UniqueConstraint("gateway", "device", "name", "version", name="uq_study_records_version"),
+    sa.Index("ix_study_records_study", "study", "start_at"),
+    sa.Index("ix_study_records_state", "state", "verified_at"),
+)
+
+record_chunks = sa.Table(
+    "record_chunks",
+    metadata,
+    sa.Column("record", Id, sa.ForeignKey("study_records.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary, nullable=False, comment="signal bytes, as sent"),
+)
+
+record_analysis = sa.Table(
+    "record_analysis",
+    metadata,
+    sa.Column("record", Id, sa.ForeignKey("study_records.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("beats", sa.LargeBinary, nullable=False,
+              comment="R peaks, int32 LE from record start"),
+    sa.Column("labels", sa.LargeBinary, nullable=False, comment="one byte per beat: N S V Q"),
+    sa.Column("quality", sa.LargeBinary, nullable=False,
+              comment="per second: 0-100 quality index x 100, 255 no sample"),
+    sa.Column("recorded_s", sa.Double, nullable=False),
+    sa.Column("analysable_s", sa.Double, nullable=False),
+    sa.Column("analysed_at", Time, nullable=False),
+)
+
+# --- fleet provisioning and operations (issue #14, migration 0005) ---------------------------
 
 enroll_tokens = sa.Table(
     "enroll_tokens",

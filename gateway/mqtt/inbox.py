@@ -1,7 +1,8 @@
 """What the gateway receives: subscriptions and their handlers (the center's acks, ...).
 
 Handlers run on the event loop and must not block; a failing handler is logged and
-counted, never stops delivery. The PUBACK of a QoS 1 message follows its handler.
+counted, never stops delivery. The PUBACK of a QoS 1 message follows its handlers, and only
+when they all succeeded.
 """
 
 from __future__ import annotations
@@ -34,13 +35,19 @@ class Inbox:
         """The subscription list, each at QoS 1."""
         return tuple((f, 1) for f in self._subs)
 
-    def deliver(self, packet: Publish) -> None:
-        """Hand ``packet`` to every handler whose filter matches its topic."""
+    def deliver(self, packet: Publish) -> bool:
+        """Hand ``packet`` to every handler whose filter matches its topic; False if one
+        failed (then it is not acknowledged: the broker sends it again after a reconnect).
+        Handlers reject bad content themselves (logged, acknowledged); an exception means
+        they could not do their part (a full disk, ...)."""
         self.counters.add("received")
+        ok = True
         for filt, handler in self._subs.items():
             if topic_matches(filt, packet.topic):
                 try:
                     handler(packet)
                 except Exception:
+                    ok = False
                     self.counters.add("received_bad")
-                    log.exception("handler for %s failed", packet.topic)
+                    log.exception("handler for %s failed; not acknowledged", packet.topic)
+        return ok

@@ -17,6 +17,11 @@ the Last Will. Statuses go through the outbox (lowest priority, retained, latest
 If the broker has not acknowledged the exit's "offline" within ``offline_timeout_s``,
 the gateway disconnects with reason 0x04 so the broker publishes the "offline" Will.
 
+Subscriptions: :meth:`Publisher.subscribe` (e.g. the center's record confirmations,
+issue #13) is sent at every connection; a matching PUBLISH goes to its handler and, QoS 1,
+is acknowledged after the handler returned (a handler that raises gets no PUBACK: the
+broker sends it again).
+
 Security: TLS (``mqtts://``) with TLS 1.2 at least and host names checked; secrets
 readable by their owner only (:mod:`gateway.mqtt.credentials`). Plaintext (``mqtt://``,
 only with ``insecure = true``) is logged as a warning at start.
@@ -28,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.counters import Counters
@@ -48,7 +53,6 @@ from gateway.mqtt.codec import (
 from gateway.mqtt.credentials import read_password, tls_context
 from gateway.mqtt.inbox import Inbox
 from gateway.mqtt.live import LiveSender
-from gateway.mqtt.tls_files import TlsFiles
 from gateway.mqtt.window import (
     SUBSCRIBE_ID,
     Acked,
@@ -59,6 +63,7 @@ from gateway.mqtt.window import (
 )
 from gateway.outbox import Outbox
 from gateway.status import StatusReporter, status_payload
+from gateway.upload_rate import KindLimit
 
 __all__ = ["Publisher"]
 
@@ -78,8 +83,8 @@ class Publisher:
         Pseudonymous gateway id (topics, default client id).
     outbox
         The durable outbox.
-    status_devices, status_health
-        Called for the ``devices`` and ``health`` (host, issue #14) facts of each status.
+    status_devices
+        Called for the ``devices`` facts of each status message.
     status_period_s
         Seconds between retained "online" status messages.
     live_max_rate_hz
@@ -93,6 +98,8 @@ class Publisher:
         stalled: the connection is dropped and re-made, which re-sends the message.
     offline_timeout_s
         On exit, seconds to wait for the broker to acknowledge the "offline" status.
+    limits
+        Per bulk message kind (``record``): its share of the window and byte-rate cap.
     """
 
     def __init__(
@@ -102,7 +109,6 @@ class Publisher:
         outbox: Outbox,
         *,
         status_devices: Callable[[], dict[str, Any]] | None = None,
-        status_health: Callable[[], dict[str, Any]] | None = None,
         status_period_s: float = 30.0,
         live_max_rate_hz: float = 5.0,
         retry_backoff_s: float = 30.0,
@@ -110,6 +116,7 @@ class Publisher:
         ack_timeout_s: float | None = None,
         offline_timeout_s: float = 3.0,
         clock: Callable[[], float] = time.time,
+        limits: Mapping[str, KindLimit] | None = None,
     ) -> None:
         self.cfg = cfg
         self.gateway_id = gateway_id
@@ -122,7 +129,6 @@ class Publisher:
             devices=status_devices,
             transmission=self._transmission,
             clock=clock,
-            health=status_health,
         )
         self._status_period_s = status_period_s
         self._offline_timeout_s = offline_timeout_s
@@ -131,7 +137,7 @@ class Publisher:
         ack_timeout = (
             ack_timeout_s if ack_timeout_s is not None else max(60.0, 2.0 * cfg.keepalive_s)
         )
-        self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s)
+        self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s, limits)
         self.live = LiveSender(live_max_rate_hz)
         self._counters = Counters(
             "published acked nacked ack_timeouts resent_after_reconnect"
@@ -143,7 +149,6 @@ class Publisher:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._exiting = False
-        self.tls_files = TlsFiles(cfg)  # renewed certificates (issue #14)
 
     # --- state ----------------------------------------------------------------------------
     @property
@@ -279,8 +284,10 @@ class Publisher:
 
     def _on_packet(self, packet: Packet) -> None:
         if isinstance(packet, Publish):
-            self.inbox.deliver(packet)
-            if packet.qos == 1 and packet.packet_id is not None and self.client is not None:
+            # PUBACK only once every handler took it (a confirmation saved to disk, ...);
+            # otherwise the broker delivers it again at the next connection
+            handled = self.inbox.deliver(packet)
+            if handled and packet.qos == 1 and packet.packet_id is not None and self.client:
                 self.client.send(PubAck(packet.packet_id))
             return
         if not isinstance(packet, PubAck):
@@ -364,7 +371,6 @@ class Publisher:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self._status_period_s)
-            self.tls_files.reload_into(self.client)  # a renewed certificate (issue #14)
             self._put_status("online")
 
 

@@ -7,9 +7,11 @@ not load yet (mid-renewal: the key is replaced before the certificate) is left f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from gateway.mqtt.credentials import tls_context
@@ -57,3 +59,10 @@ class TlsFiles:
         self.stamp = stamp
         log.info("TLS files changed: the next connection presents the renewed certificate")
         return ctx
+
+    async def watch(self, client: Callable[[], Any], period_s: float = 30.0) -> None:
+        """Every ``period_s``, give the current client (``client()``, None while there is
+        none) the renewed files' context; until cancelled."""
+        while True:
+            await asyncio.sleep(period_s)
+            self.reload_into(client())

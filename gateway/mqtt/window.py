@@ -18,14 +18,21 @@ MQTT v5 allows a client to re-send a PUBLISH only after reconnecting (4.4). So:
   reconnection re-sends it.
 
 Consumers de-duplicate by ``msg_id`` (delivery is at least once).
+
+Bulk kinds (full-disclosure ``record`` chunks, issue #13) may be given a
+:class:`~gateway.upload_rate.KindLimit`: at most that many of the window's slots and a
+byte-rate cap; rows of such a kind beyond their share are skipped by :meth:`offer` (they
+stay in the outbox), so events and strips always find room.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.mqtt.codec import Prop, Publish
 from gateway.outbox import OutboxMessage
+from gateway.upload_rate import KindLimit
 
 __all__ = ["Acked", "DeliveryWindow", "Refused", "Send", "publish_packet"]
 
@@ -74,11 +81,18 @@ class DeliveryWindow:
         A PUBACK later than this on a live connection means the connection is stalled.
     retry_backoff_s
         Seconds before a refused row is offered again.
+    limits
+        Per message kind: its share of the window and byte-rate cap (bulk kinds only).
     """
 
     def __init__(
-        self, max_inflight: int = 20, ack_timeout_s: float = 60.0, retry_backoff_s: float = 30.0
+        self,
+        max_inflight: int = 20,
+        ack_timeout_s: float = 60.0,
+        retry_backoff_s: float = 30.0,
+        limits: Mapping[str, KindLimit] | None = None,
     ) -> None:
+        self.limits = dict(limits or {})
         self.max_inflight = max_inflight
         self.ack_timeout_s = ack_timeout_s
         self.retry_backoff_s = retry_backoff_s
@@ -115,6 +129,8 @@ class DeliveryWindow:
         self._limit = max(1, min(self.max_inflight, receive_maximum - 1))  # 1 left for status
         if not session_present:
             self._inflight.clear()  # the broker forgot them: offered again as new messages
+            for limit in self.limits.values():
+                limit.inflight.clear()
             return []
         for f in self._inflight.values():
             f.sent_at = now
@@ -126,10 +142,18 @@ class DeliveryWindow:
 
     def offer(self, rows: list[OutboxMessage], now: float) -> list[Send]:
         """Rows from the outbox (oldest first, none of :meth:`busy`): the ones to send."""
-        out = []
-        for row in rows[: self.room]:
+        out: list[Send] = []
+        room = self.room
+        for row in rows:
+            if len(out) >= room:
+                break
+            limit = self.limits.get(row.kind)
+            if limit is not None and not limit.allows(now):
+                continue  # beyond its share or its rate: stays in the outbox for now
             pid = self._new_id()
             self._inflight[pid] = _InFlight(row, now)
+            if limit is not None:
+                limit.sent(pid, len(row.payload), now)
             out.append(Send(row, pid))
         return out
 
@@ -138,6 +162,9 @@ class DeliveryWindow:
         f = self._inflight.pop(packet_id, None)
         if f is None:
             return None
+        limit = self.limits.get(f.row.kind)
+        if limit is not None:
+            limit.inflight.discard(packet_id)
         if reason < SUCCESS_LIMIT:
             return Acked(f.row)
         self._backoff[f.row.row_id] = now + self.retry_backoff_s

@@ -93,15 +93,12 @@ async def test_publisher_takes_a_renewed_certificate_at_its_next_connection(
     from types import SimpleNamespace
 
     from gateway.config import MqttConfig
-    from gateway.mqtt.publisher import Publisher
-    from gateway.outbox import Outbox
+    from gateway.mqtt.tls_files import TlsFiles
 
     files = _files(tmp_path / "tls")
     await asyncio.to_thread(enroll, center.url, _token(center, "gw-9"), "gw-9", **files)
     cfg = MqttConfig(url="mqtts://127.0.0.1:1", **files)
-    outbox = Outbox(tmp_path / "o.sqlite3")
-    pub = Publisher(cfg, "gw-9", outbox)
-    pub.client = SimpleNamespace(ssl_context=None)  # type: ignore[assignment]
+    pub = SimpleNamespace(tls_files=TlsFiles(cfg), client=SimpleNamespace(ssl_context=None))
     assert not pub.tls_files.reload_into(pub.client)  # nothing changed
     key = files["key_file"].read_bytes()
     files["key_file"].write_text("half-way through a renewal")
@@ -109,7 +106,12 @@ async def test_publisher_takes_a_renewed_certificate_at_its_next_connection(
     files["key_file"].write_bytes(key)
     await asyncio.to_thread(renew, **files)
     assert pub.tls_files.reload_into(pub.client) and pub.client.ssl_context is not None
-    outbox.close()
+    client = SimpleNamespace(ssl_context=None)  # the watch task does the same every period
+    await asyncio.to_thread(renew, **files)
+    task = asyncio.create_task(pub.tls_files.watch(lambda: client, period_s=0.01))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert client.ssl_context is not None
 
 
 def test_renew_command_and_its_systemd_units(tmp_path: Path) -> None:

@@ -212,11 +212,6 @@ async def test_stopping_is_said_even_when_the_run_ends_at_once(systemd):
     assert systemd.messages(wait_for=2) == [b"READY=1", b"STOPPING=1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/app.py does not use systemd_service yet (issue #10: the app's owner wires "
-    "it, snippet in gateway/systemd_notify.py); remove this marker then",
-)
 def test_ecg_gateway_run_notifies_systemd(systemd, tmp_path):
     """The whole path: ``ecg-gateway run`` under a notify socket says READY=1 when up,
     feeds the watchdog, says STOPPING=1 at SIGTERM and exits 0."""
