@@ -13,8 +13,8 @@ What a fleet operator needs to act *before* something runs out, in the retained 
 - per device: battery %, electrode contact, RSSI (dBm, when known), link up for how long.
 
 Parsers take text and return values; readers do the I/O and never raise (a fact that cannot
-be read is None). Nothing heavy at import: ``cryptography`` is imported only when a
-certificate is read, once per file change.
+be read is None). Nothing heavy is imported: the certificate's end date comes from the
+``openssl`` command, once per change of the file.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ __all__ = [
     "device_health",
     "parse_cpu_temp",
     "parse_ntp_synchronized",
+    "parse_openssl_enddate",
     "parse_throttled",
 ]
 
@@ -153,15 +155,25 @@ def _adjtimex_synchronized() -> bool | None:
     return state != 5 and not tx.status & 0x40
 
 
-def read_cert_not_after(path: Path) -> float | None:
-    """The certificate's notAfter (POSIX s), None when it cannot be read."""
+def parse_openssl_enddate(text: str) -> float | None:
+    """``notAfter=Dec  1 17:59:08 2036 GMT`` (``openssl x509 -enddate``) to POSIX s."""
+    value = text.strip().partition("=")[2]
     try:
-        from cryptography import x509
-
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except (OSError, ValueError, ImportError):
+        return float(ssl.cert_time_to_seconds(value))
+    except ValueError:
         return None
-    return cert.not_valid_after_utc.timestamp()
+
+
+def read_cert_not_after(path: Path) -> float | None:
+    """The certificate's notAfter (POSIX s), None when it cannot be read. Asks the
+    ``openssl`` command (once per file change, see :class:`HostHealth`) rather than importing
+    ``cryptography``, which would add about 7 MB to the running gateway."""
+    try:
+        out = subprocess.run(["openssl", "x509", "-enddate", "-noout", "-in", str(path)],
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_openssl_enddate(out.stdout) if out.returncode == 0 else None
 
 
 @dataclass

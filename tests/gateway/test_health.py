@@ -16,6 +16,7 @@ from gateway.health import (
     device_health,
     parse_cpu_temp,
     parse_ntp_synchronized,
+    parse_openssl_enddate,
     parse_throttled,
 )
 from gateway.status import status_payload
@@ -31,6 +32,8 @@ def test_parsers() -> None:
     assert parse_throttled("zz") is None
     assert parse_ntp_synchronized("NTPSynchronized=yes\n") is True
     assert parse_ntp_synchronized("no") is False and parse_ntp_synchronized("Foo=1") is None
+    assert parse_openssl_enddate("notAfter=Dec  1 17:59:08 2036 GMT\n") == 2111767148.0
+    assert parse_openssl_enddate("garbage") is None
 
 
 def test_device_health_from_last_events() -> None:
@@ -94,6 +97,22 @@ def test_host_facts_like_a_pi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert none["certificate"] is None
     body = json.loads(status_payload("gw", "online", now=0.0, health=facts))
     assert body["health"]["cpu"]["temp_c"] == 71.5
+
+
+def test_the_runtime_does_not_load_cryptography(tmp_path: Path) -> None:
+    """The certificate's days come from openssl: the gateway process stays lean."""
+    import subprocess
+    import sys
+
+    _cert(tmp_path / "c.pem", 5.0)
+    code = ("import sys, gateway.app\nfrom pathlib import Path\n"
+            "from gateway.health import read_cert_not_after\n"
+            f"assert read_cert_not_after(Path({str(tmp_path / 'c.pem')!r}))\n"
+            "print(any(m.startswith('cryptography') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
 
 
 def test_this_machines_clock_state_is_read() -> None:
