@@ -114,6 +114,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "record) instead of a synthetic ECG",
     )
     p.add_argument(
+        "--patch-record-from",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="start the replay this many seconds into the record (default 0)",
+    )
+    p.add_argument(
         "--speed",
         type=float,
         default=1.0,
@@ -315,6 +322,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out_dir=args.out,
         hold=args.hold,
         record=args.patch_record,
+        record_from_s=args.patch_record_from,
         speed=args.speed,
     )
     try:
