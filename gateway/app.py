@@ -29,16 +29,19 @@ from core.backoff import backoff_s
 from core.events import StreamPosition
 from drivers import Driver
 from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
-from gateway.acks import parse_ack
+from gateway.acks import receive_ack
 from gateway.channel import DeviceChannel
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
 from gateway.continuity import ContinuityStore, refine_with_recording
+from gateway.health import HostHealth, device_health
 from gateway.mqtt import Publisher, PublisherError
 from gateway.mqtt.codec import Publish
+from gateway.mqtt.tls_files import TlsFiles
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
 from gateway.recording import RecordingStore, fsync_all
+from gateway.remote_config import RemoteConfig, not_up
 from gateway.status import device_facts
 from gateway.systemd_notify import systemd_service
 from gateway.upload import UploadSettings
@@ -158,7 +161,55 @@ def record_limits(cfg: GatewayConfig) -> dict[str, KindLimit]:
     return {"record": KindLimit(up.window_share, bucket)}
 
 
-class Gateway:
+async def _bounded(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for cancelled tasks, at most ``_STOP_TIMEOUT_S``: a driver stuck in a library
+    must not keep the gateway from stopping (or from swapping its devices)."""
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+    for t in stuck:
+        log.error("%s did not stop within %g s; going on without it", t.get_name(), _STOP_TIMEOUT_S)
+
+
+class _DeviceLifecycle:
+    """Start, stop and swap a :class:`Gateway`'s devices (split out of ``_run_devices`` for
+    the remote configuration, issue #14: a new configuration stops the devices as at
+    shutdown — flushed, positions saved, study records out — and starts the new ones)."""
+
+    channels: dict[str, DeviceChannel]
+    drivers: dict[str, Driver]
+    restarts: dict[str, int]
+    cfg: GatewayConfig
+    _build_devices: Callable[[], None]  # the Gateway's (below)
+    _keep_running: Callable[[str, Driver], Awaitable[None]]
+    _save_positions: Callable[[], None]
+    _put_study: Callable[..., None]
+
+    def _start_devices(self) -> None:
+        self.channels, self.drivers, self.restarts = {}, {}, {}
+        self._build_devices()
+        self._device_tasks = [
+            asyncio.create_task(self._keep_running(d, drv), name=f"device:{d}")
+            for d, drv in self.drivers.items()
+        ]
+
+    async def _stop_devices(self, *, final: bool) -> None:
+        for t in self._device_tasks:
+            t.cancel()
+        await _bounded(self._device_tasks)
+        for ch in self.channels.values():
+            ch.flush()
+        self._save_positions()
+        self._put_study(final=final)
+
+    async def _reconfigure(self, cfg: GatewayConfig) -> None:
+        """Stop the devices as at shutdown (flushed, positions saved), start the new ones."""
+        await self._stop_devices(final=False)
+        self.cfg = cfg
+        self._start_devices()
+
+
+class Gateway(_DeviceLifecycle):
     """All devices of one configuration, their pipelines, the outbox and the publisher.
 
     Parameters
@@ -186,6 +237,7 @@ class Gateway:
         adapter_reset: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
         device_time_scale: float = 1.0,
+        remote_up_timeout_s: float = 60.0,
     ) -> None:
         self.cfg = cfg
         self._time_scale = device_time_scale
@@ -208,6 +260,7 @@ class Gateway:
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
         self.outbox_pending_at_exit = 0
+        self.remote = RemoteConfig(cfg, up_timeout_s=remote_up_timeout_s, clock=clock)  # (#14)
 
     # --- parts -------------------------------------------------------------------------------
     def _topic(self, device_id: str, kind: str) -> str:
@@ -285,18 +338,8 @@ class Gateway:
 
     def _on_ack(self, packet: Publish) -> None:
         """The center acknowledged a strip or event of one of our devices."""
-        device_id = packet.topic.split("/")[-2]
-        ch = self.channels.get(device_id)
-        try:
-            ack = parse_ack(packet.payload)
-        except ValueError as exc:
-            log.warning("ignored a bad ack on %s: %s", packet.topic, exc)
-            return
-        if ch is not None:
-            ch.acks.received(ack)
-            log.info(
-                "%s: %s %s acknowledged by %s", device_id, ack.kind, ack.msg_id, ack.acknowledged_by
-            )
+        ch = self.channels.get(packet.topic.split("/")[-2])
+        receive_ack(ch.acks if ch is not None else None, packet.topic, packet.payload)
 
     def _put_study(self, *, final: bool = False) -> None:
         """One study record per device into the outbox (one transaction)."""
@@ -328,12 +371,15 @@ class Gateway:
         """Per-device facts for the retained status message."""
         now = self.clock()
         return {
-            dev_id: device_facts(
-                ch,
-                {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
-                now,
-                study=upload_facts(self.uploader, dev_id, ch.recording),
-            )
+            dev_id: {
+                **device_health(ch.last_event, now),  # battery, contact, RSSI (#14)
+                **device_facts(
+                    ch,
+                    {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
+                    now,
+                    study=upload_facts(self.uploader, dev_id, ch.recording),
+                ),
+            }
             for dev_id, ch in self.channels.items()
         }
 
@@ -385,7 +431,7 @@ class Gateway:
     # --- lifetime -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop drivers, flush pipelines and drain the outbox."""
-        cfg = self.cfg
+        self.cfg = cfg = self.remote.effective()  # the center's applied configuration (#14)
         cfg.gateway.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(
             cfg.gateway.state_dir / "outbox.sqlite3",
@@ -404,6 +450,11 @@ class Gateway:
                 self.publisher = pub
                 prefix, gw = cfg.mqtt.topic_prefix, cfg.gateway.id
                 pub.subscribe(f"{prefix}/{gw}/+/ack", self._on_ack)
+                pub.subscribe(self.remote.topic, self.remote.on_publish)  # (issue #14)
+                pub.status.health = HostHealth.for_config(
+                    cfg, config_version=self.remote.status, clock=self.clock
+                ).facts
+                self.remote.notify = lambda: (pub.status.post("online"), pub.wake())
                 if self.uploader is not None:
                     pub.subscribe(self.uploader.ack_filter, self.uploader.on_message)
                     self.uploader.wake = pub.wake
@@ -422,13 +473,19 @@ class Gateway:
                 self.uploader.close()
 
     async def _run_devices(self, stop: asyncio.Event) -> None:
-        self._build_devices()
+        self._start_devices()
         tasks = [
-            asyncio.create_task(self._keep_running(dev_id, drv), name=f"device:{dev_id}")
-            for dev_id, drv in self.drivers.items()
+            asyncio.create_task(self._study_loop(), name="study"),
+            asyncio.create_task(self._sync_loop(), name="recording-sync"),
+            asyncio.create_task(  # (issue #14) the center's configuration, applied or rolled back
+                self.remote.run(self._reconfigure, lambda: not_up(self.channels)),
+                name="remote-config",
+            ),
+            asyncio.create_task(  # (issue #14) a renewed certificate from the next connection on
+                TlsFiles(self.cfg.mqtt).watch(lambda: self.publisher and self.publisher.client),
+                name="tls-files",
+            ),
         ]
-        tasks.append(asyncio.create_task(self._study_loop(), name="study"))
-        tasks.append(asyncio.create_task(self._sync_loop(), name="recording-sync"))
         if self.uploader is not None:
             tasks.append(asyncio.create_task(self.uploader.run(), name="record-upload"))
         self.started.set()
@@ -443,18 +500,8 @@ class Gateway:
         finally:
             for t in tasks:
                 t.cancel()
-            # bounded: a driver stuck in a library must not keep the gateway from stopping
-            _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
-            for t in stuck:
-                log.error(
-                    "%s did not stop within %g s; going on without it",
-                    t.get_name(),
-                    _STOP_TIMEOUT_S,
-                )
-            for ch in self.channels.values():
-                ch.flush()
-            self._save_positions()
-            self._put_study(final=True)
+            await _bounded(tasks)
+            await self._stop_devices(final=True)
 
 
 async def run_gateway(cfg: GatewayConfig) -> int:

@@ -32,8 +32,10 @@ def build_status(
     now: float,
     devices: Mapping[str, Any] | None = None,
     transmission: Mapping[str, Any] | None = None,
+    health: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status as a JSON-ready dict; ``now`` in POSIX UTC seconds."""
+    """The status as a JSON-ready dict; ``now`` in POSIX UTC seconds; ``health``: host
+    facts (:mod:`gateway.health`, issue #14)."""
     body: dict[str, Any] = {
         "schema": STATUS_SCHEMA,
         "gateway_id": gateway_id,
@@ -44,6 +46,8 @@ def build_status(
     }
     if transmission is not None:
         body["transmission"] = json_safe(dict(transmission))
+    if health:
+        body["health"] = json_safe(dict(health))
     return body
 
 
@@ -91,7 +95,7 @@ class StatusReporter:
         Where statuses wait for the broker like everything else (lowest priority).
     gateway_id, topic
         Whose status, and its retained topic.
-    devices, transmission
+    devices, transmission, health
         Called for the facts of each status; a failure leaves them out, never the status.
     clock
         UTC POSIX seconds now.
@@ -106,12 +110,15 @@ class StatusReporter:
         devices: Callable[[], Mapping[str, Any]] | None,
         transmission: Callable[[], Mapping[str, Any]],
         clock: Callable[[], float],
+        health: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.gateway_id = gateway_id
         self.topic = topic
         self._devices = devices
         self._transmission = transmission
+        #: Host facts (issue #14); the app sets it on its publisher's reporter.
+        self.health = health
         self._clock = clock
         self.sent = 0
         self.last_error: str | None = None
@@ -126,6 +133,7 @@ class StatusReporter:
                 now=now,
                 devices=self._facts(self._devices),
                 transmission=self._facts(self._transmission),
+                health=self._facts(self.health),
             )
             json.dumps(body, allow_nan=False)
         except (TypeError, ValueError) as exc:
