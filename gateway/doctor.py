@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import CartSerialDevice, GatewayConfig
+from gateway.preflight import Problem, preflight
 
 __all__ = ["CHECKS", "Facts", "Result", "gather", "render", "run_checks"]
 
@@ -63,6 +64,7 @@ class Facts:
     outbox_pending: int | None = None
     state_dir: dict[str, Any] = field(default_factory=dict)  # {"mode", "owner"} or {"error"}
     unit: dict[str, Any] = field(default_factory=dict)  # {"installed", "enabled"} / {"error"}
+    preflight: list[Problem] = field(default_factory=list)  # what `run` itself would say
 
 
 # --- the checks (pure) ------------------------------------------------------------------------
@@ -70,12 +72,24 @@ def check_bluez(f: Facts) -> list[Result]:
     if not any(d.kind != "cart_serial" for d in f.cfg.devices):
         return [Result("bluetooth", OK, "no BLE device configured")]
     if "error" in f.bluez:
-        return [Result("bluetooth", FAIL, f"BlueZ not reachable: {f.bluez['error']}",
-                       "sudo apt-get install -y bluez && sudo systemctl enable --now bluetooth")]
+        return [
+            Result(
+                "bluetooth",
+                FAIL,
+                f"BlueZ not reachable: {f.bluez['error']}",
+                "sudo apt-get install -y bluez && sudo systemctl enable --now bluetooth",
+            )
+        ]
     if not f.bluez.get("powered"):
         adapter = f.cfg.gateway.ble_adapter
-        return [Result("bluetooth", FAIL, f"adapter {adapter} is off",
-                       f"bluetoothctl power on (or: rfkill unblock bluetooth; check {adapter})")]
+        return [
+            Result(
+                "bluetooth",
+                FAIL,
+                f"adapter {adapter} is off",
+                f"bluetoothctl power on (or: rfkill unblock bluetooth; check {adapter})",
+            )
+        ]
     return [Result("bluetooth", OK, f"BlueZ running, {f.cfg.gateway.ble_adapter} powered")]
 
 
@@ -87,8 +101,14 @@ def check_groups(f: Facts) -> list[Result]:
         need.add("dialout")
     missing = sorted(need - f.groups)
     if missing:
-        return [Result("groups", FAIL, f"user {f.user} is not in {', '.join(missing)}",
-                       f"sudo usermod -aG {','.join(missing)} {f.user} (then restart the service)")]
+        return [
+            Result(
+                "groups",
+                FAIL,
+                f"user {f.user} is not in {', '.join(missing)}",
+                f"sudo usermod -aG {','.join(missing)} {f.user} (then restart the service)",
+            )
+        ]
     return [Result("groups", OK, f"user {f.user} in {', '.join(sorted(need)) or 'what it needs'}")]
 
 
@@ -98,58 +118,125 @@ def check_devices(f: Facts) -> list[Result]:
         name = f"device {d.id}"
         if isinstance(d, CartSerialDevice):
             state = f.serial.get(d.port, "not checked")
-            out.append(Result(name, OK, f"{d.port} present and readable") if state == "ok" else
-                       Result(name, FAIL, f"{d.port}: {state}",
-                              "plug the cart's USB cable in; check the udev rule "
-                              "(udev/99-ecg-cart.rules) and the dialout group"))
+            out.append(
+                Result(name, OK, f"{d.port} present and readable")
+                if state == "ok"
+                else Result(
+                    name,
+                    FAIL,
+                    f"{d.port}: {state}",
+                    "plug the cart's USB cable in; check the udev rule "
+                    "(udev/99-ecg-cart.rules) and the dialout group",
+                )
+            )
         elif f.ble_seen is None:
-            out.append(Result(name, WARN, f"{d.address} not looked for (no BLE scan)",
-                              "fix Bluetooth first, then run doctor again"))
+            out.append(
+                Result(
+                    name,
+                    WARN,
+                    f"{d.address} not looked for (no BLE scan)",
+                    "fix Bluetooth first, then run doctor again",
+                )
+            )
         elif d.address.upper() in f.ble_seen:
             rssi = f.ble_seen[d.address.upper()]
             weak = rssi is not None and rssi < -90
-            out.append(Result(name, WARN if weak else OK,
-                              f"{d.address} advertising, RSSI {rssi} dBm",
-                              "move the gateway closer to the patient" if weak else ""))
+            out.append(
+                Result(
+                    name,
+                    WARN if weak else OK,
+                    f"{d.address} advertising, RSSI {rssi} dBm",
+                    "move the gateway closer to the patient" if weak else "",
+                )
+            )
         else:
-            out.append(Result(name, FAIL, f"{d.address} not heard in the scan",
-                              "wake the patch (press its button), check it is charged and in "
-                              "range, and that no phone holds its connection"))
+            out.append(
+                Result(
+                    name,
+                    FAIL,
+                    f"{d.address} not heard in the scan",
+                    "wake the patch (press its button), check it is charged and in "
+                    "range, and that no phone holds its connection",
+                )
+            )
     return out
 
 
 def check_broker(f: Facts) -> list[Result]:
     url = f.cfg.mqtt.url
     if "error" in f.broker:
-        return [Result("broker", FAIL, f"{url}: {f.broker['error']}",
-                       "check the network, the broker address and port, and the certificate "
-                       "files in [mqtt]")]
+        return [
+            Result(
+                "broker",
+                FAIL,
+                f"{url}: {f.broker['error']}",
+                "check the network, the broker address and port, and the certificate "
+                "files in [mqtt]",
+            )
+        ]
     code = f.broker.get("connack")
     if code:
-        return [Result("broker", FAIL, f"{url} refused the connection (reason 0x{code:02X})",
-                       "the broker does not accept this identity: check its ACL and that the "
-                       "certificate's CN is the gateway id")]
+        return [
+            Result(
+                "broker",
+                FAIL,
+                f"{url} refused the connection (reason 0x{code:02X})",
+                "the broker does not accept this identity: check its ACL and that the "
+                "certificate's CN is the gateway id",
+            )
+        ]
     tls = " over TLS" if f.cfg.mqtt.tls else " (plaintext!)"
-    return [Result("broker", OK if f.cfg.mqtt.tls else WARN, f"{url} accepted us{tls}",
-                   "" if f.cfg.mqtt.tls else "use mqtts:// for patient data")]
+    return [
+        Result(
+            "broker",
+            OK if f.cfg.mqtt.tls else WARN,
+            f"{url} accepted us{tls}",
+            "" if f.cfg.mqtt.tls else "use mqtts:// for patient data",
+        )
+    ]
 
 
 def check_certificate(f: Facts) -> list[Result]:
     if f.cert is None:
-        return [Result("certificate", WARN if f.cfg.mqtt.tls else OK, "no client certificate "
-                       "configured", "enroll: ecg-gateway provision" if f.cfg.mqtt.tls else "")]
+        return [
+            Result(
+                "certificate",
+                WARN if f.cfg.mqtt.tls else OK,
+                "no client certificate configured",
+                "enroll: ecg-gateway provision" if f.cfg.mqtt.tls else "",
+            )
+        ]
     if "error" in f.cert:
-        return [Result("certificate", FAIL, f.cert["error"], "enroll again: ecg-gateway "
-                       "provision (with a new token from the center)")]
+        return [
+            Result(
+                "certificate",
+                FAIL,
+                f.cert["error"],
+                "enroll again: ecg-gateway provision (with a new token from the center)",
+            )
+        ]
     days, cn = f.cert["days_left"], f.cert["cn"]
     if cn != f.cfg.gateway.id:
-        return [Result("certificate", FAIL, f"CN {cn!r} is not the gateway id "
-                       f"{f.cfg.gateway.id!r}", "enroll this gateway id: ecg-gateway provision")]
+        return [
+            Result(
+                "certificate",
+                FAIL,
+                f"CN {cn!r} is not the gateway id {f.cfg.gateway.id!r}",
+                "enroll this gateway id: ecg-gateway provision",
+            )
+        ]
     if days <= 0:
         return [Result("certificate", FAIL, "expired", "enroll again with a new token")]
     if days < CERT_WARN_DAYS:
-        return [Result("certificate", WARN, f"{days:.0f} days left", "ecg-gateway provision "
-                       "--renew --config FILE (the renewal timer should have done it)")]
+        return [
+            Result(
+                "certificate",
+                WARN,
+                f"{days:.0f} days left",
+                "ecg-gateway provision "
+                "--renew --config FILE (the renewal timer should have done it)",
+            )
+        ]
     return [Result("certificate", OK, f"CN {cn}, {days:.0f} days left")]
 
 
@@ -157,9 +244,14 @@ def check_clock(f: Facts) -> list[Result]:
     if f.clock_synced:
         return [Result("clock", OK, "synchronised")]
     status = WARN if f.clock_synced is None else FAIL
-    return [Result("clock", status, "not synchronised" if f.clock_synced is False else
-                   "synchronisation state unknown",
-                   "sudo timedatectl set-ntp true; check that NTP (UDP 123) reaches a server")]
+    return [
+        Result(
+            "clock",
+            status,
+            "not synchronised" if f.clock_synced is False else "synchronisation state unknown",
+            "sudo timedatectl set-ntp true; check that NTP (UDP 123) reaches a server",
+        )
+    ]
 
 
 def quota_mb(cfg: GatewayConfig) -> float:
@@ -170,15 +262,33 @@ def quota_mb(cfg: GatewayConfig) -> float:
 
 def check_disk(f: Facts) -> list[Result]:
     if f.disk_free_mb is None:
-        return [Result("disk", FAIL, f"{f.cfg.gateway.state_dir} not measurable",
-                       "create the state directory (see README)")]
+        return [
+            Result(
+                "disk",
+                FAIL,
+                f"{f.cfg.gateway.state_dir} not measurable",
+                "create the state directory (see README)",
+            )
+        ]
     need = quota_mb(f.cfg) - f.state_used_mb
     if f.disk_free_mb < f.cfg.gateway.outbox_max_mb * 0.1:
-        return [Result("disk", FAIL, f"{f.disk_free_mb:.0f} MB free", "free disk space "
-                       "or use a larger SD card")]
+        return [
+            Result(
+                "disk",
+                FAIL,
+                f"{f.disk_free_mb:.0f} MB free",
+                "free disk space or use a larger SD card",
+            )
+        ]
     if f.disk_free_mb < need:
-        return [Result("disk", WARN, f"{f.disk_free_mb:.0f} MB free, quotas need {need:.0f} MB "
-                       "more", "lower [recording] max_mb / outbox_max_mb or use a larger card")]
+        return [
+            Result(
+                "disk",
+                WARN,
+                f"{f.disk_free_mb:.0f} MB free, quotas need {need:.0f} MB more",
+                "lower [recording] max_mb / outbox_max_mb or use a larger card",
+            )
+        ]
     return [Result("disk", OK, f"{f.disk_free_mb:.0f} MB free, quotas fit ({need:.0f} MB)")]
 
 
@@ -186,44 +296,95 @@ def check_outbox(f: Facts) -> list[Result]:
     if f.outbox_pending is None:
         return [Result("outbox", OK, "empty (never run)")]
     if f.outbox_pending > BACKLOG_WARN:
-        return [Result("outbox", WARN, f"{f.outbox_pending} messages waiting",
-                       "the broker was unreachable: see the broker check and the journal")]
+        return [
+            Result(
+                "outbox",
+                WARN,
+                f"{f.outbox_pending} messages waiting",
+                "the broker was unreachable: see the broker check and the journal",
+            )
+        ]
     return [Result("outbox", OK, f"{f.outbox_pending} waiting")]
 
 
 def check_state_dir(f: Facts) -> list[Result]:
     d, path = f.state_dir, f.cfg.gateway.state_dir
     if "error" in d:
-        return [Result("state dir", FAIL, f"{path}: {d['error']}",
-                       f"sudo install -d -m 0700 -o {SERVICE_USER} {path}")]
+        return [
+            Result(
+                "state dir",
+                FAIL,
+                f"{path}: {d['error']}",
+                f"sudo install -d -m 0700 -o {SERVICE_USER} {path}",
+            )
+        ]
     problems = []
     if d["mode"] & 0o077:
         problems.append(f"mode {d['mode']:04o} (others can read patient data)")
     if d.get("owner") not in (f.user, SERVICE_USER):
         problems.append(f"owned by {d.get('owner')}")
     if problems:
-        return [Result("state dir", FAIL, f"{path}: {', '.join(problems)}",
-                       f"sudo chown {SERVICE_USER} {path} && sudo chmod 700 {path}")]
+        return [
+            Result(
+                "state dir",
+                FAIL,
+                f"{path}: {', '.join(problems)}",
+                f"sudo chown {SERVICE_USER} {path} && sudo chmod 700 {path}",
+            )
+        ]
     return [Result("state dir", OK, f"{path} private ({d['mode']:04o}, {d.get('owner')})")]
 
 
 def check_unit(f: Facts) -> list[Result]:
     u = f.unit
-    fix = ("sudo cp systemd/ecg-gateway.service /etc/systemd/system/ && sudo systemctl "
-           "daemon-reload && sudo systemctl enable --now ecg-gateway")
+    fix = (
+        "sudo cp systemd/ecg-gateway.service /etc/systemd/system/ && sudo systemctl "
+        "daemon-reload && sudo systemctl enable --now ecg-gateway"
+    )
     if "error" in u:
         return [Result("systemd unit", FAIL, u["error"], fix)]
     if not u.get("installed"):
         return [Result("systemd unit", FAIL, f"{UNIT} is not installed", fix)]
     if not u.get("enabled"):
-        return [Result("systemd unit", FAIL, f"{UNIT} is not enabled",
-                       "sudo systemctl enable --now ecg-gateway")]
+        return [
+            Result(
+                "systemd unit",
+                FAIL,
+                f"{UNIT} is not enabled",
+                "sudo systemctl enable --now ecg-gateway",
+            )
+        ]
     return [Result("systemd unit", OK, f"{UNIT} installed and enabled")]
 
 
+def check_start(f: Facts) -> list[Result]:
+    """What ``ecg-gateway run`` checks before it starts (gateway/preflight.py): a FAIL here
+    is a service that refuses to start (exit 78)."""
+    if not f.preflight:
+        return [Result("start checks", OK, "credentials, state dir and ports as `run` needs")]
+    return [
+        Result(
+            "start checks",
+            FAIL if p.fatal else WARN,
+            f"{p.where}: {p.text}",
+            "see `ecg-gateway config check` (as the service user: with sudo)",
+        )
+        for p in f.preflight
+    ]
+
+
 CHECKS: list[Callable[[Facts], list[Result]]] = [
-    check_bluez, check_groups, check_devices, check_broker, check_certificate, check_clock,
-    check_disk, check_outbox, check_state_dir, check_unit,
+    check_start,
+    check_bluez,
+    check_groups,
+    check_devices,
+    check_broker,
+    check_certificate,
+    check_clock,
+    check_disk,
+    check_outbox,
+    check_state_dir,
+    check_unit,
 ]
 
 
@@ -256,7 +417,8 @@ def _user_and_groups() -> tuple[str, set[str]]:
             pass
     name = pwd.getpwuid(os.geteuid()).pw_name
     return name, {grp.getgrgid(g).gr_name for g in os.getgroups()} | (
-        {"bluetooth", "dialout"} if os.geteuid() == 0 else set())
+        {"bluetooth", "dialout"} if os.geteuid() == 0 else set()
+    )
 
 
 async def _bluez(adapter: str) -> dict[str, Any]:
@@ -273,7 +435,8 @@ async def _bluez(adapter: str) -> dict[str, Any]:
             path = f"/org/bluez/{adapter}"
             node = await bus.introspect("org.bluez", path)
             props = bus.get_proxy_object("org.bluez", path, node).get_interface(
-                "org.freedesktop.DBus.Properties")
+                "org.freedesktop.DBus.Properties"
+            )
             powered = await props.call_get("org.bluez.Adapter1", "Powered")  # type: ignore[attr-defined]
             return {"powered": bool(powered.value)}
     except Exception as exc:
@@ -329,8 +492,9 @@ def _unit() -> dict[str, Any]:
     if shutil.which("systemctl") is None:
         return {"error": "systemctl not found (not a systemd system?)"}
     try:
-        out = subprocess.run(["systemctl", "is-enabled", UNIT], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["systemctl", "is-enabled", UNIT], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return {"error": str(exc)}
     state = out.stdout.strip()
@@ -339,16 +503,16 @@ def _unit() -> dict[str, Any]:
     return {"installed": state not in ("", "not-found"), "enabled": state == "enabled"}
 
 
-async def gather(cfg: GatewayConfig, *, ble_backend: Any = None,
-                 scan_s: float = 4.0) -> Facts:
+async def gather(cfg: GatewayConfig, *, ble_backend: Any = None, scan_s: float = 4.0) -> Facts:
     """Collect every fact (a few seconds: the BLE scan and the broker)."""
     from gateway.provision_mqtt import probe_broker
 
     f = Facts(cfg)
     f.user, f.groups = _user_and_groups()
     ble = [d for d in cfg.devices if d.kind != "cart_serial"]
-    f.bluez = {"powered": True} if ble_backend is not None else await _bluez(
-        cfg.gateway.ble_adapter)
+    f.bluez = (
+        {"powered": True} if ble_backend is not None else await _bluez(cfg.gateway.ble_adapter)
+    )
     if ble and "error" not in f.bluez and f.bluez.get("powered"):
         from gateway.provision_scan import scan_patches
 
@@ -361,11 +525,18 @@ async def gather(cfg: GatewayConfig, *, ble_backend: Any = None,
     f.broker = await probe_broker(cfg)
     _files(cfg, f)
     f.unit = _unit()
+    f.preflight = preflight(cfg)
     return f
 
 
-async def doctor(cfg: GatewayConfig, *, as_json: bool = False, ble_backend: Any = None,
-                 scan_s: float = 4.0, echo: Callable[[str], None] = print) -> int:
+async def doctor(
+    cfg: GatewayConfig,
+    *,
+    as_json: bool = False,
+    ble_backend: Any = None,
+    scan_s: float = 4.0,
+    echo: Callable[[str], None] = print,
+) -> int:
     """Gather, check, print; the exit status (1 when any check FAILs)."""
     results = run_checks(await gather(cfg, ble_backend=ble_backend, scan_s=scan_s))
     echo(render(results, as_json))

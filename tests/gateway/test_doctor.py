@@ -16,6 +16,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.doctor import FAIL, OK, WARN, Facts, doctor, gather, render, run_checks
+from gateway.preflight import Problem
 
 ROOT = Path(__file__).resolve().parents[2]
 PATCH = "E0:00:00:00:00:01"
@@ -43,7 +44,7 @@ def _good(tmp: Path) -> Facts:
 def test_all_ok_on_good_facts(tmp_path: Path) -> None:
     results = run_checks(_good(tmp_path))
     assert {r.status for r in results} == {OK}, render(results)
-    assert len(results) == 11  # one line per device
+    assert len(results) == 12  # one line per device
 
 
 BROKEN = {  # check name -> a way to break it, and the status it must give
@@ -72,6 +73,10 @@ BROKEN = {  # check name -> a way to break it, and the status it must give
     "unit missing": ({"unit": {"installed": False}}, "systemd unit", FAIL),
     "unit disabled": ({"unit": {"installed": True, "enabled": False}}, "systemd unit", FAIL),
     "no systemd": ({"unit": {"error": "systemctl not found"}}, "systemd unit", FAIL),
+    "run would refuse": ({"preflight": [Problem("mqtt.password_file", "readable by others")]},
+                         "start checks", FAIL),
+    "run would warn": ({"preflight": [Problem("devices.1.port", "missing", fatal=False)]},
+                       "start checks", WARN),
 }
 
 
