@@ -20,6 +20,7 @@ from center.studies.store import record_signal
 __all__ = [
     "StudyAnalysis",
     "current_records",
+    "current_versions",
     "get_study",
     "list_studies",
     "record_versions",
@@ -33,8 +34,8 @@ class NotFound(LookupError):
     """No such study."""
 
 
-def _current(study_pk: int | None = None) -> sa.Select:
-    """Newest verified version of each record (of one study, or of all)."""
+def current_versions(study_pk: int | None = None) -> sa.Select:
+    """Newest verified version of each record (of one study, or of all): the query."""
     r = t.study_records.c
     newest = (
         sa.select(r.gateway, r.device, r.name, sa.func.max(r.version).label("v"))
@@ -56,12 +57,12 @@ def _current(study_pk: int | None = None) -> sa.Select:
 
 def current_records(conn: sa.Connection, study_pk: int) -> list[sa.Row]:
     """The study's records (current versions), in time order."""
-    return list(conn.execute(_current(study_pk)).all())
+    return list(conn.execute(current_versions(study_pk)).all())
 
 
 def _progress(conn: sa.Connection) -> dict[int, dict[str, float]]:
     """Per study: records, hours recorded, analysed and analysable seconds."""
-    cur = _current().subquery()
+    cur = current_versions().subquery()
     a = t.record_analysis.c
     rows = conn.execute(
         sa.select(
