@@ -24,6 +24,7 @@ __all__ = [
     "get_study",
     "list_studies",
     "record_versions",
+    "service_band",
     "study_analysis",
     "study_signal",
     "update_study",
@@ -87,9 +88,29 @@ def _progress(conn: sa.Connection) -> dict[int, dict[str, float]]:
     }
 
 
+_BANDS = (
+    (2.0, "48 hours or less (not more than 48 hours)"),
+    (7.0, "more than 48 hours, up to 7 days"),
+    (15.0, "more than 7 days, up to 15 days"),
+)
+
+
+def service_band(wear_s: float) -> str:
+    """The recording-duration band of long-term patch monitoring, as a fact."""
+    days = wear_s / 86400.0
+    return next((label for top, label in _BANDS if days <= top), "more than 15 days")
+
+
+def days_left_in_band(wear_s: float) -> float | None:
+    """Days until the end of the duration band the wear time is in (None past 15 days)."""
+    days = wear_s / 86400.0
+    return next((round(top - days, 2) for top, _ in _BANDS if days <= top), None)
+
+
 def _study_json(row: sa.Row, progress: dict[str, float] | None) -> dict[str, Any]:
     p = progress or {"records": 0, "recorded_s": 0.0, "analysed_s": 0.0, "analysable_s": 0.0}
     share = p["analysable_s"] / p["analysed_s"] if p["analysed_s"] else None
+    wear_s = (row.ended_at or row.last_end_at) - row.started_at
     return {
         "study_id": row.study_id,
         "gateway": row.gateway,
@@ -98,7 +119,9 @@ def _study_json(row: sa.Row, progress: dict[str, float] | None) -> dict[str, Any
         "started_at": row.started_at,
         "last_end_at": row.last_end_at,
         "ended_at": row.ended_at,
-        "wear_s": (row.ended_at or row.last_end_at) - row.started_at,
+        "wear_s": wear_s,
+        "duration_band": service_band(wear_s),
+        "days_left_in_band": days_left_in_band(wear_s),
         "fs": row.fs,
         "leads": row.leads.split(),
         "records": int(p["records"]),
@@ -228,6 +251,10 @@ def study_analysis(conn: sa.Connection, study_pk: int) -> StudyAnalysis:
 
 
 def _segments(conn: sa.Connection, r: sa.Row, off: int) -> list[tuple[int, int]]:
+    """The record's recorded stretches on the study's axis; its signal is read only when
+    it has missing samples (a whole record is one stretch)."""
+    if not r.missing:
+        return [(off, off + int(r.samples))]
     x = record_signal(conn, r.id, r.n_sig)
     ok = ~(x == NO_SAMPLE).all(axis=1)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.view(np.int8), [0]])))
