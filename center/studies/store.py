@@ -10,7 +10,9 @@
   publishes it). A version that fails verification loses its chunks (the gateway sends it
   again when no confirmation comes).
 - A chunk of a version already verified (the gateway did not hear the confirmation) has
-  the confirmation sent again when it is the version's last chunk.
+  the confirmation sent again when it is the version's last chunk, if it carries the
+  verified SHA-256: a confirmation is only ever of content verified here. A version number
+  still receiving that arrives with another SHA-256 starts over with that content.
 - A version that never completes because the gateway moved on to a newer one (the record
   changed while it was being sent) is **given up** by :func:`abandon_superseded` once the
   newer version began arriving long enough ago: its chunks are deleted and its state is
@@ -64,6 +66,7 @@ class ChunkResult:
         self.verified = 0
         self.failed = 0
         self.confirmations = 0
+        self.conflicts = 0  # chunks of a version number held with other content
 
 
 def _insert(conn: sa.Connection, table: sa.Table):  # type: ignore[no-untyped-def]
@@ -79,6 +82,23 @@ def store_chunks(conn: sa.Connection, chunks: Iterable[RecordChunk], now: float)
         if rec.state == "abandoned":  # a late chunk of a version given up: not kept
             res.duplicates += 1
             continue
+        if rec.sha256 != c.sha256 and rec.state == "verified":
+            # other content under a version number verified with this one: never confirm
+            # what was not verified (the gateway keeps resending; its log says why)
+            res.conflicts += 1
+            if c.index == c.chunks - 1:
+                log.error("record %s/%s/%s version %d arrived with another SHA-256 than the "
+                          "one verified; not confirmed", c.gateway, c.device, c.name,
+                          c.version)  # fmt: skip
+            continue
+        if rec.sha256 != c.sha256:
+            # this version number begun again with other content: what is held of the
+            # first content can never complete
+            conn.execute(t.record_chunks.delete().where(t.record_chunks.c.record == rec.id))
+            conn.execute(t.study_records.update().where(t.study_records.c.id == rec.id)
+                         .values(sha256=c.sha256, size=c.size, header=c.header,
+                                 chunks=c.chunks, state="receiving"))  # fmt: skip
+            rec = _record_row(conn, c, now)
         if rec.state == "verified":
             res.duplicates += 1
             if c.index == c.chunks - 1:

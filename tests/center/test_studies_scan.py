@@ -5,6 +5,8 @@ that a newer one superseded are given up after a while, counted, never the newes
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import sqlalchemy as sa
 
@@ -105,3 +107,24 @@ def test_incomplete_superseded_versions_are_given_up_after_a_while_never_the_new
     assert res.duplicates == 1 and states(engine)[(name, 1)] == ("abandoned", 0)
     ingest(engine, v2[3:], now=T0 + 2 * HOUR)  # the gateway back: version 2 completes
     assert states(engine)[(name, 2)] == ("verified", len(v2))
+
+
+def test_a_version_number_with_other_content_is_never_confirmed_as_verified(engine) -> None:
+    from tests.center.test_studies import acks
+
+    n = int(60 * FS)
+    name, hea, dat = record(0, n, hole=(0, 5000))
+    _, hea2, dat2 = record(0, n)
+    ingest(engine, chunk_messages(name, hea, dat, size=6000), now=T0)
+    assert len(acks(engine)) == 1  # version 1 verified and confirmed
+    other = chunk_messages(name, hea2, dat2, size=6000)  # the same number, other content
+    res = ingest(engine, other, now=T0 + 10)
+    assert res.stored == 0 and len(acks(engine)) == 1  # not stored, not confirmed
+    assert states(engine)[(name, 1)] == ("verified", len(other))
+    # a version still receiving that starts over with other content takes that content
+    n2, h2, d2 = record(n, n, hole=(0, 100))
+    _, h3, d3 = record(n, n)
+    ingest(engine, chunk_messages(n2, h2, d2, size=6000)[:2], now=T0 + 20)
+    ingest(engine, chunk_messages(n2, h3, d3, size=6000), now=T0 + 30)
+    (confirmation,) = [a for a in acks(engine) if a["record"] == n2]
+    assert confirmation["sha256"] == hashlib.sha256(h3.encode() + d3).hexdigest()
