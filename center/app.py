@@ -77,7 +77,9 @@ class Center:
         self.acks = AckSender(self.engine, self.link)
         from center.studies.scan import StudyScanner
 
-        self.scanner = StudyScanner(self.engine)
+        studies = self.config.studies
+        self.scanner = StudyScanner(self.engine, abandon_after_s=studies.abandon_after_s,
+                                    housekeeping_s=studies.housekeeping_s)
         self.scanner.start()
         self.ingest.start()
         self.acks.start()

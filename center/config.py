@@ -24,6 +24,7 @@ __all__ = [
     "EscalationConfig",
     "IngestConfig",
     "MqttConfig",
+    "StudiesConfig",
     "WebConfig",
     "load_config",
     "parse_config",
@@ -138,6 +139,20 @@ class IngestConfig(_Model):
     )
 
 
+class StudiesConfig(_Model):
+    """Long-term studies at the center (issue #13): full-disclosure housekeeping."""
+
+    abandon_after_s: Annotated[float, Field(gt=0)] = Field(
+        6 * 3600.0,
+        description="A version of a record left incomplete is given up (its chunks deleted, "
+        "state 'abandoned') this long after a newer version of the record began to "
+        "arrive, seconds. The newest version of a record is never given up.",
+    )
+    housekeeping_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        300.0, description="How often the scanner looks for versions to give up, seconds."
+    )
+
+
 class EscalationConfig(_Model):
     """When an unacknowledged item becomes an escalation."""
 
@@ -229,6 +244,7 @@ class CenterConfig(_Model):
     db: DbConfig = DbConfig()
     web: WebConfig = WebConfig()
     ingest: IngestConfig = IngestConfig()
+    studies: StudiesConfig = StudiesConfig()
     escalation: EscalationConfig = EscalationConfig()
     auth: AuthConfig = AuthConfig()
     enroll: EnrollConfig = EnrollConfig()

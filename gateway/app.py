@@ -90,11 +90,12 @@ def make_driver(
     adapter: BleAdapter,
     resume: StreamPosition | None = None,
     time_scale: float = 1.0,
+    clock: Callable[[], float] = time.time,
 ) -> Driver:
     """The driver for one configured device, going on from ``resume`` (where its stream
     stood when the gateway last ran). Drivers import nothing of the gateway.
     ``time_scale``: how much faster than real time a simulated BLE device runs (1 for real
-    devices)."""
+    devices); ``clock``: UTC now for a BLE device's clock tracking (the gateway's)."""
     if isinstance(dev, PolarPmdDevice | PatchDevice):
         from drivers.ble_driver import ble_driver
         from drivers.patch_session import PatchSettings
@@ -113,7 +114,9 @@ def make_driver(
             if isinstance(dev, PolarPmdDevice)
             else PatchSettings(**common)
         )
-        return ble_driver(settings, sink, resume=resume, backend=ble_backend, adapter=adapter)
+        return ble_driver(
+            settings, sink, resume=resume, backend=ble_backend, adapter=adapter, clock=clock
+        )
     from drivers.cart_driver import CartDriver, CartSettings
 
     cart = CartSettings(dev.id, dev.port, dev.baudrate, dev.silence_timeout_s)
@@ -300,6 +303,7 @@ class Gateway(_DeviceLifecycle):
                 adapter=self.ble_adapter,
                 resume=position,
                 time_scale=self._time_scale,
+                clock=self.clock,
             )
             self.restarts[dev.id] = 0
 

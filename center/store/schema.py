@@ -256,6 +256,8 @@ study_records = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False, comment=".dat bytes"),
     sa.Column("header", sa.Text, nullable=False, comment="the .hea text"),
     sa.Column("chunks", sa.Integer, nullable=False),
+    # also "abandoned" (center/studies/store.py abandon_superseded): the comment is the one
+    # migration 0004 made, kept so that the schema and the migrations compare equal
     sa.Column("state", sa.String(16), nullable=False, comment="receiving | verified | failed"),
     sa.Column("fs", sa.Double, nullable=True),
     sa.Column("n_sig", sa.Integer, nullable=True),
@@ -293,6 +295,8 @@ record_analysis = sa.Table(
     sa.Column("recorded_s", sa.Double, nullable=False),
     sa.Column("analysable_s", sa.Double, nullable=False),
     sa.Column("analysed_at", Time, nullable=False),
+    sa.Column("lead_in", Id, nullable=True,
+              comment="study_records.id of the preceding record's version run first"),
 )
 
 # --- fleet provisioning and operations (issue #14, migration 0005) ---------------------------
