@@ -23,7 +23,8 @@ from center.acks import AckSender
 from center.auth import AuthError, add_user
 from center.config import CenterConfig, parse_config
 from center.ingest import IngestWorker
-from center.mqtt_link import MqttLink
+from center.mqtt_link import Incoming, MqttLink
+from center.pong import PongResponder, ping_gateway
 from center.store import queue as q
 from center.store.db import open_engine, upgrade, writer
 from center.store.ingest_writer import BatchResult
@@ -71,11 +72,14 @@ class Center:
             self._tasks.append(asyncio.create_task(self.hub.run(), name="center-changes"))
         self.ingest = IngestWorker(self.engine, self._ack, self.config.ingest,
                                    self.config.mqtt.topic_prefix, on_batch=self._on_batch)
-        self.link = MqttLink(self.config.mqtt, self.ingest.put, self._on_puback)
+        self.pong = PongResponder(self.config.mqtt.topic_prefix, self.config.mqtt.client_id)
+        self.link = MqttLink(self.config.mqtt, self._on_message, self._on_puback)
         self.acks = AckSender(self.engine, self.link)
         from center.studies.scan import StudyScanner
 
-        self.scanner = StudyScanner(self.engine)
+        studies = self.config.studies
+        self.scanner = StudyScanner(self.engine, abandon_after_s=studies.abandon_after_s,
+                                    housekeeping_s=studies.housekeeping_s)
         self.scanner.start()
         self.ingest.start()
         self.acks.start()
@@ -121,6 +125,30 @@ class Center:
             self.ack_sent_wake()
         if res.verified and self.scanner is not None:
             self.scanner.wake()
+
+    # --- test transmissions of provisioning (issue #14) ---------------------------------
+    def _on_message(self, msg: Incoming) -> None:
+        """From paho's thread: a gateway's ping to the pong responder (on the event loop),
+        everything else to the ingest."""
+        prefix = self.config.mqtt.topic_prefix
+        if ping_gateway(msg.topic, prefix) is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._answer_ping, msg)
+            return
+        assert self.ingest is not None
+        self.ingest.put(msg)
+
+    def _answer_ping(self, msg: Incoming) -> None:
+        """Answer on ``{gw}/pong`` (QoS 0: no PUBACK to mix with the ack sender's), then
+        acknowledge the ping."""
+        link = self.link
+        if link is None:
+            return
+        out = self.pong(msg.topic, msg.payload, time.time())
+        if out is not None:
+            link.client.publish(out[0], out[1], qos=0)
+        link.ack(msg.generation, msg.mid, msg.qos)
+
+    # --- end of issue #14 ---------------------------------------------------------------
 
     def ack_sent_wake(self) -> None:
         """An acknowledgement was committed: send it to the gateway now."""

@@ -60,7 +60,75 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("config", help="configuration").add_subparsers(dest="cfg_command",
                                                                          required=True)
     check.add_parser("check", help="validate a configuration file").add_argument("file", type=Path)
+    _fleet_parsers(sub)
     return ap
+
+
+# --- fleet provisioning (issue #14): ca init / ca issue / enroll-token -----------------------
+
+
+def _fleet_parsers(sub: argparse._SubParsersAction) -> None:
+    ca = sub.add_parser("ca", help="the private CA that signs gateway, broker and center "
+                        "certificates").add_subparsers(dest="ca_command", required=True)
+    init = ca.add_parser("init", help="create the CA (ca.pem, ca.key 0600)")
+    init.add_argument("--dir", type=Path, required=True, help="e.g. /etc/ecg-center/ca")
+    init.add_argument("--name", default="ECG monitoring CA", help="the CA's CN")
+    init.add_argument("--days", type=float, default=3650.0, help="validity (default 3650)")
+    issue = ca.add_parser("issue", help="a key and certificate made here: the broker's "
+                          "(--server) or the center's own MQTT client certificate")
+    issue.add_argument("cn", help="CN: the broker's host name, or the center's MQTT user")
+    issue.add_argument("--dir", type=Path, required=True, help="the CA directory")
+    issue.add_argument("--out", type=Path, required=True, help="where <cn>.pem/.key go")
+    issue.add_argument("--server", action="store_true", help="serverAuth (the broker)")
+    issue.add_argument("--san", action="append", default=[], help="DNS name or IP (repeat)")
+    issue.add_argument("--days", type=float, default=825.0)
+    tok = sub.add_parser("enroll-token", help="a one-time enrollment token for one gateway id")
+    _common(tok)
+    tok.add_argument("--gateway", required=True, help="the gateway id (its certificate's CN)")
+    tok.add_argument("--ttl", type=float, help="validity, s (default [enroll] token_ttl_s)")
+    tok.add_argument("--json", action="store_true", help="print JSON (scripts)")
+
+
+def _ca(args: argparse.Namespace) -> int:
+    from center.ca import CaError, init_ca, issue_pair, load_ca
+
+    try:
+        if args.ca_command == "init":
+            ca = init_ca(args.dir, name=args.name, days=args.days)
+            print(f"CA created in {args.dir}: ca.pem (give it to the broker and gateways), "
+                  f"ca.key (0600, keep it here), valid to {ca.cert.not_valid_after_utc:%Y-%m-%d}")
+            return 0
+        cert, key = issue_pair(load_ca(args.dir), args.cn, args.out, server=args.server,
+                               sans=args.san or None, days=args.days)
+    except CaError as exc:
+        print(f"ecg-center: {exc}", file=sys.stderr)
+        return 1
+    print(f"issued {cert} and {key} (0600)")
+    return 0
+
+
+def _enroll_token(cfg: CenterConfig, args: argparse.Namespace) -> int:
+    import json
+
+    from center.enroll import issue_token
+    from center.store.db import open_engine, upgrade, writer
+    from center.timefmt import iso
+
+    engine = open_engine(cfg.db.url)
+    upgrade(engine)
+    ttl = args.ttl if args.ttl is not None else cfg.enroll.token_ttl_s
+    try:
+        with writer(engine) as conn:
+            token, expires = issue_token(conn, args.gateway, ttl_s=ttl, now=time.time())
+    except ValueError as exc:
+        print(f"ecg-center: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"gateway": args.gateway, "token": token, "expires_at": iso(expires)}))
+    else:
+        print(f"enrollment token for gateway {args.gateway} (one use, valid until "
+              f"{iso(expires)}):\n{token}")
+    return 0
 
 
 def _config(args: argparse.Namespace) -> CenterConfig:
@@ -77,7 +145,7 @@ def _config(args: argparse.Namespace) -> CenterConfig:
         overrides.setdefault("mqtt", {})["share_group"] = args.share_group
     if getattr(args, "listen", None):
         overrides.setdefault("web", {})["listen"] = args.listen
-    return load_config(args.config, overrides)
+    return load_config(getattr(args, "config", None), overrides)
 
 
 async def _serve(cfg: CenterConfig, web: bool) -> int:
@@ -169,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=cfg.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.command == "ca":
+        return _ca(args)
+    if args.command == "enroll-token":
+        return _enroll_token(cfg, args)
     if args.command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_serve(cfg, web=not args.no_web))

@@ -20,9 +20,11 @@ __all__ = [
     "CenterConfig",
     "ConfigError",
     "DbConfig",
+    "EnrollConfig",
     "EscalationConfig",
     "IngestConfig",
     "MqttConfig",
+    "StudiesConfig",
     "WebConfig",
     "load_config",
     "parse_config",
@@ -137,6 +139,20 @@ class IngestConfig(_Model):
     )
 
 
+class StudiesConfig(_Model):
+    """Long-term studies at the center (issue #13): full-disclosure housekeeping."""
+
+    abandon_after_s: Annotated[float, Field(gt=0)] = Field(
+        6 * 3600.0,
+        description="A version of a record left incomplete is given up (its chunks deleted, "
+        "state 'abandoned') this long after a newer version of the record began to "
+        "arrive, seconds. The newest version of a record is never given up.",
+    )
+    housekeeping_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        300.0, description="How often the scanner looks for versions to give up, seconds."
+    )
+
+
 class EscalationConfig(_Model):
     """When an unacknowledged item becomes an escalation."""
 
@@ -202,6 +218,25 @@ class WebConfig(_Model):
         return int(self.listen.rpartition(":")[2])
 
 
+class EnrollConfig(_Model):
+    """Enrollment of gateways and their certificates (issue #14, docs/provisioning.md)."""
+
+    ca_dir: Path | None = Field(
+        None, description="Directory of the CA (ca.pem, ca.key 0600) made by 'ecg-center ca "
+        "init'; unset: POST /api/enroll answers 503.")
+    cert_days: Annotated[float, Field(gt=0, le=825)] = Field(
+        180.0, description="Validity of a gateway certificate, days (renewed before it ends).")
+    token_ttl_s: Annotated[float, Field(gt=0, le=30 * 86400)] = Field(
+        86400.0, description="How long an enrollment token from 'enroll-token' stays valid, s.")
+    broker_url: str | None = Field(
+        None, description="The broker URL gateways use (mqtts://host:8883), given to them at "
+        "enrollment; unset: the engineer types it.")
+    warn_cert_days: Annotated[float, Field(ge=0)] = Field(
+        21.0, description="The fleet view warns when a certificate has fewer days left.")
+    warn_battery_pct: Annotated[float, Field(ge=0, le=100)] = Field(
+        20.0, description="The fleet view warns when a patch battery is at or below this, %.")
+
+
 class CenterConfig(_Model):
     """The whole configuration file."""
 
@@ -209,8 +244,10 @@ class CenterConfig(_Model):
     db: DbConfig = DbConfig()
     web: WebConfig = WebConfig()
     ingest: IngestConfig = IngestConfig()
+    studies: StudiesConfig = StudiesConfig()
     escalation: EscalationConfig = EscalationConfig()
     auth: AuthConfig = AuthConfig()
+    enroll: EnrollConfig = EnrollConfig()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

@@ -105,6 +105,8 @@ class Status:
     outbox_pending: int | None
     devices: dict[str, Any]
     transmission: dict[str, Any] | None
+    health: dict[str, Any] | None = None
+    """Host facts (disk, CPU, clock, certificate, versions; issue #14)."""
 
 
 def classify(topic: str, prefix: str) -> tuple[str, str | None, str]:
@@ -293,6 +295,9 @@ def _status(gateway: str, body: dict) -> Status:
     if transmission is not None and not isinstance(transmission, dict):
         raise Reject("status transmission is not an object")
     pending = _num((transmission or {}).get("outbox_pending"), "outbox_pending", 0, _MAX_INT32)
+    health = body.get("health")
+    if health is not None and not isinstance(health, dict):
+        raise Reject("status health is not an object")
     version = body.get("version")
     return Status(
         gateway=gateway,
@@ -302,6 +307,7 @@ def _status(gateway: str, body: dict) -> Status:
         outbox_pending=None if pending is None else int(pending),
         devices=devices,
         transmission=transmission,
+        health=health,
     )
 
 

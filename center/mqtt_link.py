@@ -104,7 +104,10 @@ class MqttLink:
         shared = "$share/" + g + "/" if g else ""
         opts = SubscribeOptions(qos=1)
         kinds = ("event", "strip", "study", "record")  # record: full disclosure (#13)
-        return [(f"{shared}{p}/+/+/{kind}", opts) for kind in kinds] + [(f"{p}/+/status", opts)]
+        return [(f"{shared}{p}/+/+/{kind}", opts) for kind in kinds] + [
+            (f"{p}/+/status", opts),
+            (f"{shared}{p}/+/ping", opts),  # provisioning's test transmission (issue #14)
+        ]
 
     def start(self) -> None:
         """Connect in the background (paho's thread); reconnects by itself."""

@@ -10,11 +10,14 @@ acknowledged is visible on the gateway side too. Pure and bounded.
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Ack", "AckLedger", "parse_ack"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Ack", "AckLedger", "parse_ack", "receive_ack"]
 
 ACK_SCHEMA = "ecg-center/ack/v1"
 _KEPT = 1000
@@ -80,3 +83,22 @@ class AckLedger:
         ]
         self.recent = []
         return out
+
+
+def receive_ack(ledger: AckLedger | None, topic: str, payload: bytes) -> None:
+    """An ack message on ``topic`` into the device's ``ledger`` (None: not one of ours);
+    a malformed one is logged and ignored."""
+    try:
+        ack = parse_ack(payload)
+    except ValueError as exc:
+        log.warning("ignored a bad ack on %s: %s", topic, exc)
+        return
+    if ledger is not None:
+        ledger.received(ack)
+        log.info(
+            "%s: %s %s acknowledged by %s",
+            topic.split("/")[-2],
+            ack.kind,
+            ack.msg_id,
+            ack.acknowledged_by,
+        )

@@ -29,16 +29,20 @@ from core.backoff import backoff_s
 from core.events import StreamPosition
 from drivers import Driver
 from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
-from gateway.acks import parse_ack
+from gateway.acks import receive_ack
 from gateway.channel import DeviceChannel
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
 from gateway.continuity import ContinuityStore, missing_from_ledger, refine_with_recording
+from gateway.health import HostHealth, device_health
 from gateway.mqtt import Publisher, PublisherError
 from gateway.mqtt.codec import Publish
+from gateway.mqtt.tls_files import TlsFiles
 from gateway.outbox import Outbox
 from gateway.payloads import build_live_payload, build_strip_body, build_study_body, topic
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineOutput, PipelineSettings
 from gateway.recording import RecordingStore, fsync_all
+from gateway.remote_config import RemoteConfig, not_up
+from gateway.status import device_facts
 from gateway.systemd_notify import systemd_service
 from gateway.upload import UploadSettings
 from gateway.upload_io import Uploader
@@ -86,11 +90,12 @@ def make_driver(
     adapter: BleAdapter,
     resume: StreamPosition | None = None,
     time_scale: float = 1.0,
+    clock: Callable[[], float] = time.time,
 ) -> Driver:
     """The driver for one configured device, going on from ``resume`` (where its stream
     stood when the gateway last ran). Drivers import nothing of the gateway.
     ``time_scale``: how much faster than real time a simulated BLE device runs (1 for real
-    devices)."""
+    devices); ``clock``: UTC now for a BLE device's clock tracking (the gateway's)."""
     if isinstance(dev, PolarPmdDevice | PatchDevice):
         from drivers.ble_driver import ble_driver
         from drivers.patch_session import PatchSettings
@@ -109,14 +114,105 @@ def make_driver(
             if isinstance(dev, PolarPmdDevice)
             else PatchSettings(**common)
         )
-        return ble_driver(settings, sink, resume=resume, backend=ble_backend, adapter=adapter)
+        return ble_driver(
+            settings, sink, resume=resume, backend=ble_backend, adapter=adapter, clock=clock
+        )
     from drivers.cart_driver import CartDriver, CartSettings
 
     cart = CartSettings(dev.id, dev.port, dev.baudrate, dev.silence_timeout_s)
     return CartDriver(cart, sink, resume=resume)
 
 
-class Gateway:
+# --- full disclosure (issue #13) ---------------------------------------------------------------
+def make_uploader(
+    cfg: GatewayConfig, outbox: Outbox, clock: Callable[[], float]
+) -> Uploader | None:
+    """The record uploader, when recording and upload are both on."""
+    up = cfg.upload
+    if not (up.enabled and cfg.recording.enabled):
+        return None
+    settings = UploadSettings(up.chunk_kb * 1024, up.settle_s, up.quiet_s, up.resend_after_s)
+    return Uploader(
+        cfg.gateway.state_dir / "recordings",
+        cfg.gateway.state_dir / "upload.sqlite3",
+        outbox,
+        gateway_id=cfg.gateway.id,
+        topic_prefix=cfg.mqtt.topic_prefix,
+        settings=settings,
+        file_s=cfg.recording.file_s,
+        queued_chunks=up.queued_chunks,
+        scan_s=up.scan_s,
+        clock=clock,
+    )
+
+
+def upload_facts(
+    uploader: Uploader | None, dev_id: str, rec: RecordingStore | None
+) -> dict[str, Any] | None:
+    """The status's ``study`` block: hours recorded, records sent and confirmed."""
+    if uploader is None:
+        return None
+    alarm = rec.quota_alarm if rec is not None else None
+    return {**uploader.facts(dev_id), "quota_alarm": alarm}
+
+
+def record_limits(cfg: GatewayConfig) -> dict[str, KindLimit]:
+    """Records' share of the in-flight window and their byte-rate cap."""
+    up = cfg.upload
+    rate = up.rate_kb_s * 1000.0
+    bucket = TokenBucket(rate, burst=max(rate, 2 * up.chunk_kb * 1024)) if rate else None
+    return {"record": KindLimit(up.window_share, bucket)}
+
+
+async def _bounded(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for cancelled tasks, at most ``_STOP_TIMEOUT_S``: a driver stuck in a library
+    must not keep the gateway from stopping (or from swapping its devices)."""
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
+    for t in stuck:
+        log.error("%s did not stop within %g s; going on without it", t.get_name(), _STOP_TIMEOUT_S)
+
+
+class _DeviceLifecycle:
+    """Start, stop and swap a :class:`Gateway`'s devices (split out of ``_run_devices`` for
+    the remote configuration, issue #14: a new configuration stops the devices as at
+    shutdown — flushed, positions saved, study records out — and starts the new ones)."""
+
+    channels: dict[str, DeviceChannel]
+    drivers: dict[str, Driver]
+    restarts: dict[str, int]
+    cfg: GatewayConfig
+    _build_devices: Callable[[], None]  # the Gateway's (below)
+    _keep_running: Callable[[str, Driver], Awaitable[None]]
+    _save_positions: Callable[[], None]
+    _put_study: Callable[..., None]
+
+    def _start_devices(self) -> None:
+        self.channels, self.drivers, self.restarts = {}, {}, {}
+        self._build_devices()
+        self._device_tasks = [
+            asyncio.create_task(self._keep_running(d, drv), name=f"device:{d}")
+            for d, drv in self.drivers.items()
+        ]
+
+    async def _stop_devices(self, *, final: bool) -> None:
+        for t in self._device_tasks:
+            t.cancel()
+        await _bounded(self._device_tasks)
+        for ch in self.channels.values():
+            ch.flush()
+        self._save_positions()
+        self._put_study(final=final)
+
+    async def _reconfigure(self, cfg: GatewayConfig) -> None:
+        """Stop the devices as at shutdown (flushed, positions saved), start the new ones."""
+        await self._stop_devices(final=False)
+        self.cfg = cfg
+        self._start_devices()
+
+
+class Gateway(_DeviceLifecycle):
     """All devices of one configuration, their pipelines, the outbox and the publisher.
 
     Parameters
@@ -144,6 +240,7 @@ class Gateway:
         adapter_reset: Callable[[], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
         device_time_scale: float = 1.0,
+        remote_up_timeout_s: float = 60.0,
     ) -> None:
         self.cfg = cfg
         self._time_scale = device_time_scale
@@ -166,6 +263,7 @@ class Gateway:
         self.started = asyncio.Event()
         #: Messages left in the outbox when :meth:`run` returned (kept for the next start).
         self.outbox_pending_at_exit = 0
+        self.remote = RemoteConfig(cfg, up_timeout_s=remote_up_timeout_s, clock=clock)  # (#14)
 
     # --- parts -------------------------------------------------------------------------------
     def _topic(self, device_id: str, kind: str) -> str:
@@ -208,6 +306,7 @@ class Gateway:
                 adapter=self.ble_adapter,
                 resume=position,
                 time_scale=self._time_scale,
+                clock=self.clock,
             )
             self.restarts[dev.id] = 0
 
@@ -246,18 +345,8 @@ class Gateway:
 
     def _on_ack(self, packet: Publish) -> None:
         """The center acknowledged a strip or event of one of our devices."""
-        device_id = packet.topic.split("/")[-2]
-        ch = self.channels.get(device_id)
-        try:
-            ack = parse_ack(packet.payload)
-        except ValueError as exc:
-            log.warning("ignored a bad ack on %s: %s", packet.topic, exc)
-            return
-        if ch is not None:
-            ch.acks.received(ack)
-            log.info(
-                "%s: %s %s acknowledged by %s", device_id, ack.kind, ack.msg_id, ack.acknowledged_by
-            )
+        ch = self.channels.get(packet.topic.split("/")[-2])
+        receive_ack(ch.acks if ch is not None else None, packet.topic, packet.payload)
 
     def _put_study(self, *, final: bool = False) -> None:
         """One study record per device into the outbox (one transaction)."""
@@ -287,30 +376,19 @@ class Gateway:
 
     def status_devices(self) -> dict[str, Any]:
         """Per-device facts for the retained status message."""
-        out: dict[str, Any] = {}
-        for dev_id, ch in self.channels.items():
-            rec = ch.recording
-            stats = ch.stats()
-            out[dev_id] = {
-                "samples": stats["samples"],
-                "gaps": stats["gaps"],
-                "gap_samples": stats["gap_samples"],
-                "heart_rate_bpm": ch.pipeline.heart_rate_bpm,
-                "recent_gaps": list(ch.gap_ledger)[-10:],
-                "recording": None
-                if rec is None
-                else {
-                    "samples_written": rec.samples_written,
-                    "records_created": rec.records_created,
-                    "records_deleted": rec.records_deleted,
-                    "errors": stats["recording_errors"],
-                },
-                "driver": {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
-                "acknowledgements": ch.acks.facts(self.clock()),
-                "channel": stats,
-                "study": self._upload_facts(dev_id, rec),
+        now = self.clock()
+        return {
+            dev_id: {
+                **device_health(ch.last_event, now),  # battery, contact, RSSI (#14)
+                **device_facts(
+                    ch,
+                    {**self.drivers[dev_id].stats(), "restarts": self.restarts[dev_id]},
+                    now,
+                    study=upload_facts(self.uploader, dev_id, ch.recording),
+                ),
             }
-        return out
+            for dev_id, ch in self.channels.items()
+        }
 
     # --- background work ------------------------------------------------------------------------
     async def _keep_running(self, dev_id: str, driver: Driver) -> None:
@@ -360,13 +438,13 @@ class Gateway:
     # --- lifetime -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop drivers, flush pipelines and drain the outbox."""
-        cfg = self.cfg
+        self.cfg = cfg = self.remote.effective()  # the center's applied configuration (#14)
         cfg.gateway.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.outbox = Outbox(
             cfg.gateway.state_dir / "outbox.sqlite3",
             max_bytes=int(cfg.gateway.outbox_max_mb * 1e6),
         )
-        self.uploader = self._make_uploader()
+        self.uploader = make_uploader(cfg, self.outbox, self.clock)
         try:
             async with Publisher(
                 cfg.mqtt,
@@ -374,11 +452,16 @@ class Gateway:
                 self.outbox,
                 status_devices=self.status_devices,
                 live_max_rate_hz=cfg.live.max_rate_hz,
-                limits=self._record_limits(),
+                limits=record_limits(cfg),
             ) as pub:
                 self.publisher = pub
                 prefix, gw = cfg.mqtt.topic_prefix, cfg.gateway.id
                 pub.subscribe(f"{prefix}/{gw}/+/ack", self._on_ack)
+                pub.subscribe(self.remote.topic, self.remote.on_publish)  # (issue #14)
+                pub.status.health = HostHealth.for_config(
+                    cfg, config_version=self.remote.status, clock=self.clock
+                ).facts
+                self.remote.notify = lambda: (pub.status.post("online"), pub.wake())
                 if self.uploader is not None:
                     pub.subscribe(self.uploader.ack_filter, self.uploader.on_message)
                     self.uploader.wake = pub.wake
@@ -396,48 +479,20 @@ class Gateway:
             if self.uploader is not None:
                 self.uploader.close()
 
-    # --- full disclosure (issue #13) -------------------------------------------------------
-    def _make_uploader(self) -> Uploader | None:
-        """The record uploader, when recording and upload are both on."""
-        cfg, up = self.cfg, self.cfg.upload
-        if not (up.enabled and cfg.recording.enabled) or self.outbox is None:
-            return None
-        settings = UploadSettings(up.chunk_kb * 1024, up.settle_s, up.quiet_s, up.resend_after_s)
-        return Uploader(
-            cfg.gateway.state_dir / "recordings",
-            cfg.gateway.state_dir / "upload.sqlite3",
-            self.outbox,
-            gateway_id=cfg.gateway.id,
-            topic_prefix=cfg.mqtt.topic_prefix,
-            settings=settings,
-            file_s=cfg.recording.file_s,
-            queued_chunks=up.queued_chunks,
-            scan_s=up.scan_s,
-            clock=self.clock,
-        )
-
-    def _upload_facts(self, dev_id: str, rec: RecordingStore | None) -> dict[str, Any] | None:
-        """The status's ``study`` block: hours recorded, records sent and confirmed."""
-        if self.uploader is None:
-            return None
-        alarm = rec.quota_alarm if rec is not None else None
-        return {**self.uploader.facts(dev_id), "quota_alarm": alarm}
-
-    def _record_limits(self) -> dict[str, KindLimit]:
-        """Records' share of the in-flight window and their byte-rate cap."""
-        up = self.cfg.upload
-        rate = up.rate_kb_s * 1000.0
-        bucket = TokenBucket(rate, burst=max(rate, 2 * up.chunk_kb * 1024)) if rate else None
-        return {"record": KindLimit(up.window_share, bucket)}
-
     async def _run_devices(self, stop: asyncio.Event) -> None:
-        self._build_devices()
+        self._start_devices()
         tasks = [
-            asyncio.create_task(self._keep_running(dev_id, drv), name=f"device:{dev_id}")
-            for dev_id, drv in self.drivers.items()
+            asyncio.create_task(self._study_loop(), name="study"),
+            asyncio.create_task(self._sync_loop(), name="recording-sync"),
+            asyncio.create_task(  # (issue #14) the center's configuration, applied or rolled back
+                self.remote.run(self._reconfigure, lambda: not_up(self.channels)),
+                name="remote-config",
+            ),
+            asyncio.create_task(  # (issue #14) a renewed certificate from the next connection on
+                TlsFiles(self.cfg.mqtt).watch(lambda: self.publisher and self.publisher.client),
+                name="tls-files",
+            ),
         ]
-        tasks.append(asyncio.create_task(self._study_loop(), name="study"))
-        tasks.append(asyncio.create_task(self._sync_loop(), name="recording-sync"))
         if self.uploader is not None:
             tasks.append(asyncio.create_task(self.uploader.run(), name="record-upload"))
         self.started.set()
@@ -452,18 +507,8 @@ class Gateway:
         finally:
             for t in tasks:
                 t.cancel()
-            # bounded: a driver stuck in a library must not keep the gateway from stopping
-            _, stuck = await asyncio.wait(tasks, timeout=_STOP_TIMEOUT_S)
-            for t in stuck:
-                log.error(
-                    "%s did not stop within %g s; going on without it",
-                    t.get_name(),
-                    _STOP_TIMEOUT_S,
-                )
-            for ch in self.channels.values():
-                ch.flush()
-            self._save_positions()
-            self._put_study(final=True)
+            await _bounded(tasks)
+            await self._stop_devices(final=True)
 
 
 async def run_gateway(cfg: GatewayConfig) -> int:

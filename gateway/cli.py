@@ -114,6 +114,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "record) instead of a synthetic ECG",
     )
     p.add_argument(
+        "--patch-record-from",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="start the replay this many seconds into the record (default 0)",
+    )
+    p.add_argument(
         "--speed",
         type=float,
         default=1.0,
@@ -171,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(sub)
     _add_recordings(sub)
     _add_config(sub)
+    _add_provision(sub)  # issue #14
+    _add_doctor(sub)  # issue #14
     return parser
 
 
@@ -313,12 +322,66 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         out_dir=args.out,
         hold=args.hold,
         record=args.patch_record,
+        record_from_s=args.patch_record_from,
         speed=args.speed,
     )
     try:
         return asyncio.run(demo)
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return 130
+
+
+# --- fleet provisioning (issue #14): provision, doctor ----------------------------------------
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check this gateway: Bluetooth, groups, devices, broker, certificate, clock, disk",
+        description="Runs every check a field engineer needs (BlueZ and the adapter, the "
+        "bluetooth/dialout groups, each configured device seen, the broker and TLS, the "
+        "certificate's days left, clock sync, disk against the quotas, outbox backlog, state "
+        "directory permissions, the systemd unit) and prints OK / WARN / FAIL with one line "
+        "on how to fix each. Exits 1 on any FAIL.",
+    )
+    p.add_argument("--config", "-c", type=Path, required=True, help="the gateway's TOML file")
+    p.add_argument("--json", action="store_true", help="results as JSON (scripts)")
+    p.add_argument("--scan-seconds", type=float, default=4.0, help="BLE scan length (4 s)")
+    p.set_defaults(func=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.doctor import doctor
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(doctor(cfg, as_json=args.json, scan_s=args.scan_seconds))
+
+
+def _add_provision(sub: argparse._SubParsersAction) -> None:
+    from gateway.provision import add_arguments
+
+    p = sub.add_parser(
+        "provision",
+        help="turn this Pi into an enrolled, paired, verified gateway (guided)",
+        description="Asks (or takes from flags with --non-interactive) the gateway id, the "
+        "center's URL and a one-time enrollment token; makes this gateway's key and has the "
+        "center sign it; scans for patches and serial carts to pair; writes the configuration "
+        "(validated, atomically); sends a test transmission to the center and back; prints a "
+        "summary to read to the patient. --renew renews the certificate instead.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=_cmd_provision)
+
+
+def _cmd_provision(args: argparse.Namespace) -> int:
+    from gateway.provision import run_provision
+
+    return asyncio.run(run_provision(args))
 
 
 def main(argv: list[str] | None = None) -> int:

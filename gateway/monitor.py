@@ -6,6 +6,12 @@ ECG with ``--live``), prints a line per message as it arrives — events stand o
 its JSON (``DIR/<device>/<kind>-<seq>.png``). Duplicates (at-least-once
 delivery) are recognised by ``msg_id`` and skipped; holes in ``seq`` are
 reported. Garbage payloads are counted and reported, never fatal.
+
+With ``--client-id ID`` the monitor keeps a persistent session on the broker (clean start
+off, ``--session-expiry`` seconds, default a day): strips and events published while it
+was away are delivered when it comes back under the same id. Without it the session is
+clean and what is published while it is away is not seen (the monitoring center,
+``ecg-center``, is what keeps every event).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gateway.consumer import MessageTracker
 from gateway.payloads import (
@@ -59,6 +67,10 @@ class Monitor:
         Also subscribe to live ECG (counted; a line every few seconds per device).
     echo
         Where lines go (``print`` by default); called from paho's network thread.
+    client_id
+        A stable id: a persistent session (see the module docstring); None: a clean one.
+    session_expiry_s
+        How long the broker keeps the persistent session while the monitor is away, s.
     """
 
     def __init__(
@@ -74,6 +86,8 @@ class Monitor:
         ca_file: Path | None = None,
         cert_file: Path | None = None,
         key_file: Path | None = None,
+        client_id: str | None = None,
+        session_expiry_s: int = 86_400,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -98,7 +112,11 @@ class Monitor:
         self._bad = 0
         self._seq_gaps = 0
         self._connect_error: str | None = None
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client_id = client_id
+        self.session_expiry_s = session_expiry_s if client_id else 0
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "", protocol=mqtt.MQTTv5
+        )
         if username:
             client.username_pw_set(username, password)
         if parts.scheme == "mqtts":
@@ -115,8 +133,16 @@ class Monitor:
     # --- lifetime ---------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> None:
         """Connect and subscribe; :class:`MonitorError` if that does not happen in time."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry_s
         try:
-            self.client.connect(self.host, self.port, keepalive=30)
+            self.client.connect(
+                self.host,
+                self.port,
+                keepalive=30,
+                clean_start=self.client_id is None,
+                properties=props,
+            )
         except OSError as exc:
             raise MonitorError(f"cannot reach the broker at {self.url}: {exc}") from exc
         self.client.loop_start()
@@ -358,6 +384,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="save strips here (PNG + JSON)")
     p.add_argument("--prefix", default="ecg/v1", help="topic prefix (default ecg/v1)")
     p.add_argument("--live", action="store_true", help="also follow live ECG")
+    p.add_argument(
+        "--client-id",
+        help="keep a persistent session under this id: what is published while the monitor "
+        "is away arrives when it comes back",
+    )
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        default=86_400,
+        metavar="S",
+        help="how long the broker keeps that session while away, s (default a day)",
+    )
     p.add_argument("--username")
     p.add_argument("--password-file", type=Path)
     p.add_argument("--ca-file", type=Path)
@@ -381,6 +419,8 @@ def run_monitor(args: argparse.Namespace) -> int:
             ca_file=args.ca_file,
             cert_file=args.cert_file,
             key_file=args.key_file,
+            client_id=args.client_id,
+            session_expiry_s=args.session_expiry,
         )
         mon.start()
     except MonitorError as exc:

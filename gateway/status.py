@@ -16,14 +16,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.units import iso_utc
 from gateway import __version__
 from gateway.outbox import Outbox
 from gateway.payloads import STATUS_SCHEMA, json_safe
 
-__all__ = ["StatusReporter", "build_status", "status_payload"]
+if TYPE_CHECKING:
+    from gateway.channel import DeviceChannel
+
+__all__ = ["StatusReporter", "build_status", "device_facts", "status_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,11 @@ def build_status(
     transmission: Mapping[str, Any] | None = None,
     connected_at: float | None = None,
     last_will: bool = False,
+    health: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The status as a JSON-ready dict; ``now`` and ``connected_at`` in POSIX UTC seconds
-    (``now`` None: not known when it will be read, the Last Will)."""
+    (``now`` None: not known when it will be read, the Last Will); ``health``: host facts
+    (:mod:`gateway.health`, issue #14)."""
     body: dict[str, Any] = {
         "schema": STATUS_SCHEMA,
         "gateway_id": gateway_id,
@@ -54,7 +59,38 @@ def build_status(
         body["last_will"] = True
     if transmission is not None:
         body["transmission"] = json_safe(dict(transmission))
+    if health:
+        body["health"] = json_safe(dict(health))
     return body
+
+
+def device_facts(
+    ch: DeviceChannel, driver: dict[str, Any], now: float, *, study: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One device's block of the status: samples, gaps, heart rate, recording, the
+    driver's counters (``driver``), acknowledgements and the study's upload."""
+    rec = ch.recording
+    stats = ch.stats()
+    recording = None
+    if rec is not None:
+        recording = {
+            "samples_written": rec.samples_written,
+            "records_created": rec.records_created,
+            "records_deleted": rec.records_deleted,
+            "errors": stats["recording_errors"],
+        }
+    return {
+        "samples": stats["samples"],
+        "gaps": stats["gaps"],
+        "gap_samples": stats["gap_samples"],
+        "heart_rate_bpm": ch.pipeline.heart_rate_bpm,
+        "recent_gaps": list(ch.gap_ledger)[-10:],
+        "recording": recording,
+        "driver": driver,
+        "acknowledgements": ch.acks.facts(now),
+        "channel": stats,
+        "study": study,
+    }
 
 
 def status_payload(gateway_id: str, state: str, *, now: float | None, **facts: Any) -> bytes:
@@ -72,7 +108,7 @@ class StatusReporter:
         Where statuses wait for the broker like everything else (lowest priority).
     gateway_id, topic
         Whose status, and its retained topic.
-    devices, transmission
+    devices, transmission, health
         Called for the facts of each status; a failure leaves them out, never the status.
     clock
         UTC POSIX seconds now.
@@ -88,12 +124,15 @@ class StatusReporter:
         transmission: Callable[[], Mapping[str, Any]],
         clock: Callable[[], float],
         connected_at: Callable[[], float | None] = lambda: None,
+        health: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.gateway_id = gateway_id
         self.topic = topic
         self._devices = devices
         self._transmission = transmission
+        #: Host facts (issue #14); the app sets it on its publisher's reporter.
+        self.health = health
         self._clock = clock
         self._connected_at = connected_at
         self.sent = 0
@@ -110,6 +149,7 @@ class StatusReporter:
                 devices=self._facts(self._devices),
                 transmission=self._facts(self._transmission),
                 connected_at=since,
+                health=self._facts(self.health),
             )
             json.dumps(body, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -67,7 +67,10 @@ class RecordFile:
 
     ``end_utc`` is when the record's span ends (its first sample's UTC time plus the
     recording's ``file_s``), POSIX s; ``recorded_s`` the seconds of samples its signal
-    file holds (holes included); ``mtime_s`` the newest modification time, POSIX s.
+    file holds (holes included); ``mtime_s`` the newest modification time, POSIX s;
+    ``settled`` False while its header does not yet describe its signal file (samples
+    written since the recording's last sync): such a record is being written, it is kept
+    track of but not hashed.
     """
 
     device: str
@@ -75,6 +78,7 @@ class RecordFile:
     stamp: Stamp
     end_utc: float
     recorded_s: float = 0.0
+    settled: bool = True
 
     @property
     def key(self) -> str:
@@ -188,12 +192,19 @@ class UploadCore:
     def __init__(self, settings: UploadSettings, states: Iterable[RecordState] = ()) -> None:
         self.settings = settings
         self.records: dict[str, RecordState] = {s.key: s for s in states}  # by key
+        for st in self.records.values():
+            # States from disk (a restart): the outbox's commit of chunks and the state's
+            # are two transactions, so chunks of a hashed version may be on their way
+            # though the state does not say so. Count the version as begun: new content
+            # gets the next number (one may be skipped, none is reused for other content).
+            st.begun = max(st.begun, st.version)
         self._files: dict[str, RecordFile] = {}
         self.dirty: set[str] = set()  # states changed since the shell last saved them
 
     # --- what is on disk ------------------------------------------------------------
     def listed(self, files: Iterable[RecordFile]) -> None:
-        """The records on disk now (every device); records gone from disk are forgotten."""
+        """The records on disk now (every device); records gone from disk are forgotten.
+        A record being written (not ``settled``) is listed too: its state is kept."""
         self._files = {f.key: f for f in files}
         for key in [k for k in self.records if k not in self._files]:
             del self.records[key]
@@ -214,7 +225,7 @@ class UploadCore:
         for f in sorted(self._files.values(), key=lambda f: (f.end_utc, f.key)):
             st = self.records[f.key]
             closed = f.end_utc + s.settle_s <= now and f.mtime_s + s.quiet_s <= now
-            if closed and st.stamp != f.stamp:
+            if closed and f.settled and st.stamp != f.stamp:
                 out.append(f.key)
         return out
 

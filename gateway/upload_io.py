@@ -70,8 +70,10 @@ def _header_facts(hea: Path) -> tuple[int, float, int, float] | None:
 
 
 def list_records(root: Path, file_s: float) -> list[RecordFile]:
-    """Every record under ``root/<device>/`` whose header agrees with its signal file
-    (a header not yet brought up to date by the recording's sync is skipped this time)."""
+    """Every record under ``root/<device>/``; one whose header does not yet agree with its
+    signal file (not brought up to date by the recording's sync) is listed as not
+    ``settled`` (a record skipped here would be taken for deleted and its upload history
+    forgotten, so that its next version would reuse a number the center holds)."""
     out = []
     for dev_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
         for dat in dev_dir.rglob("*.dat"):
@@ -80,10 +82,10 @@ def list_records(root: Path, file_s: float) -> list[RecordFile]:
             if stamp is None or facts is None:
                 continue
             nsig, fs, length, start = facts
-            if length * 2 * nsig != stamp[2]:
-                continue  # written since the last header update
+            settled = length * 2 * nsig == stamp[2]  # else written since the header update
             name = str(dat.relative_to(dev_dir).with_suffix(""))
-            out.append(RecordFile(dev_dir.name, name, stamp, start + file_s, length / fs))
+            recorded = stamp[2] / (2 * nsig * fs)
+            out.append(RecordFile(dev_dir.name, name, stamp, start + file_s, recorded, settled))
     return out
 
 

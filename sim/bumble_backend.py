@@ -91,6 +91,10 @@ class SimBleWorld:
         self._controllers[id(device)] = controller
         return device
 
+    async def open_central(self) -> Device:
+        """A new central (a bleak client's own Device) on this world's air."""
+        return self.new_device("gateway-central", self.new_address(0xD0))
+
     def remove_device(self, device: Device) -> None:
         """Detach a device's controller from the link (it can no longer be reached)."""
         controller = self._controllers.pop(id(device), None)
@@ -114,7 +118,7 @@ class SimBleWorld:
 class BumbleBleakClient(BaseBleakClient):
     """bleak client backend on a bumble central. Use :meth:`SimBleWorld.backend`."""
 
-    world: SimBleWorld  # set on the subclass made by SimBleWorld.backend()
+    world: SimBleWorld  # set on the subclass made by SimBleWorld.backend() (or a remote air's)
 
     def __init__(
         self,
@@ -157,10 +161,10 @@ class BumbleBleakClient(BaseBleakClient):
         if world.jammed:  # a stuck adapter: the attempt goes nowhere
             await asyncio.sleep(min(timeout, 0.05))
             raise BleakError(f"{self.address}: le-connection-abort-by-local (adapter stuck)")
-        device = world.new_device("gateway-central", world.new_address(0xD0))
-        self._device = device
         try:
             async with asyncio.timeout(timeout):
+                device = await world.open_central()
+                self._device = device
                 await device.power_on()
                 connection = await device.connect(Address(self.address), timeout=timeout)
                 self._connection = connection

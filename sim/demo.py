@@ -116,6 +116,7 @@ async def run_demo(
     *,
     hold: bool = False,
     record: Path | None = None,
+    record_from_s: float = 0.0,
     speed: float = 1.0,
     echo: Callable[[str], None] = print,
 ) -> int:
@@ -123,7 +124,15 @@ async def run_demo(
 
     With ``hold`` the chain keeps running after the summary (the gateway restarted on its
     state, the center's console up) until Ctrl-C."""
-    opts = DemoOptions(seconds, broker_url, out_dir, hold=hold, record=record, speed=speed)
+    opts = DemoOptions(
+        seconds,
+        broker_url,
+        out_dir,
+        hold=hold,
+        record=record,
+        record_from_s=record_from_s,
+        speed=speed,
+    )
     result = await demo(opts, echo=echo)
     return 0 if result.ok else 1
 
@@ -138,6 +147,8 @@ class DemoOptions:
     hold: bool = False
     record: Path | None = None
     """A WFDB record the patch replays instead of its synthetic ECG (e.g. MIT-BIH 100)."""
+    record_from_s: float = 0.0
+    """Where in ``record`` the replay starts, seconds."""
     speed: float = 1.0
     """How much faster than real time the patch's signal runs (with ``record``)."""
     center: bool = True
@@ -231,10 +242,10 @@ def _replay(opts: DemoOptions, echo: Callable[[str], None]) -> object | None:
         return None
     from sim.replay import RecordReplay
 
-    source = RecordReplay(opts.record)
+    source = RecordReplay(opts.record, start_s=opts.record_from_s)
     echo(
         f"demo: the patch replays {source.name} ({source.duration_s / 60:.1f} min, looped) "
-        f"at {opts.speed:g}x real time"
+        f"from {opts.record_from_s:g} s at {opts.speed:g}x real time"
     )
     return source
 

@@ -183,6 +183,11 @@ class SimPatch:
         return PatchStatus(80, False, used, self.next_seq)
 
     @property
+    def started_utc(self) -> float:
+        """UTC (POSIX s) of sample 0 by the patch's own clock (its Device Time)."""
+        return self._us0 / 1e6 + EPOCH_2000
+
+    @property
     def oldest(self) -> int:
         return max(0, self.next_seq - self.capacity)
 

@@ -19,7 +19,9 @@ __all__ = ["RecordReplay"]
 class RecordReplay:
     """One channel of a WFDB record at ``fs`` Hz, in a loop (see the module docstring)."""
 
-    def __init__(self, path: str | Path, fs: float = 250.0, channel: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, fs: float = 250.0, channel: int = 0, start_s: float = 0.0
+    ) -> None:
         import wfdb
         from scipy.signal import resample_poly
 
@@ -31,7 +33,7 @@ class RecordReplay:
         self.fs = fs
         self.name = Path(path).name
         self.signal = x.astype(np.float32)
-        self._pos = 0
+        self._pos = int(round(start_s * fs)) % len(self.signal)
 
     @property
     def duration_s(self) -> float:

@@ -65,38 +65,48 @@ def test_demo_cli_with_embedded_python_broker(tmp_path: Path) -> None:
     assert "everything arrived" in proc.stdout
 
 
-def _record_with_pause(where: Path, fs: float = 360.0) -> Path:
-    """A synthetic WFDB record (MIT-BIH rate): sinus rhythm with a 4 s pause at 12 s."""
+def _record_with_pause_and_af(where: Path, fs: float = 360.0) -> Path:
+    """A WFDB record at MIT-BIH's rate: 20 s of synthetic sinus rhythm with a 4 s pause at
+    12 s, then MIT-BIH record 201 from 440 s to 520 s (sinus, then AF from 477 s on)."""
+    import numpy as np
     import wfdb
 
     from sim.synth import EcgSynth
 
-    x = EcgSynth(fs, ("MLII",), hr_bpm=70.0, seed=3).generate(int(60 * fs))[:, 0]
+    x = EcgSynth(fs, ("MLII",), hr_bpm=70.0, seed=3).generate(int(20 * fs))[:, 0]
     x[int(12 * fs) : int(16 * fs)] = x[int(11.9 * fs)]  # no beat for 4 s
+    z = np.load(Path(__file__).parent / "data" / "mitdb201_excerpt.npz")
+    real = (z["adu"] - z["baseline"]) / z["gain"]  # mV
+    real = real - np.median(real) + np.median(x)  # no step at the splice
+    y = np.concatenate([x, real])
     wfdb.wrsamp(
-        "pause",
+        "pause_af",
         fs=fs,
         units=["mV"],
         sig_name=["MLII"],
-        p_signal=x[:, None].astype(float),
+        p_signal=y[:, None].astype(float),
         fmt=["16"],
         write_dir=str(where),
     )
-    return where / "pause"
+    return where / "pause_af"
 
 
-async def test_demo_replays_a_record_and_the_pause_reaches_the_center(
+async def test_demo_replays_a_record_and_its_pause_and_af_reach_the_center(
     mosquitto, tmp_path: Path
 ) -> None:
-    """A replayed record with a pause: the gateway raises an auto event the center stores."""
-    record = _record_with_pause(tmp_path)
+    """A replayed record with a pause and AF (real, MIT-BIH 201) at 4x real time: the
+    gateway raises auto events for both, the center stores every event."""
+    record = _record_with_pause_and_af(tmp_path)
     lines: list[str] = []
     opts = DemoOptions(
-        seconds=30.0, broker_url=mosquitto().url, out_dir=tmp_path / "out", record=record, speed=2.0
+        seconds=30.0, broker_url=mosquitto().url, out_dir=tmp_path / "out", record=record, speed=4.0
     )
     result = await demo(opts, echo=lines.append)
     assert result.ok, "\n".join(lines)
     events = _saved(tmp_path / "out", PATCH_ID, "event")
-    auto = [e for e in events if e["trigger"]["type"] == "auto"]
-    assert [e["trigger"]["reason"] for e in auto] == ["pause"], [e["trigger"] for e in events]
+    reasons = {e["trigger"]["reason"] for e in events if e["trigger"]["type"] == "auto"}
+    assert {"pause", "af_onset"} <= reasons, [e["trigger"] for e in events]
+    af = next(e for e in events if e["trigger"].get("reason") == "af_onset")
+    onset_s = af["trigger"]["seq"] / 250.0 - 20.0 + 440.0  # back to record 201's time
+    assert 470.0 < onset_s < 492.0  # the reference onset is 477.3 s
     assert result.center is not None and result.center["event"] == len(events)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from center.report.stats import StudyStats, compute_stats
 from center.store import schema as t
-from center.studies.read import get_study, study_analysis, study_signal
+from center.studies.read import get_study, service_band, study_analysis, study_signal
 
 __all__ = ["RHYTHM_KINDS", "ReportData", "Strip", "TriggeredEvent", "gather", "service_band"]
 
@@ -59,18 +59,6 @@ class ReportData:
     events: list[TriggeredEvent]
     transmissions: dict[str, int]
     strips: list[Strip] = field(default_factory=list)
-
-
-def service_band(wear_s: float) -> str:
-    """The recording-duration band of long-term patch monitoring, as a fact."""
-    days = wear_s / 86400.0
-    if days <= 2.0:
-        return "48 hours or less (not more than 48 hours)"
-    if days <= 7.0:
-        return "more than 48 hours, up to 7 days"
-    if days <= 15.0:
-        return "more than 7 days, up to 15 days"
-    return "more than 15 days"
 
 
 def _rate_at(beats: np.ndarray, at: int, fs: float) -> float | None:

@@ -38,15 +38,30 @@ def _device_entry(name: str, facts: dict[str, Any], study: dict[str, Any] | None
         "coverage_pct": study["coverage_pct"] if study else None,
         "samples_missing": study["samples_missing"] if study else None,
         "recent_gaps": facts.get("recent_gaps") or [],
+        # health facts (issue #14)
+        "contact": facts.get("contact"),
+        "rssi_dbm": facts.get("rssi_dbm"),
+        "link_up_s": facts.get("link_up_s"),
     }
 
 
-def list_gateways(conn: sa.Connection, now: float) -> list[dict[str, Any]]:
-    """Every gateway: state (retained status / Last Will), last seen, backlog, devices."""
+def list_gateways(conn: sa.Connection, now: float, *, cert_days: float = 21.0,
+                  battery_pct: float = 20.0) -> list[dict[str, Any]]:
+    """Every gateway: state (retained status / Last Will), last seen, backlog, devices, host
+    health, certificate and warnings (thresholds: days of certificate, battery %)."""
+    from center.enroll import gateway_certificates
+    from center.fleet_health import certificate_days_left, warnings
+
     studies = _latest_studies(conn)
+    certs = gateway_certificates(conn)
     out = []
     for g in conn.execute(sa.select(t.gateways).order_by(t.gateways.c.gateway_id)).mappings():
         devices = json.loads(g["devices"] or "{}")
+        entries = [_device_entry(name, facts, studies.get((g["gateway_id"], name)))
+                   for name, facts in sorted(devices.items())]
+        health = json.loads(g["health"]) if g["health"] else None
+        issued = certs.get(g["gateway_id"])
+        days = certificate_days_left(health, issued, now)
         out.append({
             "gateway": g["gateway_id"],
             "state": g["state"],
@@ -56,9 +71,19 @@ def list_gateways(conn: sa.Connection, now: float) -> list[dict[str, Any]]:
             "outbox_pending": g["outbox_pending"],
             "version": g["version"],
             "transmission": json.loads(g["transmission"]) if g["transmission"] else None,
-            "devices": [_device_entry(name, facts, studies.get((g["gateway_id"], name)))
-                        for name, facts in sorted(devices.items())],
+            "devices": entries,
+            "health": health,
+            "certificate_days_left": None if days is None else round(days, 1),
+            "warnings": warnings(health, entries, issued, now, cert_days=cert_days,
+                                 battery_pct=battery_pct),
         })
+    for gw, issued in sorted(certs.items()):  # enrolled, never reported a status yet
+        if not any(o["gateway"] == gw for o in out):
+            out.append({"gateway": gw, "state": "enrolled", "last_seen_at": None,
+                        "last_seen_age_s": None, "status_at": None, "outbox_pending": None,
+                        "version": None, "transmission": None, "devices": [], "health": None,
+                        "certificate_days_left": round((issued["not_after"] - now) / 86400, 1),
+                        "warnings": []})
     return out
 
 

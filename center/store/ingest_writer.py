@@ -170,6 +170,8 @@ def _apply_status(conn: sa.Connection, st: Status, now: float) -> None:
             json.dumps(st.transmission, separators=(",", ":")) if st.transmission else None
         )
         values["outbox_pending"] = st.outbox_pending
+        if st.health is not None:  # host facts (issue #14)
+            values["health"] = json.dumps(st.health, separators=(",", ":"))
     if row is None:
         conn.execute(t.gateways.insert().values(gateway_id=st.gateway, **values))
     else:

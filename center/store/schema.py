@@ -12,9 +12,12 @@ import sqlalchemy as sa
 __all__ = [
     "ack_outbox",
     "audit",
+    "certificates",
     "counters",
     "device_log",
+    "enroll_tokens",
     "events",
+    "gateway_configs",
     "gateway_log",
     "gateways",
     "login_failures",
@@ -105,6 +108,7 @@ gateways = sa.Table(
     sa.Column("version", sa.String(32), nullable=True),
     sa.Column("devices", sa.Text, nullable=False, server_default="{}", comment="JSON"),
     sa.Column("transmission", sa.Text, nullable=True, comment="JSON"),
+    sa.Column("health", sa.Text, nullable=True, comment="JSON: host facts (issue #14)"),
 )
 
 gateway_log = sa.Table(
@@ -252,6 +256,8 @@ study_records = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False, comment=".dat bytes"),
     sa.Column("header", sa.Text, nullable=False, comment="the .hea text"),
     sa.Column("chunks", sa.Integer, nullable=False),
+    # also "abandoned" (center/studies/store.py abandon_superseded): the comment is the one
+    # migration 0004 made, kept so that the schema and the migrations compare equal
     sa.Column("state", sa.String(16), nullable=False, comment="receiving | verified | failed"),
     sa.Column("fs", sa.Double, nullable=True),
     sa.Column("n_sig", sa.Integer, nullable=True),
@@ -289,4 +295,48 @@ record_analysis = sa.Table(
     sa.Column("recorded_s", sa.Double, nullable=False),
     sa.Column("analysable_s", sa.Double, nullable=False),
     sa.Column("analysed_at", Time, nullable=False),
+    sa.Column("lead_in", Id, nullable=True,
+              comment="study_records.id of the preceding record's version run first"),
+)
+
+# --- fleet provisioning and operations (issue #14, migration 0005) ---------------------------
+
+enroll_tokens = sa.Table(
+    "enroll_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True, comment="sha256 of the token"),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("used_at", Time, nullable=True),
+    sa.Column("created_by", sa.String(64), nullable=True),
+    sa.Index("ix_enroll_tokens_gateway", "gateway"),
+)
+
+certificates = sa.Table(
+    "certificates",
+    metadata,
+    sa.Column("serial", sa.String(48), primary_key=True, comment="hex"),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, comment="enroll | renew"),
+    sa.Column("issued_at", Time, nullable=False),
+    sa.Column("not_before", Time, nullable=False),
+    sa.Column("not_after", Time, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False, comment="sha256, hex"),
+    sa.Column("revoked_at", Time, nullable=True),
+    sa.Index("ix_certificates_gateway", "gateway", "not_after"),
+)
+
+gateway_configs = sa.Table(
+    "gateway_configs",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("gateway", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("document", sa.Text, nullable=False, comment="the published JSON"),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=True),
+    sa.Column("sent_at", Time, nullable=True, comment="PUBACK with a success code"),
+    sa.Column("last_error", sa.String(255), nullable=True),
+    sa.UniqueConstraint("gateway", "version", name="uq_gateway_configs_version"),
 )

@@ -20,9 +20,11 @@ from center.studies.store import record_signal
 __all__ = [
     "StudyAnalysis",
     "current_records",
+    "current_versions",
     "get_study",
     "list_studies",
     "record_versions",
+    "service_band",
     "study_analysis",
     "study_signal",
     "update_study",
@@ -33,8 +35,8 @@ class NotFound(LookupError):
     """No such study."""
 
 
-def _current(study_pk: int | None = None) -> sa.Select:
-    """Newest verified version of each record (of one study, or of all)."""
+def current_versions(study_pk: int | None = None) -> sa.Select:
+    """Newest verified version of each record (of one study, or of all): the query."""
     r = t.study_records.c
     newest = (
         sa.select(r.gateway, r.device, r.name, sa.func.max(r.version).label("v"))
@@ -56,12 +58,12 @@ def _current(study_pk: int | None = None) -> sa.Select:
 
 def current_records(conn: sa.Connection, study_pk: int) -> list[sa.Row]:
     """The study's records (current versions), in time order."""
-    return list(conn.execute(_current(study_pk)).all())
+    return list(conn.execute(current_versions(study_pk)).all())
 
 
 def _progress(conn: sa.Connection) -> dict[int, dict[str, float]]:
     """Per study: records, hours recorded, analysed and analysable seconds."""
-    cur = _current().subquery()
+    cur = current_versions().subquery()
     a = t.record_analysis.c
     rows = conn.execute(
         sa.select(
@@ -86,9 +88,29 @@ def _progress(conn: sa.Connection) -> dict[int, dict[str, float]]:
     }
 
 
+_BANDS = (
+    (2.0, "48 hours or less (not more than 48 hours)"),
+    (7.0, "more than 48 hours, up to 7 days"),
+    (15.0, "more than 7 days, up to 15 days"),
+)
+
+
+def service_band(wear_s: float) -> str:
+    """The recording-duration band of long-term patch monitoring, as a fact."""
+    days = wear_s / 86400.0
+    return next((label for top, label in _BANDS if days <= top), "more than 15 days")
+
+
+def days_left_in_band(wear_s: float) -> float | None:
+    """Days until the end of the duration band the wear time is in (None past 15 days)."""
+    days = wear_s / 86400.0
+    return next((round(top - days, 2) for top, _ in _BANDS if days <= top), None)
+
+
 def _study_json(row: sa.Row, progress: dict[str, float] | None) -> dict[str, Any]:
     p = progress or {"records": 0, "recorded_s": 0.0, "analysed_s": 0.0, "analysable_s": 0.0}
     share = p["analysable_s"] / p["analysed_s"] if p["analysed_s"] else None
+    wear_s = (row.ended_at or row.last_end_at) - row.started_at
     return {
         "study_id": row.study_id,
         "gateway": row.gateway,
@@ -97,7 +119,9 @@ def _study_json(row: sa.Row, progress: dict[str, float] | None) -> dict[str, Any
         "started_at": row.started_at,
         "last_end_at": row.last_end_at,
         "ended_at": row.ended_at,
-        "wear_s": (row.ended_at or row.last_end_at) - row.started_at,
+        "wear_s": wear_s,
+        "duration_band": service_band(wear_s),
+        "days_left_in_band": days_left_in_band(wear_s),
         "fs": row.fs,
         "leads": row.leads.split(),
         "records": int(p["records"]),
@@ -227,6 +251,10 @@ def study_analysis(conn: sa.Connection, study_pk: int) -> StudyAnalysis:
 
 
 def _segments(conn: sa.Connection, r: sa.Row, off: int) -> list[tuple[int, int]]:
+    """The record's recorded stretches on the study's axis; its signal is read only when
+    it has missing samples (a whole record is one stretch)."""
+    if not r.missing:
+        return [(off, off + int(r.samples))]
     x = record_signal(conn, r.id, r.n_sig)
     ok = ~(x == NO_SAMPLE).all(axis=1)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.view(np.int8), [0]])))

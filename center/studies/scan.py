@@ -1,10 +1,12 @@
 """The scanning analysis of each verified record: beats, beat classes, signal quality.
 
 The center runs the same streaming code the gateway runs (``dsp``: QRS detector, beat
-classifier, quality tracker) over every verified record version, once, in its own thread
-(never in the ingest's transaction). The last seconds of the preceding record are run
-first when the two are contiguous, so beats at an hour's boundary are neither lost nor
-counted twice. Missing samples are gaps: the recorded stretches are analysed apart.
+classifier, quality tracker) over the current version of each record (its newest verified
+one) in its own thread (never in the ingest's transaction); a version superseded by late
+backfill is analysed again as its new version. The last seconds of the preceding record
+are run first when the two are contiguous, so beats at an hour's boundary are neither lost
+nor counted twice; a record analysed before its predecessor's current version arrived is
+analysed again. Missing samples are gaps: the recorded stretches are analysed apart.
 
 Stored per record (``record_analysis``): R peaks (int32 samples from the record's start),
 one class letter per beat (N, S, V, Q), and per second the best lead's quality index
@@ -25,13 +27,14 @@ import sqlalchemy as sa
 from center.store import schema as t
 from center.store.db import writer
 from center.studies.header import NO_SAMPLE
-from center.studies.store import record_signal
+from center.studies.read import current_versions
+from center.studies.store import abandon_superseded, record_signal
 from core.block import SampleBlock
 from dsp.beat_class import BeatClassifier, ClassifiedBeats
 from dsp.qrs import QrsDetector
 from dsp.quality import QualityTracker
 
-__all__ = ["RecordAnalysis", "StudyScanner", "analyse_record"]
+__all__ = ["RecordAnalysis", "StudyScanner", "analyse_record", "next_to_analyse"]
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +93,18 @@ def analyse_record(
 
 
 class StudyScanner:
-    """A thread that analyses verified records not analysed yet (see the module docstring).
+    """A thread that analyses current record versions and gives up abandoned ones.
+
+    What it analyses (:func:`next_to_analyse`): the current version of each record (its
+    newest verified one) that has no analysis, or whose analysis ran first another version
+    of the record just before it (contiguous, same stream) than that record's current one,
+    or none (``record_analysis.lead_in``: ids, not clocks). A version superseded by a newer
+    verified one is never analysed, and its analysis, if any, is deleted when the new one
+    is stored.
+
+    Every ``housekeeping_s`` it gives up incomplete versions superseded for
+    ``abandon_after_s`` (:func:`~center.studies.store.abandon_superseded`), counted in
+    :attr:`abandoned`.
 
     Parameters
     ----------
@@ -98,13 +112,26 @@ class StudyScanner:
         The center's database.
     poll_s
         Seconds between looks for new records when nobody wakes it.
+    abandon_after_s, housekeeping_s
+        See :class:`center.config.StudiesConfig`.
     """
 
-    def __init__(self, engine: sa.Engine, poll_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        poll_s: float = 5.0,
+        *,
+        abandon_after_s: float = 6 * 3600.0,
+        housekeeping_s: float = 300.0,
+    ) -> None:
         self.engine = engine
         self.poll_s = poll_s
+        self.abandon_after_s = abandon_after_s
+        self.housekeeping_s = housekeeping_s
         self.analysed = 0
+        self.abandoned = 0
         self.last_error: str | None = None
+        self._housekept_at = -float("inf")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="center-scan", daemon=True)
@@ -123,42 +150,84 @@ class StudyScanner:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if time.monotonic() - self._housekept_at >= self.housekeeping_s:
+                    self._housekept_at = time.monotonic()
+                    self.housekeeping()
                 while not self._stop.is_set() and self.scan_one():
                     pass
             except Exception as exc:  # a bad record must not stop the scanner
                 self.last_error = repr(exc)
                 log.exception("scanning a record failed")
-            self._wake.wait(self.poll_s)
+            self._wake.wait(min(self.poll_s, self.housekeeping_s))
             self._wake.clear()
 
+    def housekeeping(self, now: float | None = None) -> int:
+        """Give up incomplete versions superseded long enough; how many."""
+        with writer(self.engine) as conn:
+            gone = abandon_superseded(
+                conn, time.time() if now is None else now, self.abandon_after_s
+            )
+        for gw, dev, name, version, chunks in gone:
+            log.warning(
+                "%s/%s: record %s version %d never completed (%d chunk(s) held) and a "
+                "newer version exists: given up",
+                gw, dev, name, version, chunks,
+            )  # fmt: skip
+        self.abandoned += len(gone)
+        return len(gone)
+
     def scan_one(self, now: float | None = None) -> bool:
-        """Analyse the oldest verified record not analysed yet; whether there was one."""
-        r, a = t.study_records.c, t.record_analysis.c
+        """Analyse the oldest record version due (see the class docstring); whether one was."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(t.study_records).where(r.state == "verified")
-                .where(~sa.exists().where(a.record == r.id))
-                .order_by(r.start_at, r.id).limit(1)
-            ).first()  # fmt: skip
+            row = next_to_analyse(conn)
             if row is None:
                 return False
             x = record_signal(conn, row.id, row.n_sig)[:, 0]
-            lead_in = _lead_in(conn, row)
+            prev_id, lead_in = _lead_in(conn, row)
         res = analyse_record(x, row.fs, lead_in)
         values = {"record": row.id, "beats": res.beats.astype("<i4").tobytes(),
                   "labels": res.labels, "quality": res.quality.tobytes(),
                   "recorded_s": res.recorded_s, "analysable_s": res.analysable_s,
-                  "analysed_at": time.time() if now is None else now}  # fmt: skip
+                  "analysed_at": time.time() if now is None else now,
+                  "lead_in": prev_id}  # fmt: skip
+        r, a = t.study_records.c, t.record_analysis.c
+        versions = sa.select(r.id).where(
+            r.gateway == row.gateway, r.device == row.device, r.name == row.name
+        )
         with writer(self.engine) as conn:
-            if not conn.execute(sa.select(a.record).where(a.record == row.id)).first():
-                conn.execute(t.record_analysis.insert().values(**values))
+            # this version's earlier analysis (stale) and those of versions it superseded
+            conn.execute(t.record_analysis.delete().where(a.record.in_(versions)))
+            conn.execute(t.record_analysis.insert().values(**values))
         self.analysed += 1
         return True
 
 
-def _lead_in(conn: sa.Connection, row: sa.Row) -> np.ndarray | None:
-    """The last ``LEAD_IN_S`` of the newest verified version of the record just before
-    ``row`` in the same stream, when it ends where ``row`` begins."""
+def next_to_analyse(conn: sa.Connection) -> sa.Row | None:
+    """The oldest current record version whose analysis is missing or stale (see
+    :class:`StudyScanner`), or None."""
+    cur = current_versions().subquery()
+    prev = current_versions().subquery()
+    a = t.record_analysis.c
+    contiguous = (
+        (prev.c.gateway == cur.c.gateway)
+        & (prev.c.device == cur.c.device)
+        & (prev.c.fs == cur.c.fs)
+        & (prev.c.first_seq + prev.c.samples == cur.c.first_seq)
+    )
+    stale = prev.c.id.is_not(None) & (a.lead_in.is_(None) | (a.lead_in != prev.c.id))
+    return conn.execute(
+        sa.select(cur)
+        .outerjoin(t.record_analysis, a.record == cur.c.id)
+        .outerjoin(prev, contiguous)
+        .where(a.record.is_(None) | stale)
+        .order_by(cur.c.start_at, cur.c.id)
+        .limit(1)
+    ).first()
+
+
+def _lead_in(conn: sa.Connection, row: sa.Row) -> tuple[int | None, np.ndarray | None]:
+    """(id, last ``LEAD_IN_S`` of samples) of the current version of the record just before
+    ``row`` in the same stream, when it ends where ``row`` begins; (None, None) if none."""
     r = t.study_records.c
     prev = conn.execute(
         sa.select(r.id, r.n_sig, r.samples).where(
@@ -167,6 +236,6 @@ def _lead_in(conn: sa.Connection, row: sa.Row) -> np.ndarray | None:
         .order_by(r.version.desc()).limit(1)
     ).first()  # fmt: skip
     if prev is None:
-        return None
+        return None, None
     x = record_signal(conn, prev.id, prev.n_sig)[:, 0]
-    return x[-int(LEAD_IN_S * row.fs) :] if len(x) >= prev.samples else None
+    return int(prev.id), (x[-int(LEAD_IN_S * row.fs) :] if len(x) >= prev.samples else None)

@@ -10,7 +10,14 @@
   publishes it). A version that fails verification loses its chunks (the gateway sends it
   again when no confirmation comes).
 - A chunk of a version already verified (the gateway did not hear the confirmation) has
-  the confirmation sent again when it is the version's last chunk.
+  the confirmation sent again when it is the version's last chunk, if it carries the
+  verified SHA-256: a confirmation is only ever of content verified here. A version number
+  still receiving that arrives with another SHA-256 starts over with that content.
+- A version that never completes because the gateway moved on to a newer one (the record
+  changed while it was being sent) is **given up** by :func:`abandon_superseded` once the
+  newer version began arriving long enough ago: its chunks are deleted and its state is
+  ``abandoned`` (kept, counted, listed). The newest version of a record is never given
+  up, however old: the gateway resumes it at the chunk it stopped at, even after days.
 
 Why the signal bytes live in the database (not a file store): a chunk is durable in the same
 commit as the rest of the batch, before the broker's PUBACK, with no second place to keep
@@ -35,7 +42,13 @@ from center.store import schema as t
 from center.studies.chunks import RecordChunk
 from center.studies.header import NO_SAMPLE, parse_header, samples_of
 
-__all__ = ["NEW_STUDY_AFTER_S", "RECORD_ACK_SCHEMA", "ChunkResult", "store_chunks"]
+__all__ = [
+    "NEW_STUDY_AFTER_S",
+    "RECORD_ACK_SCHEMA",
+    "ChunkResult",
+    "abandon_superseded",
+    "store_chunks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +66,7 @@ class ChunkResult:
         self.verified = 0
         self.failed = 0
         self.confirmations = 0
+        self.conflicts = 0  # chunks of a version number held with other content
 
 
 def _insert(conn: sa.Connection, table: sa.Table):  # type: ignore[no-untyped-def]
@@ -65,6 +79,26 @@ def store_chunks(conn: sa.Connection, chunks: Iterable[RecordChunk], now: float)
     touched: dict[int, RecordChunk] = {}
     for c in chunks:
         rec = _record_row(conn, c, now)
+        if rec.state == "abandoned":  # a late chunk of a version given up: not kept
+            res.duplicates += 1
+            continue
+        if rec.sha256 != c.sha256 and rec.state == "verified":
+            # other content under a version number verified with this one: never confirm
+            # what was not verified (the gateway keeps resending; its log says why)
+            res.conflicts += 1
+            if c.index == c.chunks - 1:
+                log.error("record %s/%s/%s version %d arrived with another SHA-256 than the "
+                          "one verified; not confirmed", c.gateway, c.device, c.name,
+                          c.version)  # fmt: skip
+            continue
+        if rec.sha256 != c.sha256:
+            # this version number begun again with other content: what is held of the
+            # first content can never complete
+            conn.execute(t.record_chunks.delete().where(t.record_chunks.c.record == rec.id))
+            conn.execute(t.study_records.update().where(t.study_records.c.id == rec.id)
+                         .values(sha256=c.sha256, size=c.size, header=c.header,
+                                 chunks=c.chunks, state="receiving"))  # fmt: skip
+            rec = _record_row(conn, c, now)
         if rec.state == "verified":
             res.duplicates += 1
             if c.index == c.chunks - 1:
@@ -204,3 +238,29 @@ def record_signal(conn: sa.Connection, rec_id: int, n_sig: int) -> np.ndarray:
     data = b"".join(conn.execute(sa.select(k.data).where(k.record == rec_id)
                                  .order_by(k.idx)).scalars())  # fmt: skip
     return samples_of(data, n_sig)
+
+
+def abandon_superseded(
+    conn: sa.Connection, now: float, after_s: float
+) -> list[tuple[str, str, str, int, int]]:
+    """Give up incomplete versions that a newer version of the same record superseded more
+    than ``after_s`` ago (its first chunk's arrival): delete their chunks, mark them
+    ``abandoned``. Returns (gateway, device, name, version, chunks held) of each."""
+    r, k = t.study_records.c, t.record_chunks.c
+    newer = t.study_records.alias("newer")
+    superseded = sa.exists().where(
+        newer.c.gateway == r.gateway,
+        newer.c.device == r.device,
+        newer.c.name == r.name,
+        newer.c.version > r.version,
+        newer.c.received_at <= now - after_s,
+    )
+    held = sa.select(sa.func.count()).where(k.record == r.id).scalar_subquery()
+    rows = conn.execute(
+        sa.select(r.id, r.gateway, r.device, r.name, r.version, held)
+        .where(r.state == "receiving", superseded)
+    ).all()  # fmt: skip
+    for row in rows:
+        conn.execute(t.record_chunks.delete().where(k.record == row.id))
+        conn.execute(t.study_records.update().where(r.id == row.id).values(state="abandoned"))
+    return [(x.gateway, x.device, x.name, x.version, int(x[5])) for x in rows]

@@ -35,8 +35,10 @@ async def api_gateways(request: web.Request) -> web.Response:
     center = request.app[CENTER]
 
     def read() -> list[dict[str, Any]]:
+        warn = center.config.enroll  # warning thresholds (issue #14)
         with center.engine.connect() as conn:
-            return fleet.list_gateways(conn, time.time())
+            return fleet.list_gateways(conn, time.time(), cert_days=warn.warn_cert_days,
+                                       battery_pct=warn.warn_battery_pct)
 
     return _json(await run_db(read))
 

@@ -254,9 +254,10 @@ class MqttClient:
             self.client_id = connect.client_id
             writer.write(encode(connect))
             async with asyncio.timeout(self.connect_timeout_s):
-                connack = await self._first_packet(reader, packets)
+                connack, more = await self._first_packets(reader, packets)
             self._accept(connack, writer)
-            reason = await self._serve(reader, packets)
+            # what came with the CONNACK (a session's redelivered messages) comes first
+            reason = self._dispatch(more) or await self._serve(reader, packets)
             self.disconnects += 1
             self.state = LinkState.DISCONNECTED
             self._judge_lifetime(reason, time.monotonic() - self._up_at)
@@ -290,7 +291,10 @@ class MqttClient:
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
 
-    async def _first_packet(self, reader: asyncio.StreamReader, packets: PacketReader) -> ConnAck:
+    async def _first_packets(
+        self, reader: asyncio.StreamReader, packets: PacketReader
+    ) -> tuple[ConnAck, list[Packet]]:
+        """The CONNACK and whatever arrived with it in the same read (never dropped)."""
         while True:
             data = await reader.read(65536)
             if not data:
@@ -299,7 +303,7 @@ class MqttClient:
             if got:
                 if not isinstance(got[0], ConnAck):
                     raise MqttProtocolError(f"expected CONNACK, got {type(got[0]).__name__}")
-                return got[0]
+                return got[0], got[1:]
 
     def _accept(self, connack: ConnAck, writer: asyncio.StreamWriter) -> None:
         if connack.reason >= 0x80:
@@ -349,18 +353,22 @@ class MqttClient:
                 self.drop(_CLOSED)
                 return
             self._last_heard = time.monotonic()
-            for packet in packets.feed(data):
-                if isinstance(packet, Disconnect):
-                    self._at_cap = packet.reason in AT_CAP
-                    why = reason_name(packet.reason)
-                    self.drop(
-                        _TAKEN_OVER
-                        if packet.reason == 0x8E
-                        else f"the broker disconnected us: {why}"
-                    )
-                    return
-                if not isinstance(packet, PingResp):
-                    self._on_packet(packet)
+            ended = self._dispatch(packets.feed(data))
+            if ended:
+                self.drop(ended)
+                return
+
+    def _dispatch(self, packets: list[Packet]) -> str | None:
+        """Hand ``packets`` on in order; why the connection ends if one is a DISCONNECT."""
+        for packet in packets:
+            if isinstance(packet, Disconnect):
+                self._at_cap = packet.reason in AT_CAP
+                if packet.reason == 0x8E:
+                    return _TAKEN_OVER
+                return f"the broker disconnected us: {reason_name(packet.reason)}"
+            if not isinstance(packet, PingResp):
+                self._on_packet(packet)
+        return None
 
     def _judge_lifetime(self, reason: str, lived_s: float) -> None:
         """The backoff starts over only after a connection that stayed up ``stable_s``; one

@@ -26,7 +26,9 @@ def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 def test_version_upgrade_and_user_add(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/c.db"
     assert run("--version").stdout.strip().startswith("ecg-center ")
-    assert "revision 0004" in run("db", "upgrade", "--db", db).stdout  # head (#13: studies)
+    from center.store.db import head_revision
+
+    assert f"revision {head_revision()}" in run("db", "upgrade", "--db", db).stdout
     out = run(
         "user", "add", "alice", "--role", "technician", "--db", db, stdin="long enough password\n"
     )

@@ -110,11 +110,11 @@ def test_a_tampered_chunk_is_rejected_and_a_wrong_record_checksum_fails(engine) 
         state = conn.execute(sa.select(t.study_records.c.state)).scalar_one()
         left = conn.execute(sa.select(sa.func.count()).select_from(t.record_chunks)).scalar()
     assert state == "failed" and left == 0
-    assert (
-        ingest(engine, chunk_messages(name, hea, dat)).verified == 0
-    )  # v1 keeps the sha it came with
-    ingest(engine, chunk_messages(name, hea, dat, version=2))
-    assert [a["version"] for a in acks(engine)] == [2]
+    # version 1 again with another SHA-256 starts over with that content: verified now,
+    # and the confirmation names the SHA-256 that was verified
+    assert ingest(engine, chunk_messages(name, hea, dat)).verified == 1
+    (ack,) = acks(engine)
+    assert (ack["version"], ack["sha256"]) == (1, hashlib.sha256(hea.encode() + dat).hexdigest())
 
 
 def test_versions_are_kept_records_join_their_study_a_later_patch_starts_another(engine):

@@ -109,3 +109,30 @@ def test_unreachable_broker_is_a_clear_error() -> None:
     mon = Monitor("mqtt://127.0.0.1:1", echo=lambda _: None)
     with pytest.raises(MonitorError, match="cannot reach"):
         mon.start(timeout=2)
+
+
+def test_a_monitor_with_a_client_id_gets_what_was_sent_while_it_was_away(
+    mosquitto, tmp_path: Path
+) -> None:
+    """Persistent session: an event published while the monitor is stopped arrives when it
+    comes back under the same id; a monitor without an id never sees it."""
+    broker = mosquitto()
+    first = Monitor(broker.url, client_id="desk-1", echo=lambda _: None)
+    first.start()
+    first.stop()
+    pub = _publisher(broker)
+    try:
+        pub.publish("ecg/v1/gw1/p1/event", json.dumps(_event_body(1)), qos=1).wait_for_publish()
+        lines: list[str] = []
+        back = Monitor(broker.url, client_id="desk-1", echo=lines.append)
+        clean = Monitor(broker.url, echo=lambda _: None)
+        back.start()
+        clean.start()
+        try:
+            assert back.wait_for(lambda s: s["counts"].get("p1", {}).get("event") == 1, 10), lines
+            assert clean.summary()["counts"].get("p1", {}).get("event", 0) == 0
+        finally:
+            back.stop()
+            clean.stop()
+    finally:
+        pub.loop_stop()

@@ -6,7 +6,7 @@
 (() => {
   const { api, el, fmt, localTime } = Center;
   const SVG = "http://www.w3.org/2000/svg";
-  const MM_PER_S = 25, MM_PER_MV = 10, ROW_S = 10, PAGE_S = 60, LEFT_MM = 12;
+  const MM_PER_S = 25, MM_PER_MV = 10, ROW_S = 10, PAGE_S = 60, LEFT_MM = 12, OVERVIEW_MM_PER_MV = 5;
   const pxmm = Number(localStorage.getItem("ecg-center-pxmm") || document.body.dataset.pxPerMm || 3.78);
   const iso = (t) => new Date(t * 1000).toISOString();
   const hours = (s) => `${(s / 3600).toFixed(1)} h`;
@@ -30,13 +30,13 @@
                svgEl("rect", { width: "100%", height: "100%", fill: `url(#g5-${k})` }));
     return svg;
   }
-  function trace(values, fs, x0, yBase, k, mmPerS) {  // nulls break the line (a gap stays a gap)
+  function trace(values, fs, x0, yBase, k, mmPerS, mmPerMv = MM_PER_MV) {  // nulls break the line (a gap stays a gap)
     const seen = values.filter((v) => v !== null).sort((a, b) => a - b);
     const mid = seen.length ? seen[Math.floor(seen.length / 2)] : 0;
     let d = "", pen = false;
     values.forEach((v, i) => {
       if (v === null) { pen = false; return; }
-      const x = (x0 + (i / fs) * mmPerS) * k, y = (yBase - ((v - mid) / 1000) * MM_PER_MV) * k;
+      const x = (x0 + (i / fs) * mmPerS) * k, y = (yBase - ((v - mid) / 1000) * mmPerMv) * k;
       d += `${pen ? "L" : "M"}${x.toFixed(1)} ${y.toFixed(1)}`;
       pen = true;
     });
@@ -82,13 +82,17 @@
   async function drawOverview() {  // an hour: 60 rows of one minute, min/max envelope
     const id = encodeURIComponent(study.study_id);
     const ov = await (await api(`/api/studies/${id}/overview?hour=${hour}`)).json();
-    const k = 1.2, rowMm = 9, mmPerS = 2.5, perRow = Math.round(60 * ov.fs);
+    // true millimetres (the paper's grid), the minute stretched over the page's width; a
+    // compressed view, so 5 mm/mV in rows of 10 mm (the full disclosure is the tracing)
+    const k = pxmm, rowMm = 10, perRow = Math.round(60 * ov.fs);
+    const widthPx = Math.max(600, document.getElementById("overview").clientWidth - 24);
+    const mmPerS = Math.max(2.5, (widthPx / k - LEFT_MM - 4) / 60);
     const svg = paper(LEFT_MM + 60 * mmPerS + 4, 60 * rowMm + 4, k);
     for (let r = 0; r < 60; r++) {
       const base = r * rowMm + rowMm * 0.6, lo = ov.min.slice(r * perRow, (r + 1) * perRow), hi = ov.max.slice(r * perRow, (r + 1) * perRow);
-      svg.append(svgEl("text", { x: 1, y: base * k, "font-size": 9 }, `${String(r).padStart(2, "0")}′`));
+      svg.append(svgEl("text", { x: 2, y: (base + 1) * k, "font-size": 11 }, `${String(r).padStart(2, "0")}′`));
       const both = lo.flatMap((v, i) => [v, hi[i]]);
-      svg.append(trace(both, 2 * ov.fs, LEFT_MM, base, k, mmPerS));
+      svg.append(trace(both, 2 * ov.fs, LEFT_MM, base, k, mmPerS, OVERVIEW_MM_PER_MV));
     }
     for (const e of study.events.concat(study.episodes.map((x) => ({ ...x, trigger: x.kind })))) {
       const s = e.at_s - hour * 3600;
