@@ -52,6 +52,11 @@ class WindowScheduler:
         self._next_periodic = start_seq
         self._pending: list[PendingWindow] = []
         self._lost: list[tuple[int, int]] = []  # final gaps not yet skipped over
+        self.created = 0  # windows ever queued (work is per window: see advance)
+
+    def _queue(self, p: PendingWindow) -> None:
+        self.created += 1
+        self._pending.append(p)
 
     def _samples(self, seconds: float) -> int:
         return int(round(seconds * self.fs))
@@ -75,9 +80,7 @@ class WindowScheduler:
         if oldest is not None and first < oldest:
             trigger = trigger.but(pre_available_s=round((seq - oldest) / self.fs, 3))
             first = oldest
-        self._pending.append(
-            PendingWindow("event", first, seq + self._samples(s.event_post_s), trigger)
-        )
+        self._queue(PendingWindow("event", first, seq + self._samples(s.event_post_s), trigger))
 
     def stage_ended(
         self,
@@ -95,7 +98,7 @@ class WindowScheduler:
         trigger = Trigger(
             "stage_end", pre_s=round((seq - first) / self.fs, 3), time=time, seq=seq, stage=stage
         )
-        self._pending.append(PendingWindow("strip", first, seq, trigger, blood_pressure))
+        self._queue(PendingWindow("strip", first, seq, trigger, blood_pressure))
 
     def auto(self, reason: str, seq: int, time: float, details: dict, oldest: int | None) -> None:
         """An auto-triggered event: an episode (``reason``) began at sample ``seq``, UTC
@@ -115,25 +118,30 @@ class WindowScheduler:
         if oldest is not None and first < oldest:
             trigger = trigger.but(pre_available_s=round((seq - oldest) / self.fs, 3))
             first = oldest
-        self._pending.append(PendingWindow("event", first, end, trigger))
+        self._queue(PendingWindow("event", first, end, trigger))
 
     def lost(self, first_seq: int, end_seq: int) -> None:
         """``[first_seq, end_seq)`` will never arrive: no periodic strip inside it."""
         self._lost.append((first_seq, end_seq))
 
     def advance(self, end_seq: int) -> None:
-        """Schedule the periodic strips complete by ``end_seq``. Strips that would lie
-        wholly inside a lost range are skipped in one step, however long the range."""
-        for a, b in self._lost:
-            nxt = self._next_periodic
-            if a <= nxt and nxt + self._dur <= b:
-                self._next_periodic += ((b - self._dur - nxt) // self._period + 1) * self._period
-        self._lost.clear()
+        """Schedule the periodic strips complete by ``end_seq``. The strips that would lie
+        wholly inside a lost range are skipped in one step, however long the range: each
+        turn of the loop queues a strip or passes a whole lost range."""
         trigger = Trigger("periodic", pre_s=self.settings.strip_duration_s)
         while self._next_periodic + self._dur <= end_seq:
             first = self._next_periodic
-            self._pending.append(PendingWindow("strip", first, first + self._dur, trigger))
+            inside = next(
+                ((a, b) for a, b in self._lost if a <= first and first + self._dur <= b), None
+            )
+            if inside is not None:  # to the first strip that ends past the lost range
+                self._next_periodic += (
+                    (inside[1] - self._dur - first) // self._period + 1
+                ) * self._period
+                continue
+            self._queue(PendingWindow("strip", first, first + self._dur, trigger))
             self._next_periodic += self._period
+        self._lost = [(a, b) for a, b in self._lost if b > self._next_periodic]
 
     def ready(self, end_seq: int, settle: int) -> list[PendingWindow]:
         """The windows whose samples are analysed: events as soon as their window is

@@ -340,3 +340,22 @@ def test_patient_presses_are_never_limited_but_auto_events_are() -> None:
     assert len(auto) >= 3
     assert all("supersedes_episode" in e.trigger.details for e in auto[3:])
     assert len(presses) == len(range(0, len(x), int(20 * fs)))  # every press, never limited
+
+
+def test_a_lost_range_ahead_in_one_advance_queues_no_strip_inside_it() -> None:
+    """A final gap of an hour that begins after the next periodic strip: one advance
+    over it queues the strips around it, none inside (work does not grow with the gap)."""
+    from gateway.pipeline.windows import WindowScheduler
+
+    fs, hour = 250.0, 3600 * 250
+    s = PipelineSettings(strip_period_s=2.0, strip_duration_s=1.0)
+    w = WindowScheduler(s, fs, 0)
+    w.lost(1000, 1000 + hour)
+    w.advance(1000 + hour + 1000)
+    strips = w.ready(1000 + hour + 1000, 0)
+    assert w.created == len(strips) <= 6
+    assert not [p for p in strips if p.first_seq >= 1000 and p.end_seq <= 1000 + hour]
+    assert [p.first_seq for p in strips][:2] == [0, 500]  # before the loss as usual
+    w.advance(1000 + hour + 3000)  # and periodic again after it: 2,000 samples, 4 strips
+    assert w.created == len(strips) + 4
+
