@@ -359,3 +359,16 @@ def test_a_lost_range_ahead_in_one_advance_queues_no_strip_inside_it() -> None:
     w.advance(1000 + hour + 3000)  # and periodic again after it: 2,000 samples, 4 strips
     assert w.created == len(strips) + 4
 
+
+def test_a_window_with_no_sample_builds_no_detector(monkeypatch) -> None:
+    """A strip wholly over a loss (held for backfill, then given up) is nothing to
+    measure: no detector is built for it (that was the whole cost, per window)."""
+    from gateway.pipeline import analysis
+
+    def boom(*_a, **_k):
+        raise AssertionError("a detector was built for an empty window")
+
+    monkeypatch.setattr(analysis, "QrsDetector", boom)
+    block = SampleBlock(np.full((250, 2), np.nan, dtype=np.float32), 250.0, 0.0, 0, ("I", "II"))
+    got = analysis.analyse_window(block, np.zeros(250, dtype=bool), 0, PipelineSettings())
+    assert got == analysis.WindowAnalysis([], [], [], [])
