@@ -191,6 +191,7 @@ class DeviceChannel:
     def _run(self, what: str, step: Callable[[], list[PipelineOutput]]) -> None:
         try:
             outputs = step()
+            self.study.add_quality(*self.pipeline.take_quality_s())
         except Exception:
             n = self.counters.add("errors")
             self._log.log(

@@ -90,6 +90,12 @@ def device_facts(
         "acknowledgements": ch.acks.facts(now),
         "channel": stats,
         "study": study,
+        "progress": {
+            "hours_recorded": round(ch.study.received / ch.study.fs / 3600.0, 3)
+            if ch.study.fs
+            else 0.0,
+            "analysable_pct": ch.study.analysable_pct,
+        },
     }
 
 
