@@ -9,19 +9,26 @@ between. A patch that is simply away (not seen in a scan) is not counted: that
 is the patient, not the adapter. After a reset, ``cooldown_s`` must pass before
 the next.
 
-:class:`BleAdapter` is the shared object the BLE drivers use: an async context
-manager (the adapter-wide lock: a scan never overlaps a connection attempt) that
-also collects outcomes and runs the reset action, under the lock, when due. On
-Linux the action power-cycles the adapter through BlueZ's D-Bus API
-(``org.bluez.Adapter1.Powered`` off, then on).
+:class:`BleAdapter` is the shared object the BLE drivers use. It keeps apart what BlueZ
+cannot do at once — a scan (discovery) and a connection attempt fail each other with
+``org.bluez.Error.InProgress`` — and nothing more: :meth:`BleAdapter.scanning` is
+exclusive (no connection attempt runs meanwhile, and none starts), while
+:meth:`BleAdapter.connecting` is shared (connection attempts to different devices run side
+by side: BlueZ and the kernel queue LE connection creation). A patch that is away
+therefore holds up nobody: its scan is cut into short slices (``drivers.ble_link``) and
+its connection attempt, however long it waits, blocks only scans. The adapter also
+collects outcomes and runs the reset action, exclusively, when due. On Linux the action
+power-cycles the adapter through BlueZ's D-Bus API (``org.bluez.Adapter1.Powered`` off,
+then on).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 __all__ = ["AdapterHealth", "BleAdapter", "bluez_power_cycle"]
@@ -65,7 +72,11 @@ class AdapterHealth:
 
 
 class BleAdapter:
-    """Adapter-wide lock, health tracking and reset (see module docstring).
+    """Scan/connect exclusion, health tracking and reset (see module docstring).
+
+    ``lock`` is held by whoever uses the adapter exclusively (a scan slice, a reset) and,
+    for an instant, by each connection attempt as it registers; ``async with adapter``
+    is :meth:`scanning`.
 
     Parameters
     ----------
@@ -86,6 +97,9 @@ class BleAdapter:
         self._reset = reset
         self._clock = clock
         self.reset_errors = 0
+        self.connecting_now = 0  # connection attempts under way
+        self._idle = asyncio.Event()  # set when no connection attempt is under way
+        self._idle.set()
 
     @classmethod
     def wrap(cls, lock: asyncio.Lock | BleAdapter | None) -> BleAdapter:
@@ -97,8 +111,35 @@ class BleAdapter:
             adapter.lock = lock
         return adapter
 
+    @contextlib.asynccontextmanager
+    async def scanning(self) -> AsyncIterator[None]:
+        """Exclusive use (a scan, a reset): waits for connection attempts under way to end;
+        none starts until it is over."""
+        async with self.lock:
+            await self._idle.wait()
+            yield
+
+    @contextlib.asynccontextmanager
+    async def connecting(self) -> AsyncIterator[None]:
+        """A connection attempt: waits only for a scan or reset in progress, then runs
+        beside other attempts."""
+        async with self.lock:  # not while a scan or reset holds the adapter
+            self.connecting_now += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            self.connecting_now -= 1
+            if not self.connecting_now:
+                self._idle.set()
+
     async def __aenter__(self) -> BleAdapter:
         await self.lock.acquire()
+        try:
+            await self._idle.wait()
+        except BaseException:
+            self.lock.release()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -118,7 +159,7 @@ class BleAdapter:
             "Bluetooth adapter looks stuck (%d failed connections in a row): resetting it",
             self.health.failures_to_reset,
         )
-        async with self.lock:
+        async with self.scanning():
             try:
                 await self._reset()
             except Exception as exc:  # no BlueZ, no permission: say so, keep going

@@ -3,7 +3,8 @@
 A :class:`BleDriver` owns one pure session (:class:`~drivers.patch_session.PatchSession`
 or :class:`~drivers.polar_session.PolarSession`) and does what it says, nothing else:
 
-- connect (:func:`~drivers.ble_link.connect`, under the adapter lock), tell the session
+- connect (:func:`~drivers.ble_link.connect`: scans exclusive, connection attempts side by
+  side, so an absent patch holds up no other), tell the session
   which characteristics the device has, then perform its commands one at a time, each
   bounded by ``connect_timeout_s`` (reads, writes, subscriptions);
 - hand it every notification and a tick every ``tick_s``, and deliver what it returns
@@ -30,10 +31,19 @@ from typing import Any
 
 from bleak import BleakClient
 from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakError
 
 from core.block import SampleBlock
-from core.events import DeviceEvent, DeviceSink, DriverError, Gap, StreamPosition
+from core.events import (
+    DeviceEvent,
+    DeviceSink,
+    DriverError,
+    Gap,
+    SignalStrength,
+    StreamPosition,
+)
+from core.ratelog import RateLimitedLog
 from core.supervise import supervise
 from drivers.ble_adapter import BleAdapter
 from drivers.ble_link import BleSettings, DeviceNotFound, connect, really_cancelled
@@ -68,6 +78,9 @@ class BleDriver:
         Shared by every driver on one Bluetooth adapter (lock, health, reset).
     reconnect_delay_s
         ``(first, cap)`` of the reconnect backoff, seconds.
+    scanner
+        bleak scanner backend for the scan before each connection (tests: the virtual
+        radio's, so a simulated patch is found and its RSSI heard as on BlueZ).
     """
 
     def __init__(
@@ -81,8 +94,10 @@ class BleDriver:
         reconnect_delay_s: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.time,
         tick_s: float = 0.1,
+        scanner: type[BaseBleakScanner] | None = None,
     ) -> None:
         self.settings = settings
+        self.scanner = scanner
         self.session = session
         self.sink = sink
         self.backend = backend
@@ -95,6 +110,7 @@ class BleDriver:
         self._queue: asyncio.Queue[Command] = asyncio.Queue()
         self._end: asyncio.Future[_End] | None = None
         self._rng = random.Random()
+        self._log = RateLimitedLog(log)  # a device that keeps breaking its session: a line a minute
 
     @property
     def source(self) -> str:
@@ -143,12 +159,16 @@ class BleDriver:
     async def _connection(self) -> bool:
         lost = asyncio.Event()
         try:
-            client = await connect(self.settings, self.backend, self.adapter, lost)
+            client, rssi = await connect(
+                self.settings, self.backend, self.adapter, lost, self.scanner
+            )
         except asyncio.CancelledError:
             if really_cancelled():
                 raise
             # a future the BLE stack cancelled when the link dropped: not a stop
             raise BleakError("link lost while connecting") from None
+        if rssi is not None:
+            self._event(SignalStrength(source=self.source, time=self._clock(), dbm=rssi))
         loop = asyncio.get_running_loop()
         self._end = loop.create_future()
         self._queue = asyncio.Queue()
@@ -246,8 +266,14 @@ class BleDriver:
             outputs = step(self._clock(), time.monotonic())
         except Exception:
             self._session_errors += 1
-            if self._session_errors % 100 == 1:  # the first, then every 100th
-                log.exception("%s: session failed (%d so far)", self.source, self._session_errors)
+            self._log.log(
+                "session",
+                logging.ERROR,
+                "%s: session failed (%d so far)",
+                self.source,
+                self._session_errors,
+                exc_info=True,
+            )
             self._finish(_End("session error", failed=True))
             return
         for out in outputs:

@@ -2,8 +2,11 @@
 
 :func:`connect` finds the patch (a scan on BlueZ, which needs the D-Bus path; by
 address with an explicit backend such as the simulator) and connects through
-bleak-retry-connector's ``establish_connection``, under the adapter-wide lock so a scan
-never overlaps another patch's connection attempt (BlueZ fails both when they do).
+bleak-retry-connector's ``establish_connection``. A scan never overlaps a connection
+attempt (BlueZ fails both when they do: :class:`~drivers.ble_adapter.BleAdapter`), but
+nothing else is serialised: the scan for a patch that is away runs in slices of
+``_SCAN_SLICE_S`` with the adapter free in between, and a connection attempt, however long
+it waits for an absent patch, holds up only scans, never another patch's connection.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 
@@ -40,15 +44,48 @@ class DeviceNotFound(BleakError):
     """The patch was not seen in a scan: away or off (not an adapter problem)."""
 
 
-async def _find_device(settings: BleSettings, backend: type[BaseBleakClient] | None) -> BLEDevice:
-    if backend is not None:
-        return BLEDevice(settings.address, settings.id, details=None)
-    device = await BleakScanner.find_device_by_address(
-        settings.address, timeout=settings.connect_timeout_s
-    )
-    if device is None:
-        raise DeviceNotFound(f"{settings.address} not seen in a scan")
-    return device
+_SCAN_SLICE_S = 2.0  # one scan slice: another patch's connection waits at most this long
+
+
+class _Sought:
+    """The scan filter for one address; keeps the RSSI of the advertisement that matched."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address.upper()
+        self.rssi_dbm: int | None = None
+
+    def __call__(self, device: BLEDevice, adv: AdvertisementData) -> bool:
+        if device.address.upper() != self.address:
+            return False
+        self.rssi_dbm = adv.rssi
+        return True
+
+
+async def _find_device(
+    settings: BleSettings,
+    backend: type[BaseBleakClient] | None,
+    adapter: BleAdapter,
+    scanner: type[BaseBleakScanner] | None = None,
+) -> tuple[BLEDevice, int | None]:
+    """The device and the RSSI (dBm) it advertised with, scanned for in slices for up to
+    ``connect_timeout_s``. A client ``backend`` without a ``scanner`` (a simulator) is
+    connected by address without a scan (RSSI unknown)."""
+    if backend is not None and scanner is None:
+        return BLEDevice(settings.address, settings.id, details=None), None
+    sought = _Sought(settings.address)
+    kwargs: dict[str, Any] = {} if scanner is None else {"backend": scanner}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.connect_timeout_s
+    while (left := deadline - loop.time()) > 0:
+        async with adapter.scanning():
+            device = await BleakScanner.find_device_by_filter(
+                sought, timeout=min(_SCAN_SLICE_S, left), **kwargs
+            )
+        if device is not None:
+            if backend is not None:  # the simulator's client connects by address
+                device = BLEDevice(settings.address, settings.id, details=None)
+            return device, sought.rssi_dbm
+    raise DeviceNotFound(f"{settings.address} not seen in a scan")
 
 
 async def connect(
@@ -56,22 +93,26 @@ async def connect(
     backend: type[BaseBleakClient] | None,
     adapter: BleAdapter,
     lost: asyncio.Event,
-) -> BleakClient:
-    """A connected client; ``lost`` is set when the link drops."""
+    scanner: type[BaseBleakScanner] | None = None,
+) -> tuple[BleakClient, int | None]:
+    """A connected client and the RSSI (dBm) its advertisement had (None: unknown);
+    ``lost`` is set when the link drops. ``scanner``: a bleak scanner backend (tests)."""
     kwargs: dict[str, Any] = {"timeout": settings.connect_timeout_s}
     if backend is not None:
         kwargs["backend"] = backend
+    device, rssi = await _find_device(settings, backend, adapter, scanner)
     # establish_connection retries internally and gives each attempt its own 20 s
     # (BLEAK_TIMEOUT); connect_timeout_s bounds the whole call.
-    async with adapter, asyncio.timeout(settings.connect_timeout_s):
-        return await establish_connection(
+    async with adapter.connecting(), asyncio.timeout(settings.connect_timeout_s):
+        client = await establish_connection(
             BleakClientWithServiceCache,
-            await _find_device(settings, backend),
+            device,
             settings.id,
             disconnected_callback=lambda _c: lost.set(),
             max_attempts=2,
             **kwargs,
         )
+    return client, rssi
 
 
 def really_cancelled() -> bool:

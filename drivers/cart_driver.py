@@ -41,6 +41,7 @@ from core.events import (
     Gap,
     StreamPosition,
 )
+from core.ratelog import RateLimitedLog
 from core.supervise import supervise
 from drivers.cart_protocol import CartDecoder, FrameType, encode_command
 from drivers.cart_stream import CartStream
@@ -103,6 +104,7 @@ class CartDriver:
         self._delays = reconnect_delay_s
         self._rng = random.Random()
         self._errors_seen = 0
+        self._log = RateLimitedLog(log)
 
     @property
     def source(self) -> str:
@@ -143,8 +145,10 @@ class CartDriver:
                 source=self.source, time=self._clock(), what="port", detail=detail, count=count
             )
         )
-        if count == 1 or count % 60 == 0:  # not a line per retry
-            log.warning("%s: serial port %s (%d failures in a row)", self.source, detail, count)
+        self._log.log(  # not a line per retry
+            "port", logging.WARNING, "%s: serial port %s (%d failures in a row)",
+            self.source, detail, count,
+        )  # fmt: skip
 
     async def _session(self) -> bool:
         cfg = self.settings

@@ -44,6 +44,7 @@ __all__ = [
     "StageMsg",
     "cobs_decode",
     "cobs_encode",
+    "cobs_max_len",
     "crc16",
     "encode_blood_pressure",
     "encode_command",
@@ -57,7 +58,7 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 LEADS_12 = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-MAX_BODY = 4096  # bytes; longer runs without a delimiter are discarded as noise
+MAX_BODY = 4096  # bytes before COBS; longer frames are discarded (counted as too_long)
 _HEADER = struct.Struct("<BBH")
 
 
@@ -83,6 +84,12 @@ class Phase(enum.IntEnum):
 def crc16(data: bytes) -> int:
     """CRC-16/CCITT-FALSE of ``data`` (poly 0x1021, init 0xFFFF, no reflection, no xorout)."""
     return binascii.crc_hqx(data, 0xFFFF)
+
+
+def cobs_max_len(n: int) -> int:
+    """The longest COBS encoding of ``n`` bytes (no zero byte among them: one code byte per
+    254 data bytes, and a final code byte): 4,113 for a 4,096-byte body."""
+    return n + n // 254 + 1
 
 
 def cobs_encode(data: bytes) -> bytes:
@@ -333,13 +340,16 @@ class CartDecoder:
                 self._note(text)
             st.add("bytes_discarded", len(chunk) + 1)
 
-        if len(chunk) > MAX_BODY + 16:
+        if len(chunk) > cobs_max_len(MAX_BODY):  # no body of MAX_BODY bytes encodes longer
             bad("too_long", f"frame of {len(chunk)} bytes")
             return None
         try:
             body = cobs_decode(chunk)
         except CobsError as exc:
             bad("cobs_errors", str(exc))
+            return None
+        if len(body) > MAX_BODY:
+            bad("too_long", f"frame body of {len(body)} bytes")
             return None
         if len(body) < _HEADER.size + 2:
             bad("bad_length", f"frame body of {len(body)} bytes")

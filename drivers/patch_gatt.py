@@ -44,6 +44,7 @@ __all__ = [
     "decode_racp_response",
     "decode_status",
     "decode_symptom",
+    "encode_abort",
     "encode_device_time",
     "encode_ecg_frame",
     "encode_racp_response",
@@ -133,6 +134,10 @@ class RacpResponse:
 
 def encode_report_extent() -> bytes:
     return bytes([RacpOp.REPORT_EXTENT])
+
+
+def encode_abort() -> bytes:
+    return bytes([RacpOp.ABORT])
 
 
 def encode_request_range(first: int, end: int) -> bytes:

@@ -16,15 +16,20 @@ connection (``docs/protocols/patch-gatt.md``):
 4. request every missing range, one at a time, each answer matched to the request
    it answers (a RANGE_DONE outside the requested range is counted and ignored);
    NOT_HELD or a partial answer asks the extent again; BUSY and ABORTED retry after
-   ``racp_retry_s``; a range refused ``max_requests`` times is given up as a final gap;
-5. no answer within ``racp_timeout_s``: counted, retried later on the same link
-   (the link is *not* dropped for it; live data keeps flowing); the link lost:
-   every wait ends at once and requested ranges become pending again;
+   ``racp_retry_s``; a range whose requests bring none of it ``max_requests`` times in
+   a row (INVALID, BUSY, ABORTED, no answer) is given up as a final gap;
+5. each backfill frame that brings samples of the requested range extends the wait for
+   its RANGE_DONE by ``racp_timeout_s`` (a long backfill is not a silent one); no
+   answer and no frame within ``racp_timeout_s``: counted, and a REQUEST_RANGE is
+   ABORTed (the patch may be stuck in it) before it is asked again, on the same link
+   (the link is *not* dropped for it; live data keeps flowing); the link lost: every
+   wait ends at once and requested ranges become pending again;
 6. no ECG for ``silence_timeout_s``: disconnect (a BlueZ notify stall).
 
 Symptom presses are de-duplicated by their press id (a patch re-sends presses made
-while the link was down); a press whose sample number is impossible is kept, timed
-by its arrival.
+while the link was down); a press whose sample number is impossible is kept, timed by
+the patch's clock when that is plausible; a notification with no usable sample number
+(0xFFFFFFFF) and no plausible time is not a press (counted as bad).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from core.events import (
     RecordingStarted,
     StreamPosition,
 )
+from core.units import EPOCH_2000
 from drivers import uuids
 from drivers.ble_link import BleSettings
 from drivers.gatt_session import Characteristics, Disconnect, Output, Read, Subscribe, Write
@@ -62,6 +68,7 @@ from drivers.patch_gatt import (
     decode_racp_response,
     decode_status,
     decode_symptom,
+    encode_abort,
     encode_report_extent,
     encode_request_range,
 )
@@ -76,9 +83,10 @@ _AHEAD_S = 60.0  # a sample number this far beyond the head is impossible (s of 
 _SLACK_S = 10.0  # a live frame may run ahead of the wall clock by this much (buffering)
 _BACK_S = 2.0  # a live frame may repeat this much of what came (seconds of samples)
 _RESTART_FRAMES = 3  # consecutive, consistent impossible live frames: the patch restarted
+_NO_SEQ = 0xFFFFFFFF  # never a sample number (a recording ends before it): "none", erased flash
 _COUNTERS = """connects frames_live frames_backfill samples duplicate_samples ranges_requested
 restarts impossible_frames
-samples_lost bad_notifications watchdog_trips racp_timeouts racp_unexpected
+samples_lost bad_notifications watchdog_trips racp_timeouts racp_unexpected racp_aborts
 clock_rejected presses presses_repeated"""
 
 
@@ -97,6 +105,8 @@ class _Wait:
     first: int = 0
     end: int = 0
     deadline: float | None = None  # monotonic s; set when the write completed
+    got: int = 0  # samples of [first, end) that arrived (new) while waiting
+    aborting: bool = False  # ABORT sent: the request went unanswered
 
 
 class PatchSession:
@@ -111,7 +121,8 @@ class PatchSession:
         Seconds without a RACP answer before asking again; before retrying after BUSY,
         ABORTED or a timeout.
     max_requests
-        A range refused (INVALID) this many times is given up as a final gap.
+        A range whose requests bring none of it this many times in a row (refused,
+        busy, aborted or unanswered) is given up as a final gap.
     max_clock_error_s
         Device Time further than this from the gateway's clock is ignored.
     """
@@ -348,6 +359,13 @@ class PatchSession:
         if head is None or (self.stream.ledger.next_seq or 0) > head:
             self._head_at = mono
         self.counters.add("duplicate_samples", self.stream.duplicates - before)
+        w = self._wait
+        if frame.backfill and w is not None and w.op == RacpOp.RANGE_DONE:
+            asked = sum(max(0, min(b.end_seq, w.end) - max(b.seq, w.first)) for b in blocks)
+            if asked:  # the backfill is under way: its end is not due yet
+                w.got += asked
+                if w.deadline is not None:
+                    w.deadline = mono + self.racp_timeout_s
         n = sum(b.n for b in blocks)
         if n:
             self.counters.add("samples", n)
@@ -396,22 +414,31 @@ class PatchSession:
 
     def _symptom(self, data: bytes, now: float) -> list[Output]:
         press = decode_symptom(data)
+        head = self.stream.ledger.next_seq
+        possible = head is not None and press.seq <= head + int(_AHEAD_S * FS)
+        seq = press.seq if possible and self.stream.clock.anchored else None
+        device_time: float | None = EPOCH_2000 + press.us_since_2000 / 1e6
+        if abs(device_time - now) > self.max_clock_error_s:
+            device_time = None
+        if press.seq == _NO_SEQ or (seq is None and device_time is None):
+            # an unset sample number (erased memory), or neither sample nor time: not a press
+            detail = f"symptom notification at sample {press.seq}, time {press.us_since_2000} us"
+            return [self._bad(uuids.PATCH_SYMPTOM, f"{detail}: not a press", now)]
         if press.press_id in self._presses:
             self.counters.add("presses_repeated")
             return []
         self._presses.append(press.press_id)
         self.counters.add("presses")
-        head = self.stream.ledger.next_seq
-        possible = head is not None and press.seq <= head + int(_AHEAD_S * FS)
-        seq = press.seq if possible and self.stream.clock.anchored else None
         out: list[Output] = []
-        if seq is None:  # never lose a press: time it by its arrival instead
-            out.append(
-                self._bad(uuids.PATCH_SYMPTOM, f"press at impossible sample {press.seq}", now)
-            )
-        when = self.stream.utc_of(seq) if seq is not None else now
-        out.append(ButtonPressed(source=self.source, time=when, seq=seq, press_id=press.press_id))
-        return out
+        if seq is None:  # never lose a press: timed by the patch's clock instead
+            detail = f"press at impossible sample {press.seq}; timed by the patch's clock"
+            out.append(self._bad(uuids.PATCH_SYMPTOM, detail, now))
+        when = self.stream.utc_of(seq) if seq is not None else device_time
+        assert when is not None
+        pressed = ButtonPressed(
+            source=self.source, time=when, seq=seq, press_id=press.press_id, device_time=device_time
+        )
+        return [*out, pressed]
 
     # --- record access control point -----------------------------------------------------
     def _ask_extent(self) -> list[Output]:
@@ -436,7 +463,8 @@ class PatchSession:
         if r.op == RacpOp.EXTENT:
             self._wait = None
             return self._extent(r.first, r.end, now, mono)
-        if not (w.first <= r.first <= r.end <= w.end):
+        nothing_ran = w.aborting and r.status == RacpStatus.INVALID and (r.first, r.end) == (0, 0)
+        if not nothing_ran and not (w.first <= r.first <= r.end <= w.end):
             return [self._unexpected(r, now)]
         self._wait = None
         return self._range_done(w, r, now, mono)
@@ -475,13 +503,23 @@ class PatchSession:
             return self._request_next()
         if r.status in (RacpStatus.NOT_HELD, RacpStatus.SUCCESS):  # partial: what is held?
             return self._ask_extent()
+        # BUSY, ABORTED, INVALID, or an ABORT that found nothing running: later
         self._retry_at = mono + self.racp_retry_s
-        if r.status != RacpStatus.INVALID:  # BUSY, ABORTED: later
-            return []
-        entry = next((e for e in ledger.entries if e.first == w.first), None)
-        if entry is None or entry.requests < self.max_requests:
-            return [self._error("racp", f"range {w.first}..{w.end} refused (INVALID)", now)]
-        gaps = self.stream.gaps(ledger.give_up(w.first, w.end), "patch refused backfill", now)
+        why = "refused (INVALID)" if r.status == RacpStatus.INVALID else r.status.name
+        return self._fruitless(w, why, now)
+
+    def _fruitless(self, w: _Wait, why: str, now: float) -> list[Output]:
+        """A request for ``[w.first, w.end)`` ended without all of it: if it brought none
+        of it, count that against its entries; ``max_requests`` in a row: give them up."""
+        ledger = self.stream.ledger
+        entries = ledger.within(w.first, w.end)
+        for e in entries:
+            e.fruitless = 0 if w.got else e.fruitless + 1
+        if w.got or not any(e.fruitless >= self.max_requests for e in entries):
+            return [self._error("racp", f"range {w.first}..{w.end}: {why}", now)]
+        reason = "patch refused backfill" if why.startswith("refused") else (
+            f"patch did not backfill it ({why})")  # fmt: skip
+        gaps = self.stream.gaps(ledger.give_up(w.first, w.end), reason, now)
         self.counters.add("samples_lost", sum(g.n_samples for g in gaps))
         return list(gaps)
 
@@ -489,12 +527,18 @@ class PatchSession:
         self.counters.add("racp_timeouts")
         self._wait = None
         self._retry_at = mono + self.racp_retry_s
+        what = "ABORT" if w.aborting else w.op.name
+        out = [self._error("racp", f"no answer to {what} within {self.racp_timeout_s:g} s",
+                           now, "racp_timeouts")]  # fmt: skip
         if w.op == RacpOp.EXTENT:
             self._need_extent = True
-        else:
-            self.stream.ledger.retry(w.first, w.end)
-        detail = f"no answer to {w.op.name} within {self.racp_timeout_s:g} s"
-        return [self._error("racp", detail, now, "racp_timeouts")]
+            return out
+        if not w.aborting:  # the patch may be stuck in that backfill: stop it first
+            self.counters.add("racp_aborts")
+            self._wait = _Wait(RacpOp.RANGE_DONE, w.first, w.end, got=w.got, aborting=True)
+            return [*out, Write(uuids.PATCH_RACP, encode_abort())]
+        self.stream.ledger.retry(w.first, w.end)
+        return out + self._fruitless(w, "no answer", now)
 
     # --- errors ----------------------------------------------------------------------------
     def _unexpected(self, r: RacpResponse, now: float) -> DriverError:

@@ -38,6 +38,7 @@ class LedgerEntry:
     end: int
     state: GapState = GapState.PENDING
     requests: int = 0
+    fruitless: int = 0  # requests in a row that brought none of it (refused, busy, silent)
 
 
 @dataclass
@@ -102,9 +103,9 @@ class GapLedger:
                 continue
             got.append((a, b))
             if e.first < a:
-                kept.append(LedgerEntry(e.first, a, e.state, e.requests))
+                kept.append(LedgerEntry(e.first, a, e.state, e.requests, e.fruitless))
             if b < e.end:
-                kept.append(LedgerEntry(b, e.end, e.state, e.requests))
+                kept.append(LedgerEntry(b, e.end, e.state, e.requests, e.fruitless))
         self.entries = sorted(kept, key=lambda e: e.first)
         return sorted(got)
 
@@ -135,11 +136,15 @@ class GapLedger:
                 cut = min(e.end, oldest_held)
                 lost.append((e.first, cut))
                 if cut < e.end:
-                    kept.append(LedgerEntry(cut, e.end, e.state, e.requests))
+                    kept.append(LedgerEntry(cut, e.end, e.state, e.requests, e.fruitless))
                 continue
             kept.append(e)
         self.entries = kept
         return lost
+
+    def within(self, first: int, end: int) -> list[LedgerEntry]:
+        """The entries lying in ``[first, end)`` (what one request asked for)."""
+        return [e for e in self.entries if e.first >= first and e.end <= end]
 
     def give_up(self, first: int, end: int) -> list[tuple[int, int]]:
         """Stop asking for ``[first, end)`` (the patch keeps refusing it): lost for good."""

@@ -203,6 +203,7 @@ class PolarSession:
         return {
             **self.counters.snapshot(),
             "frames_duplicate": self.stream.duplicates,
+            "timestamps_rejected": self.stream.timestamps_rejected,
             "rr_beats": self._rr.beats,
         }
 

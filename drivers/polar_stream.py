@@ -27,12 +27,16 @@ class PmdEcgStream:
 
     Every timestamp is judged against the host clock before it is believed: a device
     clock cannot advance more than the host's elapsed time (plus ``slack_s`` and 2 %).
-    An out-of-line timestamp is not trusted (counted in :attr:`timestamps_rejected`): its
-    frame is taken as contiguous and the reference moves on by the frame's own samples,
-    so one bad value never shifts the rest of the recording. A timestamp that goes back by
-    more than ``reset_after_s`` is a device restart: the time missed is measured by the
-    host clock. A frame whose timestamp does not advance (a repeat) is dropped and counted
-    in :attr:`duplicates`.
+    An out-of-line timestamp is not trusted (counted in :attr:`timestamps_rejected`): the
+    reference moves on by the frame's own samples, so one bad value never shifts the rest
+    of the recording, and the frame is held until the next one says where it lies. If
+    nothing is missing before that next frame, the held frame was contiguous and is
+    delivered in place; if samples are missing, the loss is next to a frame whose own time
+    is unknown (before it or after it, nobody can tell), so the held frame's samples go
+    into the gap with the lost ones rather than under numbers that may be wrong. A
+    timestamp that goes back by more than ``reset_after_s`` is a device restart: the time
+    missed is measured by the host clock. A frame whose timestamp does not advance (a
+    repeat) is dropped and counted in :attr:`duplicates`.
 
     UTC times: at the first frame the host time ``now`` is taken as the time of that
     frame's last sample; every later sample ``s`` is at ``start + s / fs``, so block
@@ -65,6 +69,8 @@ class PmdEcgStream:
         self._last_now = 0.0
         self._resume: StreamPosition | None = None
         self._gap_reason = "pmd timestamp jump"
+        self._untrusted = False  # the frame just judged had a timestamp not believed
+        self._held: PmdEcgFrame | None = None  # such a frame, until the next one places it
 
     @property
     def next_seq(self) -> int:
@@ -92,7 +98,8 @@ class PmdEcgStream:
         """Sequence number nearest to a device time (ns since 2000), if known."""
         if self._last_ts is None:
             return None
-        return self._next_seq - 1 + round((device_ns - self._last_ts) / self._period_ns)
+        held = self._held.n if self._held is not None else 0
+        return self._next_seq + held - 1 + round((device_ns - self._last_ts) / self._period_ns)
 
     def feed(self, data: bytes | bytearray | memoryview, now: float) -> list[SampleBlock | Gap]:
         """Decode one data notification and advance; raises :class:`PmdDecodeError`."""
@@ -109,6 +116,19 @@ class PmdEcgStream:
         for frame in frames:
             missing = self._missing_before(frame, now)
             if missing is None:
+                continue
+            held, self._held = self._held, None
+            if held is not None:  # the frame before had an untrusted time: place it now
+                if missing > 0:
+                    missing += held.n  # lost next to it: its samples go into the gap
+                else:
+                    if not run:
+                        run_seq = self._next_seq
+                    run.append(held.samples_uv)
+                    self._next_seq += held.n
+            if self._untrusted:  # (its own ``missing`` is 0: it cannot be judged)
+                self._held = frame
+                self._last_now = now
                 continue
             if missing > 0:
                 if run:
@@ -133,6 +153,7 @@ class PmdEcgStream:
 
     def _missing_before(self, frame: PmdEcgFrame, now: float) -> int | None:
         """Samples missed before ``frame`` (0 if contiguous), None to drop it."""
+        self._untrusted = False
         if self._last_ts is None:
             self._last_ts = frame.timestamp_ns
             return self._first(frame, now)
@@ -147,6 +168,7 @@ class PmdEcgStream:
             return None
         if dt_ns > host_ns + frame.n * self._period_ns:  # the device cannot be that far ahead
             self.timestamps_rejected += 1
+            self._untrusted = True
             self._last_ts += round(frame.n * self._period_ns)
             return 0
         self._last_ts = frame.timestamp_ns

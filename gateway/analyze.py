@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -183,16 +184,42 @@ def analyze_annotations(
     return AnalysisResult(beats.seq, rt.episodes, n, fs, labels=beats.labels)
 
 
-def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
+def _wfdb() -> Any:
+    """The wfdb package, or the end of the command with a message naming the extra."""
     try:
         import wfdb
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise SystemExit("analyze needs wfdb: pip install 'ecg-gateway[records]'") from None
+    except ImportError as exc:
+        raise SystemExit(
+            "ecg-gateway analyze needs the 'records' extra (the wfdb package), which is not "
+            f"installed here ({exc}): pip install 'ecg-gateway[records]'"
+        ) from None
+    return wfdb
+
+
+def _files_of(record: str) -> tuple[Path, Path]:
+    """(what to read, the file that must exist) for a record path as given."""
     path = Path(record)
     if path.suffix.lower() == ".edf":
-        rec = wfdb.io.convert.edf.read_edf(str(path))
-    else:
-        rec = wfdb.rdrecord(str(path.with_suffix("")) if path.suffix == ".hea" else record)
+        return path, path
+    base = path.with_suffix("") if path.suffix == ".hea" else path
+    return base, base.with_name(base.name + ".hea")
+
+
+def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
+    wfdb = _wfdb()
+    path = Path(record)
+    base, needed = _files_of(record)
+    if not needed.is_file():
+        raise SystemExit(f"{record}: no such record ({needed} not found)")
+    try:
+        if path.suffix.lower() == ".edf":
+            from wfdb.io.convert.edf import read_edf  # (not imported by `import wfdb`)
+
+            rec = read_edf(str(base))
+        else:
+            rec = wfdb.rdrecord(str(base))
+    except (OSError, ValueError) as exc:  # a signal file missing, a header that does not parse
+        raise SystemExit(f"{record}: cannot read the record: {exc}") from None
     if rec.p_signal is None:
         raise SystemExit(f"{record}: no physical signal")
     if not 0 <= channel < rec.p_signal.shape[1]:
@@ -204,8 +231,8 @@ def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    import wfdb
-
+    """``ecg-gateway analyze``; a missing extra or record ends it with a message (exit 1)."""
+    wfdb = _wfdb()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.beats:
@@ -224,13 +251,12 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 def _from_annotations(record: str, annotator: str) -> tuple[AnalysisResult, float, str]:
-    import wfdb
-
+    wfdb = _wfdb()
     path = str(Path(record).with_suffix("")) if record.endswith(".hea") else record
     try:
         header = wfdb.rdheader(path)
         ann = wfdb.rdann(path, annotator)
-    except FileNotFoundError as exc:
+    except (OSError, ValueError) as exc:
         raise SystemExit(f"{record}: {exc}") from None
     fs = float(header.fs)
     n = int(header.sig_len or (ann.sample[-1] + 1 if len(ann.sample) else 0))
@@ -238,8 +264,7 @@ def _from_annotations(record: str, annotator: str) -> tuple[AnalysisResult, floa
 
 
 def _write_rhythm(res: AnalysisResult, name: str, fs: float, out: Path) -> None:
-    import wfdb
-
+    wfdb = _wfdb()
     changes = res.rhythm_changes()
     pauses = [e for e in res.episodes if e.kind == "pause"]
     rhy = sorted(

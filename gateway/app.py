@@ -32,7 +32,7 @@ from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
 from gateway.acks import receive_ack
 from gateway.channel import DeviceChannel
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
-from gateway.continuity import ContinuityStore, refine_with_recording
+from gateway.continuity import ContinuityStore, missing_from_ledger, refine_with_recording
 from gateway.health import HostHealth, device_health
 from gateway.mqtt import Publisher, PublisherError
 from gateway.mqtt.codec import Publish
@@ -276,6 +276,9 @@ class Gateway(_DeviceLifecycle):
             records = cfg.gateway.state_dir / "recordings" / dev.id
             if cfg.recording.enabled:
                 position, study = refine_with_recording(position, study, records)
+            study = missing_from_ledger(
+                study, cfg.gateway.state_dir / "study" / f"{dev.id}.gaps.jsonl"
+            )
             recording = None
             if cfg.recording.enabled:
                 recording = RecordingStore(

@@ -4,7 +4,10 @@ A :class:`DeviceChannel` records every block into the device's full recording, k
 the gap ledger and the study facts, runs the device's pure
 :class:`~gateway.pipeline.DevicePipeline`, and hands what it produces to ``emit`` (the
 app stores strips and events in the outbox and publishes live ECG). Nothing raised in
-here reaches the driver: a failure is logged (rate-limited) and counted.
+here reaches the driver: a failure is counted and logged. Everything a device can cause
+over and over (bad frames, gaps, reconnections, failures on its data) is logged at most
+once a minute per kind, with how many were left out (:mod:`core.ratelog`); the counters
+count every one.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from core.events import (
     Gap,
     LeadOff,
     RrGapSeen,
+    SignalStrength,
     StageChanged,
 )
+from core.ratelog import RateLimitedLog
 from core.units import iso_utc
 from gateway.acks import AckLedger
 from gateway.payloads import StudyFacts, event_facts
@@ -42,7 +47,7 @@ __all__ = ["DeviceChannel"]
 log = logging.getLogger(__name__)
 
 _LEDGER_KEPT = 50
-_LOGGED = (Connected, Disconnected, StageChanged, LeadOff, DeviceRestarted)
+_LOGGED = (Connected, Disconnected, StageChanged, LeadOff, DeviceRestarted, SignalStrength)
 
 
 class DeviceChannel:
@@ -92,6 +97,7 @@ class DeviceChannel:
             "recording_errors",
         )
         self._emit = emit
+        self._log = RateLimitedLog(log)
 
     def stats(self) -> dict[str, Any]:
         """The channel's counters and the pipeline's, read now."""
@@ -107,17 +113,27 @@ class DeviceChannel:
 
     def on_event(self, event: DeviceEvent) -> None:
         if isinstance(event, ButtonPressed):
-            self.counters.add("button_presses")
-            log.warning(
-                "%s: SYMPTOM BUTTON pressed (press %s); event strip follows",
+            n = self.counters.add("button_presses")
+            self._log.log(
+                "button",
+                logging.WARNING,
+                "%s: SYMPTOM BUTTON pressed (press %s, %d so far); event strip follows",
                 self.device_id,
                 event.press_id,
+                n,
             )
         elif isinstance(event, _LOGGED):
-            log.info("%s: %s %s", self.device_id, event.kind, event_facts(event))
-        elif isinstance(event, DriverError) and _worth_logging(event.count):
-            log.warning(
-                "%s: %s: %s (%d so far)", self.device_id, event.what, event.detail, event.count
+            facts = event_facts(event)
+            self._log.log(event.kind, logging.INFO, "%s: %s %s", self.device_id, event.kind, facts)
+        elif isinstance(event, DriverError):
+            self._log.log(
+                f"error:{event.what}",
+                logging.WARNING,
+                "%s: %s: %s (%d so far)",
+                self.device_id,
+                event.what,
+                event.detail,
+                event.count,
             )
         elif isinstance(event, RrGapSeen):  # Heart Rate service beats never heard
             entry = {
@@ -148,15 +164,17 @@ class DeviceChannel:
                 "final": gap.final,
             }
         )
-        if _worth_logging(self.counters["gaps"]):
-            log.warning(
-                "%s: %d samples missing (seq %d..%d, %s)",
-                self.device_id,
-                gap.n_samples,
-                gap.first_seq,
-                gap.end_seq,
-                gap.reason or "no reason given",
-            )
+        self._log.log(
+            "gap",
+            logging.WARNING,
+            "%s: %d samples missing (seq %d..%d, %s; %d gaps so far)",
+            self.device_id,
+            gap.n_samples,
+            gap.first_seq,
+            gap.end_seq,
+            gap.reason or "no reason given",
+            self.counters["gaps"],
+        )
         self._run("gap", lambda: self.pipeline.on_gap(gap))
 
     def flush(self) -> None:
@@ -173,20 +191,33 @@ class DeviceChannel:
     def _run(self, what: str, step: Callable[[], list[PipelineOutput]]) -> None:
         try:
             outputs = step()
+            self.study.add_quality(*self.pipeline.take_quality_s())
         except Exception:
             n = self.counters.add("errors")
-            if _worth_logging(n):
-                log.exception(
-                    "%s: pipeline failed on a %s (%d errors so far)", self.device_id, what, n
-                )
+            self._log.log(
+                f"pipeline:{what}",
+                logging.ERROR,
+                "%s: pipeline failed on a %s (%d errors so far)",
+                self.device_id,
+                what,
+                n,
+                exc_info=True,
+            )
             return
         for out in outputs:
             try:
                 self._emit(self.device_id, out)
             except Exception:
                 n = self.counters.add("errors")
-                if _worth_logging(n):
-                    log.exception("%s: could not hand on %s", self.device_id, type(out).__name__)
+                self._log.log(
+                    "emit",
+                    logging.ERROR,
+                    "%s: could not hand on %s (%d errors so far)",
+                    self.device_id,
+                    type(out).__name__,
+                    n,
+                    exc_info=True,
+                )
                 continue
             if isinstance(out, LiveChunk):
                 self.counters.add("live_messages")
@@ -201,13 +232,15 @@ class DeviceChannel:
             self.recording.write(block)
         except (OSError, ValueError):
             n = self.counters.add("recording_errors")
-            if _worth_logging(n):
-                log.exception(
-                    "%s: could not record block seq %d (%d recording errors)",
-                    self.device_id,
-                    block.seq,
-                    n,
-                )
+            self._log.log(
+                "recording",
+                logging.ERROR,
+                "%s: could not record block seq %d (%d recording errors)",
+                self.device_id,
+                block.seq,
+                n,
+                exc_info=True,
+            )
 
     def _record_gap(self, entry: dict[str, Any]) -> None:
         """Into the status ledger and the study record (what the report must show missing)."""
@@ -223,9 +256,10 @@ class DeviceChannel:
                 f.write(json.dumps(entry) + "\n")
         except OSError:
             self.counters.add("errors")
-            log.exception("%s: could not record a gap in the study record", self.device_id)
-
-
-def _worth_logging(count: int) -> bool:
-    """Rate limit for repeated problems: the first ten, then every thousandth."""
-    return count <= 10 or count % 1000 == 0
+            self._log.log(
+                "gap ledger",
+                logging.ERROR,
+                "%s: could not record a gap in the study record",
+                self.device_id,
+                exc_info=True,
+            )

@@ -10,7 +10,9 @@ it stopped (nothing recorded is overwritten), and the study record is cumulative
 written atomically (temp file, fsync, rename) every ``recording.sync_s`` and at a clean
 stop. After a crash that file is up to ``sync_s`` old; the full recording on disk is not
 (its pages reach the disk on their own), so at start the position is brought up to where
-the recording really ends (:func:`refine_with_recording`), holes included.
+the recording really ends (:func:`refine_with_recording`), holes included, and the
+samples declared lost are counted again from the gap ledger, which every gap reaches the
+moment it is reported (:func:`missing_from_ledger`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from core.ranges import runs_of
 from gateway.payloads import StudyFacts
 from gateway.recording import read_tail
 
-__all__ = ["ContinuityStore", "refine_with_recording"]
+__all__ = ["ContinuityStore", "missing_from_ledger", "refine_with_recording"]
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +115,25 @@ def refine_with_recording(
         received=study.received + received,
     )
     return new_position, new_study
+
+
+def missing_from_ledger(study: StudyFacts, ledger: Path) -> StudyFacts:
+    """``study`` with ``missing`` = the samples of every final gap in the device's gap
+    ledger (``<state_dir>/study/<device>.gaps.jsonl``): the saved count may be older than
+    the last gaps a killed run reported. A line cut by a crash is skipped."""
+    try:
+        lines = Path(ledger).read_text().splitlines()
+    except FileNotFoundError:
+        return study
+    except OSError as exc:
+        log.error("gap ledger %s unreadable (%s): missing samples as last saved", ledger, exc)
+        return study
+    missing = 0
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            if entry.get("final") and "n_samples" in entry:
+                missing += int(entry["n_samples"])
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return dataclasses.replace(study, missing=missing)

@@ -3,6 +3,12 @@
 ``online`` while running (every ``status_period_s``), ``offline`` at a clean exit and as
 the Last Will. It carries each device's facts and the transmission's (``docs/mqtt.md``);
 device facts are made JSON-safe (NaN → null, numpy → Python).
+
+Times: ``time`` is when the status was made, ``connected_at`` when the connection it was
+sent on (or, for the Will, that it guards) began. The Last Will is handed to the broker at
+CONNECT, so it cannot know when the gateway will vanish: its ``time`` is null and it says
+``last_will: true`` (the moment is when the broker published it); a clean exit's
+``offline`` carries the real time.
 """
 
 from __future__ import annotations
@@ -29,21 +35,28 @@ def build_status(
     gateway_id: str,
     state: str,
     *,
-    now: float,
+    now: float | None,
     devices: Mapping[str, Any] | None = None,
     transmission: Mapping[str, Any] | None = None,
+    connected_at: float | None = None,
+    last_will: bool = False,
     health: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status as a JSON-ready dict; ``now`` in POSIX UTC seconds; ``health``: host
-    facts (:mod:`gateway.health`, issue #14)."""
+    """The status as a JSON-ready dict; ``now`` and ``connected_at`` in POSIX UTC seconds
+    (``now`` None: not known when it will be read, the Last Will); ``health``: host facts
+    (:mod:`gateway.health`, issue #14)."""
     body: dict[str, Any] = {
         "schema": STATUS_SCHEMA,
         "gateway_id": gateway_id,
         "state": state,
-        "time": iso_utc(now),
+        "time": None if now is None else iso_utc(now),
         "version": __version__,
         "devices": json_safe(dict(devices or {})),
     }
+    if connected_at is not None:
+        body["connected_at"] = iso_utc(connected_at)
+    if last_will:
+        body["last_will"] = True
     if transmission is not None:
         body["transmission"] = json_safe(dict(transmission))
     if health:
@@ -77,10 +90,16 @@ def device_facts(
         "acknowledgements": ch.acks.facts(now),
         "channel": stats,
         "study": study,
+        "progress": {
+            "hours_recorded": round(ch.study.received / ch.study.fs / 3600.0, 3)
+            if ch.study.fs
+            else 0.0,
+            "analysable_pct": ch.study.analysable_pct,
+        },
     }
 
 
-def status_payload(gateway_id: str, state: str, *, now: float, **facts: Any) -> bytes:
+def status_payload(gateway_id: str, state: str, *, now: float | None, **facts: Any) -> bytes:
     """:func:`build_status` as compact UTF-8 JSON (what is published)."""
     body = build_status(gateway_id, state, now=now, **facts)
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
@@ -110,6 +129,7 @@ class StatusReporter:
         devices: Callable[[], Mapping[str, Any]] | None,
         transmission: Callable[[], Mapping[str, Any]],
         clock: Callable[[], float],
+        connected_at: Callable[[], float | None] = lambda: None,
         health: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.outbox = outbox
@@ -120,12 +140,13 @@ class StatusReporter:
         #: Host facts (issue #14); the app sets it on its publisher's reporter.
         self.health = health
         self._clock = clock
+        self._connected_at = connected_at
         self.sent = 0
         self.last_error: str | None = None
 
     def post(self, state: str) -> int | None:
         """Commit a status (superseding a waiting one); its row id, None if not stored."""
-        now = self._clock()
+        now, since = self._clock(), self._connected_at()
         try:
             body = build_status(
                 self.gateway_id,
@@ -133,13 +154,14 @@ class StatusReporter:
                 now=now,
                 devices=self._facts(self._devices),
                 transmission=self._facts(self._transmission),
+                connected_at=since,
                 health=self._facts(self.health),
             )
             json.dumps(body, allow_nan=False)
         except (TypeError, ValueError) as exc:
             self.last_error = f"status message could not be built: {exc!r}"
             log.exception("status message could not be built")
-            body = build_status(self.gateway_id, state, now=now)
+            body = build_status(self.gateway_id, state, now=now, connected_at=since)
         try:
             msg = self.outbox.put(
                 "status", self.gateway_id, self.topic, body, retain=True, replace=True

@@ -294,8 +294,10 @@ class MiniBroker:
             info = parse_connect(body)
             cid = info.client_id or f"mini-{next(self._anon)}"
             old = self._sessions.pop(cid, None)
-            if old is not None:  # session takeover
+            if old is not None:  # session takeover: MQTT 5 says why (0x8E Session taken over)
                 old.closed = True
+                if old.level == 5:
+                    old.writer.write(packet(DISCONNECT, 0, b"\x8e\x00"))
                 old.writer.close()
             session = _Session(cid, info.level, writer, info.will)
             self._sessions[cid] = session

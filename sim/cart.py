@@ -10,7 +10,11 @@ driver opens :attr:`SimCart.port` exactly as it would open ``/dev/ttyUSB0``.
 Test hooks: :meth:`corrupt_next_frame` flips a byte of the next ECG frame on
 the wire (its samples are then lost and must be reported as a gap),
 :meth:`drop_frames` skips ECG frames (a gap without corruption),
-:meth:`lead_off` reports electrodes off.
+:meth:`lead_off` reports electrodes off, :meth:`glitch` sends one ECG frame with an
+absurd sample number (a counter glitch that passed the CRC), :meth:`restart` power-cycles
+the cart (its counter starts again at 0, at the same or another sample rate), and with
+``keep=True`` :attr:`recorded` holds every sample the cart produced, in production order
+(:attr:`restarts_at` says where each acquisition began).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class SimCart:
         serial: str = "SIM-CART-0001",
         firmware: str = "1.0.0",
         clock: Callable[[], float] = time.monotonic,
+        keep: bool = False,
     ) -> None:
         self.fs = fs
         self.stage_s = stage_s
@@ -104,6 +109,13 @@ class SimCart:
         """Every host command received, in order."""
         self._task: asyncio.Task[None] | None = None
         self._paused_until = 0.0
+        self._t0 = 0.0  # clock time the current acquisition began
+        self._glitches: list[int] = []
+        self._keep = keep
+        self._recorded = np.zeros((0, len(LEADS_12)), dtype=np.int32)
+        self.produced = 0  # samples produced since start, across restarts
+        self.restarts_at: list[int] = [0]
+        """Where each acquisition began, as an index into :attr:`recorded`."""
 
     # --- lifetime -------------------------------------------------------------------
     async def start(self) -> None:
@@ -146,6 +158,30 @@ class SimCart:
     def drop_frames(self, count: int = 1) -> None:
         """Do not send the next ``count`` ECG frames (their samples are lost)."""
         self._drop += count
+
+    def glitch(self, first_sample: int) -> None:
+        """Send the next ECG frame's samples under ``first_sample`` instead of the counter
+        (a counter glitch, or a corrupted frame whose CRC still matched); the counter goes
+        on as if nothing happened."""
+        self._glitches.append(first_sample)
+
+    def restart(self, fs: int | None = None) -> None:
+        """The cart is power-cycled: acquisition starts again at sample 0 (at ``fs`` Hz if
+        given), announced by a HELLO."""
+        if fs is not None:
+            self.fs = fs
+            self._synth = EcgSynth(fs, LEADS_12, hr_bpm=self.hr_bpm, seed=self.produced)
+        self.samples_sent = 0
+        self._stage_start = 0
+        self._t0 = self._clock()
+        self.restarts_at.append(self.produced)
+        self._write(encode_hello(self._next_seq(), self.fs, self.serial, self.firmware))
+        self._write(self._stage_frame(max(self.stage, 1)))
+
+    @property
+    def recorded(self) -> np.ndarray:
+        """Every sample produced (``keep=True``), µV, (n, 12), in production order."""
+        return self._recorded[: self.produced]
 
     def lead_off(self, leads: tuple[str, ...]) -> None:
         """Report these leads as off (empty: all back on)."""
@@ -200,12 +236,12 @@ class SimCart:
     async def _run(self) -> None:
         self._write(encode_hello(self._next_seq(), self.fs, self.serial, self.firmware))
         self._next_stage()
-        t0 = self._clock()
-        stage_samples = max(int(self.stage_s * self.fs), 1)
-        beat_samples = self.fs
-        period = self.frame_samples / self.fs / self.speed
+        self._t0 = self._clock()
         while True:
-            due = int((self._clock() - t0) * self.speed * self.fs)
+            stage_samples = max(int(self.stage_s * self.fs), 1)
+            beat_samples = self.fs
+            period = self.frame_samples / self.fs / self.speed
+            due = int((self._clock() - self._t0) * self.speed * self.fs)
             while self.samples_sent + self.frame_samples <= due:
                 for frame in self._pending:
                     self._write(frame)
@@ -233,10 +269,22 @@ class SimCart:
                     self._write(encode_hello(self._next_seq(), self.fs, self.serial, self.firmware))
                     self._write(self._stage_frame(self.stage))
 
+    def _store(self, uv: np.ndarray) -> None:
+        end = self.produced + uv.shape[0]
+        if end > self._recorded.shape[0]:
+            bigger = np.zeros((max(2 * self._recorded.shape[0], end, 4096), uv.shape[1]), np.int32)
+            bigger[: self.produced] = self._recorded[: self.produced]
+            self._recorded = bigger
+        self._recorded[self.produced : end] = np.clip(uv, -(1 << 23), (1 << 23) - 1)
+
     def _send_ecg(self) -> None:
         x_mv = self._synth.generate(self.frame_samples)
         uv = np.rint(x_mv.astype(np.float64) * 1000.0).astype(np.int64)
-        frame = encode_ecg(self._next_seq(), self.samples_sent, uv)
+        first = self._glitches.pop(0) if self._glitches else self.samples_sent
+        frame = encode_ecg(self._next_seq(), first & 0xFFFFFFFF, uv)
+        if self._keep:
+            self._store(uv)
+        self.produced += self.frame_samples
         self.samples_sent += self.frame_samples
         self.frames_sent += 1
         if self._drop:

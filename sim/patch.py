@@ -3,11 +3,15 @@
 A bumble GATT server on the same virtual radio as :mod:`sim.polar_patch`.
 It records continuously into a memory of ``memory_s`` seconds whether or not
 anyone is connected, notifies live ECG frames while connected, and answers the
-record access control point: REPORT_EXTENT, and REQUEST_RANGE with frames on the
-Backfill characteristic followed by RANGE_DONE.
+record access control point exactly as the profile's table says: REPORT_EXTENT,
+REQUEST_RANGE with frames on the Backfill characteristic followed by RANGE_DONE
+(NOT_HELD for what it no longer holds or has not recorded yet, BUSY while another
+backfill runs, INVALID for an empty range or a malformed command), and ABORT.
 
 Test hooks: :meth:`disconnect` (drop the link from the patch side),
-:meth:`press_button`, ``recorded`` (every sample recorded, µV, by seq).
+:meth:`press_button`, ``recorded`` (every sample recorded, µV, by seq),
+``racp_commands`` (every command received), ``backfill_frame_delay_s``; and for a
+misbehaving patch: ``device_time_bytes``, ``on_racp`` with :meth:`answer`, :meth:`send`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 from bumble.core import UUID
@@ -65,6 +70,9 @@ class SimPatch:
     source
         Where the ECG comes from, an object with ``generate(n) -> (n, 1)`` mV at 250 Hz
         (e.g. :class:`~sim.replay.RecordReplay`); default a synthetic ECG.
+    backfill_frame_delay_s
+        Wall-clock seconds between backfill frames (0: as fast as the link takes them); a
+        slow backfill, as over a busy link, outlasts the gateway's RACP wait.
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class SimPatch:
         memory_s: float = 3600.0,
         frame_samples: int = 50,
         source: object | None = None,
+        backfill_frame_delay_s: float = 0.0,
     ) -> None:
         self.world = world
         self.speed = speed
@@ -102,7 +111,16 @@ class SimPatch:
         self._advertised_at = 0.0
         self._recorder: asyncio.Task[None] | None = None
         self._streamer: asyncio.Task[None] | None = None
-        self._backfill_lock = asyncio.Lock()
+        self._running: tuple[int, int] | None = None  # the backfill being sent
+        self._abort = False
+        self.backfill_frame_delay_s = backfill_frame_delay_s
+        self.racp_commands: list[bytes] = []
+        """Every RACP command written to the patch, in order."""
+        self.device_time_bytes: bytes | None = None
+        """Test hook: what a Device Time read returns instead of the clock (any bytes)."""
+        self.on_racp: Callable[[bytes], bool] | None = None
+        """Test hook: sees each RACP command first; True means it handled it (answered with
+        :meth:`answer`, or chose not to), and the patch does nothing more."""
         self._stopping = False
         self._build_gatt()
 
@@ -127,7 +145,7 @@ class SimPatch:
             UUID(uuids.PATCH_TIME),
             p.READ,
             rd,
-            CharacteristicValue(read=lambda _c: encode_device_time(self.device_time())),
+            CharacteristicValue(read=lambda _c: self._time_value()),
         )
         self._status = Characteristic(
             UUID(uuids.PATCH_STATUS),
@@ -156,6 +174,9 @@ class SimPatch:
     def device_time(self) -> DeviceTime:
         seq = self.next_seq
         return DeviceTime(self._us0 + int(seq * 1e6 / FS), seq)
+
+    def _time_value(self) -> bytes:
+        return self.device_time_bytes or encode_device_time(self.device_time())
 
     def status(self) -> PatchStatus:
         used = min(100, int(100 * min(self.next_seq, self.capacity) / self.capacity))
@@ -321,7 +342,14 @@ class SimPatch:
             _LOGGER.debug("sim patch stream ended: %r", exc)
 
     # --- record access control point -------------------------------------------------------
+    # Every answer as docs/protocols/patch-gatt.md's table says: one backfill at a time
+    # (BUSY), an empty or inverted range INVALID, ABORT stops the running backfill (its
+    # RANGE_DONE is ABORTED) or is INVALID 0, 0 when none runs, unknown or malformed
+    # commands INVALID 0, 0, what is not held NOT_HELD with the range actually sent.
     def _on_racp(self, _connection: Connection, value: bytes) -> None:
+        self.racp_commands.append(bytes(value))
+        if self.on_racp is not None and self.on_racp(bytes(value)):
+            return
         try:
             op, first, end = decode_racp_command(bytes(value))
         except PatchDecodeError:
@@ -330,24 +358,57 @@ class SimPatch:
         if op == RacpOp.REPORT_EXTENT:
             extent = RacpResponse(RacpOp.EXTENT, RacpStatus.SUCCESS, self.oldest, self.next_seq)
             self._indicate(extent)
-        elif op == RacpOp.REQUEST_RANGE:
+        elif op == RacpOp.ABORT:
+            if self._running is None:
+                self._indicate(RacpResponse(RacpOp.RANGE_DONE, RacpStatus.INVALID, 0, 0))
+            else:
+                self._abort = True  # the running backfill answers for both commands
+        elif first >= end:
+            self._indicate(RacpResponse(RacpOp.RANGE_DONE, RacpStatus.INVALID, first, first))
+        elif self._running is not None:
+            self._indicate(RacpResponse(RacpOp.RANGE_DONE, RacpStatus.BUSY, first, first))
+        else:
+            self._running, self._abort = (first, end), False
             self._spawn_on_link(self._send_range(first, end))
+
+    def answer(self, r: RacpResponse) -> None:
+        """Test hook: indicate any RACP answer now."""
+        self._indicate(r)
+
+    async def send(self, uuid: str, data: bytes) -> None:
+        """Test hook: notify any bytes on the ECG, Backfill, Symptom or Status
+        characteristic (``uuid``), as a misbehaving patch would."""
+        chars = {uuids.PATCH_ECG: self._ecg, uuids.PATCH_BACKFILL: self._backfill,
+                 uuids.PATCH_SYMPTOM: self._symptom, uuids.PATCH_STATUS: self._status}  # fmt: skip
+        await self.device.notify_subscribers(chars[uuid], data)
 
     def _indicate(self, r: RacpResponse) -> None:
         self._spawn_on_link(self.device.indicate_subscribers(self._racp, encode_racp_response(r)))
 
     async def _send_range(self, first: int, end: int) -> None:
-        async with self._backfill_lock:
-            a, b = max(first, self.oldest), min(end, self.next_seq)
-            n = _BACKFILL_SAMPLES  # backfill frames fill the ATT MTU
-            try:
-                for k in range(a, b, n):
-                    frame = encode_ecg_frame(k, self.recorded[k : min(k + n, b)], backfill=True)
-                    await self.device.notify_subscribers(self._backfill, frame)
-                    self.frames_backfill += 1
-                status = RacpStatus.SUCCESS if (a, b) == (first, end) else RacpStatus.NOT_HELD
-                await self.device.indicate_subscribers(
-                    self._racp, encode_racp_response(RacpResponse(RacpOp.RANGE_DONE, status, a, b))
-                )
-            except Exception as exc:  # disconnected mid-backfill: abort silently
-                _LOGGER.debug("sim patch backfill ended: %r", exc)
+        a, b = max(first, self.oldest), min(end, self.next_seq)
+        sent = a  # samples [a, sent) sent so far
+        n = _BACKFILL_SAMPLES  # backfill frames fill the ATT MTU
+        try:
+            while sent < b and not self._abort:
+                k = min(sent + n, b)
+                frame = encode_ecg_frame(sent, self.recorded[sent:k], backfill=True)
+                await self.device.notify_subscribers(self._backfill, frame)
+                self.frames_backfill += 1
+                sent = k
+                if self.backfill_frame_delay_s:
+                    await asyncio.sleep(self.backfill_frame_delay_s)
+            if self._abort:
+                status = RacpStatus.ABORTED
+            elif (a, b) == (first, end):
+                status = RacpStatus.SUCCESS
+            else:
+                status = RacpStatus.NOT_HELD
+            done = (a, sent) if sent > a else (first, first)  # nothing sent: first, first
+            self._running = None  # the answer may be followed by the next request at once
+            answer = RacpResponse(RacpOp.RANGE_DONE, status, *done)
+            await self.device.indicate_subscribers(self._racp, encode_racp_response(answer))
+        except Exception as exc:  # disconnected mid-backfill: abort silently
+            _LOGGER.debug("sim patch backfill ended: %r", exc)
+        finally:
+            self._running = None

@@ -20,7 +20,9 @@ It looks like a Polar H10 with our symptom button added:
 Test hooks: :meth:`disconnect` drops the link (the patch re-advertises),
 :meth:`stall` silently stops the ECG stream (the link stays up),
 :meth:`corrupt_next_frame` sends one malformed PMD notification before the
-next frame (the frame itself still follows, so no samples are lost), and
+next frame (the frame itself still follows, so no samples are lost),
+:meth:`drop_frames` loses frames in the air, :meth:`skew_next_timestamp` sends one
+absurd timestamp, :attr:`frame_sizes` varies the samples per frame, and
 :attr:`sent` records every ECG sample the patch sent, indexed by its sample
 number on the device clock.
 """
@@ -123,6 +125,16 @@ class SimBlePatch:
         self._t0_device_ns = 0
         self._next_sample = 0  # synth position, device sample number
         self._corrupt_pending = 0
+        self._drop_pending = 0
+        self._skew_ns: list[int] = []
+        self.frame_sizes: list[int] | None = None
+        """Samples per frame, cycled (an H10 sends 5 to 73 when the link is busy); None:
+        ``samples_per_frame`` always."""
+        self._size_i = 0
+        self.dropped: list[tuple[int, int]] = []
+        """Device sample ranges of frames generated but never notified (:meth:`drop_frames`)."""
+        self.skewed: list[tuple[int, int]] = []
+        """Device sample ranges of frames sent with an absurd timestamp."""
         self._stopping = False
         self._connection: Connection | None = None
         self._stream_task: asyncio.Task[None] | None = None
@@ -240,6 +252,15 @@ class SimBlePatch:
         """Stop sending ECG without telling anyone (a notify stall); the link stays up."""
         self._stop_stream()
 
+    def drop_frames(self, count: int = 1) -> None:
+        """Do not notify the next ``count`` ECG frames (lost in the air: no backfill)."""
+        self._drop_pending += count
+
+    def skew_next_timestamp(self, seconds: float) -> None:
+        """Send the next ECG frame with its timestamp off by ``seconds`` (one absurd value;
+        its samples are real and in place)."""
+        self._skew_ns.append(int(seconds * 1e9))
+
     def corrupt_next_frame(self, count: int = 1) -> None:
         """Send ``count`` malformed PMD notifications before the next ECG frame."""
         self._corrupt_pending += count
@@ -328,7 +349,7 @@ class SimBlePatch:
         try:
             while True:
                 while self._device_sample_now() - self._next_sample >= n:
-                    await self._send_frame(n)
+                    await self._send_frame(self._frame_size(n))
                     if self._next_sample >= next_hr_k:
                         await self._send_hr()
                         next_hr_k += FS
@@ -338,12 +359,26 @@ class SimBlePatch:
         except Exception as exc:  # link went away mid-send
             _LOGGER.debug("sim patch stream ended: %r", exc)
 
+    def _frame_size(self, n: int) -> int:
+        if not self.frame_sizes:
+            return n
+        self._size_i += 1
+        return self.frame_sizes[(self._size_i - 1) % len(self.frame_sizes)]
+
     async def _send_frame(self, n: int) -> None:
         k0 = self._next_sample
         mv = self.synth.generate(n)[:, 0]
         uv = np.round(np.asarray(mv, dtype=np.float64) * 1000.0).astype(np.int32)
-        frame = encode_ecg_frame(self._sample_time_ns(k0 + n - 1), uv)
+        skew = self._skew_ns.pop(0) if self._skew_ns else 0
+        if skew:
+            self.skewed.append((k0, k0 + n))
+        frame = encode_ecg_frame(self._sample_time_ns(k0 + n - 1) + skew, uv)
         self._next_sample += n
+        if self._drop_pending:
+            self._drop_pending -= 1
+            self.dropped.append((k0, k0 + n))
+            self.frames_sent += 1
+            return
         while self._corrupt_pending:
             self._corrupt_pending -= 1
             await self.device.notify_subscribers(self._data, frame[:-1])  # 3n-1 payload bytes

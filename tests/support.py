@@ -504,3 +504,31 @@ class RunningDriver:
 
     def stat(self, name: str) -> Any:
         return self.driver.stats()[name]
+
+
+# --- the gateway's full recording, read back ----------------------------------------------
+NO_SAMPLE = -32768
+"""WFDB format 16 "no sample": what the gateway's recording holds where nothing arrived."""
+
+
+def read_recording(device_dir: Path) -> dict[str, tuple[int, np.ndarray]]:
+    """A device's WFDB records as written by the gateway, joined per stream folder:
+    ``{folder relative to device_dir ("." for the first stream): (first seq, (n, leads)
+    int16 µV, NO_SAMPLE where nothing arrived)}``. Reads the signal files directly (their
+    layout is ours: int16 little-endian, leads interleaved), whatever the headers say."""
+    out: dict[str, tuple[int, np.ndarray]] = {}
+    for folder in sorted({p.parent for p in Path(device_dir).rglob("*.dat")}):
+        parts = []
+        for dat in folder.glob("*.dat"):
+            hea = dat.with_suffix(".hea").read_text().splitlines()[0].split()
+            n_leads = int(hea[1])
+            first = int(dat.stem.rpartition("_")[2])
+            data = np.fromfile(dat, dtype="<i2")
+            parts.append((first, data[: data.size - data.size % n_leads].reshape(-1, n_leads)))
+        start = min(f for f, _ in parts)
+        end = max(f + len(x) for f, x in parts)
+        joined = np.full((end - start, parts[0][1].shape[1]), NO_SAMPLE, dtype=np.int16)
+        for f, x in parts:
+            joined[f - start : f - start + len(x)] = x
+        out[str(folder.relative_to(device_dir))] = (start, joined)
+    return out

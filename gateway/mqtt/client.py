@@ -12,10 +12,17 @@ keepalive. A broker that stops answering (nothing received for 1.5 × keepalive)
 dropped and reconnected.
 
 Failures that retrying soon cannot fix wait the longest delay: credentials refused
-(CONNACK 0x86, 0x87, 0x8A, 0x8C) and "Session taken over" (0x8E: another process
-connected with the same client id — two gateways sharing an id would otherwise knock
-each other off the broker every second). Every failure is explained in ``last_error``
-(TCP, TLS certificate checks, the broker refusing our certificate, refusals by reason).
+(CONNACK 0x86, 0x87, 0x8A, 0x8C) and "Session taken over" (DISCONNECT 0x8E: another
+process connected with the same client id — two gateways sharing an id would otherwise
+knock each other off the broker every second). Brokers that close the old connection
+without that DISCONNECT (mosquitto 2.0.11 does) are caught by the backoff itself: it
+starts over only once a connection has stayed up for ``stable_s``, so a connection the
+broker closes soon after accepting it counts as a failure and the delays grow; after
+``_BRIEF_IN_A_ROW`` such connections in a row the next attempt waits the longest delay.
+Both are logged as an error naming the client id and counted (``taken_over``,
+``brief_connections``; the publisher puts them in the status), so the second gateway is
+found, not hidden in a reconnect storm. Every failure is explained in ``last_error`` (TCP,
+TLS certificate checks, the broker refusing our certificate, refusals by reason).
 """
 
 from __future__ import annotations
@@ -50,6 +57,10 @@ log = logging.getLogger(__name__)
 
 AT_CAP = {0x86, 0x87, 0x8A, 0x8C, 0x8E}
 """Reason codes after which the next attempt waits the longest backoff."""
+
+_TAKEN_OVER = "session taken over by another client with our client id"
+_CLOSED = "the broker closed the connection"
+_BRIEF_IN_A_ROW = 3  # connections in a row the broker closed soon after accepting them
 
 _CLIENT_CERT_ALERTS = (
     "ALERT_DECRYPT_ERROR",
@@ -94,7 +105,7 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the broker running, on this host and port?)"
     if isinstance(exc, asyncio.IncompleteReadError):
-        return "the broker closed the connection"
+        return _CLOSED
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return repr(exc)
@@ -116,6 +127,9 @@ class MqttClient:
         Keepalive asked of the broker, seconds (the broker may set another).
     delays
         ``(first, cap)`` of the reconnect backoff, seconds.
+    stable_s
+        A connection that stays up this long starts the backoff over; one the broker
+        closes sooner counts as a failure.
     """
 
     def __init__(
@@ -131,6 +145,7 @@ class MqttClient:
         keepalive_s: int = 30,
         delays: tuple[float, float] = (1.0, 60.0),
         connect_timeout_s: float = 10.0,
+        stable_s: float = 10.0,
     ) -> None:
         self.host, self.port = host, port
         self.ssl_context = ssl_context
@@ -140,6 +155,13 @@ class MqttClient:
         self.last_error: str | None = None
         self.backoff = Backoff(delays, random.Random())
         self.connects = self.connect_failures = self.disconnects = 0
+        self.taken_over = 0  # times another client connected with our client id
+        self.brief_connections = 0  # connections the broker closed within stable_s
+        self.stable_s = stable_s
+        self._brief_in_a_row = 0
+        self._up_at = 0.0
+        self.client_id = ""
+        self.next_delay_s: float | None = None  # the wait before the next attempt
         self._make_connect = make_connect
         self._on_up, self._on_packet, self._on_down = on_up, on_packet, on_down
         self._writer: asyncio.StreamWriter | None = None
@@ -190,7 +212,8 @@ class MqttClient:
                         asyncio.IncompleteReadError) as exc:  # fmt: skip
                     self._failed(exc)
                 if not self._stopping:
-                    await asyncio.sleep(self._delay())
+                    self.next_delay_s = self._delay()
+                    await asyncio.sleep(self.next_delay_s)
         finally:
             self.state = LinkState.STOPPED
             self._writer = None
@@ -227,7 +250,9 @@ class MqttClient:
             )
         try:
             packets = PacketReader()
-            writer.write(encode(self._make_connect()))
+            connect = self._make_connect()
+            self.client_id = connect.client_id
+            writer.write(encode(connect))
             async with asyncio.timeout(self.connect_timeout_s):
                 connack, more = await self._first_packets(reader, packets)
             self._accept(connack, writer)
@@ -235,7 +260,26 @@ class MqttClient:
             reason = self._dispatch(more) or await self._serve(reader, packets)
             self.disconnects += 1
             self.state = LinkState.DISCONNECTED
-            if reason != "closed by us":
+            self._judge_lifetime(reason, time.monotonic() - self._up_at)
+            if reason == _TAKEN_OVER:
+                self.taken_over += 1
+                self.last_error = (
+                    f"broker {self.host}:{self.port}: another client connected with our "
+                    f"client id {self.client_id!r} (Session taken over, 0x8E; {self.taken_over} "
+                    "so far): is a second gateway running with this id? Reconnecting after "
+                    "the longest delay"
+                )
+                log.error("%s", self.last_error)
+            elif self._brief_in_a_row >= _BRIEF_IN_A_ROW:
+                self.last_error = (
+                    f"broker {self.host}:{self.port} closed our connection {_BRIEF_IN_A_ROW} "
+                    f"times in a row within {self.stable_s:g} s of accepting it: most likely "
+                    f"another client uses our client id {self.client_id!r} (is a second "
+                    "gateway running with this id?), or the broker refuses what we send. "
+                    "Reconnecting after the longest delay"
+                )
+                log.error("%s", self.last_error)
+            elif reason != "closed by us":
                 self.last_error = f"connection to {self.host}:{self.port} lost: {reason}"
                 log.warning("%s", self.last_error)
             self._writer = None
@@ -268,8 +312,8 @@ class MqttClient:
         server_keepalive = connack.props.get(Prop.SERVER_KEEP_ALIVE)
         if isinstance(server_keepalive, int) and server_keepalive > 0:
             self.keepalive_s = server_keepalive
-        self.backoff.reset()
         self.connects += 1
+        self._up_at = time.monotonic()
         self.state = LinkState.CONNECTED
         self._writer = writer
         self._last_sent = self._last_heard = time.monotonic()
@@ -306,7 +350,7 @@ class MqttClient:
         while True:
             data = await reader.read(65536)
             if not data:
-                self.drop("the broker closed the connection")
+                self.drop(_CLOSED)
                 return
             self._last_heard = time.monotonic()
             ended = self._dispatch(packets.feed(data))
@@ -319,16 +363,37 @@ class MqttClient:
         for packet in packets:
             if isinstance(packet, Disconnect):
                 self._at_cap = packet.reason in AT_CAP
+                if packet.reason == 0x8E:
+                    return _TAKEN_OVER
                 return f"the broker disconnected us: {reason_name(packet.reason)}"
             if not isinstance(packet, PingResp):
                 self._on_packet(packet)
         return None
+
+    def _judge_lifetime(self, reason: str, lived_s: float) -> None:
+        """The backoff starts over only after a connection that stayed up ``stable_s``; one
+        the broker closed sooner is a failure (the delays keep growing), and a run of them
+        waits the longest delay."""
+        if reason == "closed by us":
+            return
+        if lived_s >= self.stable_s:
+            self.backoff.reset()
+            self._brief_in_a_row = 0
+            return
+        if reason in (_CLOSED, _TAKEN_OVER):
+            self.brief_connections += 1
+            self._brief_in_a_row += 1
+            if self._brief_in_a_row >= _BRIEF_IN_A_ROW:
+                self._at_cap = True
 
     async def _keepalive(self) -> None:
         """PINGREQ when idle; give up on a broker silent for 1.5 × keepalive."""
         while True:
             await asyncio.sleep(max(self.keepalive_s / 4, 0.05))
             now = time.monotonic()
+            if self.backoff.failures and now - self._up_at >= self.stable_s:
+                self.backoff.reset()  # this connection held: the next failure starts over
+                self._brief_in_a_row = 0
             if now - self._last_heard > 1.5 * self.keepalive_s:
                 self.drop(f"no answer from the broker for {1.5 * self.keepalive_s:g} s")
                 return

@@ -12,10 +12,12 @@ offered again after ``retry_backoff_s``. If the process stops, every unacknowled
 is still in the outbox and is sent at next start. Consumers de-duplicate by ``msg_id``.
 
 Status: ``{prefix}/{gateway_id}/status`` is retained JSON (:mod:`gateway.status`),
-"online" at each connect and every ``status_period_s``, "offline" at a clean exit and as
-the Last Will. Statuses go through the outbox (lowest priority, retained, latest wins).
-If the broker has not acknowledged the exit's "offline" within ``offline_timeout_s``,
-the gateway disconnects with reason 0x04 so the broker publishes the "offline" Will.
+"online" at each connect and every ``status_period_s``, "offline" at a clean exit (with
+its time) and as the Last Will (``time`` null, ``last_will`` true: set at CONNECT, it
+cannot know when it will be needed; ``connected_at`` says which connection it guarded).
+Statuses go through the outbox (lowest priority, retained, latest wins). If the broker
+has not acknowledged the exit's "offline" within ``offline_timeout_s``, the gateway
+disconnects with reason 0x04 so the broker publishes the "offline" Will.
 
 Subscriptions: :meth:`Publisher.subscribe` (e.g. the center's record confirmations,
 issue #13) is sent at every connection; a matching PUBLISH goes to its handler and, QoS 1,
@@ -93,6 +95,9 @@ class Publisher:
         Seconds before a message refused by the broker is offered again.
     reconnect_delay_s
         (first, cap) reconnect delay, seconds, doubled per failure, with jitter.
+    stable_s
+        A connection must stay up this long before the reconnect delay starts over (one
+        the broker closes sooner counts as a failure: see :mod:`gateway.mqtt.client`).
     ack_timeout_s
         A PUBACK later than this (default max(60, 2 × keepalive)) means the broker is
         stalled: the connection is dropped and re-made, which re-sends the message.
@@ -113,6 +118,7 @@ class Publisher:
         live_max_rate_hz: float = 5.0,
         retry_backoff_s: float = 30.0,
         reconnect_delay_s: tuple[float, float] = (1.0, 60.0),
+        stable_s: float = 10.0,
         ack_timeout_s: float | None = None,
         offline_timeout_s: float = 3.0,
         clock: Callable[[], float] = time.time,
@@ -129,10 +135,12 @@ class Publisher:
             devices=status_devices,
             transmission=self._transmission,
             clock=clock,
+            connected_at=lambda: self._connected_at,
         )
         self._status_period_s = status_period_s
         self._offline_timeout_s = offline_timeout_s
         self._reconnect_delay_s = reconnect_delay_s
+        self._stable_s = stable_s
         self._clock = clock
         ack_timeout = (
             ack_timeout_s if ack_timeout_s is not None else max(60.0, 2.0 * cfg.keepalive_s)
@@ -149,6 +157,8 @@ class Publisher:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._exiting = False
+        self._connecting_at: float | None = None  # when the latest CONNECT was made
+        self._connected_at: float | None = None  # when the current connection began
 
     # --- state ----------------------------------------------------------------------------
     @property
@@ -172,6 +182,8 @@ class Publisher:
             "connects": client.connects if client else 0,
             "disconnects": client.disconnects if client else 0,
             "connect_failures": client.connect_failures if client else 0,
+            "session_taken_over": client.taken_over if client else 0,
+            "brief_connections": client.brief_connections if client else 0,
             **self._counters.snapshot(),
             "nacked_by_reason": dict(self._nacked_by_reason),
             "status_sent": self.status.sent,
@@ -206,11 +218,12 @@ class Publisher:
         self.client = connect_client(
             self.cfg,
             self.gateway_id,
-            will=lambda: status_payload(self.gateway_id, "offline", now=self._clock()),
+            will=self._will,
             on_up=self._on_up,
             on_packet=self._on_packet,
             on_down=self._on_down,
             delays=self._reconnect_delay_s,
+            stable_s=self._stable_s,
         )
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -219,6 +232,15 @@ class Publisher:
             loop.create_task(self._status_loop(), name="mqtt-status"),
         ]
         return self
+
+    def _will(self) -> bytes:
+        """The Last Will of the connection about to be made: "offline", with no time (the
+        broker publishes it when it loses us, which nobody knows now) but the time the
+        connection began."""
+        self._connecting_at = self._clock()
+        return status_payload(
+            self.gateway_id, "offline", now=None, connected_at=self._connecting_at, last_will=True
+        )
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Publish "offline" (waits up to ``offline_timeout_s``); disconnect; stop.
@@ -262,6 +284,7 @@ class Publisher:
 
     # --- the link's events ----------------------------------------------------------------
     def _on_up(self, connack: ConnAck) -> None:
+        self._connected_at = self._connecting_at
         resend = self.window.connected(
             connack.receive_maximum, connack.session_present, time.monotonic()
         )
@@ -366,6 +389,8 @@ class Publisher:
             "nacked": self._counters["nacked"],
             "nacked_by_reason": dict(self._nacked_by_reason),
             "link": self.state.value,
+            "session_taken_over": self.client.taken_over if self.client else 0,
+            "brief_connections": self.client.brief_connections if self.client else 0,
         }
 
     async def _status_loop(self) -> None:
@@ -383,12 +408,13 @@ def connect_client(
     on_packet: Callable[[Packet], None],
     on_down: Callable[[str], None],
     delays: tuple[float, float],
+    stable_s: float = 10.0,
 ) -> MqttClient:
     """The gateway's MQTT client from its settings (credentials checked here, before any
     connection: :class:`~gateway.mqtt.errors.PublisherError` if they are not usable).
 
-    ``will`` gives the retained "offline" status, built at each connection attempt (its
-    time is that of the connection it guards)."""
+    ``will`` gives the retained "offline" status, built at each connection attempt (it
+    carries the time of the connection it guards, not a time of going offline)."""
     password = read_password(cfg)
     ssl_context = tls_context(cfg) if cfg.tls else None
     if ssl_context is None:
@@ -422,4 +448,5 @@ def connect_client(
         on_down=on_down,
         keepalive_s=cfg.keepalive_s,
         delays=delays,
+        stable_s=stable_s,
     )

@@ -98,11 +98,20 @@ class DevicePipeline:
         self._s: _Stream | None = None
         self._gaps: deque[Gap] = deque(maxlen=_GAPS_KEPT)
         self._head: SampleBlock | None = None  # newest live block: times of presses
+        self._judged_s = self._usable_s = 0.0  # quality seconds not yet taken
         self._stage: StageChanged | None = None
         self._stage_start: int | None = None
         self._stages: deque[tuple[int, StageChanged]] = deque(maxlen=64)  # (first seq, stage)
         self._bp: BloodPressure | None = None
+        self._bps: deque[tuple[int, BloodPressure]] = deque(maxlen=64)  # (seq, measurement)
         self._lead_off: LeadOff | None = None
+
+    def take_quality_s(self) -> tuple[float, float]:
+        """Seconds of signal judged for quality since the last call and how many of them
+        were usable (analysable): the study's progress (the caller keeps the totals)."""
+        taken = (self._judged_s, self._usable_s)
+        self._judged_s = self._usable_s = 0.0
+        return taken
 
     @property
     def heart_rate_bpm(self) -> float | None:
@@ -145,6 +154,9 @@ class DevicePipeline:
             self._on_stage(event)
         elif isinstance(event, BloodPressure):
             self._bp = event
+            seq = self._seq_at(event)
+            if seq is not None:
+                self._bps.append((seq, event))
         elif isinstance(event, LeadOff):
             self._lead_off = event
         elif isinstance(event, RecordingStarted):
@@ -186,6 +198,10 @@ class DevicePipeline:
     def _analyse(self, s: _Stream, block: SampleBlock, out: list[PipelineOutput]) -> None:
         for t in s.analysis.add(block):
             self._auto(s, t, block)
+        for w in s.analysis.new_windows:
+            seconds = (w.end_seq - w.first_seq) / s.fs
+            self._judged_s += seconds
+            self._usable_s += seconds if w.usable else 0.0
         s.windows.advance(s.analysis.end_seq or block.end_seq)
         out += self._flush_ready(s)
 
@@ -230,6 +246,17 @@ class DevicePipeline:
             if first <= seq:
                 current = stage
         return current if self._stages else self._stage
+
+    def _bp_at(self, seq: int) -> BloodPressure | None:
+        """The latest blood pressure measured at or before sample ``seq`` (a strip shows
+        what was known by its end, not a measurement made after it)."""
+        if not self._bps:
+            return self._bp
+        current = None
+        for at, bp in self._bps:
+            if at <= seq:
+                current = bp
+        return current
 
     def _flush_ready(self, s: _Stream) -> list[PipelineOutput]:
         end = s.analysis.end_seq
@@ -325,7 +352,7 @@ class DevicePipeline:
         facts = replace(
             facts,
             stage=self._stage_at(block.end_seq - 1) if p.trigger.type != "stage_end" else None,
-            blood_pressure=p.blood_pressure or self._bp,
+            blood_pressure=p.blood_pressure or self._bp_at(block.end_seq - 1),
             lead_off=self._lead_off,
         )
         kind: Literal["strip", "event"] = "event" if p.kind == "event" else "strip"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from center.app import Center, demo_config
@@ -48,7 +49,10 @@ async def test_duplicates_and_garbage_through_the_broker(
     pub.close()
 
 
-async def test_status_and_last_will(broker: CenterBroker, tmp_path: Path, mqtt_listener) -> None:  # type: ignore[no-untyped-def]
+# the gateway's Last Will has no time (it is set at CONNECT: docs/mqtt.md); a Will with a
+# time after the last online status must work too
+@pytest.mark.parametrize("will_time", [None, "2026-12-01T17:00:00.000Z"])
+async def test_status_and_last_will(broker: CenterBroker, tmp_path: Path, will_time) -> None:  # type: ignore[no-untyped-def]
     import paho.mqtt.client as mqtt
 
     gw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-5", protocol=mqtt.MQTTv5)
@@ -56,7 +60,9 @@ async def test_status_and_last_will(broker: CenterBroker, tmp_path: Path, mqtt_l
         "schema": "ecg-gateway/status/v1",
         "gateway_id": "gw-5",
         "state": "offline",
-        "time": "2026-12-01T17:00:00.000Z",
+        "time": will_time,
+        "last_will": True,
+        "connected_at": "2026-12-01T16:58:00.000Z",
     }
     gw.will_set("ecg/v1/gw-5/status", json.dumps(will), qos=1, retain=True)
     gw.connect(broker.host, broker.port)

@@ -153,3 +153,34 @@ def test_stream_blocks_gaps_and_events() -> None:
     assert isinstance(event, StageChanged) and event.seq == 70 and event.stage == 2
     again = s.handle(EcgMsg(0, 70, np.zeros((20, 12))), now=1000.3)  # 70..80 sent twice
     assert (again[0].seq, again[0].n) == (80, 10) and s.counters["duplicate_samples"] == 10
+
+
+def _body_without_zeros(size: int, ftype: int = 0x42) -> bytes:
+    """A whole body of ``size`` bytes (CRC included) with no zero byte in it."""
+    import struct
+
+    for fill in range(1, 256):
+        head = bytes([1, ftype, 0x01, 0x01]) + bytes([fill]) * (size - 6)
+        crc = struct.pack("<H", crc16(head))
+        if 0 not in crc:
+            return head + crc
+    raise AssertionError("no fill byte avoids a zero CRC byte")
+
+
+def test_the_largest_body_is_decoded_whatever_its_cobs_length() -> None:
+    """A 4,096-byte body with no zero byte encodes to 4,113 bytes (one code byte per 254,
+    plus one): the decoder takes it (here: an unknown type), and refuses one byte more."""
+    from drivers.cart_protocol import MAX_BODY, cobs_max_len
+
+    largest = cobs_encode(_body_without_zeros(MAX_BODY))
+    assert len(largest) == cobs_max_len(MAX_BODY) == 4113
+    dec = CartDecoder()
+    assert dec.feed(b"\x00" + largest + b"\x00") == []
+    assert dec.stats["unknown_type"] == 1 and dec.stats["too_long"] == 0
+    dec.feed(cobs_encode(_body_without_zeros(MAX_BODY + 1)) + b"\x00")
+    assert dec.stats["too_long"] == 1
+    # a body that decodes longer than 4,096 bytes from a short enough encoding: refused too
+    zeros = cobs_encode(b"\x00" * (MAX_BODY + 1))
+    assert len(zeros) <= cobs_max_len(MAX_BODY)
+    dec.feed(zeros + b"\x00")
+    assert dec.stats["too_long"] == 2

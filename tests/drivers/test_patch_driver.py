@@ -255,3 +255,66 @@ async def test_two_patches_on_one_adapter_each_lose_nothing() -> None:
         for r, patch, target in zip(runs, (p1, p2), targets, strict=True):
             _exactly_the_recording(r.sink, patch, target)
             assert r.driver.stats()["connects"] >= 4
+
+
+async def test_an_absent_patch_holds_up_no_other() -> None:
+    """Two patches on one adapter, one of them away: while the absent one's connection
+    attempt waits out its (long) timeout, the present one connects and streams."""
+    from drivers.ble_adapter import BleAdapter
+
+    world = SimBleWorld()
+    adapter = BleAdapter(world.reset_adapter)
+    async with SimPatch(world, speed=10.0) as present:
+        nobody = world.new_address(0xE0)  # no patch answers there
+        absent_cfg = PatchSettings(id="away", address=nobody, connect_timeout_s=60, time_scale=10)
+        here_cfg = PatchSettings(id="here", address=present.address, time_scale=10)
+        runs = []
+        for cfg in (absent_cfg, here_cfg):
+            sink = RecordingSink()
+            drv = patch_driver(cfg, sink, backend=world.backend(), adapter=adapter)
+            runs.append(RunningDriver(drv, sink))
+            runs[-1].start()
+            if cfg is absent_cfg:
+                await wait_for(lambda: adapter.connecting_now == 1, "the absent patch's attempt")
+        away, here = (r.driver for r in runs)
+        try:
+            await wait_for(lambda: here.stats()["samples"] > 500, "the present patch streams", 30)
+            # the absent patch's first attempt is still waiting: it held up nothing
+            assert adapter.connecting_now == 1
+            assert away.stats()["connect_failures"] == 0 and away.stats()["connects"] == 0
+        finally:
+            for r in runs:
+                await r.stop()
+        assert adapter.connecting_now == 0
+
+
+async def test_rssi_of_the_advertisement_before_each_connection() -> None:
+    """As on BlueZ, the driver scans for the patch before connecting (here over the virtual
+    radio's scanner) and reports the RSSI the patch advertised with, at every connection."""
+    from core.events import SignalStrength
+    from drivers import uuids
+    from sim.bumble_scanner import advertise, scanner_backend
+
+    world = SimBleWorld()
+    patch = SimPatch(world, speed=5.0)
+    advertise(patch.device, "ECG Patch", [uuids.PATCH_SERVICE])
+    async with patch:
+        cfg = PatchSettings(id="patch-1", address=patch.address, time_scale=5)
+        sink = RecordingSink()
+        drv = patch_driver(
+            cfg,
+            sink,
+            backend=world.backend(),
+            scanner=scanner_backend(world),
+            reconnect_delay_s=(0.05, 0.2),
+        )
+        run = RunningDriver(drv, sink)
+        run.start()
+        try:
+            await wait_for(lambda: drv.stats()["samples"] > 250, "streaming", 30)
+            await patch.disconnect()
+            await wait_for(lambda: len(run.events(SignalStrength)) >= 2, "a second connection", 30)
+        finally:
+            await run.stop()
+    for e in run.events(SignalStrength):
+        assert isinstance(e.dbm, int) and -127 <= e.dbm <= 20, e

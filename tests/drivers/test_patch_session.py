@@ -27,6 +27,7 @@ from drivers.patch_gatt import (
     RacpResponse,
     RacpStatus,
     SymptomPress,
+    encode_abort,
     encode_device_time,
     encode_ecg_frame,
     encode_racp_response,
@@ -230,7 +231,7 @@ def test_busy_retries_later_and_invalid_three_times_gives_up() -> None:
     assert (gap.first_seq, gap.end_seq, gap.reason) == (50, 100, "patch refused backfill")
 
 
-def test_a_range_done_that_never_comes_is_asked_again_and_the_link_is_kept() -> None:
+def test_a_range_done_that_never_comes_is_aborted_asked_again_and_the_link_is_kept() -> None:
     link = Link()
     link.connect()
     link.frame(0, 50)
@@ -238,11 +239,83 @@ def test_a_range_done_that_never_comes_is_asked_again_and_the_link_is_kept() -> 
     link.frame(100, 150)
     link.tick(0.1)
     link.frame(150, 200)
-    link.tick(2.1)  # no RANGE_DONE within racp_timeout_s
+    cmds = link.tick(2.1)  # no RANGE_DONE (nor a backfill frame) within racp_timeout_s
     assert any(isinstance(e, DriverError) and e.what == "racp" for e in link.events)
+    assert cmds == [Write(uuids.PATCH_RACP, encode_abort())]  # the patch may be stuck in it
+    assert not any(isinstance(c, Disconnect) for c in link.commands)
+    link.racp(_done(0, 0, RacpStatus.INVALID))  # "nothing was running": the ABORT's answer
     link.frame(200, 250)
-    cmds = link.tick(1.1)
+    assert link.tick(0.5) == []  # asked again after racp_retry_s
+    cmds = link.tick(0.6)
     assert cmds == [Write(uuids.PATCH_RACP, encode_request_range(50, 100))]
+    assert link.s.stats()["racp_unexpected"] == 0
+
+
+def test_backfill_frames_extend_the_wait_for_their_range_done() -> None:
+    """A backfill longer than racp_timeout_s (2 s here) is not a silent one: every frame
+    that brings samples of the requested range pushes the deadline on."""
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.mono += 20.0  # away for 20 s
+    live = 5050
+    link.frame(live, live + 50)  # 50..5050 missed
+    live += 50
+    link.tick(0.1)
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(50, 5050))
+    for a in range(50, 5050, 500):  # 10 frames, 1.5 s apart: 15 s in all
+        link.frame(a, a + 500, backfill=True)
+        link.frame(live, live + 375)  # live goes on
+        live += 375
+        assert link.tick(1.5) == []
+    link.racp(_done(50, 5050))
+    assert link.s.stats()["racp_timeouts"] == 0 and link.s.stream.ledger.missing == 0
+    # frames that bring nothing new (a repeat) do not keep a wait alive
+    link.frame(live + 100, live + 150)
+    link.tick(0.1)
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(live, live + 100))
+    link.frame(60, 100, backfill=True)  # duplicates of what came
+    link.tick(1.5)
+    link.frame(60, 100, backfill=True)
+    cmds = link.tick(1.0)
+    assert cmds == [Write(uuids.PATCH_RACP, encode_abort())]
+
+
+def test_an_aborted_backfill_keeps_what_came_and_asks_for_the_rest() -> None:
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(1050, 1100)
+    link.tick(0.1)  # 50..1050 requested
+    link.frame(50, 250, backfill=True)  # then the patch stalls
+    assert link.tick(2.1) == [Write(uuids.PATCH_RACP, encode_abort())]
+    link.racp(_done(50, 250, RacpStatus.ABORTED))
+    link.tick(1.1)
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(250, 1050))
+    link.frame(250, 1050, backfill=True)
+    link.racp(_done(250, 1050))
+    assert (link.received() == 1).all() and link.gaps == []
+
+
+def test_a_range_never_delivered_is_given_up_as_a_final_gap() -> None:
+    """A patch that answers BUSY forever (its backfill stuck, ABORT ignored): after
+    max_requests fruitless requests in a row the range is a final gap, with the reason."""
+    link = Link()
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(100, 150)
+    link.tick(0.1)
+    for _ in range(3):
+        link.racp(_done(50, 50, RacpStatus.BUSY))
+        link.frame(150, 160)
+        link.tick(1.1)
+    (gap,) = link.gaps
+    assert (gap.first_seq, gap.end_seq, gap.final) == (50, 100, True)
+    assert gap.reason == "patch did not backfill it (BUSY)"
+    assert link.s.stream.ledger.missing == 0 and link.s.stats()["samples_lost"] == 50
 
 
 def test_link_lost_ends_every_wait_at_once_and_requests_again_on_reconnect() -> None:
@@ -295,20 +368,27 @@ def test_device_time_that_does_not_decode_or_is_absurd_is_ignored() -> None:
         assert blocks == [] and s.stream.clock.anchored  # anchored on the frame's arrival
 
 
-def test_symptom_presses_are_deduplicated_and_an_impossible_sample_is_timed_by_arrival() -> None:
+def test_symptom_presses_are_deduplicated_and_an_impossible_sample_is_timed_by_the_clock() -> None:
     link = Link()
     link.connect()
     link.frame(0, 50)
     link.racp(_extent(0, 50))
-    press = encode_symptom(SymptomPress(1, 40, 0))
+    us_now = int((link.now - EPOCH_2000) * 1e6)
+
+    def notify(press: SymptomPress) -> None:
+        data = encode_symptom(press)
+        link.take(link.s.notified(uuids.PATCH_SYMPTOM, data, link.now, link.mono))
+
     for _ in range(2):  # the patch re-sends presses made while the link was down
-        link.take(link.s.notified(uuids.PATCH_SYMPTOM, press, link.now, link.mono))
-    bad = encode_symptom(SymptomPress(2, 0xFFFFFFFF, 0))
-    link.take(link.s.notified(uuids.PATCH_SYMPTOM, bad, link.now, link.mono))
+        notify(SymptomPress(1, 40, us_now))
+    notify(SymptomPress(2, 10**9, us_now - 5_000_000))  # impossible sample, plausible time
+    notify(SymptomPress(3, 0xFFFFFFFF, us_now))  # no sample number at all: not a press
+    notify(SymptomPress(4, 10**9, 0))  # impossible sample and time (year 2000): not a press
     presses = [e for e in link.events if isinstance(e, ButtonPressed)]
     assert [(p.press_id, p.seq) for p in presses] == [(1, 40), (2, None)]
-    assert presses[1].time == link.now  # kept, never lost: timed by its arrival
-    assert link.s.stats()["presses_repeated"] == 1
+    assert presses[1].time == presses[1].device_time == link.now - 5.0  # kept: the patch's time
+    assert link.s.stats()["presses_repeated"] == 1 and link.s.stats()["presses"] == 2
+    assert link.s.stats()["bad_notifications"] == 3  # the impossible sample, and two non-presses
 
 
 def test_malformed_notifications_are_counted_not_raised() -> None:

@@ -320,7 +320,27 @@ def test_one_out_of_line_timestamp_shifts_nothing() -> None:
             out += stream.feed_frames([f], 100.6 + 0.6 * i)
         blocks, gaps = blocks_and_gaps(out)
         assert gaps == [] and stream.timestamps_rejected == 1
-        assert [b.seq for b in blocks] == [0, 73, 146, 219]
+        # every sample at its own number (the bad frame is placed once the next one came)
+        assert [(b.seq, b.end_seq) for b in blocks] == [(0, 73), (73, 219), (219, 292)]
+        got = np.concatenate([b.samples[:, 0] for b in blocks])
+        sent = np.concatenate([f.samples_uv for f in frames]) / 1000.0
+        np.testing.assert_allclose(got, sent, atol=1e-6)
+
+
+def test_a_loss_next_to_an_untrusted_timestamp_numbers_nothing_wrong() -> None:
+    """A frame lost just before a frame whose timestamp is absurd: nobody can tell on
+    which side of that frame the loss was, so its samples go into the gap with the lost
+    ones; every sample delivered keeps its true number."""
+    frames = make_frames(5)
+    stream = PmdEcgStream("dev")
+    bad = PmdEcgFrame(frames[2].timestamp_ns + 3600 * 10**9, frames[2].samples_uv)
+    out = stream.feed_frames([frames[0]], 100.0)
+    for i, f in enumerate([bad, frames[3], frames[4]]):  # frames[1] lost in the air
+        out += stream.feed_frames([f], 100.6 + 0.6 * i)
+    blocks, gaps = blocks_and_gaps(out)
+    assert [(g.first_seq, g.end_seq) for g in gaps] == [(73, 219)]  # lost + the unplaceable
+    assert [(b.seq, b.end_seq) for b in blocks] == [(0, 73), (219, 292), (292, 365)]
+    np.testing.assert_allclose(blocks[1].samples[:, 0], frames[3].samples_uv / 1000.0)
 
 
 def test_lost_notifications_of_variable_sizes_are_found() -> None:

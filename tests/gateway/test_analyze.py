@@ -155,3 +155,45 @@ def test_analyze_beats_of_an_annotation_file_ltafdb(tmp_path: Path, capsys) -> N
             got[s:e] = True
     assert (got & ref).sum() >= 0.9 * ref.sum() and (got & ref).sum() >= 0.9 * got.sum()
     assert "beats of 'atr'" in capsys.readouterr().out
+
+
+def _analyze_in_a_process(args: list[str], tmp_path: Path, *, without_wfdb: bool = False):
+    """``ecg-gateway analyze ARGS`` in a fresh interpreter (optionally one where
+    ``import wfdb`` fails, as without the records extra: a shim package first on the path)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    path = [str(root)]
+    if without_wfdb:
+        shim = tmp_path / "shim" / "wfdb"
+        shim.mkdir(parents=True, exist_ok=True)
+        (shim / "__init__.py").write_text("raise ImportError(\"No module named 'wfdb'\")\n")
+        path.insert(0, str(shim.parent))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "analyze", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_analyze_without_the_records_extra_names_it(tmp_path: Path) -> None:
+    wfdb.wrsamp("z", fs=250, units=["mV"], sig_name=["I"], p_signal=np.zeros((500, 1)),
+                fmt=["16"], write_dir=str(tmp_path))  # fmt: skip
+    for record in ("z", "z.edf"):
+        r = _analyze_in_a_process([record], tmp_path, without_wfdb=True)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "pip install 'ecg-gateway[records]'" in r.stderr
+
+
+def test_analyze_a_missing_record_names_the_path(tmp_path: Path) -> None:
+    for record, missing in (("gone/rec", "gone/rec.hea"), ("gone/rec.hea", "gone/rec.hea"),
+                            ("gone.edf", "gone.edf")):  # fmt: skip
+        r = _analyze_in_a_process([record], tmp_path)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert f"{record}: no such record ({missing} not found)" in r.stderr
+    (tmp_path / "half.hea").write_text("half 1 250 500\nhalf.dat 16 1000 16 0 0 0 0 I\n")
+    r = _analyze_in_a_process(["half"], tmp_path)  # a header whose signal file is missing
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "half: cannot read the record" in r.stderr

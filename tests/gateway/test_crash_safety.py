@@ -96,7 +96,10 @@ async def test_sigkill_of_the_running_gateway_loses_no_committed_message(
 
     After each kill the outbox passes SQLite's integrity check; after the last, clean
     run every strip and event ever committed (seq 1..N per device and kind) has reached
-    the monitoring center's subscriber.
+    the monitoring center's subscriber. And (issue #10, findings 5 and 6) every sample the
+    cart sent is in the recording under its own number or in a gap reported with its
+    reason ("gateway not running" for the time the gateway was dead), every record reads
+    with wfdb after the kills, and the study record counts from the first run.
     """
     from sim.cart import SimCart
 
@@ -106,7 +109,7 @@ async def test_sigkill_of_the_running_gateway_loses_no_committed_message(
     state = tmp_path / "state"
     db = state / "outbox.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    async with SimCart(speed=4.0, stage_s=6.0, seed=5) as cart:
+    async with SimCart(speed=4.0, stage_s=6.0, seed=5, keep=True) as cart:
         config = tmp_path / "gateway.toml"
         config.write_text(
             f'[gateway]\nid = "gw-kill"\nstate_dir = "{state}"\n'
@@ -176,3 +179,36 @@ async def test_sigkill_of_the_running_gateway_loses_no_committed_message(
     for (device, kind), last in committed.items():
         if kind in ("strip", "event"):
             assert got.get((device, kind), set()) == set(range(1, last + 1)), (device, kind)
+    _every_sample_recorded_or_reported(state, cart, listener)
+
+
+def _every_sample_recorded_or_reported(state: Path, cart, listener) -> None:
+    import numpy as np
+    import wfdb
+
+    from tests.support import NO_SAMPLE, read_recording
+
+    device_dir = state / "recordings" / "cart-1"
+    for hea in device_dir.rglob("*.hea"):  # readable after every kill (finding 6)
+        wfdb.rdrecord(str(hea.with_suffix("")))
+    ((first, rows),) = read_recording(device_dir).values()  # one stream: no restart taken
+    assert first == 0
+    have = ~(rows == NO_SAMPLE).all(axis=1)
+    seqs = np.flatnonzero(have)
+    np.testing.assert_array_equal(rows[have], np.clip(cart.recorded[seqs], -32767, 32767))
+    gaps = [json.loads(x) for x in (state / "study" / "cart-1.gaps.jsonl").read_text().splitlines()]
+    reported = np.zeros(len(rows), bool)
+    for g in gaps:
+        reported[g["first_seq"] : min(g["end_seq"], len(rows))] = True
+    assert not (reported & have).any()  # nothing both recorded and reported missing
+    start = int(seqs[0])  # (what the cart sent before any gateway listened is not a loss)
+    np.testing.assert_array_equal(reported[start:], ~have[start:])  # every missing reported
+    reasons = {g["reason"].split(";")[0] for g in gaps}
+    assert "gateway not running" in reasons and reasons <= {
+        "gateway not running",
+        "serial frames lost",
+    }
+    studies = [m.json() for m in listener.messages if m.topic.endswith("/cart-1/study")]
+    final = studies[-1]["recording"]
+    assert final["first_seq"] == 0 and final["end_seq"] >= len(rows)  # cumulative
+    assert final["samples_missing"] == sum(g["n_samples"] for g in gaps)

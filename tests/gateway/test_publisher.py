@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -33,7 +34,7 @@ PREFIX = "ecg/v1"
 STATUS = f"{PREFIX}/{GW}/status"
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
-FAST = {"reconnect_delay_s": (0.1, 0.5), "status_period_s": 60.0}
+FAST = {"reconnect_delay_s": (0.1, 0.5), "status_period_s": 60.0, "stable_s": 0.3}
 """Publisher options for tests: reconnect quickly after a broker outage."""
 
 
@@ -369,7 +370,8 @@ async def test_broker_down_at_start_is_not_fatal(
         listener = mqtt_listener(broker, f"{PREFIX}/{GW}/+/strip")
         pub.wake()
         assert await pub.wait_drained(timeout=15.0)
-        assert pub.client.backoff.failures == 0  # the backoff starts over after a connect
+        # the backoff starts over once a connection has held (stable_s)
+        await wait_for(lambda: pub.client.backoff.failures == 0, "the backoff started over")
     await wait_for(lambda: len(data_messages(listener)) >= 3, "3 messages")
     assert {m.user_properties["msg_id"] for m in data_messages(listener)} == {
         s.msg_id for s in stored
@@ -640,3 +642,106 @@ async def test_certificate_identity_acl_keeps_gateways_apart(
         assert box_b.pending() == 0
     await wait_for(lambda: listener.on(own.topic), "own strip at the monitoring center")
     assert not listener.on(forged.topic)
+
+
+# --- the offline status's time; a second gateway with the same id --------------------------
+
+
+async def test_offline_carries_when_the_gateway_went_offline_and_the_will_says_it_cannot(
+    mosquitto: Callable[..., Mosquitto],
+    mqtt_listener: Callable[..., MqttListener],
+    outbox: Outbox,
+    tmp_path: Path,
+) -> None:
+    """A clean exit's "offline" has the time of the exit; the Last Will, handed to the broker
+    at CONNECT, has ``time`` null, ``last_will`` true and the time the connection it guarded
+    began — here after a kill -9 of the process (the broker publishes the Will)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from core.units import iso_utc
+
+    broker = mosquitto()
+    listener = mqtt_listener(broker, STATUS)
+    async with Publisher(mqtt_config(broker), GW, outbox, status_period_s=0.05):
+        await wait_for(lambda: len(statuses(listener)) >= 3, "online statuses")
+    offline = statuses(listener)[-1]
+    online = [s for s in statuses(listener) if s["state"] == "online"]
+    assert offline["state"] == "offline" and "last_will" not in offline
+    assert offline["time"] >= online[-1]["time"] > online[0]["time"]  # not the connect time
+    assert offline["connected_at"] == online[0]["connected_at"] <= online[0]["time"]
+
+    root = Path(__file__).resolve().parents[2]
+    before = iso_utc(__import__("time").time())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.gateway.publisher_child", broker.url, "gw-k9",
+         str(tmp_path / "child.sqlite3")],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert await asyncio.to_thread(proc.stdout.readline) == b"connected\n"
+        child = mqtt_listener(broker, f"{PREFIX}/gw-k9/status")
+        await wait_for(lambda: child.on(f"{PREFIX}/gw-k9/status"), "the child's online status")
+        proc.send_signal(signal.SIGKILL)
+        will_seen = lambda: [  # noqa: E731
+            m.json() for m in child.on(f"{PREFIX}/gw-k9/status") if m.json()["state"] == "offline"
+        ]
+        await wait_for(will_seen, "the Last Will after kill -9")
+    finally:
+        proc.kill()
+        proc.wait()
+    (will,) = will_seen()
+    assert will["time"] is None and will["last_will"] is True
+    child_online = child.on(f"{PREFIX}/gw-k9/status")[0].json()
+    assert before <= will["connected_at"] == child_online["connected_at"]
+
+
+@pytest.mark.parametrize("broker_kind", ["mosquitto", "mini"])
+async def test_a_second_gateway_with_the_same_id_is_reported_not_a_reconnect_storm(
+    broker_kind: str,
+    mosquitto: Callable[..., Mosquitto],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two gateways configured with one id: each connection takes the session from the
+    other. mosquitto 2.0.11 just closes the old connection; MQTT 5 brokers that follow the
+    specification (here the embedded one) first send DISCONNECT 0x8E "Session taken over".
+    Either way each gateway says so in its log and its status, and soon waits the longest
+    reconnect delay instead of knocking the other off again at once."""
+    from sim.broker import MiniBroker
+
+    async with contextlib.AsyncExitStack() as stack:
+        if broker_kind == "mosquitto":
+            url = mosquitto().url
+        else:
+            mini = await stack.enter_async_context(MiniBroker())
+            url = f"mqtt://127.0.0.1:{mini.port}"
+        cfg = MqttConfig(url=url, insecure=True, keepalive_s=5)
+        stack.enter_context(caplog.at_level(logging.ERROR, "gateway.mqtt.client"))
+        opts = {"reconnect_delay_s": (0.05, 1.0), "status_period_s": 60.0}
+        pubs = []
+        for name in "ab":
+            ob = stack.enter_context(Outbox(tmp_path / f"{name}.sqlite3"))
+            pubs.append(await stack.enter_async_context(Publisher(cfg, GW, ob, **opts)))
+            await wait_for(lambda p=pubs[-1]: p.connected, f"gateway {name} connected")
+
+        def reported(p: Publisher) -> bool:
+            st = p.stats()
+            return st["session_taken_over"] >= 1 or st["brief_connections"] >= 3
+
+        await wait_for(lambda: all(reported(p) for p in pubs), "both say so")
+        for p in pubs:
+            assert p.client is not None
+            # the longest delay (cap 1 s, jitter 0.5..1), not the first (0.05 s)
+            await wait_for(lambda c=p.client: (c.next_delay_s or 0) >= 0.5, "the longest delay")
+            facts = p._transmission()
+            assert facts["session_taken_over"] + facts["brief_connections"] >= 1
+        connects = sum(p.stats()["connects"] for p in pubs)
+        assert connects <= 12  # a handful before both wait the longest delay, not a storm
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all("client id 'gw1'" in x and "second gateway" in x for x in lines)
+    if broker_kind == "mini":
+        assert any("Session taken over, 0x8E" in x for x in lines)
