@@ -144,6 +144,13 @@ class StatusReporter:
         self.sent = 0
         self.last_error: str | None = None
 
+    def will(self, connected_at: float) -> bytes:
+        """The Last Will of a connection begun at ``connected_at``: "offline" with no time
+        (the broker publishes it when it loses us, which nobody knows at CONNECT)."""
+        return status_payload(
+            self.gateway_id, "offline", now=None, connected_at=connected_at, last_will=True
+        )
+
     def post(self, state: str) -> int | None:
         """Commit a status (superseding a waiting one); its row id, None if not stored."""
         now, since = self._clock(), self._connected_at()
