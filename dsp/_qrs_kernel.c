@@ -392,6 +392,67 @@ static void unit_of(const double *v, Py_ssize_t n, double *out) {
     for (Py_ssize_t i = 0; i < n; i++) out[i] = out[i] / norm;
 }
 
+/* Four dot products at once: a + c * stride (c = 0..3) with b[0:n], each summed in index
+ * order exactly as seqdot does (four independent chains, so the processor overlaps them). */
+static inline void seqdot4(const double *a, Py_ssize_t stride, const double *b, Py_ssize_t n,
+                           double *out) {
+    const double *a0 = a, *a1 = a + stride, *a2 = a + 2 * stride, *a3 = a + 3 * stride;
+    double s0 = a0[0] * b[0], s1 = a1[0] * b[0], s2 = a2[0] * b[0], s3 = a3[0] * b[0];
+    for (Py_ssize_t i = 1; i < n; i++) {
+        const double bi = b[i];
+        s0 += a0[i] * bi;
+        s1 += a1[i] * bi;
+        s2 += a2[i] * bi;
+        s3 += a3[i] * bi;
+    }
+    out[0] = s0;
+    out[1] = s1;
+    out[2] = s2;
+    out[3] = s3;
+}
+
+/* Units of A rows of length n (rows + a * n -> out + a * n), four rows at a time: each
+ * row's sums in index order as unit_of takes them, so the results are unit_of's. */
+static void units_of(const double *restrict rows, Py_ssize_t A, Py_ssize_t n,
+                     double *restrict out) {
+    Py_ssize_t a = 0;
+    for (; a + 4 <= A; a += 4) {
+        const double *v0 = rows + a * n, *v1 = v0 + n, *v2 = v1 + n, *v3 = v2 + n;
+        double *restrict o = out + a * n;
+        double s0 = v0[0], s1 = v1[0], s2 = v2[0], s3 = v3[0];
+        for (Py_ssize_t i = 1; i < n; i++) {
+            s0 += v0[i];
+            s1 += v1[i];
+            s2 += v2[i];
+            s3 += v3[i];
+        }
+        const double m0 = s0 / (double)n, m1 = s1 / (double)n, m2 = s2 / (double)n,
+                     m3 = s3 / (double)n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = v0[i] - m0;
+            o[n + i] = v1[i] - m1;
+            o[2 * n + i] = v2[i] - m2;
+            o[3 * n + i] = v3[i] - m3;
+        }
+        double q0 = o[0] * o[0], q1 = o[n] * o[n], q2 = o[2 * n] * o[2 * n];
+        double q3 = o[3 * n] * o[3 * n];
+        for (Py_ssize_t i = 1; i < n; i++) {
+            q0 += o[i] * o[i];
+            q1 += o[n + i] * o[n + i];
+            q2 += o[2 * n + i] * o[2 * n + i];
+            q3 += o[3 * n + i] * o[3 * n + i];
+        }
+        const double q[4] = {q0, q1, q2, q3};
+        for (int c = 0; c < 4; c++) {
+            double nm = sqrt(q[c]);
+            if (!(nm >= 1e-12)) nm = 1e-12;
+            double *restrict oc = o + c * n;
+            for (Py_ssize_t i = 0; i < n; i++) oc[i] = oc[i] / nm;
+        }
+    }
+    for (; a < A; a++) unit_of(rows + a * n, n, out + a * n);
+}
+
 /* RMS time of |v| about its centre (samples); NaN for a zero vector. */
 static double spread_of(const double *v, Py_ssize_t n) {
     double total = fabs(v[0]), wt = fabs(v[0]) * 0.0, wt2 = fabs(v[0]) * 0.0;
@@ -452,6 +513,10 @@ static PyObject *beat(PyObject *self, PyObject *args) {
         rv.len < (Py_ssize_t)(m * cap * sizeof(double)) || ov.len != (Py_ssize_t)(nf * sizeof(double)) ||
         xv.len < (Py_ssize_t)(need_scratch * sizeof(double))) {
         PyErr_SetString(PyExc_ValueError, "state, ring, out or scratch of the wrong size");
+        goto done;
+    }
+    if (A > n) {
+        PyErr_SetString(PyExc_ValueError, "more alignments than slope samples");
         goto done;
     }
     if (r - anchor - lag < 0 || r + anchor > cap || K > 64 || m < 1 || m > 2) {
@@ -515,8 +580,8 @@ static PyObject *beat(PyObject *self, PyObject *args) {
         for (Py_ssize_t a = 0; a < A; a++) {
             double *row = rows + (ld * A + a) * n;
             for (Py_ssize_t i = 0; i < n; i++) row[i] = x[a + i + lag] - x[a + i];
-            unit_of(row, n, units + (ld * A + a) * n);
         }
+        units_of(rows + ld * A * n, A, n, units + ld * A * n);
     }
     double *blocks = state + 1;
     const Py_ssize_t k = (Py_ssize_t)state[0];
@@ -537,12 +602,15 @@ static PyObject *beat(PyObject *self, PyObject *args) {
     if (k) {
         for (Py_ssize_t q = 0; q < k; q++) {
             const double *tu = T_UNIT(q, 0);
-            double bc = seqdot(units, tu, n);
+            double *corr = tmp; /* A values (A <= n is checked) */
+            Py_ssize_t a = 0;
+            for (; a + 4 <= A; a += 4) seqdot4(units + a * n, n, tu, n, corr + a);
+            for (; a < A; a++) corr[a] = seqdot(units + a * n, tu, n);
+            double bc = corr[0];
             Py_ssize_t ba = 0;
-            for (Py_ssize_t a = 1; a < A; a++) {
-                const double c = seqdot(units + a * n, tu, n);
-                if (c > bc) {
-                    bc = c;
+            for (a = 1; a < A; a++) {
+                if (corr[a] > bc) {
+                    bc = corr[a];
                     ba = a;
                 }
             }

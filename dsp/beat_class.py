@@ -301,14 +301,16 @@ class BeatClassifier:
         n = samples.shape[0]
         if not n:
             return
-        x = np.array(samples[:, list(self.leads)].T, dtype=np.float64, order="C")
+        if len(self.leads) == 1:
+            x = samples[:, self.leads[0]].astype(np.float64)[None, :]
+        else:
+            x = np.array(samples[:, list(self.leads)].T, dtype=np.float64, order="C")
         if self._end is not None and seq != self._end:
             self._filter.reset()
-        finite = np.isfinite(x).all(axis=0)
-        if finite.all():
+        if math.isfinite(float(np.add.reduce(x, axis=None))):  # every sample finite
             self._filter.filter_inplace(x)
         else:
-            self._filter_runs(x, finite)
+            self._filter_runs(x, np.isfinite(x).all(axis=0))
         m = x.shape[0]
         if self._buf.shape[1] < n + self._keep:  # a long block: room for it and the look-back
             grown = np.full((m, n + self._keep), np.nan)
