@@ -263,6 +263,7 @@ class BeatClassifier:
         self._pending: deque[_Pending] = deque()  # arrived, not yet labelled, in order
         self._p = PWaveScorer(fs, kernel) if p_wave else None
         n_features = len(FEATURES[m])
+        self._nan_row = np.full(n_features, math.nan)
         self._empty = ClassifiedBeats(
             np.zeros(0, np.int64), (), self.fs, np.zeros(0), np.zeros((0, n_features)),
             np.zeros(0), np.zeros(0),
@@ -351,7 +352,7 @@ class BeatClassifier:
         if rr != rr:  # first beat of a stream, or after a gap
             self._rr.clear()
         prem, irr = self._timing(rr)
-        row = np.full(self.layout.n_features, math.nan)
+        row = self._nan_row.copy()
         row[PREMATURITY], row[IRREGULARITY] = prem, irr
         self._pending.append(_Pending(s, rr, row))
         if rr == rr:
@@ -364,7 +365,7 @@ class BeatClassifier:
         ordered = sorted(self._rr)
         k = len(ordered)
         med = ordered[k // 2] if k % 2 else 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
-        dev = sorted(abs(v - med) for v in ordered)
+        dev = sorted([abs(v - med) for v in ordered])
         mad = dev[k // 2] if k % 2 else 0.5 * (dev[k // 2 - 1] + dev[k // 2])
         return rr / med, mad / med
 
@@ -421,15 +422,20 @@ class BeatClassifier:
         rows = np.array([p.row for p in out])
         if self._kernel is not None:
             forest, args = self._kernel.forest, self._forest_args  # type: ignore[attr-defined]
-            scores = np.array([forest(p.row, *args) for p in out])
+            score_list = [forest(p.row, *args) for p in out]
+            scores = np.array(score_list)
         else:
             scores = self.forest.scores(rows)
+            score_list = scores.tolist()
         rules = self.rules
+        timing = rows[:, [PREMATURITY, IRREGULARITY]].tolist()
         labels = tuple(
-            decide(sc, p.row[PREMATURITY], p.row[IRREGULARITY], p.measurable, rules)
-            for sc, p in zip(scores.tolist(), out, strict=True)
+            decide(sc, t[0], t[1], p.measurable, rules)
+            for sc, t, p in zip(score_list, timing, out, strict=True)
         )
-        seqs = np.array([p.seq for p in out], dtype=np.int64)
-        rr_s = np.array([p.rr for p in out], dtype=float) / self.fs
-        p_wave = np.array([p.p_wave for p in out], dtype=float)
-        return ClassifiedBeats(seqs, labels, self.fs, rr_s, rows, p_wave, scores)
+        # sequence numbers are exact in float64 (below 2**53)
+        meta = np.array([(p.seq, p.rr, p.p_wave) for p in out], dtype=np.float64)
+        seqs = meta[:, 0].astype(np.int64)
+        return ClassifiedBeats(
+            seqs, labels, self.fs, meta[:, 1] / self.fs, rows, meta[:, 2], scores
+        )
