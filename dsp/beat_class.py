@@ -181,6 +181,8 @@ class _Pending:
     seq: int
     rr: float  # samples since the previous beat (NaN: first of a stream)
     row: np.ndarray  # its features row
+    prem: float  # its prematurity and irregularity (also in the row)
+    irr: float
     measured: bool = False
     measurable: bool = False
     p_wave: float = math.nan
@@ -354,7 +356,7 @@ class BeatClassifier:
         prem, irr = self._timing(rr)
         row = self._nan_row.copy()
         row[PREMATURITY], row[IRREGULARITY] = prem, irr
-        self._pending.append(_Pending(s, rr, row))
+        self._pending.append(_Pending(s, rr, row, prem, irr))
         if rr == rr:
             self._rr.append(rr)
 
@@ -384,7 +386,7 @@ class BeatClassifier:
             if len(self._pending) > 1:
                 nxt = self._pending[1].rr
                 p = self._pending.popleft()
-                p.row[PAUSE] = nxt / p.rr * p.row[PREMATURITY] if p.rr > 0 else math.nan
+                p.row[PAUSE] = nxt / p.rr * p.prem if p.rr > 0 else math.nan
             elif final:
                 p = self._pending.popleft()
             else:
@@ -398,7 +400,7 @@ class BeatClassifier:
         r = p.seq - (self._end - self._buf.shape[1])  # column of R in the ring
         if r - lay.before < 0 or r + lay.after > self._buf.shape[1]:
             return  # not all there (the stream ended or moved on): Q
-        prem, irr = p.row[PREMATURITY], p.row[IRREGULARITY]
+        prem, irr = p.prem, p.irr
         if self._kernel is not None:
             got = self._kernel.beat(  # type: ignore[attr-defined]
                 self._params, self._state, self._buf, self._buf.shape[1], r, prem, irr, p.row,
@@ -428,10 +430,9 @@ class BeatClassifier:
             scores = self.forest.scores(rows)
             score_list = scores.tolist()
         rules = self.rules
-        timing = rows[:, [PREMATURITY, IRREGULARITY]].tolist()
         labels = tuple(
-            decide(sc, t[0], t[1], p.measurable, rules)
-            for sc, t, p in zip(score_list, timing, out, strict=True)
+            decide(sc, p.prem, p.irr, p.measurable, rules)
+            for sc, p in zip(score_list, out, strict=True)
         )
         # sequence numbers are exact in float64 (below 2**53)
         meta = np.array([(p.seq, p.rr, p.p_wave) for p in out], dtype=np.float64)
