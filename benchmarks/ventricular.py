@@ -100,6 +100,7 @@ def scores(r: dict, labels: np.ndarray) -> tuple[Score, Score]:
 
 
 def total(rows: list[Score]) -> Score:
+    """The counts of ``rows`` added up."""
     return sum(rows[1:], rows[0]) if rows else Score(0, 0, 0)
 
 
@@ -144,6 +145,7 @@ def per_record(recs: dict[str, dict], leads: int) -> tuple[list[str], Score, Sco
 
 
 def speed(recs: dict[str, dict], label: str) -> str:
+    """The speed line: CPU time of detector and classifier as x real time per lead."""
     secs = sum(r["seconds"] for r in recs.values())
     t_det = sum(r["t"][0] for r in recs.values())
     t_cls = sum(r["t"][1] for r in recs.values())

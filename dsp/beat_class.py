@@ -156,6 +156,8 @@ class ClassifiedBeats:
 
     @classmethod
     def concat(cls, parts: list[ClassifiedBeats], fs: float) -> ClassifiedBeats:
+        """The parts one after the other (features, P-wave scores and scores kept only when
+        every part has them)."""
         if not parts:
             return cls(np.zeros(0, np.int64), (), fs, np.zeros(0))
 
@@ -276,6 +278,7 @@ class BeatClassifier:
 
     @property
     def templates_used(self) -> int:
+        """Running templates in use (at most :data:`dsp.beat_measure.TEMPLATES`)."""
         return int(self._state[0])
 
     def process(self, block: SampleBlock, beats: Beats) -> ClassifiedBeats:

@@ -40,6 +40,8 @@ NEUTRAL = {
 
 
 def neutral_value(name: str) -> float:
+    """What a missing feature ``name`` reads as (:data:`NEUTRAL`; a template mean ``t_x`` and a
+    second-lead ``x_b`` as ``x``)."""
     base = name[2:] if name.startswith("t_") else name
     return NEUTRAL[base[:-2] if base.endswith("_b") else base]
 
@@ -99,6 +101,7 @@ class Forest:
         )[:, -1]
 
     def score(self, row: np.ndarray) -> float:
+        """The score of one features row (above 0: ventricular)."""
         return float(self.scores(row)[0])
 
     def kernel_args(self) -> tuple:
