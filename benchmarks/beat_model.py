@@ -149,9 +149,12 @@ def matched_symbols(ref: np.ndarray, sym: list[str], det: np.ndarray, fs: float)
     return out
 
 
-def load(data: Path, second: bool, records: list[str] | None = None) -> dict[str, dict]:
+def load(
+    data: Path, second: bool, records: list[str] | None = None, channel: int = 0
+) -> dict[str, dict]:
     """Per record: the classifier's beats and features, the reference beats and what each
-    detection matched; CPU times."""
+    detection matched; CPU times. ``channel``: the detector's lead (0 or 1; the other one is
+    the second lead)."""
     import wfdb
 
     out = {}
@@ -164,7 +167,8 @@ def load(data: Path, second: bool, records: list[str] | None = None) -> dict[str
         keep = [(s, y) for s, y in zip(ann.sample, ann.symbol, strict=True) if y in BEAT_SYMBOLS]
         ref = np.array([s for s, _ in keep], dtype=np.int64)
         sym = [y for _, y in keep]
-        beats, t_det, t_cls = classify(r.p_signal[:, :2].astype(np.float64), fs, second)
+        x = r.p_signal[:, [channel, 1 - channel]].astype(np.float64)
+        beats, t_det, t_cls = classify(x, fs, second)
         det_keep = np.isin(beats.seq, outside(beats.seq, skip))
         ref_keep = np.isin(ref, outside(ref, skip))
         assert beats.features is not None and beats.scores is not None
