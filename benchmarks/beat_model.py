@@ -181,6 +181,7 @@ def load(
             "labels": np.asarray(beats.labels)[det_keep],
             "features": beats.features[det_keep],
             "scores": beats.scores[det_keep],
+            "p_wave": np.asarray(beats.p_wave)[det_keep],
             "matched": matched_symbols(ref, sym, beats.seq, fs)[det_keep],
             "t": (t_det, t_cls),
         }
