@@ -5,8 +5,9 @@ Usage::
     python3 benchmarks/pipeline_speed.py [--data ../shared/data/mitdb] [--block-s 1] [--markdown F]
 
 Runs, block by block as the gateway does: the display filter (band-pass + notch),
-the QRS detector, heart rate, the rhythm tracker and the quality tracker over
-channel 0 of every record. CPU time (process_time) of the chain only.
+the QRS detector, the beat classifier (classes and P-wave score), heart rate, the rhythm
+tracker and the quality tracker over channel 0 of every record. CPU time (process_time)
+of the chain only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
 from core.block import SampleBlock
+from dsp.beat_class import BeatClassifier
 from dsp.filters import EcgFilter
 from dsp.heart_rate import HeartRateTracker
 from dsp.qrs import QrsDetector
@@ -36,8 +38,8 @@ def chain_seconds(x: np.ndarray, fs: float, block_s: float) -> tuple[float, dict
         for i in range(0, x.size, n)
     ]
     filt, qrs, hr = EcgFilter(fs, 1), QrsDetector(fs), HeartRateTracker()
-    rhythm, quality = RhythmTracker(fs), QualityTracker(fs, 1)
-    parts = dict.fromkeys(("filter", "qrs", "rhythm+hr", "quality"), 0.0)
+    rhythm, quality, classes = RhythmTracker(fs), QualityTracker(fs, 1), BeatClassifier(fs)
+    parts = dict.fromkeys(("filter", "qrs", "classes", "rhythm+hr", "quality"), 0.0)
     clock = time.process_time
     for b in blocks:
         t0 = clock()
@@ -45,6 +47,8 @@ def chain_seconds(x: np.ndarray, fs: float, block_s: float) -> tuple[float, dict
         t1 = clock()
         beats = qrs.process(b)
         t2 = clock()
+        classes.process(b, beats)
+        t2b = clock()
         hr.process(beats, b.end_seq)
         rhythm.process(beats)
         t3 = clock()
@@ -52,7 +56,8 @@ def chain_seconds(x: np.ndarray, fs: float, block_s: float) -> tuple[float, dict
         t4 = clock()
         parts["filter"] += t1 - t0
         parts["qrs"] += t2 - t1
-        parts["rhythm+hr"] += t3 - t2
+        parts["classes"] += t2b - t2
+        parts["rhythm+hr"] += t3 - t2b
         parts["quality"] += t4 - t3
     return sum(parts.values()), parts
 

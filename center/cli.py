@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from center import __version__
 from center.config import CenterConfig, ConfigError, load_config
@@ -82,6 +83,13 @@ def _fleet_parsers(sub: argparse._SubParsersAction) -> None:
     issue.add_argument("--server", action="store_true", help="serverAuth (the broker)")
     issue.add_argument("--san", action="append", default=[], help="DNS name or IP (repeat)")
     issue.add_argument("--days", type=float, default=825.0)
+    revoke = ca.add_parser("revoke", help="revoke every certificate of a gateway (lost, stolen "
+                           "or retired Pi) and rewrite the CRL (crl.pem) the broker checks")
+    revoke.add_argument("gateway", help="the gateway id (its certificates' CN)")
+    crl = ca.add_parser("crl", help="rewrite the CRL (crl.pem in the CA directory)")
+    for p in (revoke, crl):
+        _common(p)
+        p.add_argument("--dir", type=Path, help="the CA directory (default [enroll] ca_dir)")
     tok = sub.add_parser("enroll-token", help="a one-time enrollment token for one gateway id")
     _common(tok)
     tok.add_argument("--gateway", required=True, help="the gateway id (its certificate's CN)")
@@ -89,10 +97,12 @@ def _fleet_parsers(sub: argparse._SubParsersAction) -> None:
     tok.add_argument("--json", action="store_true", help="print JSON (scripts)")
 
 
-def _ca(args: argparse.Namespace) -> int:
+def _ca(cfg: CenterConfig, args: argparse.Namespace) -> int:
     from center.ca import CaError, init_ca, issue_pair, load_ca
 
     try:
+        if args.ca_command in ("revoke", "crl"):
+            return _revoke(cfg, args)
         if args.ca_command == "init":
             ca = init_ca(args.dir, name=args.name, days=args.days)
             print(f"CA created in {args.dir}: ca.pem (give it to the broker and gateways), "
@@ -104,6 +114,35 @@ def _ca(args: argparse.Namespace) -> int:
         print(f"ecg-center: {exc}", file=sys.stderr)
         return 1
     print(f"issued {cert} and {key} (0600)")
+    return 0
+
+
+def _revoke(cfg: CenterConfig, args: argparse.Namespace) -> int:
+    """``ca revoke GATEWAY`` / ``ca crl``: the database first, then the CRL from it."""
+    import os
+
+    from center.ca import CaError
+    from center.revoke import refresh_crl, revoke_gateway
+    from center.store.db import open_engine, upgrade, writer
+    from center.store.queue import add_audit
+
+    directory = args.dir or cfg.enroll.ca_dir
+    if directory is None:
+        raise CaError("no CA directory: give --dir or set [enroll] ca_dir")
+    engine = open_engine(cfg.db.url)
+    upgrade(engine)
+    now = time.time()
+    if args.ca_command == "revoke":
+        with writer(engine) as conn:
+            serials = revoke_gateway(conn, args.gateway, now)
+            if serials:
+                add_audit(conn, now, "cert_revoke", actor=os.environ.get("USER"),
+                          detail={"gateway": args.gateway, "serials": serials})
+        print(f"gateway {args.gateway}: {len(serials)} certificate(s) revoked"
+              + (f" ({', '.join(serials)})" if serials else " (none left unrevoked)"))
+    path = refresh_crl(engine, directory, now)
+    print(f"CRL written to {path}: reload the broker to apply it "
+          "(systemctl reload mosquitto; docs/broker.md)")
     return 0
 
 
@@ -156,10 +195,26 @@ async def _serve(cfg: CenterConfig, web: bool) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Center(cfg, web=web) as center:
+        if cfg.enroll.ca_dir is not None:
+            _crl_at_start(center.engine, cfg.enroll.ca_dir)
         if center.url:
             print(f"ecg-center: console at {center.url}", flush=True)
         await stop.wait()
     return 0
+
+
+def _crl_at_start(engine: Any, directory: Path) -> None:
+    """A fresh CRL at every start, so the one the broker loads next is never near its
+    nextUpdate (a CA that cannot be read is only a warning here: enrollment says more)."""
+    from center.ca import CaError
+    from center.revoke import refresh_crl
+
+    try:
+        path = refresh_crl(engine, directory, time.time())
+    except (CaError, OSError) as exc:
+        logging.getLogger("center").warning("CRL not written: %s", exc)
+        return
+    logging.getLogger("center").info("CRL written to %s", path)
 
 
 def _read_password() -> str:
@@ -238,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "ca":
-        return _ca(args)
+        return _ca(cfg, args)
     if args.command == "enroll-token":
         return _enroll_token(cfg, args)
     if args.command == "serve":

@@ -45,6 +45,7 @@ __all__ = [
     "RecordingSink",
     "RecordingStarted",
     "RrGapSeen",
+    "SignalStrength",
     "StageChanged",
     "StreamPosition",
 ]
@@ -105,6 +106,16 @@ class Connected(DeviceEvent):
     kind: ClassVar[str] = "connected"
     detail: str = ""
     mtu: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalStrength(DeviceEvent):
+    """The device's received signal strength, ``dbm`` (dBm), from the advertisement heard in
+    the scan just before a connection: BlueZ reports no RSSI for a connected device, so this
+    is the link's strength when it was made (about -90 dBm and below: expect drops)."""
+
+    kind: ClassVar[str] = "rssi"
+    dbm: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

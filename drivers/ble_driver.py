@@ -31,10 +31,18 @@ from typing import Any
 
 from bleak import BleakClient
 from bleak.backends.client import BaseBleakClient
+from bleak.backends.scanner import BaseBleakScanner
 from bleak.exc import BleakError
 
 from core.block import SampleBlock
-from core.events import DeviceEvent, DeviceSink, DriverError, Gap, StreamPosition
+from core.events import (
+    DeviceEvent,
+    DeviceSink,
+    DriverError,
+    Gap,
+    SignalStrength,
+    StreamPosition,
+)
 from core.ratelog import RateLimitedLog
 from core.supervise import supervise
 from drivers.ble_adapter import BleAdapter
@@ -70,6 +78,9 @@ class BleDriver:
         Shared by every driver on one Bluetooth adapter (lock, health, reset).
     reconnect_delay_s
         ``(first, cap)`` of the reconnect backoff, seconds.
+    scanner
+        bleak scanner backend for the scan before each connection (tests: the virtual
+        radio's, so a simulated patch is found and its RSSI heard as on BlueZ).
     """
 
     def __init__(
@@ -83,8 +94,10 @@ class BleDriver:
         reconnect_delay_s: tuple[float, float] = (0.5, 30.0),
         clock: Callable[[], float] = time.time,
         tick_s: float = 0.1,
+        scanner: type[BaseBleakScanner] | None = None,
     ) -> None:
         self.settings = settings
+        self.scanner = scanner
         self.session = session
         self.sink = sink
         self.backend = backend
@@ -146,12 +159,16 @@ class BleDriver:
     async def _connection(self) -> bool:
         lost = asyncio.Event()
         try:
-            client = await connect(self.settings, self.backend, self.adapter, lost)
+            client, rssi = await connect(
+                self.settings, self.backend, self.adapter, lost, self.scanner
+            )
         except asyncio.CancelledError:
             if really_cancelled():
                 raise
             # a future the BLE stack cancelled when the link dropped: not a stop
             raise BleakError("link lost while connecting") from None
+        if rssi is not None:
+            self._event(SignalStrength(source=self.source, time=self._clock(), dbm=rssi))
         loop = asyncio.get_running_loop()
         self._end = loop.create_future()
         self._queue = asyncio.Queue()

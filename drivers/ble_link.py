@@ -18,6 +18,7 @@ from typing import Any
 from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 from bleak_retry_connector import BleakClientWithServiceCache, establish_connection
 
@@ -46,21 +47,44 @@ class DeviceNotFound(BleakError):
 _SCAN_SLICE_S = 2.0  # one scan slice: another patch's connection waits at most this long
 
 
+class _Sought:
+    """The scan filter for one address; keeps the RSSI of the advertisement that matched."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address.upper()
+        self.rssi_dbm: int | None = None
+
+    def __call__(self, device: BLEDevice, adv: AdvertisementData) -> bool:
+        if device.address.upper() != self.address:
+            return False
+        self.rssi_dbm = adv.rssi
+        return True
+
+
 async def _find_device(
-    settings: BleSettings, backend: type[BaseBleakClient] | None, adapter: BleAdapter
-) -> BLEDevice:
-    """The device, scanned for in slices for up to ``connect_timeout_s``."""
-    if backend is not None:
-        return BLEDevice(settings.address, settings.id, details=None)
+    settings: BleSettings,
+    backend: type[BaseBleakClient] | None,
+    adapter: BleAdapter,
+    scanner: type[BaseBleakScanner] | None = None,
+) -> tuple[BLEDevice, int | None]:
+    """The device and the RSSI (dBm) it advertised with, scanned for in slices for up to
+    ``connect_timeout_s``. A client ``backend`` without a ``scanner`` (a simulator) is
+    connected by address without a scan (RSSI unknown)."""
+    if backend is not None and scanner is None:
+        return BLEDevice(settings.address, settings.id, details=None), None
+    sought = _Sought(settings.address)
+    kwargs: dict[str, Any] = {} if scanner is None else {"backend": scanner}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.connect_timeout_s
     while (left := deadline - loop.time()) > 0:
         async with adapter.scanning():
-            device = await BleakScanner.find_device_by_address(
-                settings.address, timeout=min(_SCAN_SLICE_S, left)
+            device = await BleakScanner.find_device_by_filter(
+                sought, timeout=min(_SCAN_SLICE_S, left), **kwargs
             )
         if device is not None:
-            return device
+            if backend is not None:  # the simulator's client connects by address
+                device = BLEDevice(settings.address, settings.id, details=None)
+            return device, sought.rssi_dbm
     raise DeviceNotFound(f"{settings.address} not seen in a scan")
 
 
@@ -69,16 +93,18 @@ async def connect(
     backend: type[BaseBleakClient] | None,
     adapter: BleAdapter,
     lost: asyncio.Event,
-) -> BleakClient:
-    """A connected client; ``lost`` is set when the link drops."""
+    scanner: type[BaseBleakScanner] | None = None,
+) -> tuple[BleakClient, int | None]:
+    """A connected client and the RSSI (dBm) its advertisement had (None: unknown);
+    ``lost`` is set when the link drops. ``scanner``: a bleak scanner backend (tests)."""
     kwargs: dict[str, Any] = {"timeout": settings.connect_timeout_s}
     if backend is not None:
         kwargs["backend"] = backend
-    device = await _find_device(settings, backend, adapter)
+    device, rssi = await _find_device(settings, backend, adapter, scanner)
     # establish_connection retries internally and gives each attempt its own 20 s
     # (BLEAK_TIMEOUT); connect_timeout_s bounds the whole call.
     async with adapter.connecting(), asyncio.timeout(settings.connect_timeout_s):
-        return await establish_connection(
+        client = await establish_connection(
             BleakClientWithServiceCache,
             device,
             settings.id,
@@ -86,6 +112,7 @@ async def connect(
             max_attempts=2,
             **kwargs,
         )
+    return client, rssi
 
 
 def really_cancelled() -> bool:

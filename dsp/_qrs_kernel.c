@@ -362,6 +362,548 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * The beat classifier's per-beat arithmetic (dsp/beat_measure.py, dsp/atrial.py,
+ * dsp/beat_model.py): the same operations in the same order as the numpy code there, every
+ * sum taken in index order starting from its first term (np.add.accumulate), so both give
+ * the same features to the last bit (tests/dsp/test_beat_kernel.py).
+ * ------------------------------------------------------------------------------------- */
+
+/* Sum of x[0:n] in index order (n >= 1). */
+static inline double seqsum(const double *x, Py_ssize_t n) {
+    double s = x[0];
+    for (Py_ssize_t i = 1; i < n; i++) s += x[i];
+    return s;
+}
+
+/* Dot product of a[0:n] and b[0:n], products summed in index order (n >= 1). */
+static inline double seqdot(const double *a, const double *b, Py_ssize_t n) {
+    double s = a[0] * b[0];
+    for (Py_ssize_t i = 1; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* x[0:n] /= d, two lanes at a time (GCC/Clang vector extension: SSE2 on x86-64, NEON on
+ * aarch64); each quotient is the IEEE one, the same as the scalar loop's. */
+typedef double v2d __attribute__((vector_size(16)));
+static inline void div_by(double *x, Py_ssize_t n, double d) {
+    const v2d dv = {d, d};
+    Py_ssize_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        v2d v;
+        memcpy(&v, x + i, sizeof v);
+        v = v / dv;
+        memcpy(x + i, &v, sizeof v);
+    }
+    for (; i < n; i++) x[i] = x[i] / d;
+}
+
+/* out = (v - mean(v)) / max(norm, 1e-12): dsp.beat_measure._unit. */
+static void unit_of(const double *v, Py_ssize_t n, double *out) {
+    const double mean = seqsum(v, n) / (double)n;
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = v[i] - mean;
+    double norm = sqrt(seqdot(out, out, n));
+    if (!(norm >= 1e-12)) norm = 1e-12; /* np.maximum(norm, 1e-12) */
+    div_by(out, n, norm);
+}
+
+/* Four dot products at once: a + c * stride (c = 0..3) with b[0:n], each summed in index
+ * order exactly as seqdot does (four independent chains, so the processor overlaps them). */
+static inline void seqdot4(const double *a, Py_ssize_t stride, const double *b, Py_ssize_t n,
+                           double *out) {
+    const double *a0 = a, *a1 = a + stride, *a2 = a + 2 * stride, *a3 = a + 3 * stride;
+    double s0 = a0[0] * b[0], s1 = a1[0] * b[0], s2 = a2[0] * b[0], s3 = a3[0] * b[0];
+    for (Py_ssize_t i = 1; i < n; i++) {
+        const double bi = b[i];
+        s0 += a0[i] * bi;
+        s1 += a1[i] * bi;
+        s2 += a2[i] * bi;
+        s3 += a3[i] * bi;
+    }
+    out[0] = s0;
+    out[1] = s1;
+    out[2] = s2;
+    out[3] = s3;
+}
+
+/* Units of A rows of length n (rows + a * n -> out + a * n), four rows at a time: each
+ * row's sums in index order as unit_of takes them, so the results are unit_of's. */
+static void units_of(const double *restrict rows, Py_ssize_t A, Py_ssize_t n,
+                     double *restrict out) {
+    Py_ssize_t a = 0;
+    for (; a + 4 <= A; a += 4) {
+        const double *v0 = rows + a * n, *v1 = v0 + n, *v2 = v1 + n, *v3 = v2 + n;
+        double *restrict o = out + a * n;
+        double s0 = v0[0], s1 = v1[0], s2 = v2[0], s3 = v3[0];
+        for (Py_ssize_t i = 1; i < n; i++) {
+            s0 += v0[i];
+            s1 += v1[i];
+            s2 += v2[i];
+            s3 += v3[i];
+        }
+        const double m0 = s0 / (double)n, m1 = s1 / (double)n, m2 = s2 / (double)n,
+                     m3 = s3 / (double)n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = v0[i] - m0;
+            o[n + i] = v1[i] - m1;
+            o[2 * n + i] = v2[i] - m2;
+            o[3 * n + i] = v3[i] - m3;
+        }
+        double q0 = o[0] * o[0], q1 = o[n] * o[n], q2 = o[2 * n] * o[2 * n];
+        double q3 = o[3 * n] * o[3 * n];
+        for (Py_ssize_t i = 1; i < n; i++) {
+            q0 += o[i] * o[i];
+            q1 += o[n + i] * o[n + i];
+            q2 += o[2 * n + i] * o[2 * n + i];
+            q3 += o[3 * n + i] * o[3 * n + i];
+        }
+        const double q[4] = {q0, q1, q2, q3};
+        for (int c = 0; c < 4; c++) {
+            double nm = sqrt(q[c]);
+            if (!(nm >= 1e-12)) nm = 1e-12;
+            div_by(o + c * n, n, nm);
+        }
+    }
+    for (; a < A; a++) unit_of(rows + a * n, n, out + a * n);
+}
+
+/* RMS time of |v| about its centre (samples); NaN for a zero vector. */
+static double spread_of(const double *v, Py_ssize_t n) {
+    double total = fabs(v[0]), wt = fabs(v[0]) * 0.0, wt2 = fabs(v[0]) * 0.0;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        const double w = fabs(v[i]), t = (double)i;
+        total += w;
+        wt += w * t;
+        wt2 += w * (t * t);
+    }
+    if (!(total > 0)) return NAN;
+    const double mean = wt / total;
+    double var = wt2 / total - mean * mean;
+    if (!(var > 1e-9)) var = 1e-9; /* max(var, 1e-9) */
+    return sqrt(var);
+}
+
+static inline double stat_or(double v, double dflt) { return isnan(v) ? dflt : v; }
+static inline double pymax(double a, double b) { return b > a ? b : a; } /* Python max(a, b) */
+static inline double pymin(double a, double b) { return b < a ? b : a; } /* Python min(a, b) */
+
+/* Layout indices, in the order dsp.beat_measure.Layout.kernel_params gives them. */
+enum { P_LEADS, P_PRE, P_POST, P_LAG, P_SHIFT, P_LENGTH, P_ANCHOR, P_WAVE_PRE, P_WAVE, P_LEVEL,
+       P_QA, P_QB, P_SA, P_SB, P_NOISE0, P_NOISE1, P_TEMPLATES, P_SIZE, P_NSTATS, N_PARAMS };
+
+#define JOIN 0.90
+#define REF_SHARE 0.20
+#define REF_PREMATURITY 0.92
+#define MAX_COUNT 512.0
+#define HORIZON 16.0
+
+PyDoc_STRVAR(beat_doc,
+             "beat(params, state, ring, cap, r, prem, irr, out, scratch) -> int\n\n"
+             "dsp.beat_measure.measure_numpy for the beat at column r of ring (leads x cap\n"
+             "float64): features into out, templates in state learnt. params: the layout's\n"
+             "kernel_params (int64); scratch: float64 of at least scratch_size values.");
+
+static PyObject *beat(PyObject *self, PyObject *args) {
+    Py_buffer pv, sv, rv, ov, xv;
+    Py_ssize_t cap, r;
+    double prem, irr;
+    if (!PyArg_ParseTuple(args, "y*w*y*nnddw*w*", &pv, &sv, &rv, &cap, &r, &prem, &irr, &ov, &xv))
+        return NULL;
+    PyObject *result = NULL;
+    const long long *P = (const long long *)pv.buf;
+    if (pv.len != (Py_ssize_t)(N_PARAMS * sizeof(long long))) {
+        PyErr_SetString(PyExc_ValueError, "params must be the layout's kernel_params");
+        goto done;
+    }
+    const Py_ssize_t m = P[P_LEADS], pre = P[P_PRE], post = P[P_POST], lag = P[P_LAG];
+    const Py_ssize_t sh = P[P_SHIFT], n = P[P_LENGTH], anchor = P[P_ANCHOR];
+    const Py_ssize_t wpre = P[P_WAVE_PRE], W = P[P_WAVE], level = P[P_LEVEL];
+    const Py_ssize_t qa = P[P_QA], qb = P[P_QB], sa = P[P_SA], sb = P[P_SB];
+    const Py_ssize_t n0 = P[P_NOISE0], n1 = P[P_NOISE1], K = P[P_TEMPLATES], S = P[P_SIZE];
+    const Py_ssize_t NS = P[P_NSTATS], A = 2 * sh + 1;
+    const Py_ssize_t nf = m > 1 ? 34 : 23;
+    const Py_ssize_t need_scratch = 2 * m * A * n + 2 * m * W + 2 * W + n + (2 * anchor);
+    if (sv.len != (Py_ssize_t)((1 + K * S) * sizeof(double)) ||
+        rv.len < (Py_ssize_t)(m * cap * sizeof(double)) || ov.len != (Py_ssize_t)(nf * sizeof(double)) ||
+        xv.len < (Py_ssize_t)(need_scratch * sizeof(double))) {
+        PyErr_SetString(PyExc_ValueError, "state, ring, out or scratch of the wrong size");
+        goto done;
+    }
+    if (A > n) {
+        PyErr_SetString(PyExc_ValueError, "more alignments than slope samples");
+        goto done;
+    }
+    if (r - anchor - lag < 0 || r + anchor > cap || K > 64 || m < 1 || m > 2) {
+        PyErr_SetString(PyExc_IndexError, "the beat's anchor window is not in the ring");
+        goto done;
+    }
+    double *state = (double *)sv.buf, *out = (double *)ov.buf, *scr = (double *)xv.buf;
+    const double *ring = (const double *)rv.buf;
+    const double *first = ring;
+    /* scratch: rows (m, A, n) | units (m, A, n) | wave (m, W) | wv, dw unit (W each) ... */
+    double *rows = scr, *units = scr + m * A * n, *wave = units + m * A * n;
+    double *u1 = wave + m * W, *u2 = u1 + W, *tmp = u2 + W, *e = tmp + n;
+
+    /* 1. anchor */
+    const Py_ssize_t a0 = r - anchor, ne = 2 * anchor;
+    for (Py_ssize_t i = 0; i < ne; i++) {
+        const double d = first[a0 + i] - first[a0 - lag + i];
+        e[i] = d * d;
+    }
+    const double etot = seqsum(e, ne);
+    Py_ssize_t s = r;
+    if (etot > 0) {
+        double c = e[0] * 0.0;
+        for (Py_ssize_t i = 1; i < ne; i++) c += e[i] * (double)i;
+        const double centre = c / etot;
+        s = a0 + (Py_ssize_t)floor((centre - 0.5 * (double)lag) + 0.5);
+    }
+    /* 2. windows, amplitudes, measurability */
+    const Py_ssize_t lo = s - pre - sh, ext_n = pre + post + 2 * sh;
+    const Py_ssize_t wlo = s - wpre - sh, win_n = W + 2 * sh;
+    double ptp[2] = {0.0, 0.0};
+    int finite[2] = {1, 1};
+    if (lo < 0 || wlo < 0 || lo + ext_n > cap || wlo + win_n > cap) {
+        PyErr_SetString(PyExc_IndexError, "the beat's windows are not all in the ring");
+        goto done;
+    }
+    for (Py_ssize_t ld = 0; ld < m; ld++) {
+        const double *x = ring + ld * cap;
+        double mx = x[lo + sh], mn = x[lo + sh];
+        int nan = 0;
+        for (Py_ssize_t i = lo + sh; i < lo + ext_n - sh; i++) {
+            if (isnan(x[i])) nan = 1;
+            if (x[i] > mx) mx = x[i];
+            if (x[i] < mn) mn = x[i];
+        }
+        ptp[ld] = nan ? NAN : mx - mn;
+        finite[ld] = isfinite(seqsum(x + wlo, win_n)) && isfinite(seqsum(x + lo, ext_n));
+    }
+    const Py_ssize_t nlo = s + n0 - lag, nn = n1 - n0 + lag;
+    if (lo < 0 || wlo < 0 || nlo < 0 || lo + ext_n > cap || wlo + win_n > cap || s + n1 > cap) {
+        PyErr_SetString(PyExc_IndexError, "the beat's windows are not all in the ring");
+        goto done;
+    }
+    if (!(ptp[0] >= 0.02 && ptp[0] <= 8.0) || !finite[0] || !isfinite(seqsum(first + nlo, nn))) {
+        result = PyLong_FromLong(-1);
+        goto done;
+    }
+    const int lead_b = m > 1 && ptp[1] >= 0.02 && ptp[1] <= 8.0 && finite[1];
+    for (Py_ssize_t ld = 0; ld < m; ld++) {
+        const double *x = ring + ld * cap + lo;
+        for (Py_ssize_t a = 0; a < A; a++) {
+            double *row = rows + (ld * A + a) * n;
+            for (Py_ssize_t i = 0; i < n; i++) row[i] = x[a + i + lag] - x[a + i];
+        }
+        units_of(rows + ld * A * n, A, n, units + ld * A * n);
+    }
+    double *blocks = state + 1;
+    const Py_ssize_t k = (Py_ssize_t)state[0];
+#define T_UNIT(q, ld) (blocks + (q) * S + (ld) * n)
+#define T_SLOPES(q, ld) (blocks + (q) * S + m * n + (ld) * n)
+#define T_WAVE(q, ld) (blocks + (q) * S + 2 * m * n + (ld) * W)
+#define T_PTP(q) (blocks + (q) * S + 2 * m * n + m * W)
+#define T_COUNT(q) (blocks[(q) * S + 2 * m * n + m * W + m])
+#define T_STATS(q) (blocks + (q) * S + 2 * m * n + m * W + m + 1)
+    for (Py_ssize_t i = 0; i < nf; i++) out[i] = NAN;
+    out[0] = prem;
+    out[1] = irr;
+    Py_ssize_t j = -1, at = sh;
+    double best = -INFINITY;
+    double best_c[64] = {0.0};
+    Py_ssize_t best_at[64] = {0};
+    int is_ref = 0;
+    if (k) {
+        for (Py_ssize_t q = 0; q < k; q++) {
+            const double *tu = T_UNIT(q, 0);
+            double *corr = tmp; /* A values (A <= n is checked) */
+            Py_ssize_t a = 0;
+            for (; a + 4 <= A; a += 4) seqdot4(units + a * n, n, tu, n, corr + a);
+            for (; a < A; a++) corr[a] = seqdot(units + a * n, tu, n);
+            double bc = corr[0];
+            Py_ssize_t ba = 0;
+            for (a = 1; a < A; a++) {
+                if (corr[a] > bc) {
+                    bc = corr[a];
+                    ba = a;
+                }
+            }
+            best_c[q] = bc;
+            best_at[q] = ba;
+        }
+        j = 0;
+        for (Py_ssize_t q = 1; q < k; q++)
+            if (best_c[q] > best_c[j]) j = q;
+        best = best_c[j];
+        if (best >= JOIN) at = best_at[j];
+        double total_n = 0.0;
+        for (Py_ssize_t q = 0; q < k; q++) total_n += T_COUNT(q);
+        int refs[64], nref = 0;
+        Py_ssize_t dom = 0;
+        for (Py_ssize_t q = 0; q < k; q++) {
+            if (T_COUNT(q) > T_COUNT(dom)) dom = q;
+            refs[q] = T_COUNT(q) >= REF_SHARE * total_n && stat_or(T_STATS(q)[0], 1.0) >= REF_PREMATURITY;
+            nref += refs[q];
+        }
+        if (!nref) {
+            refs[dom] = 1;
+            nref = 1;
+        }
+        Py_ssize_t ref = -1;
+        for (Py_ssize_t q = 0; q < k; q++)
+            if (refs[q] && (ref < 0 || best_c[q] > best_c[ref])) ref = q;
+        const Py_ssize_t da = best_at[ref];
+        const double *rs = T_STATS(ref);
+        out[3] = best_c[ref];
+        out[4] = best_c[dom];
+        out[5] = (double)nref;
+        out[12] = (best >= JOIN ? T_COUNT(j) : 0.0) / total_n;
+        is_ref = best >= JOIN && refs[j];
+        out[13] = is_ref ? 1.0 : 0.0;
+        const int use_b = lead_b && T_PTP(ref)[1] > 0;
+        static const int cols[2][6] = {{6, 7, 8, 9, 10, 11}, {24, 25, 26, 27, 28, -1}};
+        for (Py_ssize_t ld = 0; ld < (use_b ? 2 : 1); ld++) {
+            const double rp = T_PTP(ref)[ld];
+            out[cols[ld][0]] = ptp[ld] / pymax(rp, 1e-9);
+            const double ref_spread = spread_of(T_SLOPES(ref, ld), n);
+            out[cols[ld][1]] = spread_of(rows + (ld * A + da) * n, n) / pymax(stat_or(ref_spread, 1.0), 1e-9);
+            const double *dw = T_WAVE(ref, ld);
+            const double *x = ring + ld * cap + wlo + da;
+            const double lev = seqsum(x, level) / (double)level;
+            for (Py_ssize_t i = 0; i < W; i++) wave[i] = x[i] - lev;
+            unit_of(wave, W, u1);
+            unit_of(dw, W, u2);
+            out[cols[ld][2]] = seqdot(u1, u2, W);
+            double dd = 0.0;
+            for (Py_ssize_t i = qa; i < qb; i++) {
+                const double d = wave[i] - dw[i];
+                dd = i == qa ? d * d : dd + d * d;
+            }
+            out[cols[ld][3]] = sqrt(dd) / pymax(rp, 1e-9) / sqrt((double)(qb - qa));
+            for (Py_ssize_t i = sa; i < sb; i++) {
+                const double d = wave[i] - dw[i];
+                dd = i == sa ? d * d : dd + d * d;
+            }
+            out[cols[ld][4]] = sqrt(dd) / pymax(rp, 1e-9) / sqrt((double)(sb - sa));
+            if (cols[ld][5] >= 0) {
+                double aw = fabs(wave[qa]), ad = fabs(dw[qa]);
+                for (Py_ssize_t i = qa + 1; i < qb; i++) {
+                    aw += fabs(wave[i]);
+                    ad += fabs(dw[i]);
+                }
+                out[cols[ld][5]] = aw / pymax(ad, 1e-9);
+            }
+        }
+        out[15] = out[9] / pymax(stat_or(rs[5], 0.05), 0.01);
+        out[16] = out[10] / pymax(stat_or(rs[6], 0.05), 0.01);
+        out[17] = (1.0 - out[3]) / pymax(1.0 - stat_or(rs[1], 0.95), 0.01);
+        if (use_b) {
+            out[23] = seqdot(units + (A + da) * n, T_UNIT(ref, 1), n);
+            out[29] = out[27] / pymax(stat_or(rs[9], 0.05), 0.01);
+            out[30] = out[28] / pymax(stat_or(rs[10], 0.05), 0.01);
+            out[31] = (1.0 - out[23]) / pymax(1.0 - stat_or(rs[7], 0.95), 0.01);
+        }
+    }
+    {   /* noise before the QRS, over the QRS's slopes as placed */
+        const double *x = first + nlo;
+        const Py_ssize_t len = nn - lag;
+        double ss = 0.0;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            const double d = x[i + lag] - x[i];
+            ss = i == 0 ? d * d : ss + d * d;
+        }
+        const double *qs = rows + sh * n;
+        out[14] = sqrt(ss / (double)len) / pymax(sqrt(seqdot(qs, qs, n) / (double)n), 1e-9);
+    }
+    /* learn */
+    for (Py_ssize_t ld = 0; ld < m; ld++) {
+        const double *x = ring + ld * cap + wlo + at;
+        const double lev = seqsum(x, level) / (double)level;
+        for (Py_ssize_t i = 0; i < W; i++) wave[ld * W + i] = x[i] - lev;
+    }
+    if (j < 0 || best < JOIN) {
+        if (k < K) {
+            j = k;
+            state[0] = (double)(k + 1);
+        } else {
+            j = 0;
+            for (Py_ssize_t q = 1; q < K; q++)
+                if (T_COUNT(q) < T_COUNT(j)) j = q;
+        }
+        double *b = blocks + j * S;
+        for (Py_ssize_t i = 0; i < 2 * m * n + m * W + m + 1; i++) b[i] = 0.0;
+        for (Py_ssize_t i = 0; i < NS; i++) T_STATS(j)[i] = NAN;
+    }
+    const double rate = 1.0 / pymin(T_COUNT(j) + 1.0, HORIZON);
+    for (Py_ssize_t ld = 0; ld < (lead_b ? 2 : 1); ld++) {
+        double *tu = T_UNIT(j, ld), *ts = T_SLOPES(j, ld), *tw = T_WAVE(j, ld);
+        const double *bu = units + (ld * A + at) * n, *br = rows + (ld * A + at) * n;
+        const double *bw = wave + ld * W;
+        if (T_PTP(j)[ld] > 0) {
+            for (Py_ssize_t i = 0; i < n; i++) tmp[i] = tu[i] + (bu[i] - tu[i]) * rate;
+            const double norm = sqrt(seqdot(tmp, tmp, n));
+            for (Py_ssize_t i = 0; i < n; i++) tu[i] = tmp[i] / norm;
+            for (Py_ssize_t i = 0; i < n; i++) ts[i] = ts[i] + (br[i] - ts[i]) * rate;
+            for (Py_ssize_t i = 0; i < W; i++) tw[i] = tw[i] + (bw[i] - tw[i]) * rate;
+            T_PTP(j)[ld] = T_PTP(j)[ld] + (ptp[ld] - T_PTP(j)[ld]) * rate;
+        } else {
+            memcpy(tu, bu, (size_t)n * sizeof(double));
+            memcpy(ts, br, (size_t)n * sizeof(double));
+            memcpy(tw, bw, (size_t)W * sizeof(double));
+            T_PTP(j)[ld] = ptp[ld];
+        }
+    }
+    T_COUNT(j) = T_COUNT(j) + 1.0;
+    {
+        const Py_ssize_t used = (Py_ssize_t)state[0];
+        double sum = T_COUNT(0);
+        for (Py_ssize_t q = 1; q < used; q++) sum += T_COUNT(q);
+        if (sum > MAX_COUNT)
+            for (Py_ssize_t q = 0; q < used; q++) {
+                const double h = floor(T_COUNT(q) / 2.0);
+                T_COUNT(q) = h >= 1.0 ? h : 1.0;
+            }
+    }
+    {
+        const double fold = 1.0 / pymin(T_COUNT(j), HORIZON);
+        double *row = T_STATS(j);
+        const double values[11] = {out[0], out[3], out[7], out[15], out[17], out[9], out[10],
+                                   m > 1 ? out[23] : NAN, m > 1 ? out[31] : NAN,
+                                   m > 1 ? out[27] : NAN, m > 1 ? out[28] : NAN};
+        for (Py_ssize_t i = 0; i < NS && i < 11; i++) {
+            const double v = values[i];
+            if (isnan(v)) continue;
+            row[i] = isnan(row[i]) ? v : row[i] + (v - row[i]) * fold;
+        }
+        for (Py_ssize_t i = 0; i < 5; i++) out[18 + i] = row[i];
+        if (m > 1) {
+            out[32] = row[7];
+            out[33] = row[8];
+        }
+    }
+#undef T_UNIT
+#undef T_SLOPES
+#undef T_WAVE
+#undef T_PTP
+#undef T_COUNT
+#undef T_STATS
+    result = PyLong_FromSsize_t(j + (is_ref ? K : 0));
+done:
+    PyBuffer_Release(&pv);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&rv);
+    PyBuffer_Release(&ov);
+    PyBuffer_Release(&xv);
+    return result;
+}
+
+PyDoc_STRVAR(pwave_doc,
+             "pwave(state, t, tt, window, learn) -> float\n\n"
+             "dsp.atrial.PWaveScorer.score: state [count, template (n), unit (n)], t the\n"
+             "centred time axis (n), tt its sum of squares, window (n).");
+
+static PyObject *pwave(PyObject *self, PyObject *args) {
+    Py_buffer sv, tv, wv;
+    double tt;
+    int learn;
+    if (!PyArg_ParseTuple(args, "w*y*dy*p", &sv, &tv, &tt, &wv, &learn)) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n = tv.len / (Py_ssize_t)sizeof(double);
+    if (n < 1 || wv.len != tv.len || sv.len != (Py_ssize_t)((1 + 2 * n) * sizeof(double))) {
+        PyErr_SetString(PyExc_ValueError, "pwave: state 1 + 2n, t and window n float64");
+        goto done;
+    }
+    double *state = (double *)sv.buf, *template = state + 1, *unit = state + 1 + n;
+    const double *t = (const double *)tv.buf, *w = (const double *)wv.buf;
+    double d[1024];
+    if (n > 1024) {
+        PyErr_SetString(PyExc_ValueError, "pwave: window longer than 1024 samples");
+        goto done;
+    }
+    const double mean = seqsum(w, n) / (double)n;
+    const double slope = seqdot(w, t, n) / tt;
+    for (Py_ssize_t i = 0; i < n; i++) d[i] = (w[i] - mean) - slope * t[i];
+    const double norm = sqrt(seqdot(d, d, n));
+    if (!(norm > 0)) {
+        result = PyFloat_FromDouble(NAN);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) d[i] = d[i] / norm;
+    double count = state[0];
+    const double value = count >= 4 ? seqdot(unit, d, n) : NAN;
+    if (learn) {
+        count = state[0] = count + 1.0;
+        const double div = pymin(count, 16.0);
+        for (Py_ssize_t i = 0; i < n; i++) template[i] = template[i] + (d[i] - template[i]) / div;
+        const double tn = sqrt(seqdot(template, template, n));
+        for (Py_ssize_t i = 0; i < n; i++) unit[i] = tn > 0 ? template[i] / tn : 0.0;
+    }
+    result = PyFloat_FromDouble(value);
+done:
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&wv);
+    return result;
+}
+
+PyDoc_STRVAR(forest_doc,
+             "forest(row, neutral, feature, threshold, leaf, base) -> float\n\n"
+             "dsp.beat_model.Forest.score of one features row: NaN features read as neutral;\n"
+             "feature (trees, depth) int64, threshold (trees, depth), leaf (trees, 2**depth).");
+
+static PyObject *forest(PyObject *self, PyObject *args) {
+    Py_buffer rv, nv, fv, tv, lv;
+    double base;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*d", &rv, &nv, &fv, &tv, &lv, &base)) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t nf = rv.len / (Py_ssize_t)sizeof(double);
+    const Py_ssize_t splits = fv.len / (Py_ssize_t)sizeof(long long);
+    if (nv.len != rv.len || tv.len != splits * (Py_ssize_t)sizeof(double)) {
+        PyErr_SetString(PyExc_ValueError, "forest: row/neutral, feature/threshold sizes differ");
+        goto done;
+    }
+    if (splits == 0) { /* no trees */
+        result = PyFloat_FromDouble(base);
+        goto done;
+    }
+    const Py_ssize_t leaves_total = lv.len / (Py_ssize_t)sizeof(double);
+    Py_ssize_t depth = 0, trees = 0;
+    for (depth = 1; depth < 30; depth++) {
+        if (splits % depth) continue;
+        trees = splits / depth;
+        if (trees * ((Py_ssize_t)1 << depth) == leaves_total) break;
+    }
+    if (depth >= 30) {
+        PyErr_SetString(PyExc_ValueError, "forest: leaf size does not match the splits");
+        goto done;
+    }
+    const double *row = (const double *)rv.buf, *neutral = (const double *)nv.buf;
+    const long long *feature = (const long long *)fv.buf;
+    const double *threshold = (const double *)tv.buf, *leaf = (const double *)lv.buf;
+    double score = base;
+    for (Py_ssize_t t = 0; t < trees; t++) {
+        Py_ssize_t idx = 0;
+        for (Py_ssize_t d = 0; d < depth; d++) {
+            const long long f = feature[t * depth + d];
+            if (f < 0 || f >= nf) {
+                PyErr_SetString(PyExc_IndexError, "forest: feature index out of range");
+                goto done;
+            }
+            const double x = isnan(row[f]) ? neutral[f] : row[f];
+            idx = 2 * idx + (x > threshold[t * depth + d]);
+        }
+        score += leaf[(t << depth) + idx];
+    }
+    result = PyFloat_FromDouble(score);
+done:
+    PyBuffer_Release(&rv);
+    PyBuffer_Release(&nv);
+    PyBuffer_Release(&fv);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&lv);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"sosfilt", sosfilt, METH_VARARGS, sosfilt_doc},
     {"feature", feature, METH_VARARGS, feature_doc},
@@ -369,6 +911,9 @@ static PyMethodDef methods[] = {
     {"sosfilt2", sosfilt2, METH_VARARGS, sosfilt2_doc},
     {"peaks", peaks, METH_VARARGS, peaks_doc},
     {"candidate", candidate, METH_VARARGS, candidate_doc},
+    {"beat", beat, METH_VARARGS, beat_doc},
+    {"pwave", pwave, METH_VARARGS, pwave_doc},
+    {"forest", forest, METH_VARARGS, forest_doc},
     {NULL, NULL, 0, NULL},
 };
 

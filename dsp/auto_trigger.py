@@ -136,9 +136,7 @@ class AutoTriggerPolicy:
 
     def _end_span(self, c: EpisodeChange) -> None:
         if isinstance(c, EpisodeEnded):
-            self._spans = [
-                (a, c.end_seq if ep == c.id else b, ep) for a, b, ep in self._spans
-            ]
+            self._spans = [(a, c.end_seq if ep == c.id else b, ep) for a, b, ep in self._spans]
 
     def _decide(self, cand: _Candidate, now: float, now_seq: int) -> AutoTrigger | None:
         c = cand.change

@@ -337,4 +337,3 @@ class EpisodeTracker:
 
     def _unusable(self, s: int) -> bool:
         return any(a <= s < b for a, b in self._bad)
-

@@ -18,6 +18,7 @@ The mains notch (50 or 60 Hz, Q = 30) is added when that frequency lies below
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -85,6 +86,12 @@ class SosFilter:
     def reset(self) -> None:
         """Forget the state; the next sample restarts the filter in steady state."""
         self._zi = None
+
+    def forget_if_not_finite(self) -> None:
+        """After a NaN or inf went in, the state would carry it for ever: restart instead
+        (the output is NaN from that sample to the end of its block, then clean again)."""
+        if self._zi is not None and not math.isfinite(float(self._zi.sum())):
+            self._zi = None
 
     def process(self, x: np.ndarray) -> np.ndarray:
         """Filter ``x`` (n, channels) and return float64 (n, channels)."""
@@ -175,4 +182,5 @@ class EcgFilter:
             self.restarts += 1
         self._next_seq = block.end_seq
         y = self._sos.process(block.samples)
+        self._sos.forget_if_not_finite()
         return block.with_samples(y.astype(np.float32))

@@ -20,11 +20,13 @@ seconds after its R peak was received.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.block import SampleBlock
+from core.ranges import runs_of
 from dsp.qrs_decide import Candidate, QrsDecider
 from dsp.qrs_front import QrsFront, compiled_kernel
 
@@ -136,12 +138,23 @@ class QrsDetector:
         return self.process_array(block.samples[:, self.lead], block.seq)
 
     def process_array(self, x_mv: np.ndarray, seq: int) -> Beats:
-        """Take samples (mV) whose first has sequence number ``seq``."""
+        """Take samples (mV) whose first has sequence number ``seq``. Samples that are not
+        finite (NaN: missing, inf: garbage) are a hole, as a jump in ``seq`` is: the
+        segment before ends and detection starts afresh after it."""
         x = np.asarray(x_mv)
-        n = x.shape[0]
-        if n == 0:
+        if x.shape[0] == 0:
             return self._no_beats
         out: list[Candidate] = []
+        if math.isfinite(float(np.add.reduce(x))):  # the usual block: no hole inside
+            self._take(x, seq, out)
+        else:
+            for a, b in runs_of(np.isfinite(x), 0):
+                self._take(x[a:b], seq + a, out)
+        return self._beats(out)
+
+    def _take(self, x: np.ndarray, seq: int, out: list[Candidate]) -> None:
+        """Finite samples ``x`` from ``seq`` on."""
+        n = x.shape[0]
         if self._next_seq is None or seq != self._next_seq:
             if self._next_seq is not None:
                 self._end_segment(out)
@@ -151,7 +164,6 @@ class QrsDetector:
         self._next_seq = seq + n
         self.front.append(x)
         self._scan(self.front.end - self.front.r, False, out)
-        return self._beats(out)
 
     def finish(self) -> Beats:
         """End of the stream: decide the remaining candidates (no more look-ahead)."""

@@ -73,9 +73,7 @@ class RhythmTracker:
         self.tachy_bpm = tachy_bpm
         self.pause_s = pause_s
         self.max_episodes = max_episodes
-        self.tracker = EpisodeTracker(
-            fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s
-        )
+        self.tracker = EpisodeTracker(fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s)
         self.episodes: list[RhythmEpisode] = []
         self._open: dict[int, RhythmEpisode] = {}
 

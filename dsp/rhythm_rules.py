@@ -265,8 +265,7 @@ def _repeats(labels: list[str], period: int) -> bool:
         return False
     for offset in range(period):
         if all(
-            (x in _ECTOPIC) == (i % period == offset) and x in "NVS"
-            for i, x in enumerate(labels)
+            (x in _ECTOPIC) == (i % period == offset) and x in "NVS" for i, x in enumerate(labels)
         ):
             return True
     return False

@@ -32,6 +32,7 @@ from core.events import (
     Gap,
     LeadOff,
     RrGapSeen,
+    SignalStrength,
     StageChanged,
 )
 from core.ratelog import RateLimitedLog
@@ -46,7 +47,7 @@ __all__ = ["DeviceChannel"]
 log = logging.getLogger(__name__)
 
 _LEDGER_KEPT = 50
-_LOGGED = (Connected, Disconnected, StageChanged, LeadOff, DeviceRestarted)
+_LOGGED = (Connected, Disconnected, StageChanged, LeadOff, DeviceRestarted, SignalStrength)
 
 
 class DeviceChannel:
@@ -190,6 +191,7 @@ class DeviceChannel:
     def _run(self, what: str, step: Callable[[], list[PipelineOutput]]) -> None:
         try:
             outputs = step()
+            self.study.add_quality(*self.pipeline.take_quality_s())
         except Exception:
             n = self.counters.add("errors")
             self._log.log(

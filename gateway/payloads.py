@@ -360,6 +360,17 @@ class StudyFacts:
     end: float | None = None  # UTC of end_seq
     received: int = 0  # samples received (each once)
     missing: int = 0  # samples declared lost (final gaps)
+    judged_s: float = 0.0  # seconds of signal judged for quality (1 s windows), s
+    analysable_s: float = 0.0  # of which usable for analysis (a lead with index >= 0.5), s
+
+    def add_quality(self, judged_s: float, analysable_s: float) -> None:
+        self.judged_s += judged_s
+        self.analysable_s += analysable_s
+
+    @property
+    def analysable_pct(self) -> float | None:
+        """Share of the judged signal that was analysable, %; None before any."""
+        return round(100.0 * self.analysable_s / self.judged_s, 1) if self.judged_s else None
 
     def add_block(self, first_seq: int, end_seq: int, fs: float, start: float, end: float) -> None:
         self.fs = fs
@@ -409,6 +420,8 @@ def build_study_body(
             "samples_received": facts.received,
             "samples_missing": facts.missing,
             "coverage_pct": covered,
+            "analysable_s": round(facts.analysable_s, 1),
+            "analysable_pct": facts.analysable_pct,
         },
         "gaps": json_safe(gaps),
         "acknowledgements": acknowledgements or [],

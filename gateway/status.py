@@ -90,6 +90,12 @@ def device_facts(
         "acknowledgements": ch.acks.facts(now),
         "channel": stats,
         "study": study,
+        "progress": {
+            "hours_recorded": round(ch.study.received / ch.study.fs / 3600.0, 3)
+            if ch.study.fs
+            else 0.0,
+            "analysable_pct": ch.study.analysable_pct,
+        },
     }
 
 
@@ -137,6 +143,13 @@ class StatusReporter:
         self._connected_at = connected_at
         self.sent = 0
         self.last_error: str | None = None
+
+    def will(self, connected_at: float) -> bytes:
+        """The Last Will of a connection begun at ``connected_at``: "offline" with no time
+        (the broker publishes it when it loses us, which nobody knows at CONNECT)."""
+        return status_payload(
+            self.gateway_id, "offline", now=None, connected_at=connected_at, last_will=True
+        )
 
     def post(self, state: str) -> int | None:
         """Commit a status (superseding a waiting one); its row id, None if not stored."""

@@ -45,7 +45,6 @@ from gateway.mqtt.codec import (
     ConnAck,
     Connect,
     Packet,
-    Prop,
     PubAck,
     Publish,
     Subscribe,
@@ -55,6 +54,7 @@ from gateway.mqtt.codec import (
 from gateway.mqtt.credentials import read_password, tls_context
 from gateway.mqtt.inbox import Inbox
 from gateway.mqtt.live import LiveSender
+from gateway.mqtt.refusals import Refusals
 from gateway.mqtt.window import (
     SUBSCRIBE_ID,
     Acked,
@@ -64,7 +64,7 @@ from gateway.mqtt.window import (
     publish_packet,
 )
 from gateway.outbox import Outbox
-from gateway.status import StatusReporter, status_payload
+from gateway.status import StatusReporter
 from gateway.upload_rate import KindLimit
 
 __all__ = ["Publisher"]
@@ -147,10 +147,8 @@ class Publisher:
         )
         self.window = DeliveryWindow(cfg.inflight, ack_timeout, retry_backoff_s, limits)
         self.live = LiveSender(live_max_rate_hz)
-        self._counters = Counters(
-            "published acked nacked ack_timeouts resent_after_reconnect"
-        )  # fmt: skip
-        self._nacked_by_reason: dict[str, int] = {}
+        self._counters = Counters("published acked ack_timeouts resent_after_reconnect")
+        self.refusals = Refusals()
         self.inbox = Inbox()
         self._last_error: str | None = None
         self.client: MqttClient | None = None
@@ -169,15 +167,10 @@ class Publisher:
     def connected(self) -> bool:
         return self.client is not None and self.client.connected
 
-    @property
-    def inflight(self) -> int:
-        return self.window.inflight
-
     def stats(self) -> dict[str, Any]:
         """Counters since start (messages unless said otherwise), read now."""
         client = self.client
         live = self.live.counters.snapshot()
-        link = client.last_error if client is not None else None
         return {
             "connects": client.connects if client else 0,
             "disconnects": client.disconnects if client else 0,
@@ -185,12 +178,15 @@ class Publisher:
             "session_taken_over": client.taken_over if client else 0,
             "brief_connections": client.brief_connections if client else 0,
             **self._counters.snapshot(),
-            "nacked_by_reason": dict(self._nacked_by_reason),
+            "nacked": self.refusals.count,
+            "nacked_by_reason": dict(self.refusals.by_reason),
             "status_sent": self.status.sent,
             **live,
             **self.inbox.counters.snapshot(),
             "live_dropped": live["live_dropped_offline"] + live["live_dropped_rate"],
-            "last_error": link or self._last_error or self.status.last_error,
+            "last_error": (client.last_error if client else None)
+            or self._last_error
+            or self.status.last_error,
         }
 
     # --- public ---------------------------------------------------------------------------
@@ -204,14 +200,9 @@ class Publisher:
 
     async def wait_drained(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s until the outbox is empty and nothing is in flight."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.window.inflight or self.outbox.pending():
-            if loop.time() >= deadline:
-                return False
-            self._wake.set()
-            await asyncio.sleep(0.05)
-        return True
+        return await _until(
+            lambda: not (self.window.inflight or self.outbox.pending()), timeout, self._wake
+        )
 
     # --- lifetime -------------------------------------------------------------------------
     async def __aenter__(self) -> Publisher:
@@ -234,13 +225,9 @@ class Publisher:
         return self
 
     def _will(self) -> bytes:
-        """The Last Will of the connection about to be made: "offline", with no time (the
-        broker publishes it when it loses us, which nobody knows now) but the time the
-        connection began."""
+        """The Last Will of the connection about to be made (it says when that began)."""
         self._connecting_at = self._clock()
-        return status_payload(
-            self.gateway_id, "offline", now=None, connected_at=self._connecting_at, last_will=True
-        )
+        return self.status.will(self._connecting_at)
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Publish "offline" (waits up to ``offline_timeout_s``); disconnect; stop.
@@ -273,14 +260,14 @@ class Publisher:
         if not self.connected:
             return False
         row = self._put_status("offline")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._offline_timeout_s
-        while row is not None and self.connected and self.outbox.waiting(row):
-            if loop.time() >= deadline:
-                return False
-            self._wake.set()
-            await asyncio.sleep(0.02)
-        return row is not None and not self.outbox.waiting(row)
+        if row is None:
+            return False
+        await _until(
+            lambda: not (self.connected and self.outbox.waiting(row)),
+            self._offline_timeout_s,
+            self._wake,
+        )
+        return not self.outbox.waiting(row)
 
     # --- the link's events ----------------------------------------------------------------
     def _on_up(self, connack: ConnAck) -> None:
@@ -328,18 +315,9 @@ class Publisher:
         self._wake.set()
 
     def _refused(self, r: Refused, packet: PubAck) -> None:
-        reason = reason_name(r.reason)
-        self._counters.add("nacked")
-        self._nacked_by_reason[reason] = self._nacked_by_reason.get(reason, 0) + 1
-        text = packet.props.get(Prop.REASON_STRING)
-        msg = r.row
-        self._last_error = (
-            f"broker refused {msg.kind} {msg.msg_id} (device {msg.device_id}, seq {msg.seq}) "
-            f"on {msg.topic}: {reason}{f' ({text})' if text else ''}; kept in the outbox, "
-            f"retry in {self.window.retry_backoff_s:g} s"
-        )
+        self._last_error = self.refusals.add(r, packet, self.window.retry_backoff_s)
         log.error("%s", self._last_error)
-        self.outbox.nack(msg.row_id, reason)
+        self.outbox.nack(r.row.row_id, reason_name(r.reason))
 
     # --- delivery -------------------------------------------------------------------------
     async def _drain_loop(self) -> None:
@@ -363,8 +341,7 @@ class Publisher:
             self._counters.add("ack_timeouts")
             self.client.drop(f"no PUBACK within {self.window.ack_timeout_s:g} s")
             return
-        room = self.window.room
-        if room:
+        if room := self.window.room:
             rows = self.outbox.peek(room, exclude=self.window.busy(now))
             self._send(self.window.offer(rows, now))
 
@@ -386,8 +363,8 @@ class Publisher:
             "outbox_pending": self.outbox.pending(),
             "inflight": self.window.inflight,
             "acked": self._counters["acked"],
-            "nacked": self._counters["nacked"],
-            "nacked_by_reason": dict(self._nacked_by_reason),
+            "nacked": self.refusals.count,
+            "nacked_by_reason": dict(self.refusals.by_reason),
             "link": self.state.value,
             "session_taken_over": self.client.taken_over if self.client else 0,
             "brief_connections": self.client.brief_connections if self.client else 0,
@@ -397,6 +374,19 @@ class Publisher:
         while True:
             await asyncio.sleep(self._status_period_s)
             self._put_status("online")
+
+
+async def _until(done: Callable[[], bool], timeout: float, wake: asyncio.Event) -> bool:
+    """Wait up to ``timeout`` s for ``done()``, waking the drain task meanwhile; whether
+    it came true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done():
+        if loop.time() >= deadline:
+            return False
+        wake.set()
+        await asyncio.sleep(0.02)
+    return True
 
 
 def connect_client(

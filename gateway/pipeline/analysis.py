@@ -80,6 +80,7 @@ class StreamAnalysis:
         self._episodes: OrderedDict[int, EpisodeChange] = OrderedDict()
         self.heart_rate_bpm: float | None = None
         self.beat_count = 0
+        self.new_windows: list[QualityWindow] = []  # judged by the latest add
 
     @property
     def settle(self) -> int:
@@ -95,7 +96,7 @@ class StreamAnalysis:
     def add(self, block: SampleBlock) -> list[AutoTrigger]:
         """Analyse the next block of the stream; the auto-triggered events it raises."""
         self.history.add(block)
-        new_windows = self.quality.process(block)
+        new_windows = self.new_windows = self.quality.process(block)
         self.windows.extend(new_windows)
         horizon = block.end_seq - int(self.history.keep_s * block.fs)
         while self.windows and self.windows[0].end_seq < horizon:

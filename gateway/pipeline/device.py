@@ -98,12 +98,20 @@ class DevicePipeline:
         self._s: _Stream | None = None
         self._gaps: deque[Gap] = deque(maxlen=_GAPS_KEPT)
         self._head: SampleBlock | None = None  # newest live block: times of presses
+        self._judged_s = self._usable_s = 0.0  # quality seconds not yet taken
         self._stage: StageChanged | None = None
         self._stage_start: int | None = None
         self._stages: deque[tuple[int, StageChanged]] = deque(maxlen=64)  # (first seq, stage)
         self._bp: BloodPressure | None = None
         self._bps: deque[tuple[int, BloodPressure]] = deque(maxlen=64)  # (seq, measurement)
         self._lead_off: LeadOff | None = None
+
+    def take_quality_s(self) -> tuple[float, float]:
+        """Seconds of signal judged for quality since the last call and how many of them
+        were usable (analysable): the study's progress (the caller keeps the totals)."""
+        taken = (self._judged_s, self._usable_s)
+        self._judged_s = self._usable_s = 0.0
+        return taken
 
     @property
     def heart_rate_bpm(self) -> float | None:
@@ -190,6 +198,10 @@ class DevicePipeline:
     def _analyse(self, s: _Stream, block: SampleBlock, out: list[PipelineOutput]) -> None:
         for t in s.analysis.add(block):
             self._auto(s, t, block)
+        for w in s.analysis.new_windows:
+            seconds = (w.end_seq - w.first_seq) / s.fs
+            self._judged_s += seconds
+            self._usable_s += seconds if w.usable else 0.0
         end = s.analysis.end_seq or block.end_seq
         s.windows.advance(end, self.reorder.gave_up_ranges, LATE_MAX)
         out += self._flush_ready(s)

@@ -286,3 +286,35 @@ async def test_an_absent_patch_holds_up_no_other() -> None:
             for r in runs:
                 await r.stop()
         assert adapter.connecting_now == 0
+
+
+async def test_rssi_of_the_advertisement_before_each_connection() -> None:
+    """As on BlueZ, the driver scans for the patch before connecting (here over the virtual
+    radio's scanner) and reports the RSSI the patch advertised with, at every connection."""
+    from core.events import SignalStrength
+    from drivers import uuids
+    from sim.bumble_scanner import advertise, scanner_backend
+
+    world = SimBleWorld()
+    patch = SimPatch(world, speed=5.0)
+    advertise(patch.device, "ECG Patch", [uuids.PATCH_SERVICE])
+    async with patch:
+        cfg = PatchSettings(id="patch-1", address=patch.address, time_scale=5)
+        sink = RecordingSink()
+        drv = patch_driver(
+            cfg,
+            sink,
+            backend=world.backend(),
+            scanner=scanner_backend(world),
+            reconnect_delay_s=(0.05, 0.2),
+        )
+        run = RunningDriver(drv, sink)
+        run.start()
+        try:
+            await wait_for(lambda: drv.stats()["samples"] > 250, "streaming", 30)
+            await patch.disconnect()
+            await wait_for(lambda: len(run.events(SignalStrength)) >= 2, "a second connection", 30)
+        finally:
+            await run.stop()
+    for e in run.events(SignalStrength):
+        assert isinstance(e.dbm, int) and -127 <= e.dbm <= 20, e

@@ -8,76 +8,92 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsp.beat_class import BeatClassifier, BeatFeatures, ClassifiedBeats, decide
+from dsp.beat_class import BeatClassifier, ClassifiedBeats, Rules, decide
+from dsp.beat_measure import FEATURES
+from dsp.beat_model import forest_for
 from dsp.qrs import Beats, QrsDetector
 from tests.support import blocks_of
 
 
-def _features(**kw: float) -> BeatFeatures:
-    base = dict(
-        correlation=0.99,
-        amplitude_ratio=1.0,
-        prematurity=1.0,
-        pause=1.0,
-        irregularity=0.02,
-        template_prematurity=1.0,
-        measurable=True,
-    )
-    return BeatFeatures(**{**base, **kw})
-
-
 def test_decision_table() -> None:
-    assert decide(_features()) == "N"
-    assert decide(_features(measurable=False)) == "Q"
-    other = {"correlation": 0.2, "template_correlation": 0.3}  # not the dominant shape
-    assert decide(_features(**other, template_spread=2.0)) == "V"  # and wide
-    assert decide(_features(**other, template_amplitude=3.0)) == "V"  # much larger
-    assert decide(_features(**other, prematurity=0.6, pause=1.4)) == "V"  # PVC timing
-    assert decide(_features(**other, template_prematurity=0.7)) == "V"  # a shape that comes early
-    assert decide(_features(**other)) == "N"  # a second normal shape, on time, as narrow
-    # one odd beat of a normal template is not enough
-    assert decide(_features(correlation=0.2, template_spread=2.0)) == "N"
-    # a less different shape needs two signs
-    near = {"correlation": 0.85, "template_correlation": 0.8}
-    assert decide(_features(**near, template_spread=2.0)) == "N"
-    assert decide(_features(**near, template_spread=2.0, template_prematurity=0.7)) == "V"
-    assert decide(_features(prematurity=0.7)) == "S"  # dominant shape, early, regular
-    assert decide(_features(prematurity=0.7, irregularity=0.2)) == "N"  # AF: not judged S
+    assert decide(-3.0, 1.0, 0.02, True) == "N"
+    assert decide(3.0, 1.0, 0.02, False) == "Q"  # not measurable wins
+    assert decide(0.5, 1.0, 0.02, True) == "V"  # score above 0: V
+    assert decide(3.0, 0.7, 0.02, True) == "V"  # V before S
+    assert decide(-3.0, 0.7, 0.02, True) == "S"  # early in a regular rhythm
+    assert decide(-3.0, 0.7, 0.2, True) == "N"  # AF: not judged S
+    assert decide(-3.0, math.nan, math.nan, True) == "N"  # no timing yet
+    assert decide(0.5, 1.0, 0.02, True, Rules(ventricular=1.0)) == "N"
 
 
-def _run(mv: np.ndarray, fs: float, sizes: list[int]) -> ClassifiedBeats:
-    det, cls = QrsDetector(fs), BeatClassifier(fs)
+def test_committed_forests_read_their_features() -> None:
+    for leads in (1, 2):
+        f = forest_for(leads)
+        assert f.leads == leads and f.feature.shape[0] > 0
+        assert int(f.feature.max()) < len(FEATURES[leads])
+        # a typical normal beat (every feature missing: neutral values) is not V
+        assert f.score(np.full(len(FEATURES[leads]), math.nan)) < 0
+
+
+def _two_leads(mv: np.ndarray) -> np.ndarray:
+    """A second lead for tests: the first inverted, smaller, slightly delayed."""
+    b = np.concatenate([np.zeros(3), -0.6 * mv[:-3]])
+    return np.column_stack([mv, b])
+
+
+def _run(mv: np.ndarray, fs: float, sizes: list[int], **kw) -> ClassifiedBeats:
+    x = mv if mv.ndim == 2 else mv[:, None]
+    det, cls = QrsDetector(fs), BeatClassifier(fs, x.shape[1], **kw)
     parts = []
-    for b in blocks_of(mv, fs, sizes):
+    for b in blocks_of(x, fs, sizes):
         parts.append(cls.process(b, det.process(b)))
     last = det.finish()
-    empty = next(blocks_of(mv[:1], fs, [1]))
+    empty = next(blocks_of(x[:1], fs, [1]))
     parts += [cls.process(empty.slice_seq(0, 0), last), cls.finish()]
     return ClassifiedBeats.concat(parts, fs)
+
+
+def _pairs(got: ClassifiedBeats, data: dict) -> list[tuple[str, str]]:
+    ref, sym = data["beats"], data["symbols"]
+    near = [int(np.abs(ref - s).argmin()) for s in got.seq.tolist()]
+    return [(str(sym[k]), lab) for k, lab in zip(near, got.labels, strict=True)]
 
 
 def test_ventricular_beats_of_119(mitdb119: dict) -> None:
     """119 has ventricular bigeminy: its V beats found, its N beats left N."""
     fs = mitdb119["fs"]
     got = _run(mitdb119["mv"], fs, [int(fs)])
-    ref, sym = mitdb119["beats"], mitdb119["symbols"]
-    near = [int(np.abs(ref - s).argmin()) for s in got.seq.tolist()]
-    pairs = [(str(sym[k]), lab) for k, lab in zip(near, got.labels, strict=True)]
+    pairs = _pairs(got, mitdb119)
     v_ref = [lab for s, lab in pairs if s == "V"]
     n_ref = [lab for s, lab in pairs if s == "N"]
     assert v_ref and sum(lab == "V" for lab in v_ref) >= len(v_ref) - 1
     assert sum(lab == "V" for lab in n_ref) <= 1
-    assert len(got) == len(got.features) and got.ventricular.sum() >= len(v_ref) - 1
+    assert got.features is not None and got.scores is not None
+    assert got.features.shape == (len(got), len(FEATURES[1])) and len(got.scores) == len(got)
+
+
+def test_two_lead_classifier_reads_the_second_lead(mitdb119: dict) -> None:
+    fs = mitdb119["fs"]
+    got = _run(_two_leads(mitdb119["mv"]), fs, [int(fs)], second_lead=1)
+    assert got.features is not None and got.features.shape[1] == len(FEATURES[2])
+    assert np.isfinite(got.features[20:, len(FEATURES[1])]).all()  # corr_b measured
+    pairs = _pairs(got, mitdb119)
+    v_ref = [lab for s, lab in pairs if s == "V"]
+    assert v_ref and sum(lab == "V" for lab in v_ref) >= len(v_ref) - 1
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.lists(st.integers(1, 1500), min_size=1, max_size=10))
-def test_chunked_equals_whole(mitdb119: dict, sizes: list[int]) -> None:
+@given(st.lists(st.integers(1, 1500), min_size=1, max_size=10), st.booleans())
+def test_chunked_equals_whole(mitdb119: dict, sizes: list[int], two: bool) -> None:
     fs = mitdb119["fs"]
     mv = mitdb119["mv"][: int(15 * fs)]
-    whole = _run(mv, fs, [mv.size])
-    parts = _run(mv, fs, sizes)
+    x, kw = (_two_leads(mv), {"second_lead": 1}) if two else (mv, {})
+    whole = _run(x, fs, [len(x)], **kw)
+    parts = _run(x, fs, sizes, **kw)
     assert parts.seq.tolist() == whole.seq.tolist() and parts.labels == whole.labels
+    assert whole.features is not None and parts.features is not None
+    np.testing.assert_array_equal(parts.features, whole.features)
+    np.testing.assert_array_equal(parts.p_wave, whole.p_wave)
 
 
 def test_missing_samples_make_q_not_an_error() -> None:

@@ -52,3 +52,14 @@ def test_gap_restarts_the_filter() -> None:
     f.process(blocks[0])
     f.process(blocks[2])  # blocks[1] never arrived
     assert f.restarts == 1
+
+
+def test_a_nan_does_not_blank_the_rest_of_the_stream() -> None:
+    """A NaN sample makes its block NaN from there on, and the next block is clean again
+    (before, the filter's state carried the NaN for ever)."""
+    x = SIGNAL.copy()
+    x[700, 1] = np.nan
+    f = EcgFilter(FS, 3)
+    out = [f.process(b).samples for b in blocks_of(x, FS, [500] * 8)]
+    assert np.isnan(out[1][200:, 1]).all() and np.isfinite(out[1][:200]).all()
+    assert all(np.isfinite(o).all() for o in out[2:])

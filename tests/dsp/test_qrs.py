@@ -139,6 +139,24 @@ def test_non_finite_samples_chunked_equals_whole(mitdb119: dict, sizes: list[int
     assert len(clean) > 5 and np.isin(clean.seq[clean.seq < 3500], whole.seq).all()
 
 
+def test_detection_goes_on_after_a_non_finite_sample(mitdb119: dict) -> None:
+    """One NaN (a missing sample) and later one inf: each is a hole of one sample, not the
+    end of detection: after it the beats are those of the clean record, a second or two of
+    settling aside (found when a single NaN stopped every later beat)."""
+    fs = mitdb119["fs"]
+    x = mitdb119["mv"].copy()  # 30 s
+    blocks = [int(fs)] * (len(x) // int(fs))
+    clean = _stream(x, fs, blocks)
+    x[int(5 * fs)] = np.nan
+    x[int(17 * fs)] = np.inf
+    holed = _stream(x, fs, blocks)
+    for a, b in ((8, 15), (20, 27)):
+        want = clean.seq[(clean.seq >= a * fs) & (clean.seq < b * fs)]
+        got = holed.seq[(holed.seq >= a * fs) & (holed.seq < b * fs)]
+        assert len(want) > 5
+        np.testing.assert_array_equal(got, want)
+
+
 def test_block_sizes_and_gaps_do_not_matter(mitdb119: dict) -> None:
     """One huge block, then 1-s blocks, a gap, and the other way round: the same beats."""
     fs = mitdb119["fs"]

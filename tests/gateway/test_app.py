@@ -127,6 +127,9 @@ async def test_study_records_of_a_patch_with_a_dropout(
     assert rec["samples_missing"] == 0 and rec["coverage_pct"] == 100.0
     assert rec["samples_received"] == rec["end_seq"] - rec["first_seq"]
     assert rec["duration_s"] > 4.0
+    # the simulated patch's ECG is clean: nearly every judged second is analysable
+    assert rec["analysable_pct"] is not None and rec["analysable_pct"] > 90
+    assert 0 < rec["analysable_s"] <= rec["duration_s"]
     assert all(
         r["recording"]["end_seq"] >= p["recording"]["end_seq"]
         for p, r in itertools.pairwise(records)

@@ -47,7 +47,11 @@ def test_device_health_from_last_events() -> None:
     events["lead_off"] = {"leads": ["ECG"]}
     got = device_health(events, now)
     assert got["link_up_s"] is None and got["contact"] is False
-    polar = {"heart_rate": {"contact": False}, "rssi": {"dbm": -71}}
+    from core.events import SignalStrength
+    from gateway.payloads import event_facts
+
+    polar = {"heart_rate": {"contact": False},
+             "rssi": event_facts(SignalStrength(source="p", time=1.0, dbm=-71))}
     assert device_health(polar, now)["contact"] is False
     assert device_health(polar, now)["rssi_dbm"] == -71
 

@@ -125,3 +125,29 @@ def test_study_body_counts_out_of_order_blocks_and_coverage() -> None:
     assert rec["start"] == "1970-01-01T00:00:00.000Z" and body["gaps"] == [{"n_samples": 100}]
     empty = build_study_body("gw", "p1", StudyFacts(), [], since=0.0, now=1.0, final=True)
     assert empty["recording"]["coverage_pct"] is None and empty["final"] is True
+
+
+def test_analysable_share_from_the_pipelines_quality_windows() -> None:
+    """Clean ECG then a flat line: the pipeline hands out the seconds it judged and the
+    usable ones exactly once; the study facts keep the totals (and survive a round trip)."""
+    import dataclasses
+
+    from core.block import SampleBlock
+    from gateway.payloads import StudyFacts
+    from gateway.pipeline import DevicePipeline, PipelineSettings
+
+    fs = 250.0
+    t = np.arange(int(20 * fs)) / fs
+    ecg = 1.2 * np.exp(-(((t % 0.8) - 0.4) ** 2) / (2 * 0.01**2)) + 0.05 * np.sin(2 * np.pi * t)
+    x = np.concatenate([ecg, np.zeros(int(10 * fs))])
+    pipe = DevicePipeline("p1", PipelineSettings())
+    facts = StudyFacts()
+    for i in range(0, len(x), 250):
+        block = SampleBlock(x[i : i + 250, None], fs, start=i / fs, seq=i, leads=("ECG",))
+        pipe.on_block(block)
+        facts.add_quality(*pipe.take_quality_s())
+    assert pipe.take_quality_s() == (0.0, 0.0)
+    assert 25 <= facts.judged_s <= 30
+    assert 15 <= facts.analysable_s <= 21  # the flat 10 s are not analysable
+    again = StudyFacts(**dataclasses.asdict(facts))
+    assert again.analysable_pct == facts.analysable_pct and 50 < facts.analysable_pct < 80

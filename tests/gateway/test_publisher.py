@@ -293,7 +293,7 @@ async def test_broker_outage_mid_stream_loses_nothing(
         producer = asyncio.create_task(produce(pub))
         await wait_for(lambda: pub.stats()["acked"] >= 10, "first messages acked")
         broker.pause()  # the broker hangs: PUBACKs stop, messages pile up in flight...
-        await wait_for(lambda: pub.inflight == 5, "a full in-flight window")
+        await wait_for(lambda: pub.window.inflight == 5, "a full in-flight window")
         broker.stop()  # ...then goes down; the producer goes on storing
         await wait_for(lambda: not pub.connected, "publisher saw the outage")
         await asyncio.sleep(0.3)
