@@ -117,11 +117,14 @@ class CartStream:
         info = {"serial": msg.serial, "firmware": msg.firmware, "fs": msg.fs}
         fs = float(msg.fs)
         if fs != self.fs:
-            old = self.guard.stream_next
+            # the new stream's numbers go on with the clock (seq / fs = s) from where the old
+            # one stood (or the new one announced by a HELLO just before), time included
+            went_on = self.guard.continuation()
             guard = SequenceGuard(fs)
-            if old is not None:  # the new stream's numbers go on with the clock: seq / fs = s
+            if went_on is not None:
+                old, since = went_on
                 reason = f"sample rate changed from {self.fs:g} to {fs:g} Hz"
-                guard.new_stream(math.ceil(old * fs / self.fs), mono, reason)
+                guard.new_stream(math.ceil(old * fs / self.fs), since, reason)
             self.guard, self.fs = guard, fs
         self.leads = msg.leads
         return [DeviceInfo(source=self.source, time=now, **info)]

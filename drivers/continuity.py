@@ -87,6 +87,16 @@ class SequenceGuard:
         """Stream number of the next sample expected."""
         return None if self.device_next is None else self.device_next + self.offset
 
+    def continuation(self) -> tuple[int, float] | None:
+        """Where numbering goes on: the stream number the next sample gets and the monotonic
+        time that number was reached (a new stream already announced included); None
+        before any sample."""
+        if self._new_stream is not None:
+            return self._new_stream[0], self._new_stream[1]
+        if self.device_next is None or self._at is None:
+            return None
+        return self.device_next + self.offset, self._at
+
     def resume(self, stream_next: int, offset: int, seconds_ago: float, mono: float) -> None:
         """Continue a stream that reached ``stream_next`` (device numbers + ``offset``)
         ``seconds_ago`` seconds before ``mono`` (a gateway restart)."""

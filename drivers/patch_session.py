@@ -478,6 +478,7 @@ class PatchSession:
             self._retry_at, self._need_extent = mono + self.racp_retry_s, True
             return [self._error("racp", f"impossible extent {oldest}..{nxt}", now)]
         out: list[Output] = []
+        held: list[Output] = []
         if not self._started:
             self._started = True
             oldest = max(oldest, self._floor) if self._floor is not None else oldest
@@ -488,10 +489,12 @@ class PatchSession:
                     source=self.source, time=t, seq=oldest, first_seq=oldest, end_seq=nxt
                 )
             )
-            out += self._release_held()
+            held = self._release_held()
         lost = self.stream.lost(oldest, now)
         self.counters.add("samples_lost", sum(g.n_samples for g in lost))
-        out += lost
+        # the losses before the blocks they free: analysis then knows them lost before
+        # it moves past them (no periodic strip queued over hours that will never come)
+        out += lost + held
         if head is not None:  # samples up to now are due (no live data: nothing to judge by)
             ledger.receive(nxt, nxt)
         return out + self._request_next()

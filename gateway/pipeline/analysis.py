@@ -160,8 +160,12 @@ def analyse_window(
     """One window measured on it alone, with fresh detectors run to its end.
 
     ``have`` marks the samples that arrived; each recorded run is fed after a gap, so
-    no missing sample (NaN) reaches a detector.
+    no missing sample (NaN) reaches a detector. A window with no sample at all is
+    nothing to measure (a strip over a long loss: building the detectors would be the
+    whole cost, per window).
     """
+    if not have.any():
+        return WindowAnalysis([], [], [], [])
     qrs = QrsDetector(block.fs, lead=lead)
     classifier = BeatClassifier(block.fs, block.n_leads, lead)
     tracker = _tracker(block.fs, settings)

@@ -41,7 +41,7 @@ from dsp.episodes import EpisodeChange
 from dsp.quality import QualityWindow
 from gateway.pipeline.analysis import StreamAnalysis, analyse_window
 from gateway.pipeline.facts import StripFacts, Trigger, episode_facts, measure_strip
-from gateway.pipeline.late import LateWindow, LateWindows
+from gateway.pipeline.late import LATE_MAX, LateWindow, LateWindows
 from gateway.pipeline.live import LiveChunk, LiveChunker
 from gateway.pipeline.reorder import BlockReorderer
 from gateway.pipeline.settings import PipelineSettings
@@ -202,7 +202,8 @@ class DevicePipeline:
             seconds = (w.end_seq - w.first_seq) / s.fs
             self._judged_s += seconds
             self._usable_s += seconds if w.usable else 0.0
-        s.windows.advance(s.analysis.end_seq or block.end_seq)
+        end = s.analysis.end_seq or block.end_seq
+        s.windows.advance(end, self.reorder.gave_up_ranges, LATE_MAX)
         out += self._flush_ready(s)
 
     def _auto(self, s: _Stream, t: AutoTrigger, block: SampleBlock) -> None:

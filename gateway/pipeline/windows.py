@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.events import BloodPressure, ButtonPressed, StageChanged
@@ -52,6 +53,12 @@ class WindowScheduler:
         self._next_periodic = start_seq
         self._pending: list[PendingWindow] = []
         self._lost: list[tuple[int, int]] = []  # final gaps not yet skipped over
+        self.created = 0  # windows ever queued (work is per window: see advance)
+        self.not_held = 0  # periodic strips over an awaited range beyond what can wait
+
+    def _queue(self, p: PendingWindow) -> None:
+        self.created += 1
+        self._pending.append(p)
 
     def _samples(self, seconds: float) -> int:
         return int(round(seconds * self.fs))
@@ -75,9 +82,7 @@ class WindowScheduler:
         if oldest is not None and first < oldest:
             trigger = trigger.but(pre_available_s=round((seq - oldest) / self.fs, 3))
             first = oldest
-        self._pending.append(
-            PendingWindow("event", first, seq + self._samples(s.event_post_s), trigger)
-        )
+        self._queue(PendingWindow("event", first, seq + self._samples(s.event_post_s), trigger))
 
     def stage_ended(
         self,
@@ -95,7 +100,7 @@ class WindowScheduler:
         trigger = Trigger(
             "stage_end", pre_s=round((seq - first) / self.fs, 3), time=time, seq=seq, stage=stage
         )
-        self._pending.append(PendingWindow("strip", first, seq, trigger, blood_pressure))
+        self._queue(PendingWindow("strip", first, seq, trigger, blood_pressure))
 
     def auto(self, reason: str, seq: int, time: float, details: dict, oldest: int | None) -> None:
         """An auto-triggered event: an episode (``reason``) began at sample ``seq``, UTC
@@ -115,25 +120,63 @@ class WindowScheduler:
         if oldest is not None and first < oldest:
             trigger = trigger.but(pre_available_s=round((seq - oldest) / self.fs, 3))
             first = oldest
-        self._pending.append(PendingWindow("event", first, end, trigger))
+        self._queue(PendingWindow("event", first, end, trigger))
 
     def lost(self, first_seq: int, end_seq: int) -> None:
         """``[first_seq, end_seq)`` will never arrive: no periodic strip inside it."""
         self._lost.append((first_seq, end_seq))
 
-    def advance(self, end_seq: int) -> None:
-        """Schedule the periodic strips complete by ``end_seq``. Strips that would lie
-        wholly inside a lost range are skipped in one step, however long the range."""
-        for a, b in self._lost:
-            nxt = self._next_periodic
-            if a <= nxt and nxt + self._dur <= b:
-                self._next_periodic += ((b - self._dur - nxt) // self._period + 1) * self._period
-        self._lost.clear()
+    def advance(
+        self, end_seq: int, awaited: Sequence[tuple[int, int]] = (), held_max: int = 0
+    ) -> None:
+        """Schedule the periodic strips complete by ``end_seq``. The strips that would lie
+        wholly inside a lost range are skipped in one step, however long the range; of
+        those wholly inside the ranges analysis gave up waiting for (``awaited``: their
+        samples may still come late), only the last ``held_max`` of this step are queued
+        (0: all), as only that many can wait for late samples (the older ones would go
+        out empty at once). Each turn of the loop queues a strip or passes a range."""
         trigger = Trigger("periodic", pre_s=self.settings.strip_duration_s)
-        while self._next_periodic + self._dur <= end_seq:
+        dur = self._dur
+        allowed = self._allowed(end_seq, awaited, held_max) if held_max else {}
+        while self._next_periodic + dur <= end_seq:
             first = self._next_periodic
-            self._pending.append(PendingWindow("strip", first, first + self._dur, trigger))
+            inside = self._within(self._lost, first)
+            if inside is not None:  # to the first strip that ends past the lost range
+                skip = (inside[1] - dur - first) // self._period + 1
+                self._next_periodic += skip * self._period
+                continue
+            waiting = self._within(list(allowed), first)
+            if waiting is not None:
+                n = self._count(first, min(waiting[1], end_seq))  # strips wholly inside
+                if n > allowed[waiting]:
+                    self._next_periodic += (n - allowed[waiting]) * self._period
+                    self.not_held += n - allowed[waiting]
+                    continue
+            self._queue(PendingWindow("strip", first, first + dur, trigger))
             self._next_periodic += self._period
+        self._lost = [(a, b) for a, b in self._lost if b > self._next_periodic]
+
+    def _count(self, first: int, end: int) -> int:
+        """Periodic strips from ``first`` on (on the grid) that end by ``end``."""
+        return max(0, (end - self._dur - first) // self._period + 1)
+
+    def _allowed(
+        self, end_seq: int, awaited: Sequence[tuple[int, int]], held_max: int
+    ) -> dict[tuple[int, int], int]:
+        """How many strips each awaited range may queue in this advance: ``held_max``
+        shared out from the newest range back."""
+        nxt, period, out = self._next_periodic, self._period, {}
+        for a, b in sorted(awaited, reverse=True):
+            if b <= nxt + self._dur or a >= end_seq:
+                continue
+            g0 = nxt + -(-max(a - nxt, 0) // period) * period  # first grid start >= a
+            out[(a, b)] = min(self._count(g0, min(b, end_seq)), held_max)
+            held_max -= out[(a, b)]
+        return out
+
+    def _within(self, ranges: Sequence[tuple[int, int]], first: int) -> tuple[int, int] | None:
+        """The range of ``ranges`` that a strip starting at ``first`` lies wholly inside."""
+        return next(((a, b) for a, b in ranges if a <= first and first + self._dur <= b), None)
 
     def ready(self, end_seq: int, settle: int) -> list[PendingWindow]:
         """The windows whose samples are analysed: events as soon as their window is

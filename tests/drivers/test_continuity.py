@@ -91,3 +91,29 @@ def test_any_counter_never_overwrites_and_everything_is_accounted_for(frames) ->
     covered.sort()
     for (_, b0), (a1, _) in itertools.pairwise(covered):
         assert b0 == a1, covered  # no overlap, no unaccounted hole
+
+
+def test_rate_changes_in_a_row_go_on_from_the_last_sample_and_its_time() -> None:
+    """Two HELLOs with new rates before any sample of the first: the numbers go on from
+    the 500 Hz stream's end (not from 0, which would number over it), and the seconds
+    since its last sample (mono 0 to 10.6) are a gap, not forgotten."""
+    s = CartStream("c")
+    s.handle(EcgMsg(0, 0, np.zeros((500, 12), dtype=np.int32)), now=0.0, mono=0.0)
+    s.handle(HelloMsg(0, 1000, 12, "x", "y"), now=10.0, mono=10.0)
+    s.handle(HelloMsg(0, 250, 12, "x", "y"), now=10.5, mono=10.5)
+    out = s.handle(EcgMsg(0, 0, np.zeros((100, 12), dtype=np.int32)), now=10.6, mono=10.6)
+    (block,) = [o for o in out if isinstance(o, SampleBlock)]
+    (gap,) = [o for o in out if isinstance(o, Gap)]
+    # 500 samples at 500 Hz = 1 s = 250 samples at 250 Hz; then 10.6 s at 250 Hz
+    assert block.fs == 250.0 and gap.first_seq == 250
+    assert gap.end_seq == block.seq == 250 + round(10.6 * 250)
+    assert gap.reason == "sample rate changed from 1000 to 250 Hz"
+
+
+def test_continuation_is_where_numbering_goes_on() -> None:
+    g = SequenceGuard(FS)
+    assert g.continuation() is None
+    g.judge(100, 50, 2.0)
+    assert g.continuation() == (150, 2.0)
+    g.new_stream(900, 3.0, "announced")
+    assert g.continuation() == (900, 3.0)  # a new stream announced counts first

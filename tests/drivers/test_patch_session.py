@@ -464,3 +464,27 @@ def test_resume_after_a_gateway_restart_asks_only_what_is_owed() -> None:
     assert asked[0] == Write(uuids.PATCH_RACP, encode_request_range(300, 400))
     again.racp(_done(300, 400))
     assert again.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(500, 2000))
+
+
+def test_losses_found_by_the_extent_come_before_the_blocks_they_free() -> None:
+    """A patch back after longer than its memory, live data held for the EXTENT: the
+    gap ("not in patch memory") is given before the held blocks, so the pipeline knows
+    the hours lost before its analysis moves past them (found by the fuzz test: the
+    other way round, it queued a periodic strip per period of the loss in one step)."""
+    first = Link()
+    first.connect()
+    first.frame(0, 300)
+    first.racp(_extent(0, 300))
+    again = Link()
+    again.s.resume(first.s.position())
+    again.mono = 3600.0
+    again.take(again.s.connected(ALL, 247, again.now, again.mono))
+    again.perform(again.commands)
+    again.frame(900_000, 900_050)  # an hour later; the patch keeps only the last 2,000
+    assert again.blocks == []
+    r = encode_racp_response(_extent(898_050, 900_050))
+    out = again.s.notified(uuids.PATCH_RACP, r, again.now, again.mono)
+    kinds = [type(o).__name__ for o in out if isinstance(o, SampleBlock | Gap)]
+    assert kinds == ["Gap", "SampleBlock"], kinds
+    (gap,) = [o for o in out if isinstance(o, Gap)]
+    assert (gap.first_seq, gap.end_seq, gap.final) == (300, 898_050, True)

@@ -340,3 +340,65 @@ def test_patient_presses_are_never_limited_but_auto_events_are() -> None:
     assert len(auto) >= 3
     assert all("supersedes_episode" in e.trigger.details for e in auto[3:])
     assert len(presses) == len(range(0, len(x), int(20 * fs)))  # every press, never limited
+
+
+def test_a_lost_range_ahead_in_one_advance_queues_no_strip_inside_it() -> None:
+    """A final gap of an hour that begins after the next periodic strip: one advance
+    over it queues the strips around it, none inside (work does not grow with the gap)."""
+    from gateway.pipeline.windows import WindowScheduler
+
+    fs, hour = 250.0, 3600 * 250
+    s = PipelineSettings(strip_period_s=2.0, strip_duration_s=1.0)
+    w = WindowScheduler(s, fs, 0)
+    w.lost(1000, 1000 + hour)
+    w.advance(1000 + hour + 1000)
+    strips = w.ready(1000 + hour + 1000, 0)
+    assert w.created == len(strips) <= 6
+    assert not [p for p in strips if p.first_seq >= 1000 and p.end_seq <= 1000 + hour]
+    assert [p.first_seq for p in strips][:2] == [0, 500]  # before the loss as usual
+    w.advance(1000 + hour + 3000)  # and periodic again after it: 2,000 samples, 4 strips
+    assert w.created == len(strips) + 4
+
+
+def test_a_window_with_no_sample_builds_no_detector(monkeypatch) -> None:
+    """A strip wholly over a loss (held for backfill, then given up) is nothing to
+    measure: no detector is built for it (that was the whole cost, per window)."""
+    from gateway.pipeline import analysis
+
+    def boom(*_a, **_k):
+        raise AssertionError("a detector was built for an empty window")
+
+    monkeypatch.setattr(analysis, "QrsDetector", boom)
+    block = SampleBlock(np.full((250, 2), np.nan, dtype=np.float32), 250.0, 0.0, 0, ("I", "II"))
+    got = analysis.analyse_window(block, np.zeros(250, dtype=bool), 0, PipelineSettings())
+    assert got == analysis.WindowAnalysis([], [], [], [])
+
+
+def test_strips_over_a_range_given_up_waiting_for_are_as_many_as_can_wait() -> None:
+    """Analysis moved past an hour it gave up waiting for (late samples may still come):
+    of the strips wholly inside it, only the last ``held_max`` are queued, as only that
+    many can wait for late samples; the others would go out empty at once (found by the
+    fuzz corpus: 9,025 windows queued and analysed in one on_block)."""
+    from gateway.pipeline.windows import WindowScheduler
+
+    hour = 3600 * 250
+    w = WindowScheduler(PipelineSettings(strip_period_s=2.0, strip_duration_s=1.0), 250.0, 0)
+    w.advance(1000 + hour + 1000, [(1000, 1000 + hour)], held_max=4)
+    strips = [p.first_seq for p in w.ready(1000 + hour + 1000, 0)]
+    inside = [f for f in strips if f >= 1000 and f + 250 <= 1000 + hour]
+    assert len(inside) == 4 and inside[-1] + 250 + 500 > 1000 + hour  # the last four
+    assert strips[:2] == [0, 500] and w.not_held == hour // 500 - 4  # 1,800 inside
+    w2 = WindowScheduler(PipelineSettings(strip_period_s=2.0, strip_duration_s=1.0), 250.0, 0)
+    w2.advance(1000 + hour + 1000, [(1000, 1000 + hour)])  # held_max 0: every strip
+    assert w2.created == (1000 + hour + 1000 - 250) // 500 + 1
+
+
+def test_ranges_given_up_in_one_advance_share_what_can_wait() -> None:
+    from gateway.pipeline.windows import WindowScheduler
+
+    hour = 3600 * 250
+    w = WindowScheduler(PipelineSettings(strip_period_s=2.0, strip_duration_s=1.0), 250.0, 0)
+    w.advance(2 * hour + 2000, [(1000, 1000 + hour), (1500 + hour, 1500 + 2 * hour)], 4)
+    strips = [p.first_seq for p in w.ready(2 * hour + 2000, 0)]
+    assert len([f for f in strips if 1000 <= f < 1000 + hour]) == 0  # the older: none
+    assert len([f for f in strips if 1500 + hour <= f and f + 250 <= 1500 + 2 * hour]) == 4
