@@ -96,7 +96,11 @@ class SampleHistory:
         if end_seq <= first_seq or not self._blocks:
             return None
         ref = self._blocks[-1]
-        parts = [b for b in self._blocks if b.end_seq > first_seq and b.seq < end_seq]
+        # held blocks are sorted and never overlap: those that may overlap the window,
+        # found by bisection (hours of small frames are thousands of blocks)
+        lo = max(0, bisect.bisect_right(self._starts, first_seq) - 1)
+        hi = bisect.bisect_left(self._starts, end_seq)
+        parts = [b for b in self._blocks[lo:hi] if b.end_seq > first_seq]
         if not parts:
             return None
         out = np.full((end_seq - first_seq, ref.n_leads), np.nan, dtype=np.float32)
