@@ -312,6 +312,9 @@ class SimPatch:
             self._streamer = None
         for task in self._link_tasks:  # backfills and indications of the dead link
             task.cancel()
+        # a link loss ends the running backfill (patch-gatt.md), also one whose task was
+        # cancelled before it ever ran (its finally never runs): else BUSY for ever
+        self._running = None
         self._spawn(self._advertise())
 
     def _spawn_on_link(self, coro: object) -> None:
