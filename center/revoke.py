@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from center.ca import CLOCK_SKEW, Ca, load_ca
 from center.store import schema as t
+from core.atomic_file import write_atomic
 
 __all__ = [
     "CRL_DAYS",
@@ -96,10 +97,7 @@ def build_crl(
 def write_crl(directory: Path, crl: x509.CertificateRevocationList) -> Path:
     """``crl.pem`` in ``directory`` (0644: the broker reads it), replaced atomically."""
     path = Path(directory) / CRL_FILE
-    tmp = path.with_name(f".{CRL_FILE}.tmp")
-    tmp.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    write_atomic(path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
     return path
 
 

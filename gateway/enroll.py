@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.atomic_file import write_atomic
+from core.atomic_file import write_atomic
 
 __all__ = [
     "CertInfo",

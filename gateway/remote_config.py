@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.atomic_file import write_atomic
 from core.units import iso_utc
-from gateway.atomic_file import write_atomic
 from gateway.config import ConfigError, GatewayConfig, parse_config
 
 __all__ = ["CONFIG_SCHEMA", "Apply", "Ignore", "Refuse", "RemoteConfig", "decide", "not_up"]
