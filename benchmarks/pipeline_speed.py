@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import report
 from core.block import SampleBlock
 from dsp.beat_class import BeatClassifier
+from dsp.episodes import EpisodeTracker
 from dsp.filters import EcgFilter
 from dsp.heart_rate import HeartRateTracker
 from dsp.qrs import QrsDetector
@@ -38,7 +39,8 @@ def chain_seconds(x: np.ndarray, fs: float, block_s: float) -> tuple[float, dict
         for i in range(0, x.size, n)
     ]
     filt, qrs, hr = EcgFilter(fs, 1), QrsDetector(fs), HeartRateTracker()
-    rhythm, quality, classes = RhythmTracker(fs), QualityTracker(fs, 1), BeatClassifier(fs)
+    rhythm, quality = RhythmTracker(EpisodeTracker(fs)), QualityTracker(fs, 1)
+    classes = BeatClassifier(fs)
     parts = dict.fromkeys(("filter", "qrs", "classes", "rhythm+hr", "quality"), 0.0)
     clock = time.process_time
     for b in blocks:

@@ -5,7 +5,7 @@ Pure and streaming. :class:`EpisodeTracker` takes the beats a
 read from an annotation file) and, optionally, the signal-quality windows of the
 same stretch, and returns what changed::
 
-    tracker = EpisodeTracker(fs, brady_bpm=40, tachy_bpm=150, pause_s=3.0)
+    tracker = EpisodeTracker(fs, RhythmLimits(brady_bpm=40, tachy_bpm=150, pause_s=3.0))
     for block in blocks:
         beats = qrs.process(block)
         classes = classifier.process(block, beats)
@@ -64,6 +64,7 @@ __all__ = [
     "EpisodeStarted",
     "EpisodeTracker",
     "EpisodeUpdated",
+    "RhythmLimits",
 ]
 
 KINDS = ("af", "af_rvr", "vt", "svt", "pause", "brady", "tachy", "bigeminy", "trigeminy")
@@ -172,13 +173,12 @@ class _Open:
         )  # fmt: skip
 
 
-class EpisodeTracker:
-    """Streaming episodes for one device (see the module docstring).
+@dataclass(frozen=True, slots=True)
+class RhythmLimits:
+    """What makes an episode (see the module docstring).
 
-    Parameters
+    Attributes
     ----------
-    fs
-        Sample rate, Hz (beat positions are sample numbers).
     brady_bpm, tachy_bpm
         Rate limits, beats per minute.
     pause_s
@@ -190,25 +190,28 @@ class EpisodeTracker:
         Consecutive V beats that make a VT episode.
     """
 
-    def __init__(
-        self,
-        fs: float,
-        *,
-        brady_bpm: float = 40.0,
-        tachy_bpm: float = 150.0,
-        pause_s: float = 3.0,
-        af_rvr_bpm: float = 110.0,
-        vt_bpm: float = 100.0,
-        svt_bpm: float = 100.0,
-        vt_beats: int = 3,
-    ) -> None:
+    brady_bpm: float = 40.0
+    tachy_bpm: float = 150.0
+    pause_s: float = 3.0
+    af_rvr_bpm: float = 110.0
+    vt_bpm: float = 100.0
+    svt_bpm: float = 100.0
+    vt_beats: int = 3
+
+
+class EpisodeTracker:
+    """Streaming episodes for one device (see the module docstring): beats sampled at
+    ``fs`` (Hz; positions are sample numbers) judged against ``limits``."""
+
+    def __init__(self, fs: float, limits: RhythmLimits = RhythmLimits()) -> None:
+        self.limits = limits
         self.fs = float(fs)
         self.counts = BeatCounts()
         self._rules = (
-            PauseRule(fs, pause_s),
-            RateRule(fs, brady_bpm, tachy_bpm),
-            AfRule(fs, af_rvr_bpm),
-            EctopyRule(fs, vt_bpm, svt_bpm, vt_beats, self.counts),
+            PauseRule(fs, limits.pause_s),
+            RateRule(fs, limits.brady_bpm, limits.tachy_bpm),
+            AfRule(fs, limits.af_rvr_bpm),
+            EctopyRule(fs, limits.vt_bpm, limits.svt_bpm, limits.vt_beats, self.counts),
         )
         self._open: dict[str, _Open] = {}
         self._next_id = 1

@@ -2,8 +2,8 @@
 
 :class:`RhythmTracker` is a thin layer over :class:`dsp.episodes.EpisodeTracker`,
 which is the interface to use in new code (typed, frozen changes: started, updated,
-ended; beat classes; quality). This layer keeps the old calls working:
-``RhythmTracker(fs, brady_bpm=, tachy_bpm=, pause_s=)``, ``process(beats)`` returning
+ended; beat classes; quality). This layer keeps a list of what it reports:
+``RhythmTracker(EpisodeTracker(fs, limits))``, ``process(beats)`` returning
 the episodes that began or ended, ``episodes`` (a list of mutable
 :class:`RhythmEpisode`, the open ones completed in place when they end),
 ``current`` and ``finish(end_seq)``.
@@ -45,35 +45,12 @@ class RhythmEpisode:
 
 
 class RhythmTracker:
-    """Streaming rhythm episodes for one device, as a list (see the module docstring).
+    """The episodes of ``tracker`` kept as a list of at most ``max_episodes`` (the oldest
+    ended ones go first; see the module docstring)."""
 
-    Parameters
-    ----------
-    fs
-        Sample rate, Hz (beat positions are sample numbers).
-    brady_bpm, tachy_bpm
-        Rate limits, beats per minute.
-    pause_s
-        Shortest RR interval reported as a pause, seconds.
-    max_episodes
-        Episodes kept in :attr:`episodes` (the oldest ended ones go first).
-    """
-
-    def __init__(
-        self,
-        fs: float,
-        *,
-        brady_bpm: float = 40.0,
-        tachy_bpm: float = 150.0,
-        pause_s: float = 3.0,
-        max_episodes: int = 1000,
-    ) -> None:
-        self.fs = fs
-        self.brady_bpm = brady_bpm
-        self.tachy_bpm = tachy_bpm
-        self.pause_s = pause_s
+    def __init__(self, tracker: EpisodeTracker, max_episodes: int = 1000) -> None:
+        self.tracker = tracker
         self.max_episodes = max_episodes
-        self.tracker = EpisodeTracker(fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s)
         self.episodes: list[RhythmEpisode] = []
         self._open: dict[int, RhythmEpisode] = {}
 

@@ -40,6 +40,7 @@ import numpy as np
 from core.block import SampleBlock
 from core.ranges import runs_of
 from dsp.beat_class import BeatClassifier, ClassifiedBeats
+from dsp.episodes import EpisodeTracker, RhythmLimits
 from dsp.qrs import QrsDetector
 from dsp.quality import QualityTracker
 from dsp.rhythm import RhythmEpisode, RhythmTracker
@@ -123,10 +124,7 @@ class AnalysisResult:
 def analyze_signal(
     x_mv: np.ndarray,
     fs: float,
-    *,
-    brady_bpm: float = 40.0,
-    tachy_bpm: float = 150.0,
-    pause_s: float = 3.0,
+    limits: RhythmLimits | None = None,
 ) -> AnalysisResult:
     """Run the streaming detector, beat classifier, quality and episode trackers over one
     channel (mV), in 1 s blocks.
@@ -137,7 +135,7 @@ def analyze_signal(
     """
     x = np.asarray(x_mv, dtype=np.float64)
     det, cls, quality = QrsDetector(fs), BeatClassifier(fs), QualityTracker(fs, 1)
-    rt = RhythmTracker(fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s)
+    rt = RhythmTracker(EpisodeTracker(fs, limits or RhythmLimits()))
     step = max(int(round(fs)), 1)
     parts: list[ClassifiedBeats] = []
     runs = list(runs_of(np.isfinite(x), 0))  # the recorded stretches
@@ -164,18 +162,13 @@ def analyze_annotations(
     symbols: list[str],
     n: int,
     fs: float,
-    *,
-    brady_bpm: float = 40.0,
-    tachy_bpm: float = 150.0,
-    pause_s: float = 3.0,
+    limits: RhythmLimits | None = None,
 ) -> AnalysisResult:
     """The episode tracker over the beats of an annotation file (no signal needed): beat
     classes from the labels (:data:`dsp.beat_class.ANNOTATION_CLASS`), non-beat
     annotations left out; ``n`` samples in the record."""
     beats = ClassifiedBeats.from_annotations(samples, symbols, fs)
-    rt = RhythmTracker(
-        fs, brady_bpm=brady_bpm, tachy_bpm=tachy_bpm, pause_s=pause_s, max_episodes=1_000_000
-    )
+    rt = RhythmTracker(EpisodeTracker(fs, limits or RhythmLimits()), max_episodes=1_000_000)
     step = 4096  # any cut gives the same episodes; bounded lists in flight
     for i in range(0, len(beats), step):
         sl = slice(i, i + step)

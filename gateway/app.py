@@ -29,6 +29,7 @@ from core.backoff import backoff_s
 from core.events import StreamPosition
 from drivers import Driver
 from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
+from dsp.episodes import RhythmLimits
 from gateway.acks import receive_ack
 from gateway.channel import DeviceChannel
 from gateway.config import CartSerialDevice, GatewayConfig, PatchDevice, PolarPmdDevice
@@ -63,9 +64,7 @@ def pipeline_settings(cfg: GatewayConfig, dev: DeviceConfig) -> PipelineSettings
     return PipelineSettings(
         band=d.band,
         mains_hz=d.mains_hz,
-        brady_bpm=d.brady_bpm,
-        tachy_bpm=d.tachy_bpm,
-        pause_s=d.pause_s,
+        rhythm=RhythmLimits(brady_bpm=d.brady_bpm, tachy_bpm=d.tachy_bpm, pause_s=d.pause_s),
         strip_period_s=s.period_s,
         strip_duration_s=s.duration_s,
         event_pre_s=e.pre_s,

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dsp.beat_class import ClassifiedBeats
-from dsp.episodes import BeatCounts, EpisodeEnded, EpisodeTracker
+from dsp.episodes import BeatCounts, EpisodeEnded, EpisodeTracker, RhythmLimits
 from dsp.quality import QualityWindow
 
 __all__ = ["Episode", "StudyStats", "compute_stats", "minute_rates"]
@@ -115,7 +115,7 @@ def _episodes(
     beats: np.ndarray, labels: str, ok: np.ndarray, quality: np.ndarray, fs: float, pause_s: float
 ) -> tuple[list[Episode], BeatCounts]:
     """The episode tracker over the study, stretch by stretch (a gap ends episodes)."""
-    tracker = EpisodeTracker(fs, pause_s=pause_s)
+    tracker = EpisodeTracker(fs, RhythmLimits(pause_s=pause_s))
     rr = np.where(ok, np.diff(beats, prepend=beats[:1]) / fs, np.nan)
     # runs of unusable seconds as one window each: the tracker asks, per beat, whether it
     # falls in a window it holds (a scan of them), and the answer is the same as with a

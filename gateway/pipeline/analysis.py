@@ -45,7 +45,7 @@ def qrs_lead(leads: Sequence[str]) -> int:
 
 
 def _tracker(fs: float, s: PipelineSettings) -> EpisodeTracker:
-    return EpisodeTracker(fs, brady_bpm=s.brady_bpm, tachy_bpm=s.tachy_bpm, pause_s=s.pause_s)
+    return EpisodeTracker(fs, s.rhythm)
 
 
 class StreamAnalysis:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from dsp.episodes import RhythmLimits
 
 __all__ = ["PipelineSettings"]
 
@@ -17,8 +19,8 @@ class PipelineSettings:
     band, mains_hz
         Display filter of live ECG: ``monitoring`` 0.5-40 Hz or ``diagnostic``
         0.05-150 Hz, and the mains notch (Hz).
-    brady_bpm, tachy_bpm, pause_s
-        Rhythm limits (beats per minute; seconds).
+    rhythm
+        What makes a rhythm episode (rate limits, pause length).
     strip_period_s, strip_duration_s
         A periodic strip of ``strip_duration_s`` every ``strip_period_s`` seconds.
     event_pre_s, event_post_s
@@ -38,9 +40,7 @@ class PipelineSettings:
 
     band: Literal["monitoring", "diagnostic"] = "monitoring"
     mains_hz: float = 50.0
-    brady_bpm: float = 40.0
-    tachy_bpm: float = 150.0
-    pause_s: float = 3.0
+    rhythm: RhythmLimits = field(default_factory=RhythmLimits)
     strip_period_s: float = 300.0
     strip_duration_s: float = 10.0
     event_pre_s: float = 30.0

@@ -17,6 +17,7 @@ from dsp.episodes import (
     EpisodeStarted,
     EpisodeTracker,
     EpisodeUpdated,
+    RhythmLimits,
 )
 from dsp.quality import QualityWindow
 
@@ -39,7 +40,7 @@ def train(parts: list[tuple[str, float, int]], rng=None) -> ClassifiedBeats:
 
 
 def run(b: ClassifiedBeats, quality=(), **kw) -> tuple[list[EpisodeChange], EpisodeTracker]:
-    t = EpisodeTracker(FS, **kw)
+    t = EpisodeTracker(FS, RhythmLimits(**kw))
     out = t.process(b, quality)
     out += t.finish(int(b.seq[-1]))
     return out, t

@@ -12,11 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsp.af import AfDetector
+from dsp.episodes import EpisodeTracker, RhythmLimits
 from dsp.qrs import Beats
 from dsp.rhythm import RhythmTracker
 
 FS = 250.0
 
+
+
+def _tracker(**limits: float) -> RhythmTracker:
+    return RhythmTracker(EpisodeTracker(FS, RhythmLimits(**limits)))
 
 def _beats(rr_s: np.ndarray, start: int = 0, wide: np.ndarray | None = None) -> Beats:
     seq = start + np.concatenate([[0], np.cumsum(np.round(rr_s * FS))]).astype(np.int64)
@@ -32,7 +37,7 @@ def _slice(b: Beats, sl: slice) -> Beats:
 
 def _af_episodes(b: Beats) -> list[tuple[int, int]]:
     """(start, end) AF episodes as beat indices, the tracker fed one whole block."""
-    t = RhythmTracker(FS)
+    t = _tracker()
     t.process(b)
     t.finish(int(b.seq[-1]))
     at = lambda s: int(np.searchsorted(b.seq, s))  # noqa: E731
@@ -44,7 +49,7 @@ def _sinus(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _kinds(rr_s: np.ndarray, **kw) -> dict[str, float]:
-    t = RhythmTracker(FS, **kw)
+    t = _tracker(**kw)
     b = _beats(rr_s)
     t.process(b)
     t.finish(int(b.seq[-1]))
@@ -84,9 +89,9 @@ def test_pause_brady_tachy() -> None:
 def test_chunked_equals_whole(sizes: list[int]) -> None:
     rr = np.concatenate([RNG.uniform(0.4, 1.1, 100), np.full(60, 0.75), [4.0], np.full(20, 0.3)])
     b = _beats(rr)
-    whole = RhythmTracker(FS)
+    whole = _tracker()
     whole.process(b)
-    parts = RhythmTracker(FS)
+    parts = _tracker()
     pos, i = 0, 0
     while pos < len(b):
         n = sizes[i % len(sizes)]
@@ -115,7 +120,7 @@ def test_af_reported_late_but_never_ahead_of_the_beats() -> None:
     rng = np.random.default_rng(5)
     rr = np.concatenate([_sinus(rng, 100), rng.uniform(0.4, 1.1, 200), _sinus(rng, 150)])
     b = _beats(rr)
-    t = RhythmTracker(FS)
+    t = _tracker()
     seen: list[tuple[int, int, int | None]] = []
     for i in range(len(b)):
         for e in t.process(_slice(b, slice(i, i + 1))):
@@ -188,9 +193,9 @@ def test_af_chunked_equals_whole(sizes: list[int]) -> None:
     )
     wide = rng.random(rr.size + 1) < 0.08
     b = _beats(rr, wide=wide)
-    whole = RhythmTracker(FS)
+    whole = _tracker()
     whole.process(b)
-    parts = RhythmTracker(FS)
+    parts = _tracker()
     pos, i = 0, 0
     while pos < len(b):
         n = sizes[i % len(sizes)]
@@ -205,7 +210,7 @@ def test_af_chunked_equals_whole(sizes: list[int]) -> None:
 def test_episode_list_is_bounded() -> None:
     """Weeks of pauses: the list keeps the last ``max_episodes``, the tracker no history."""
     rr = np.tile([0.8] * 5 + [3.2], 2000)
-    t = RhythmTracker(FS, max_episodes=100)
+    t = RhythmTracker(EpisodeTracker(FS), max_episodes=100)
     b = _beats(rr)
     for i in range(0, len(b), 500):
         t.process(_slice(b, slice(i, i + 500)))
@@ -218,9 +223,9 @@ def test_classified_beats_give_ectopy_kinds_plain_beats_do_not() -> None:
 
     rr = np.concatenate([np.full(20, 0.8), np.full(6, 0.4), np.full(20, 0.8)])
     b = _beats(rr, wide=np.r_[np.zeros(21, bool), np.ones(6, bool), np.zeros(20, bool)])
-    plain = RhythmTracker(FS)
+    plain = _tracker()
     plain.process(b)
-    classed = RhythmTracker(FS)
+    classed = _tracker()
     classed.process(ClassifiedBeats.from_beats(b))
     assert "vt" not in {e.kind for e in plain.episodes}
     assert [e.kind for e in classed.episodes] == ["vt"]
