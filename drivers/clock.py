@@ -7,15 +7,15 @@ patch's true rate, but each arrival is late by a variable Bluetooth and
 scheduling latency (milliseconds to seconds when the link retries).
 
 :class:`ClockTracker` uses the *earliest* arrivals: the stream is cut into
-windows of ``window_s`` (device) seconds and each window keeps its observation with
+windows of ``WINDOW_S`` (device) seconds and each window keeps its observation with
 the smallest ``arrival - seq / fs``, i.e. the least-delayed frame (a lower
-envelope). A straight line fitted to the last ``fit_windows`` window minima gives
+envelope). A straight line fitted to the last ``FIT_WINDOWS`` window minima gives
 the offset and the drift. Until two windows are complete the mapping comes from
 the anchor (the device's own clock read, or the first arrival).
 
 The mapping ``utc_of(seq)`` is piecewise linear and continuous in ``seq``: each
 refit starts a new segment at the current stream position that slews towards the
-fitted line (at most ``max_slew`` relative rate change) instead of jumping, so
+fitted line (at most ``MAX_SLEW`` relative rate change) instead of jumping, so
 block times stay monotonic across refits and reconnections. Earlier samples
 (backfill) keep the times of the segment they belong to.
 """
@@ -30,6 +30,10 @@ import numpy as np
 
 __all__ = ["ClockTracker"]
 
+WINDOW_S = 30.0  # device seconds per envelope window
+FIT_WINDOWS = 120  # windows in the line fit (WINDOW_S * FIT_WINDOWS of stream: 1 h)
+MAX_SLEW = 0.01  # largest relative rate change used to converge on a new fit (1 %)
+
 
 @dataclass(frozen=True, slots=True)
 class _Segment:
@@ -41,30 +45,13 @@ class _Segment:
 class ClockTracker:
     """Maps sample numbers to UTC with drift tracking (see module docstring).
 
-    Parameters
-    ----------
-    fs
-        Nominal sample rate, Hz.
-    window_s
-        Device seconds per envelope window.
-    fit_windows
-        Windows in the line fit (``window_s * fit_windows`` of stream, default 1 h).
-    max_slew
-        Largest relative rate change used to converge on a new fit (0.01 = 1 %).
+    ``fs`` is the nominal sample rate, Hz; the module's constants tune the tracking.
     """
 
-    def __init__(
-        self,
-        fs: float,
-        *,
-        window_s: float = 30.0,
-        fit_windows: int = 120,
-        max_slew: float = 0.01,
-    ) -> None:
+    def __init__(self, fs: float) -> None:
         self.fs = fs
-        self.window = max(int(window_s * fs), 1)
-        self.max_slew = max_slew
-        self._minima: deque[tuple[int, float]] = deque(maxlen=fit_windows)
+        self.window = max(int(WINDOW_S * fs), 1)
+        self._minima: deque[tuple[int, float]] = deque(maxlen=FIT_WINDOWS)
         self._current: tuple[int, int, float] | None = None  # (window, seq, excess)
         self._segments: list[_Segment] = []
         self._seqs: list[int] = []
@@ -138,7 +125,7 @@ class ClockTracker:
         target = intercept + slope * (now_seq - s0)
         horizon = self.window  # converge within one window when the slew allows it
         rate = slope + (target - t_now) / horizon
-        lo, hi = slope * (1 - self.max_slew), slope * (1 + self.max_slew)
+        lo, hi = slope * (1 - MAX_SLEW), slope * (1 + MAX_SLEW)
         rate = min(max(rate, lo), hi)
         self._add(_Segment(now_seq, t_now, rate))
         # where the slewed segment meets the fitted line, follow the line

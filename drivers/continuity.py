@@ -2,8 +2,8 @@
 
 A device numbers its samples; nothing it sends may be trusted blindly. A frame's first
 sample number may move forward only as far as the time since the last frame allows
-(``(elapsed + slack_s) × fs × (1 + rate_tolerance)``); it may go back only to repeat what
-was delivered in the last ``back_s`` seconds. Anything else — a counter that restarts at
+(``(elapsed + SLACK_S) × fs × (1 + RATE_TOLERANCE)``); it may go back only to repeat what
+was delivered in the last ``BACK_S`` seconds. Anything else — a counter that restarts at
 0, a firmware glitch jumping by 2^31, a corrupted frame that passed its CRC — is a
 **device restart**: the
 old stream ends, a gap with that reason covers the wall time between, and a new stream
@@ -23,6 +23,15 @@ import enum
 from dataclasses import dataclass
 
 __all__ = ["Judgement", "SequenceGuard", "Verdict"]
+
+#: Extra seconds of samples a jump may cover beyond the wall time (buffering in the device
+#: and the serial or BLE stack).
+SLACK_S = 10.0
+#: Relative error of the device's clock against the gateway's tolerated.
+RATE_TOLERANCE = 0.02
+#: How far back, seconds of samples, a frame may repeat what was delivered; further back is
+#: a restart.
+BACK_S = 2.0
 
 
 class Verdict(enum.Enum):
@@ -50,32 +59,11 @@ class Judgement:
 class SequenceGuard:
     """Judges and maps one device's sample numbers (see the module docstring).
 
-    Parameters
-    ----------
-    fs
-        Nominal sample rate, Hz.
-    slack_s
-        Extra seconds of samples a jump may cover beyond the wall time (buffering in the
-        device and the serial or BLE stack).
-    rate_tolerance
-        Relative error of the device's clock against the gateway's tolerated.
-    back_s
-        How far back, seconds of samples, a frame may repeat what was delivered; further
-        back is a restart.
+    ``fs`` is the nominal sample rate, Hz; the tolerances are the module's constants.
     """
 
-    def __init__(
-        self,
-        fs: float,
-        *,
-        slack_s: float = 10.0,
-        rate_tolerance: float = 0.02,
-        back_s: float = 2.0,
-    ) -> None:
+    def __init__(self, fs: float) -> None:
         self.fs = fs
-        self.slack_s = slack_s
-        self.back_s = back_s
-        self.rate_tolerance = rate_tolerance
         self.offset = 0  # stream seq = device seq + offset
         self.device_next: int | None = None  # device number of the next sample expected
         self._at: float | None = None  # monotonic s when device_next was set
@@ -122,12 +110,12 @@ class SequenceGuard:
             return self._accept(Judgement(Verdict.NEXT, first + self.offset), first, n, mono)
         if first == nxt:
             return self._accept(Judgement(Verdict.NEXT, first + self.offset), first, n, mono)
-        allowed = (mono - at + self.slack_s) * self.fs * (1 + self.rate_tolerance)
+        allowed = (mono - at + SLACK_S) * self.fs * (1 + RATE_TOLERANCE)
         if nxt < first <= nxt + allowed:
             gap = (nxt + self.offset, first + self.offset)
             j = Judgement(Verdict.GAP, first + self.offset, gap=gap, reason="samples lost")
             return self._accept(j, first, n, mono)
-        if nxt - self.back_s * self.fs <= first < nxt:  # a repeated frame, or its head
+        if nxt - BACK_S * self.fs <= first < nxt:  # a repeated frame, or its head
             skip = min(nxt - first, n)
             j = Judgement(Verdict.REPEAT, first + skip + self.offset, skip=skip)
             return self._accept(j, first, n, mono)
