@@ -97,11 +97,11 @@ class BleDriver:
         scanner: type[BaseBleakScanner] | None = None,
     ) -> None:
         self.settings = settings
-        self.scanner = scanner
         self.session = session
         self.sink = sink
-        self.backend = backend
         self.adapter = adapter or BleAdapter()
+        self.backend = backend
+        self.scanner = scanner
         self.reconnect_delay_s = reconnect_delay_s
         self._clock = clock
         self._tick_s = tick_s

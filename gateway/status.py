@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.units import iso_utc
@@ -105,44 +106,37 @@ def status_payload(gateway_id: str, state: str, *, now: float | None, **facts: A
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
+@dataclass(eq=False)
 class StatusReporter:
     """Commits the retained status to the outbox (latest wins) and says when it did.
 
-    Parameters
+    Attributes
     ----------
     outbox
         Where statuses wait for the broker like everything else (lowest priority).
     gateway_id, topic
         Whose status, and its retained topic.
     devices, transmission, health
-        Called for the facts of each status; a failure leaves them out, never the status.
-    clock
-        UTC POSIX seconds now.
+        Called for the facts of each status; a failure leaves them out, never the status
+        (``health``, the host facts of issue #14, is set by the app on its publisher's
+        reporter).
+    clock, connected_at
+        UTC POSIX seconds now, and when the current connection began (None: not connected).
+    sent, last_error
+        Statuses committed, and the last failure to build or store one.
     """
 
-    def __init__(
-        self,
-        outbox: Outbox,
-        gateway_id: str,
-        topic: str,
-        *,
-        devices: Callable[[], Mapping[str, Any]] | None,
-        transmission: Callable[[], Mapping[str, Any]],
-        clock: Callable[[], float],
-        connected_at: Callable[[], float | None] = lambda: None,
-        health: Callable[[], Mapping[str, Any]] | None = None,
-    ) -> None:
-        self.outbox = outbox
-        self.gateway_id = gateway_id
-        self.topic = topic
-        self._devices = devices
-        self._transmission = transmission
-        #: Host facts (issue #14); the app sets it on its publisher's reporter.
-        self.health = health
-        self._clock = clock
-        self._connected_at = connected_at
-        self.sent = 0
-        self.last_error: str | None = None
+    outbox: Outbox
+    gateway_id: str
+    topic: str
+    _: KW_ONLY
+    devices: Callable[[], Mapping[str, Any]] | None
+    transmission: Callable[[], Mapping[str, Any]]
+    clock: Callable[[], float]
+    connected_at: Callable[[], float | None] = lambda: None
+    health: Callable[[], Mapping[str, Any]] | None = None
+    sent: int = field(default=0, init=False)
+    last_error: str | None = field(default=None, init=False)
 
     def will(self, connected_at: float) -> bytes:
         """The Last Will of a connection begun at ``connected_at``: "offline" with no time
@@ -153,14 +147,14 @@ class StatusReporter:
 
     def post(self, state: str) -> int | None:
         """Commit a status (superseding a waiting one); its row id, None if not stored."""
-        now, since = self._clock(), self._connected_at()
+        now, since = self.clock(), self.connected_at()
         try:
             body = build_status(
                 self.gateway_id,
                 state,
                 now=now,
-                devices=self._facts(self._devices),
-                transmission=self._facts(self._transmission),
+                devices=self._facts(self.devices),
+                transmission=self._facts(self.transmission),
                 connected_at=since,
                 health=self._facts(self.health),
             )
