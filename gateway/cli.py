@@ -308,7 +308,7 @@ def _run(path: Path) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     try:
-        from sim.demo import run_demo
+        from sim.demo import demo_from_args
     except ImportError as exc:  # bumble is not installed: the demo's extra is missing
         print(
             f"ecg-gateway demo needs the simulators: pip install 'ecg-gateway[demo]' ({exc})",
@@ -316,17 +316,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
 
-    demo = run_demo(
-        seconds=args.seconds,
-        broker_url=args.broker,
-        out_dir=args.out,
-        hold=args.hold,
-        record=args.patch_record,
-        record_from_s=args.patch_record_from,
-        speed=args.speed,
-    )
     try:
-        return asyncio.run(demo)
+        return asyncio.run(demo_from_args(args))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return 130
 

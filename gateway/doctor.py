@@ -72,24 +72,12 @@ def check_bluez(f: Facts) -> list[Result]:
     if not any(d.kind != "cart_serial" for d in f.cfg.devices):
         return [Result("bluetooth", OK, "no BLE device configured")]
     if "error" in f.bluez:
-        return [
-            Result(
-                "bluetooth",
-                FAIL,
-                f"BlueZ not reachable: {f.bluez['error']}",
-                "sudo apt-get install -y bluez && sudo systemctl enable --now bluetooth",
-            )
-        ]
+        fix = "sudo apt-get install -y bluez && sudo systemctl enable --now bluetooth"
+        return [Result("bluetooth", FAIL, f"BlueZ not reachable: {f.bluez['error']}", fix)]
     if not f.bluez.get("powered"):
         adapter = f.cfg.gateway.ble_adapter
-        return [
-            Result(
-                "bluetooth",
-                FAIL,
-                f"adapter {adapter} is off",
-                f"bluetoothctl power on (or: rfkill unblock bluetooth; check {adapter})",
-            )
-        ]
+        fix = f"bluetoothctl power on (or: rfkill unblock bluetooth; check {adapter})"
+        return [Result("bluetooth", FAIL, f"adapter {adapter} is off", fix)]
     return [Result("bluetooth", OK, f"BlueZ running, {f.cfg.gateway.ble_adapter} powered")]
 
 
@@ -101,14 +89,8 @@ def check_groups(f: Facts) -> list[Result]:
         need.add("dialout")
     missing = sorted(need - f.groups)
     if missing:
-        return [
-            Result(
-                "groups",
-                FAIL,
-                f"user {f.user} is not in {', '.join(missing)}",
-                f"sudo usermod -aG {','.join(missing)} {f.user} (then restart the service)",
-            )
-        ]
+        fix = f"sudo usermod -aG {','.join(missing)} {f.user} (then restart the service)"
+        return [Result("groups", FAIL, f"user {f.user} is not in {', '.join(missing)}", fix)]
     return [Result("groups", OK, f"user {f.user} in {', '.join(sorted(need)) or 'what it needs'}")]
 
 
@@ -165,78 +147,44 @@ def check_devices(f: Facts) -> list[Result]:
 def check_broker(f: Facts) -> list[Result]:
     url = f.cfg.mqtt.url
     if "error" in f.broker:
-        return [
-            Result(
-                "broker",
-                FAIL,
-                f"{url}: {f.broker['error']}",
-                "check the network, the broker address and port, and the certificate "
-                "files in [mqtt]",
-            )
-        ]
+        fix = (
+            "check the network, the broker address and port, and the certificate "
+            "files in [mqtt]"
+        )
+        return [Result("broker", FAIL, f"{url}: {f.broker['error']}", fix)]
     code = f.broker.get("connack")
     if code:
-        return [
-            Result(
-                "broker",
-                FAIL,
-                f"{url} refused the connection (reason 0x{code:02X})",
-                "the broker does not accept this identity: check its ACL and that the "
-                "certificate's CN is the gateway id",
-            )
-        ]
-    tls = " over TLS" if f.cfg.mqtt.tls else " (plaintext!)"
-    return [
-        Result(
-            "broker",
-            OK if f.cfg.mqtt.tls else WARN,
-            f"{url} accepted us{tls}",
-            "" if f.cfg.mqtt.tls else "use mqtts:// for patient data",
+        fix = (
+            "the broker does not accept this identity: check its ACL and that the "
+            "certificate's CN is the gateway id"
         )
-    ]
+        return [Result("broker", FAIL, f"{url} refused the connection (reason 0x{code:02X})", fix)]
+    tls = " over TLS" if f.cfg.mqtt.tls else " (plaintext!)"
+    fix = "" if f.cfg.mqtt.tls else "use mqtts:// for patient data"
+    return [Result("broker", OK if f.cfg.mqtt.tls else WARN, f"{url} accepted us{tls}", fix)]
 
 
 def check_certificate(f: Facts) -> list[Result]:
     if f.cert is None:
-        return [
-            Result(
-                "certificate",
-                WARN if f.cfg.mqtt.tls else OK,
-                "no client certificate configured",
-                "enroll: ecg-gateway provision" if f.cfg.mqtt.tls else "",
-            )
-        ]
+        seen = "no client certificate configured"
+        fix = "enroll: ecg-gateway provision" if f.cfg.mqtt.tls else ""
+        return [Result("certificate", WARN if f.cfg.mqtt.tls else OK, seen, fix)]
     if "error" in f.cert:
-        return [
-            Result(
-                "certificate",
-                FAIL,
-                f.cert["error"],
-                "enroll again: ecg-gateway provision (with a new token from the center)",
-            )
-        ]
+        fix = "enroll again: ecg-gateway provision (with a new token from the center)"
+        return [Result("certificate", FAIL, f.cert["error"], fix)]
     days, cn = f.cert["days_left"], f.cert["cn"]
     if cn != f.cfg.gateway.id:
-        return [
-            Result(
-                "certificate",
-                FAIL,
-                f"CN {cn!r} is not the gateway id {f.cfg.gateway.id!r}",
-                "enroll this gateway id: ecg-gateway provision",
-            )
-        ]
+        seen = f"CN {cn!r} is not the gateway id {f.cfg.gateway.id!r}"
+        fix = "enroll this gateway id: ecg-gateway provision"
+        return [Result("certificate", FAIL, seen, fix)]
     if days <= 0:
         return [Result("certificate", FAIL, "expired", "enroll again with a new token")]
     if days < CERT_WARN_DAYS:
-        return [
-            Result(
-                "certificate",
-                WARN,
-                f"{days:.0f} days left",
-                "ecg-gateway provision "
-                "--renew --config FILE (the renewal timer should have done it)",
-            )
-        ]
+        fix = (
+            "ecg-gateway provision "
+            "--renew --config FILE (the renewal timer should have done it)"
+        )
+        return [Result("certificate", WARN, f"{days:.0f} days left", fix)]
     return [Result("certificate", OK, f"CN {cn}, {days:.0f} days left")]
 
 
@@ -244,14 +192,9 @@ def check_clock(f: Facts) -> list[Result]:
     if f.clock_synced:
         return [Result("clock", OK, "synchronised")]
     status = WARN if f.clock_synced is None else FAIL
-    return [
-        Result(
-            "clock",
-            status,
-            "not synchronised" if f.clock_synced is False else "synchronisation state unknown",
-            "sudo timedatectl set-ntp true; check that NTP (UDP 123) reaches a server",
-        )
-    ]
+    seen = "not synchronised" if f.clock_synced is False else "synchronisation state unknown"
+    fix = "sudo timedatectl set-ntp true; check that NTP (UDP 123) reaches a server"
+    return [Result("clock", status, seen, fix)]
 
 
 def quota_mb(cfg: GatewayConfig) -> float:
@@ -262,33 +205,16 @@ def quota_mb(cfg: GatewayConfig) -> float:
 
 def check_disk(f: Facts) -> list[Result]:
     if f.disk_free_mb is None:
-        return [
-            Result(
-                "disk",
-                FAIL,
-                f"{f.cfg.gateway.state_dir} not measurable",
-                "create the state directory (see README)",
-            )
-        ]
+        fix = "create the state directory (see README)"
+        return [Result("disk", FAIL, f"{f.cfg.gateway.state_dir} not measurable", fix)]
     need = quota_mb(f.cfg) - f.state_used_mb
     if f.disk_free_mb < f.cfg.gateway.outbox_max_mb * 0.1:
-        return [
-            Result(
-                "disk",
-                FAIL,
-                f"{f.disk_free_mb:.0f} MB free",
-                "free disk space or use a larger SD card",
-            )
-        ]
+        fix = "free disk space or use a larger SD card"
+        return [Result("disk", FAIL, f"{f.disk_free_mb:.0f} MB free", fix)]
     if f.disk_free_mb < need:
-        return [
-            Result(
-                "disk",
-                WARN,
-                f"{f.disk_free_mb:.0f} MB free, quotas need {need:.0f} MB more",
-                "lower [recording] max_mb / outbox_max_mb or use a larger card",
-            )
-        ]
+        seen = f"{f.disk_free_mb:.0f} MB free, quotas need {need:.0f} MB more"
+        fix = "lower [recording] max_mb / outbox_max_mb or use a larger card"
+        return [Result("disk", WARN, seen, fix)]
     return [Result("disk", OK, f"{f.disk_free_mb:.0f} MB free, quotas fit ({need:.0f} MB)")]
 
 
@@ -296,42 +222,24 @@ def check_outbox(f: Facts) -> list[Result]:
     if f.outbox_pending is None:
         return [Result("outbox", OK, "empty (never run)")]
     if f.outbox_pending > BACKLOG_WARN:
-        return [
-            Result(
-                "outbox",
-                WARN,
-                f"{f.outbox_pending} messages waiting",
-                "the broker was unreachable: see the broker check and the journal",
-            )
-        ]
+        fix = "the broker was unreachable: see the broker check and the journal"
+        return [Result("outbox", WARN, f"{f.outbox_pending} messages waiting", fix)]
     return [Result("outbox", OK, f"{f.outbox_pending} waiting")]
 
 
 def check_state_dir(f: Facts) -> list[Result]:
     d, path = f.state_dir, f.cfg.gateway.state_dir
     if "error" in d:
-        return [
-            Result(
-                "state dir",
-                FAIL,
-                f"{path}: {d['error']}",
-                f"sudo install -d -m 0700 -o {SERVICE_USER} {path}",
-            )
-        ]
+        fix = f"sudo install -d -m 0700 -o {SERVICE_USER} {path}"
+        return [Result("state dir", FAIL, f"{path}: {d['error']}", fix)]
     problems = []
     if d["mode"] & 0o077:
         problems.append(f"mode {d['mode']:04o} (others can read patient data)")
     if d.get("owner") not in (f.user, SERVICE_USER):
         problems.append(f"owned by {d.get('owner')}")
     if problems:
-        return [
-            Result(
-                "state dir",
-                FAIL,
-                f"{path}: {', '.join(problems)}",
-                f"sudo chown {SERVICE_USER} {path} && sudo chmod 700 {path}",
-            )
-        ]
+        fix = f"sudo chown {SERVICE_USER} {path} && sudo chmod 700 {path}"
+        return [Result("state dir", FAIL, f"{path}: {', '.join(problems)}", fix)]
     return [Result("state dir", OK, f"{path} private ({d['mode']:04o}, {d.get('owner')})")]
 
 
@@ -346,14 +254,8 @@ def check_unit(f: Facts) -> list[Result]:
     if not u.get("installed"):
         return [Result("systemd unit", FAIL, f"{UNIT} is not installed", fix)]
     if not u.get("enabled"):
-        return [
-            Result(
-                "systemd unit",
-                FAIL,
-                f"{UNIT} is not enabled",
-                "sudo systemctl enable --now ecg-gateway",
-            )
-        ]
+        fix = "sudo systemctl enable --now ecg-gateway"
+        return [Result("systemd unit", FAIL, f"{UNIT} is not enabled", fix)]
     return [Result("systemd unit", OK, f"{UNIT} installed and enabled")]
 
 

@@ -25,6 +25,7 @@ monitor and no patch sample is missing.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -32,7 +33,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,19 @@ async def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
             return True
         await asyncio.sleep(0.1)
     return predicate()
+
+
+def demo_from_args(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """:func:`run_demo` with the options of ``ecg-gateway demo`` (see ``gateway.cli``)."""
+    return run_demo(
+        args.seconds,
+        args.broker,
+        args.out,
+        hold=args.hold,
+        record=args.patch_record,
+        record_from_s=args.patch_record_from,
+        speed=args.speed,
+    )
 
 
 async def run_demo(
