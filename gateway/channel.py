@@ -20,21 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core import events as ev
 from core.block import SampleBlock
 from core.counters import Counters
-from core.events import (
-    ButtonPressed,
-    Connected,
-    DeviceEvent,
-    DeviceRestarted,
-    Disconnected,
-    DriverError,
-    Gap,
-    LeadOff,
-    RrGapSeen,
-    SignalStrength,
-    StageChanged,
-)
 from core.ratelog import RateLimitedLog
 from core.units import iso_utc
 from gateway.acks import AckLedger
@@ -47,7 +35,10 @@ __all__ = ["DeviceChannel"]
 log = logging.getLogger(__name__)
 
 _LEDGER_KEPT = 50
-_LOGGED = (Connected, Disconnected, StageChanged, LeadOff, DeviceRestarted, SignalStrength)
+_LOGGED = (
+    ev.Connected, ev.Disconnected, ev.StageChanged, ev.LeadOff, ev.DeviceRestarted,
+    ev.SignalStrength,
+)  # fmt: skip
 
 
 class DeviceChannel:
@@ -111,8 +102,8 @@ class DeviceChannel:
         self._record(block)
         self._run("block", lambda: self.pipeline.on_block(block))
 
-    def on_event(self, event: DeviceEvent) -> None:
-        if isinstance(event, ButtonPressed):
+    def on_event(self, event: ev.DeviceEvent) -> None:
+        if isinstance(event, ev.ButtonPressed):
             n = self.counters.add("button_presses")
             self._log.log(
                 "button",
@@ -125,7 +116,7 @@ class DeviceChannel:
         elif isinstance(event, _LOGGED):
             facts = event_facts(event)
             self._log.log(event.kind, logging.INFO, "%s: %s %s", self.device_id, event.kind, facts)
-        elif isinstance(event, DriverError):
+        elif isinstance(event, ev.DriverError):
             self._log.log(
                 f"error:{event.what}",
                 logging.WARNING,
@@ -135,7 +126,7 @@ class DeviceChannel:
                 event.detail,
                 event.count,
             )
-        elif isinstance(event, RrGapSeen):  # Heart Rate service beats never heard
+        elif isinstance(event, ev.RrGapSeen):  # Heart Rate service beats never heard
             entry = {
                 "kind": "rr",
                 "start": event.start,
@@ -148,7 +139,7 @@ class DeviceChannel:
         self.last_event[event.kind] = event_facts(event)
         self._run(event.kind, lambda: self.pipeline.on_event(event))
 
-    def on_gap(self, gap: Gap) -> None:
+    def on_gap(self, gap: ev.Gap) -> None:
         self.counters.add("gaps")
         self.counters.add("gap_samples", gap.n_samples)
         if gap.final:

@@ -35,7 +35,6 @@ __all__ = [
     "Publish",
     "SubAck",
     "Subscribe",
-    "Will",
     "decode_varint",
     "encode",
     "encode_varint",
@@ -245,23 +244,13 @@ def _props(props: Props) -> bytes:
 
 # --- packets ----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
-class Will:
-    """The message the broker publishes if the connection dies uncleanly."""
-
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass(frozen=True, slots=True)
 class Connect:
     client_id: str
     keepalive_s: int = 60
     clean_start: bool = False
     session_expiry_s: int = 0
     receive_maximum: int | None = None
-    will: Will | None = None
+    will: Publish | None = None  # published by the broker if the connection dies uncleanly
     username: str | None = None
     password: bytes | None = None
 
@@ -376,7 +365,7 @@ def _connect_body(p: Connect) -> bytes:
     payload = _str(p.client_id)
     if p.will is not None:
         flags |= 0x04 | (p.will.qos << 3) | (0x20 if p.will.retain else 0)
-        payload += _props({}) + _str(p.will.topic) + _bin(p.will.payload)
+        payload += _props(p.will.props) + _str(p.will.topic) + _bin(p.will.payload)
     if p.username is not None:
         flags |= 0x80
         payload += _str(p.username)

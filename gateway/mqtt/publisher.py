@@ -48,7 +48,6 @@ from gateway.mqtt.codec import (
     PubAck,
     Publish,
     Subscribe,
-    Will,
     reason_name,
 )
 from gateway.mqtt.credentials import read_password, tls_context
@@ -422,7 +421,7 @@ def connect_client(
             keepalive_s=cfg.keepalive_s,
             clean_start=False,
             session_expiry_s=cfg.session_expiry_s,
-            will=Will(status_topic, will()),
+            will=Publish(status_topic, will(), qos=1, retain=True),
             username=cfg.username,
             password=password,
         )

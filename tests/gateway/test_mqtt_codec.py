@@ -20,7 +20,6 @@ from gateway.mqtt.codec import (
     Publish,
     SubAck,
     Subscribe,
-    Will,
     decode_varint,
     encode,
     encode_varint,
@@ -49,7 +48,7 @@ def test_varint_boundaries(n: int) -> None:
 
 
 def test_connect_bytes_follow_the_specification() -> None:
-    pkt = Connect("gw1", keepalive_s=30, session_expiry_s=3600, will=Will("s", b"off"),
+    pkt = Connect("gw1", keepalive_s=30, session_expiry_s=3600, will=Publish("s", b"off", 1, True),
                   username="u", password=b"p")  # fmt: skip
     data = encode(pkt)
     assert data[0] == 0x10  # CONNECT
