@@ -15,7 +15,7 @@ the broker publishes its Last Will. paho's network thread answers for a frozen p
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -192,30 +192,26 @@ class _Cursor:
         while self.pos < end:
             pid = self.varint()
             kind = _KINDS.get(pid)
-            value: object
-            if kind == "b":
-                value = self.u8()
-            elif kind == "h":
-                value = self.u16()
-            elif kind == "i":
-                value = self.u32()
-            elif kind == "v":
-                value = self.varint()
-            elif kind == "s":
-                value = self.text()
-            elif kind == "d":
-                value = self.binary()
-            elif kind == "p":
+            if kind == "p":
                 pairs = out.setdefault(pid, [])
                 assert isinstance(pairs, list)
                 pairs.append((self.text(), self.text()))
                 continue
-            else:
+            read = _READ.get(kind or "")
+            if read is None:
                 raise MqttProtocolError(f"unknown property {pid:#04x}")
-            out[pid] = value
+            out[pid] = read(self)
         if self.pos != end:
             raise MqttProtocolError("properties overrun their length")
         return out
+
+
+#: How a property of each kind (:data:`_KINDS`) is read: byte, two- and four-byte integer,
+#: variable byte integer, UTF-8 string, binary data.
+_READ: dict[str, Callable[[_Cursor], object]] = {
+    "b": _Cursor.u8, "h": _Cursor.u16, "i": _Cursor.u32, "v": _Cursor.varint,
+    "s": _Cursor.text, "d": _Cursor.binary,
+}  # fmt: skip
 
 
 def _props(props: Props) -> bytes:
