@@ -110,10 +110,6 @@ class CartDriver:
     def source(self) -> str:
         return self.settings.id
 
-    def position(self) -> StreamPosition | None:
-        """Where the stream stands (kept across gateway restarts)."""
-        return self.stream.position()
-
     def stats(self) -> dict[str, Any]:
         """Port, decoder and stream counters since the driver was created, read now."""
         return {
@@ -131,6 +127,10 @@ class CartDriver:
             on_failure=self._open_failed,
             rng=self._rng,
         )
+
+    def position(self) -> StreamPosition | None:
+        """Where the stream stands (kept across gateway restarts)."""
+        return self.stream.position()
 
     def _open_failed(self, exc: BaseException, count: int) -> None:
         self.counters.add("open_failures")
