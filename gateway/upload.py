@@ -328,7 +328,7 @@ class UploadCore:
                 pending += s.dat_size - done
         return {
             "records": len(mine),
-            "hours_recorded": round(sum(s.recorded_s for s in mine) / 3600.0, 3),
+            "hours_in_records": round(sum(s.recorded_s for s in mine) / 3600.0, 3),
             "records_sent": sum(1 for s in mine if s.sent),
             "records_confirmed": sum(1 for s in mine if s.confirmed),
             "bytes_pending": pending,

@@ -101,7 +101,7 @@ def test_confirmation_of_the_current_content_only_and_then_deletable() -> None:
     assert core.deletable("p1", f.name)
     facts = core.facts("p1")
     assert facts["records_confirmed"] == 1 and facts["records_sent"] == 1
-    assert facts["bytes_pending"] == 0 and facts["hours_recorded"] == round(5 / 3600, 3)
+    assert facts["bytes_pending"] == 0 and facts["hours_in_records"] == round(5 / 3600, 3)
     core.listed([_file(mtime=END + 9000)])  # written again: no longer deletable
     assert not core.deletable("p1", f.name)
 
