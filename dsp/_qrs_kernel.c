@@ -243,6 +243,11 @@ static int sos_args(Py_buffer *sos, Py_buffer *z, Py_ssize_t *n_sections) {
     return 1;
 }
 
+/* Release every buffer of a NULL-terminated list (the views a function parsed). */
+static void release_all(Py_buffer *const *views) {
+    for (; *views != NULL; views++) PyBuffer_Release(*views);
+}
+
 PyDoc_STRVAR(front_doc,
              "front(buf, cap, done, h, n, w, fresh, x, qrs_sos, qrs_zi, amp_sos, amp_zi,\n"
              "      a, b, r, first) -> list[int] | None\n\n"
@@ -284,12 +289,7 @@ static PyObject *front(PyObject *self, PyObject *args) {
         result = peak_list(buf + ROW_E * cap, a, b, r, first, h + n);
     }
 done:
-    PyBuffer_Release(&view);
-    PyBuffer_Release(&xv);
-    PyBuffer_Release(&qs);
-    PyBuffer_Release(&qz);
-    PyBuffer_Release(&as_);
-    PyBuffer_Release(&az);
+    release_all((Py_buffer *[]){&view, &xv, &qs, &qz, &as_, &az, NULL});
     return result;
 }
 
@@ -315,13 +315,7 @@ static PyObject *sosfilt2(PyObject *self, PyObject *args) {
             result = Py_None;
         }
     }
-    PyBuffer_Release(&sa);
-    PyBuffer_Release(&za);
-    PyBuffer_Release(&sb);
-    PyBuffer_Release(&zb);
-    PyBuffer_Release(&xv);
-    PyBuffer_Release(&ya);
-    PyBuffer_Release(&yb);
+    release_all((Py_buffer *[]){&sa, &za, &sb, &zb, &xv, &ya, &yb, NULL});
     return result;
 }
 
@@ -356,9 +350,7 @@ static PyObject *sosfilt(PyObject *self, PyObject *args) {
     Py_INCREF(Py_None);
     result = Py_None;
 done:
-    PyBuffer_Release(&sv);
-    PyBuffer_Release(&zv);
-    PyBuffer_Release(&yv);
+    release_all((Py_buffer *[]){&sv, &zv, &yv, NULL});
     return result;
 }
 
@@ -789,11 +781,7 @@ static PyObject *beat(PyObject *self, PyObject *args) {
 #undef T_STATS
     result = PyLong_FromSsize_t(j + (is_ref ? K : 0));
 done:
-    PyBuffer_Release(&pv);
-    PyBuffer_Release(&sv);
-    PyBuffer_Release(&rv);
-    PyBuffer_Release(&ov);
-    PyBuffer_Release(&xv);
+    release_all((Py_buffer *[]){&pv, &sv, &rv, &ov, &xv, NULL});
     return result;
 }
 
@@ -840,9 +828,7 @@ static PyObject *pwave(PyObject *self, PyObject *args) {
     }
     result = PyFloat_FromDouble(value);
 done:
-    PyBuffer_Release(&sv);
-    PyBuffer_Release(&tv);
-    PyBuffer_Release(&wv);
+    release_all((Py_buffer *[]){&sv, &tv, &wv, NULL});
     return result;
 }
 
@@ -896,11 +882,7 @@ static PyObject *forest(PyObject *self, PyObject *args) {
     }
     result = PyFloat_FromDouble(score);
 done:
-    PyBuffer_Release(&rv);
-    PyBuffer_Release(&nv);
-    PyBuffer_Release(&fv);
-    PyBuffer_Release(&tv);
-    PyBuffer_Release(&lv);
+    release_all((Py_buffer *[]){&rv, &nv, &fv, &tv, &lv, NULL});
     return result;
 }
 

@@ -354,25 +354,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _add_provision(sub: argparse._SubParsersAction) -> None:
-    from gateway.provision import add_arguments
+    from gateway.provision import add_command
 
-    p = sub.add_parser(
-        "provision",
-        help="turn this Pi into an enrolled, paired, verified gateway (guided)",
-        description="Asks (or takes from flags with --non-interactive) the gateway id, the "
-        "center's URL and a one-time enrollment token; makes this gateway's key and has the "
-        "center sign it; scans for patches and serial carts to pair; writes the configuration "
-        "(validated, atomically); sends a test transmission to the center and back; prints a "
-        "summary to read to the patient. --renew renews the certificate instead.",
-    )
-    add_arguments(p)
-    p.set_defaults(func=_cmd_provision)
-
-
-def _cmd_provision(args: argparse.Namespace) -> int:
-    from gateway.provision import run_provision
-
-    return asyncio.run(run_provision(args))
+    add_command(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

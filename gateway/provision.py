@@ -37,7 +37,22 @@ from gateway.provision_steps import (
     summary,
 )
 
-__all__ = ["add_arguments", "run_provision"]
+__all__ = ["add_arguments", "add_command", "run_provision"]
+
+
+def add_command(sub: argparse._SubParsersAction) -> None:
+    """``ecg-gateway provision``: its parser, flags and what it runs."""
+    p = sub.add_parser(
+        "provision",
+        help="turn this Pi into an enrolled, paired, verified gateway (guided)",
+        description="Asks (or takes from flags with --non-interactive) the gateway id, the "
+        "center's URL and a one-time enrollment token; makes this gateway's key and has the "
+        "center sign it; scans for patches and serial carts to pair; writes the configuration "
+        "(validated, atomically); sends a test transmission to the center and back; prints a "
+        "summary to read to the patient. --renew renews the certificate instead.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=lambda args: asyncio.run(run_provision(args)))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
