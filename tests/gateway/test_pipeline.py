@@ -179,6 +179,22 @@ def test_lost_range_releases_analysis_at_once() -> None:
     assert strip.facts.recorded_samples == strip.block.n - int(fs)
 
 
+def test_a_strip_waiting_for_its_beats_when_the_stream_jumps_keeps_its_samples() -> None:
+    """The strip at 20-30 s still waits for its beats to settle when the next block comes an
+    hour later (a hole nothing will fill): it goes out whole, with its beats (before, the
+    jump pruned its samples from the history and the strip was silently dropped)."""
+    fs = 250.0
+    blocks = _blocks(fs, 32, 25)
+    p = DevicePipeline("p", _cfg())
+    out = [o for b in blocks for o in p.on_block(b)]
+    assert [s.block.seq for s in _strips(out)] == [0]  # 20-30 s: beats not final yet
+    hour = int(3600 * fs)
+    out += p.on_block(SampleBlock(blocks[0].samples, fs, T0 + 3600, hour, ("ECG",), "p"))
+    strip = _strips(out)[-1]
+    assert strip.block.seq == int(20 * fs) and strip.facts.recorded_samples == strip.block.n
+    assert len(strip.facts.beats_seq) >= 10 and strip.facts.quality is not None
+
+
 def test_backfill_slower_than_the_wait_still_completes_strips_and_the_event() -> None:
     """A 40 s hole whose backfill comes only after analysis gave up waiting (10 s): the
     strips and the post-symptom event inside the hole are held aside and sent complete,
