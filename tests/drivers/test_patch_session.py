@@ -139,6 +139,18 @@ def _done(first: int, end: int, status: RacpStatus = RacpStatus.SUCCESS) -> Racp
     return RacpResponse(RacpOp.RANGE_DONE, status, first, end)
 
 
+def _asking(link: Link, end: int = 100) -> Link:
+    """``link`` connected, samples 0..50 and ``end``..``end + 50`` received: 50..``end``
+    is requested."""
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(end, end + 50)
+    link.tick(0.1)
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(50, end))
+    return link
+
+
 def test_first_connection_reads_clock_subscribes_asks_extent() -> None:
     link = Link()
     cmds = link.connect()
@@ -215,12 +227,7 @@ def test_not_held_asks_the_extent_and_reports_the_exact_final_gap() -> None:
 
 
 def test_busy_aborts_the_running_backfill_asks_again_later_and_invalid_three_times_gives_up():
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
-    link.frame(100, 150)
-    link.tick(0.1)
+    link = _asking(Link())
     cmds = link.racp(_done(50, 50, RacpStatus.BUSY))
     assert cmds == [Write(uuids.PATCH_RACP, encode_abort())]  # stop what keeps it busy
     assert link.tick(0.5) == []  # the ABORT's answer is awaited: nothing else is sent
@@ -241,13 +248,7 @@ def test_busy_after_a_reconnect_aborts_the_old_backfill_and_loses_nothing() -> N
     (racp_retry_s doubling); nothing is given up (before: a final gap after three BUSY
     answers 5 s apart while the patch still held the samples). Once the patch takes the
     request, the samples come, and the next BUSY starts the backoff again."""
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
-    link.frame(1000, 1050)
-    link.tick(0.1)
-    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(50, 1000))
+    link = _asking(Link(), 1000)
     link.frame(50, 150, backfill=True)
     link.take(link.s.link_lost("link lost", link.now, link.mono))  # mid-backfill
     link.connect()
@@ -284,12 +285,7 @@ def test_a_patch_busy_for_ever_has_its_range_given_up_after_busy_give_up_s() -> 
     with backoff, the range is a final gap at the first BUSY once every request for
     busy_give_up_s (20 s here) was answered BUSY, with the reason."""
     s = PatchSession(SETTINGS, racp_timeout_s=2.0, racp_retry_s=1.0, busy_give_up_s=20.0)
-    link = Link(s)
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
-    link.frame(100, 150)
-    link.tick(0.1)
+    link = _asking(Link(s))
     busy_at = []
     while True:
         busy_at.append(link.mono)
@@ -311,12 +307,7 @@ def test_a_patch_busy_for_ever_has_its_range_given_up_after_busy_give_up_s() -> 
 
 
 def test_a_range_done_that_never_comes_is_aborted_asked_again_and_the_link_is_kept() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
-    link.frame(100, 150)
-    link.tick(0.1)
+    link = _asking(Link())
     link.frame(150, 200)
     cmds = link.tick(2.1)  # no RANGE_DONE (nor a backfill frame) within racp_timeout_s
     assert any(isinstance(e, DriverError) and e.what == "racp" for e in link.events)
@@ -382,12 +373,7 @@ def test_a_range_never_delivered_is_given_up_as_a_final_gap() -> None:
     """A patch that takes the request but never sends the range (nor an answer; ABORT
     answered ABORTED with nothing sent): after max_requests fruitless requests in a row the
     range is a final gap, with the reason."""
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
-    link.frame(100, 150)
-    link.tick(0.1)
+    link = _asking(Link())
     for _ in range(3):
         link.frame(150, 160)
         assert link.tick(2.1) == [Write(uuids.PATCH_RACP, encode_abort())]

@@ -15,19 +15,13 @@ from core.events import Gap
 from gateway.pipeline import DevicePipeline, PipelineSettings, StripReady
 from gateway.pipeline.windows import WindowScheduler
 from sim.synth import EcgSynth
+from tests.gateway.test_fuzz_devices import PATCH_SETTINGS
 
 T0 = 1_790_000_000.0
 FS = 250.0
 HOUR = int(3600 * FS)
 # as the fuzz corpus: a 1 s strip every 2 s (500 samples), 3 s of stream held for a hole
-SETTINGS = PipelineSettings(
-    strip_period_s=2.0,
-    strip_duration_s=1.0,
-    event_pre_s=1.0,
-    event_post_s=1.0,
-    live_block_s=0.5,
-    backfill_wait_s=3.0,
-)
+SETTINGS = PATCH_SETTINGS
 
 
 def _blocks(first: int, end: int, size: int = 250) -> list[SampleBlock]:
