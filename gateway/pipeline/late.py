@@ -3,9 +3,11 @@
 A patch back after a day away backfills slower than analysis waits
 (``backfill_wait_s``). A window analysis gave up waiting for is not sent with a hole:
 it is held here, filled from the late samples as they arrive, and released when it is
-complete, when the missing samples are declared lost, after ``late_wait_s`` of stream,
+complete, when the missing samples are declared lost, after ``LATE_WAIT_S`` of stream,
 when too many are held, or at shutdown. Its facts are then measured on the window
-alone (``trigger.analysed_late``).
+alone (``trigger.analysed_late``). A periodic strip wholly inside such a hole is held only
+once a late sample falls in it (:meth:`~gateway.pipeline.windows.WindowScheduler.owed`):
+a stretch no sample comes for is no strip.
 """
 
 from __future__ import annotations
