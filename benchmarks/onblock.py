@@ -13,6 +13,12 @@ times are those of checked runs. One *step* is what one device message gives the
 pipeline (``on_block``, ``on_gap``, ``on_event`` for its outputs), timed with
 ``perf_counter``; reported: steps, median, p99, worst, and the worst case's steps.
 
+A full (generation 2) garbage collection that runs inside a step scans the whole
+process, whatever allocated it (here mostly hypothesis and the test modules: a full
+collection of a process that has only imported hypothesis takes tens of ms on a small
+machine). Its time is measured (``gc.callbacks``) and reported apart: the worst step with
+the full collections inside it taken out, and how many steps had one (the longest).
+
 Anchors, from the same run: the same pipeline settings fed a well-behaved stream
 (synthetic 75 bpm ECG, contiguous blocks: a cart's 12 leads at 500 Hz in 50-sample
 frames, a patch's 1 lead at 250 Hz in 25-sample frames), one ``on_block`` per frame.
@@ -21,6 +27,7 @@ frames, a patch's 1 lead at 250 Hz in 25-sample frames), one ``on_block`` per fr
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import sys
@@ -42,12 +49,39 @@ from sim.synth import EcgSynth
 from tests.gateway import test_fuzz_devices as fuzz
 
 T0 = 1_800_000_000.0
+_FULL_GC_S = [0.0]  # seconds spent in full (generation 2) collections so far
+_GC_STARTED = [0.0]
+STEP_GC_S: list[float] = []
+"""Seconds of full collections inside each step, in the order of ``fuzz.ONBLOCK_S``."""
 
 
-def replay(body, strategy, examples: int, case_seed: int) -> tuple[list[float], list[float]]:
+def _time_full_gc(phase: str, info: dict) -> None:
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _GC_STARTED[0] = time.perf_counter()
+    else:
+        _FULL_GC_S[0] += time.perf_counter() - _GC_STARTED[0]
+
+
+def _watch_gc(step):
+    """``fuzz.Watched.step``, noting the full collections inside each step."""
+
+    def watched(self, outputs: list) -> None:
+        before = _FULL_GC_S[0]
+        step(self, outputs)
+        STEP_GC_S.append(_FULL_GC_S[0] - before)
+
+    return watched
+
+
+def replay(
+    body, strategy, examples: int, case_seed: int
+) -> tuple[list[float], list[float], list[float]]:
     """Run ``body(steps=...)`` on ``examples`` cases of ``strategy`` under ``case_seed``;
-    every step's time (s) and each case's worst step (s)."""
+    every step's time (s), the full collections inside it (s), each case's worst step (s)."""
     steps: list[float] = []
+    gcs: list[float] = []
     worst_per_case: list[float] = []
 
     @seed(case_seed)
@@ -61,34 +95,47 @@ def replay(body, strategy, examples: int, case_seed: int) -> tuple[list[float], 
     @given(steps=strategy)
     def run(steps: list) -> None:
         fuzz.ONBLOCK_S.clear()
+        STEP_GC_S.clear()
         body(steps=steps)
+        assert len(STEP_GC_S) == len(fuzz.ONBLOCK_S)
         worst_per_case.append(max(fuzz.ONBLOCK_S, default=0.0))
-        collected.extend(fuzz.ONBLOCK_S)
+        steps_out.extend(fuzz.ONBLOCK_S)
+        gcs.extend(STEP_GC_S)
 
-    collected = steps
+    steps_out = steps
     run()
-    return steps, worst_per_case
+    return steps, gcs, worst_per_case
 
 
-def anchor(cfg: PipelineSettings, fs: float, leads: tuple[str, ...], frame: int) -> list[float]:
-    """Seconds per ``on_block`` for 120 s of contiguous synthetic ECG in ``frame`` samples."""
+def anchor(
+    cfg: PipelineSettings, fs: float, leads: tuple[str, ...], frame: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per ``on_block`` for 120 s of contiguous synthetic ECG in ``frame`` samples,
+    and of full collections inside each."""
     synth = EcgSynth(fs, leads, hr_bpm=75, seed=3)
     pipe = DevicePipeline("anchor", cfg)
     times: list[float] = []
+    gcs: list[float] = []
     for i in range(int(120 * fs) // frame):
         block = SampleBlock(synth.generate(frame), fs, T0 + i * frame / fs, i * frame, leads, "a")
+        before = _FULL_GC_S[0]
         t = time.perf_counter()
         pipe.on_block(block)
         times.append(time.perf_counter() - t)
-    return times
+        gcs.append(_FULL_GC_S[0] - before)
+    return times, gcs
 
 
-def _row(name: str, times: list[float], worst_case: list[float] | None = None) -> str:
-    a = np.asarray(times) * 1e3
+def _row(
+    name: str, times: list[float], gcs: list[float], worst_case: list[float] | None = None
+) -> str:
+    a, g = np.asarray(times) * 1e3, np.asarray(gcs) * 1e3
     cases = "" if worst_case is None else f"{len(worst_case)}"
+    with_gc = g > 0
+    longest = f" ({g.max():.1f})" if with_gc.any() else ""
     return (
         f"| {name} | {cases} | {a.size} | {np.median(a):.3f} | {np.percentile(a, 99):.2f} "
-        f"| {a.max():.1f} |"
+        f"| {a.max():.1f} | {(a - g).max():.1f} | {int(with_gc.sum())}{longest} |"
     )
 
 
@@ -109,12 +156,14 @@ def main() -> int:
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
     load0 = os.getloadavg()
+    gc.callbacks.append(_time_full_gc)
+    fuzz.Watched.step = _watch_gc(fuzz.Watched.step)
     cart_body = fuzz.test_any_cart_input_is_survived_and_accounted_for.hypothesis.inner_test
     patch_body = fuzz.test_any_patch_input_is_survived_and_accounted_for.hypothesis.inner_test
     cart_cases = st.lists(fuzz.CART_STEP, min_size=30, max_size=150)
     patch_cases = st.lists(fuzz.PATCH_STEP, min_size=30, max_size=150)
-    cart, cart_w = replay(cart_body, cart_cases, args.examples, args.seed)
-    patch, patch_w = replay(patch_body, patch_cases, args.examples, args.seed)
+    cart, cart_gc, cart_w = replay(cart_body, cart_cases, args.examples, args.seed)
+    patch, patch_gc, patch_w = replay(patch_body, patch_cases, args.examples, args.seed)
     cart_anchor = anchor(fuzz.SETTINGS, 500.0, LEADS_12, 50)
     patch_anchor = anchor(fuzz.PATCH_SETTINGS, 250.0, ("ECG",), 25)
     load1 = os.getloadavg()
@@ -126,12 +175,13 @@ def main() -> int:
     lines = [
         *report.header(details),
         "",
-        "| input | cases | steps | median ms | p99 ms | worst ms |",
-        "|---|---|---|---|---|---|",
-        _row("cart fuzz corpus (decoder → stream → pipeline)", cart, cart_w),
-        _row("patch fuzz corpus (session → ledger → pipeline)", patch, patch_w),
-        _row("anchor: clean cart, 12 leads 500 Hz, 50-sample frames", cart_anchor),
-        _row("anchor: clean patch, 1 lead 250 Hz, 25-sample frames", patch_anchor),
+        "| input | cases | steps | median ms | p99 ms | worst ms | worst ms, full GC out "
+        "| steps with a full GC (longest GC ms) |",
+        "|---|---|---|---|---|---|---|---|",
+        _row("cart fuzz corpus (decoder → stream → pipeline)", cart, cart_gc, cart_w),
+        _row("patch fuzz corpus (session → ledger → pipeline)", patch, patch_gc, patch_w),
+        _row("anchor: clean cart, 12 leads 500 Hz, 50-sample frames", *cart_anchor),
+        _row("anchor: clean patch, 1 lead 250 Hz, 25-sample frames", *patch_anchor),
     ]
     return report.publish(lines, args.markdown)
 

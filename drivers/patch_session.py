@@ -15,9 +15,13 @@ connection (``docs/protocols/patch-gatt.md``):
    what the patch no longer holds into final gaps;
 4. request every missing range, one at a time, each answer matched to the request
    it answers (a RANGE_DONE outside the requested range is counted and ignored);
-   NOT_HELD or a partial answer asks the extent again; BUSY and ABORTED retry after
+   NOT_HELD or a partial answer asks the extent again; ABORTED and INVALID retry after
    ``racp_retry_s``; a range whose requests bring none of it ``max_requests`` times in
-   a row (INVALID, BUSY, ABORTED, no answer) is given up as a final gap;
+   a row (INVALID, ABORTED, no answer) is given up as a final gap. BUSY (the patch still
+   runs another backfill, e.g. one of the previous link) is no refusal: the running
+   procedure is ABORTed and the range asked again after a backoff (``racp_retry_s``
+   doubling up to ``_BUSY_BACKOFF_CAP_S``); only a patch that has answered BUSY to every
+   request for ``busy_give_up_s`` (across reconnections) gets its ranges given up;
 5. each backfill frame that brings samples of the requested range extends the wait for
    its RANGE_DONE by ``racp_timeout_s`` (a long backfill is not a silent one); no
    answer and no frame within ``racp_timeout_s``: counted, and a REQUEST_RANGE is
@@ -84,8 +88,10 @@ _SLACK_S = 10.0  # a live frame may run ahead of the wall clock by this much (bu
 _BACK_S = 2.0  # a live frame may repeat this much of what came (seconds of samples)
 _RESTART_FRAMES = 3  # consecutive, consistent impossible live frames: the patch restarted
 _NO_SEQ = 0xFFFFFFFF  # never a sample number (a recording ends before it): "none", erased flash
+# After BUSY: racp_retry_s, doubling, at most this (s). No jitter: one gateway asks one patch.
+_BUSY_BACKOFF_CAP_S = 60.0
 _COUNTERS = """connects frames_live frames_backfill samples duplicate_samples ranges_requested
-restarts impossible_frames
+restarts impossible_frames racp_busy
 samples_lost bad_notifications watchdog_trips racp_timeouts racp_unexpected racp_aborts
 clock_rejected presses presses_repeated"""
 
@@ -106,7 +112,8 @@ class _Wait:
     end: int = 0
     deadline: float | None = None  # monotonic s; set when the write completed
     got: int = 0  # samples of [first, end) that arrived (new) while waiting
-    aborting: bool = False  # ABORT sent: the request went unanswered
+    aborting: bool = False  # ABORT sent: the request went unanswered, or was answered BUSY
+    busy: bool = False  # the ABORT follows a BUSY: it stops another backfill (any range)
 
 
 class PatchSession:
@@ -122,7 +129,10 @@ class PatchSession:
         ABORTED or a timeout.
     max_requests
         A range whose requests bring none of it this many times in a row (refused,
-        busy, aborted or unanswered) is given up as a final gap.
+        aborted or unanswered) is given up as a final gap.
+    busy_give_up_s
+        Seconds a patch may answer BUSY to every request (ABORTed and asked again with
+        backoff each time) before the ranges it is asked for are given up as final gaps.
     max_clock_error_s
         Device Time further than this from the gateway's clock is ignored.
     """
@@ -134,6 +144,7 @@ class PatchSession:
         racp_timeout_s: float = 10.0,
         racp_retry_s: float = 5.0,
         max_requests: int = 3,
+        busy_give_up_s: float = 1800.0,
         max_clock_error_s: float = 3600.0,
     ) -> None:
         self.source = settings.id
@@ -145,6 +156,9 @@ class PatchSession:
         self.racp_timeout_s = racp_timeout_s
         self.racp_retry_s = racp_retry_s
         self.max_requests = max_requests
+        self.busy_give_up_s = busy_give_up_s
+        self._busy = 0  # requests answered BUSY in a row (across links)
+        self._busy_since = 0.0  # monotonic s of the first of them
         self.max_clock_error_s = max_clock_error_s
         self._started = False  # the recording's first sample is known (first EXTENT)
         self._held: list[SampleBlock] | None = []  # live blocks waiting for the first EXTENT
@@ -464,7 +478,8 @@ class PatchSession:
             self._wait = None
             return self._extent(r.first, r.end, now, mono)
         nothing_ran = w.aborting and r.status == RacpStatus.INVALID and (r.first, r.end) == (0, 0)
-        if not nothing_ran and not (w.first <= r.first <= r.end <= w.end):
+        stopped = w.busy and r.status == RacpStatus.ABORTED  # the other backfill: any range
+        if not (nothing_ran or stopped) and not (w.first <= r.first <= r.end <= w.end):
             return [self._unexpected(r, now)]
         self._wait = None
         return self._range_done(w, r, now, mono)
@@ -502,14 +517,40 @@ class PatchSession:
     def _range_done(self, w: _Wait, r: RacpResponse, now: float, mono: float) -> list[Output]:
         ledger = self.stream.ledger
         ledger.retry(w.first, w.end)  # what the answer did not bring is asked again
+        if w.busy:  # the ABORT after a BUSY is answered: ask again when the backoff ends
+            return []
+        if r.status == RacpStatus.BUSY:
+            return self._busy_answer(w, now, mono)
+        self._busy = 0  # the patch took a request: no longer busy
         if r.status == RacpStatus.SUCCESS and (r.first, r.end) == (w.first, w.end):
             return self._request_next()
         if r.status in (RacpStatus.NOT_HELD, RacpStatus.SUCCESS):  # partial: what is held?
             return self._ask_extent()
-        # BUSY, ABORTED, INVALID, or an ABORT that found nothing running: later
+        # ABORTED, INVALID, or an ABORT that found nothing running: later
         self._retry_at = mono + self.racp_retry_s
         why = "refused (INVALID)" if r.status == RacpStatus.INVALID else r.status.name
         return self._fruitless(w, why, now)
+
+    def _busy_answer(self, w: _Wait, now: float, mono: float) -> list[Output]:
+        """BUSY: the patch runs another backfill (one the previous link asked for, say). It
+        is ABORTed and the range asked again after a backoff; the range is given up only
+        when every request of the last ``busy_give_up_s`` was answered BUSY."""
+        self.counters.add("racp_busy")
+        if not self._busy:
+            self._busy_since = mono
+        self._busy += 1
+        busy_s = mono - self._busy_since
+        if busy_s >= self.busy_give_up_s:
+            self._retry_at = mono + _BUSY_BACKOFF_CAP_S
+            why = f"BUSY to every request for {busy_s:.0f} s"
+            return self._give_up(w, f"patch did not backfill it ({why})", now)
+        delay = min(self.racp_retry_s * 2 ** min(self._busy - 1, 16), _BUSY_BACKOFF_CAP_S)
+        self._retry_at = mono + delay
+        self.counters.add("racp_aborts")
+        self._wait = _Wait(RacpOp.RANGE_DONE, w.first, w.end, aborting=True, busy=True)
+        detail = f"range {w.first}..{w.end}: BUSY ({self._busy} in a row): ABORT, retry {delay:g} s"
+        abort = Write(uuids.PATCH_RACP, encode_abort())
+        return [self._error("racp", detail, now, "racp_busy"), abort]
 
     def _fruitless(self, w: _Wait, why: str, now: float) -> list[Output]:
         """A request for ``[w.first, w.end)`` ended without all of it: if it brought none
@@ -522,14 +563,18 @@ class PatchSession:
             return [self._error("racp", f"range {w.first}..{w.end}: {why}", now)]
         reason = "patch refused backfill" if why.startswith("refused") else (
             f"patch did not backfill it ({why})")  # fmt: skip
-        gaps = self.stream.gaps(ledger.give_up(w.first, w.end), reason, now)
+        return self._give_up(w, reason, now)
+
+    def _give_up(self, w: _Wait, reason: str, now: float) -> list[Output]:
+        """``[w.first, w.end)`` is no longer asked for: final gaps with ``reason``."""
+        gaps = self.stream.gaps(self.stream.ledger.give_up(w.first, w.end), reason, now)
         self.counters.add("samples_lost", sum(g.n_samples for g in gaps))
         return list(gaps)
 
     def _timed_out(self, w: _Wait, now: float, mono: float) -> list[Output]:
         self.counters.add("racp_timeouts")
         self._wait = None
-        self._retry_at = mono + self.racp_retry_s
+        self._retry_at = max(self._retry_at, mono + self.racp_retry_s)
         what = "ABORT" if w.aborting else w.op.name
         out = [self._error("racp", f"no answer to {what} within {self.racp_timeout_s:g} s",
                            now, "racp_timeouts")]  # fmt: skip
@@ -541,6 +586,8 @@ class PatchSession:
             self._wait = _Wait(RacpOp.RANGE_DONE, w.first, w.end, got=w.got, aborting=True)
             return [*out, Write(uuids.PATCH_RACP, encode_abort())]
         self.stream.ledger.retry(w.first, w.end)
+        if w.busy:  # the patch ignores ABORT while busy: the BUSY bound decides
+            return out
         return out + self._fruitless(w, "no answer", now)
 
     # --- errors ----------------------------------------------------------------------------

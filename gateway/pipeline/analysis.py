@@ -98,7 +98,7 @@ class StreamAnalysis:
         self.history.add(block)
         new_windows = self.new_windows = self.quality.process(block)
         self.windows.extend(new_windows)
-        horizon = block.end_seq - int(self.history.keep_s * block.fs)
+        horizon = self.history.first_seq or 0  # as long as their samples are kept
         while self.windows and self.windows[0].end_seq < horizon:
             self.windows.popleft()
         beats = self.qrs.process(block)

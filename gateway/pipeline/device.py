@@ -19,6 +19,7 @@ never arrived, with every missing range listed as a gap. The gateway never inter
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -41,7 +42,7 @@ from dsp.episodes import EpisodeChange
 from dsp.quality import QualityWindow
 from gateway.pipeline.analysis import StreamAnalysis, analyse_window
 from gateway.pipeline.facts import StripFacts, Trigger, episode_facts, measure_strip
-from gateway.pipeline.late import LATE_MAX, LateWindow, LateWindows
+from gateway.pipeline.late import LateWindow, LateWindows
 from gateway.pipeline.live import LiveChunk, LiveChunker
 from gateway.pipeline.reorder import BlockReorderer
 from gateway.pipeline.settings import PipelineSettings
@@ -139,6 +140,8 @@ class DevicePipeline:
             self._head = block
             if self.settings.live_enabled:
                 out += s.live.add(block, s.analysis.heart_rate_bpm)
+        for p in s.windows.owed(block.seq, block.end_seq):  # late samples in a hole
+            self._hold_late(s, p, _unlost([(p.first_seq, p.end_seq)], self._gaps))
         if s.late:
             s.late.take(block)
             out += self._send_late(s)
@@ -203,7 +206,7 @@ class DevicePipeline:
             self._judged_s += seconds
             self._usable_s += seconds if w.usable else 0.0
         end = s.analysis.end_seq or block.end_seq
-        s.windows.advance(end, self.reorder.gave_up_ranges, LATE_MAX)
+        s.windows.advance(end, self.reorder.gave_up_ranges)
         out += self._flush_ready(s)
 
     def _auto(self, s: _Stream, t: AutoTrigger, block: SampleBlock) -> None:
@@ -298,26 +301,17 @@ class DevicePipeline:
             for a, b in self.reorder.gave_up_ranges
             if a < p.end_seq and b > p.first_seq
         ]
-        for g in self._gaps:  # declared lost already: nothing to wait for there
-            if g.final:
-                awaited = subtract(awaited, g.first_seq, g.end_seq)
-        if not awaited:
-            return False
+        awaited = _unlost(awaited, self._gaps)
+        if awaited:
+            self._hold_late(s, p, awaited)
+        return bool(awaited)
+
+    def _hold_late(self, s: _Stream, p: PendingWindow, awaited: list[tuple[int, int]]) -> None:
+        """Hold ``p`` for the samples of ``awaited`` (what the history has of it copied)."""
         win = s.analysis.history.window(p.first_seq, p.end_seq)
-        if win is not None:
-            samples = np.array(win.block.samples)
-            have = ~np.isnan(samples).any(axis=1)
-            start = win.block.start
-        else:
-            n = p.end_seq - p.first_seq
-            samples = np.full((n, len(s.leads)), np.nan, dtype=np.float32)
-            have = np.zeros(n, dtype=bool)
-            ref = self._head
-            assert ref is not None  # a window exists only after a block arrived
-            start = ref.start + (p.first_seq - ref.seq) / ref.fs
+        assert self._head is not None  # a window exists only after a block arrived
         head = s.analysis.end_seq or p.end_seq
-        s.late.hold(LateWindow(p, samples, have, awaited, start, head))
-        return True
+        s.late.hold(LateWindow.of(p, win, len(s.leads), self._head, awaited, head))
 
     def _send_late(self, s: _Stream, force: bool = False) -> list[PipelineOutput]:
         """The held windows that are complete or waited long enough (or all: force)."""
@@ -372,3 +366,11 @@ class DevicePipeline:
                 t_a, t_b = float(block.time_of(a)), float(block.time_of(b))
                 gaps.append(Gap(self.device_id, a, b, t_a, t_b, reason="not recorded"))
         return tuple(gaps)
+
+
+def _unlost(ranges: list[tuple[int, int]], gaps: Iterable[Gap]) -> list[tuple[int, int]]:
+    """``ranges`` less what the final ``gaps`` declared lost (nothing to wait for there)."""
+    for g in gaps:
+        if g.final:
+            ranges = subtract(ranges, g.first_seq, g.end_seq)
+    return ranges

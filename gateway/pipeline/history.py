@@ -32,12 +32,12 @@ class Window:
 
 
 class SampleHistory:
-    """Keep the last ``keep_s`` seconds of blocks from one source.
+    """Keep the last ``keep_s`` seconds of samples from one source.
 
     Parameters
     ----------
     keep_s
-        Seconds of history kept behind the newest sample.
+        Seconds of samples kept behind the newest one (holes not counted).
     """
 
     def __init__(self, keep_s: float) -> None:
@@ -46,6 +46,7 @@ class SampleHistory:
         self.keep_s = float(keep_s)
         self._blocks: list[SampleBlock] = []
         self._starts: list[int] = []
+        self._held = 0  # samples in ``_blocks``
         self.late_or_duplicate = 0  # blocks (or parts) that overlapped what was already held
 
     @property
@@ -77,13 +78,18 @@ class SampleHistory:
             return
         self._blocks.insert(i, block)
         self._starts.insert(i, block.seq)
+        self._held += block.n
         self._prune()
 
     def _prune(self) -> None:
-        newest = self._blocks[-1]
-        horizon = newest.end_seq - int(round(self.keep_s * newest.fs))
+        """Drop the oldest blocks beyond ``keep_s`` of samples held behind the newest
+        sample. Counted in samples held, not in sample numbers: across a jump (a hole
+        analysis moved past), the samples before it stay until as many came after it, so
+        the strips still waiting for them find them."""
+        keep = int(round(self.keep_s * self._blocks[-1].fs))
         drop = 0
-        while drop < len(self._blocks) - 1 and self._blocks[drop].end_seq <= horizon:
+        while drop < len(self._blocks) - 1 and self._held - self._blocks[drop].n >= keep:
+            self._held -= self._blocks[drop].n
             drop += 1
         if drop:
             del self._blocks[:drop]

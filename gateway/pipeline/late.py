@@ -3,9 +3,11 @@
 A patch back after a day away backfills slower than analysis waits
 (``backfill_wait_s``). A window analysis gave up waiting for is not sent with a hole:
 it is held here, filled from the late samples as they arrive, and released when it is
-complete, when the missing samples are declared lost, after ``late_wait_s`` of stream,
+complete, when the missing samples are declared lost, after ``LATE_WAIT_S`` of stream,
 when too many are held, or at shutdown. Its facts are then measured on the window
-alone (``trigger.analysed_late``).
+alone (``trigger.analysed_late``). A periodic strip wholly inside such a hole is held only
+once a late sample falls in it (:meth:`~gateway.pipeline.windows.WindowScheduler.owed`):
+a stretch no sample comes for is no strip.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import numpy as np
 
 from core.block import SampleBlock
 from core.ranges import subtract
-from gateway.pipeline.windows import PendingWindow
+from gateway.pipeline.history import Window
+from gateway.pipeline.windows import LATE_WAIT_S, PendingWindow
 
-__all__ = ["LateWindow", "LateWindows"]
+__all__ = ["LATE_MAX", "LATE_WAIT_S", "LateWindow", "LateWindows"]
 
-LATE_WAIT_S = 6 * 3600.0  # longest a window waits for late samples, seconds of stream
 LATE_MAX = 256  # windows waiting for late samples at once (oldest sent as they stand)
 
 
@@ -34,6 +36,29 @@ class LateWindow:
     awaited: list[tuple[int, int]]  # ranges still expected (neither arrived nor lost)
     start: float  # UTC POSIX s of the window's first sample
     head_seq: int  # the analysis head when the window was set aside
+
+    @classmethod
+    def of(
+        cls,
+        pending: PendingWindow,
+        win: Window | None,
+        n_leads: int,
+        ref: SampleBlock,
+        awaited: list[tuple[int, int]],
+        head_seq: int,
+    ) -> LateWindow:
+        """``pending`` set aside with what the history holds of it (``win``; None: nothing,
+        timed from ``ref``, a block of the stream) to wait for ``awaited``."""
+        if win is not None:
+            samples = np.array(win.block.samples)
+            have = ~np.isnan(samples).any(axis=1)
+            start = win.block.start
+        else:
+            n = pending.end_seq - pending.first_seq
+            samples = np.full((n, n_leads), np.nan, dtype=np.float32)
+            have = np.zeros(n, dtype=bool)
+            start = ref.start + (pending.first_seq - ref.seq) / ref.fs
+        return cls(pending, samples, have, awaited, start, head_seq)
 
     def take(self, block: SampleBlock) -> None:
         """Copy the part of ``block`` inside the window."""

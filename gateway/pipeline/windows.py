@@ -3,6 +3,10 @@
 - **periodic**: ``strip_duration_s`` every ``strip_period_s``, the first as soon as
   one is recorded. Strips that would lie wholly inside a final gap are skipped in one
   step, so a gap of any length costs the same (a counter jumping far ahead included).
+  Strips wholly inside a range analysis gave up waiting for hold no sample when it moves
+  past them: one record per range notes them as owed, and a strip is made only where
+  late samples arrive (none for a stretch that stays empty), so the work of a step is
+  bounded by the samples it brings, not by the length of a hole.
 - **button** (post-symptom event, CPT 93012): ``event_pre_s`` before to
   ``event_post_s`` after the press; less before it when less was recorded.
 - **stage end** (stress test, CPT 93017): the last ``strip_duration_s`` of the stage
@@ -11,6 +15,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +23,10 @@ from core.events import BloodPressure, ButtonPressed, StageChanged
 from gateway.pipeline.facts import Trigger
 from gateway.pipeline.settings import PipelineSettings
 
-__all__ = ["PendingWindow", "WindowScheduler"]
+__all__ = ["LATE_WAIT_S", "PendingWindow", "WindowScheduler"]
+
+LATE_WAIT_S = 6 * 3600.0  # longest a window waits for late samples, seconds of stream
+_OWED_MAX = 1000  # owed runs kept (the oldest dropped): as many as the ranges given up
 
 
 @dataclass(slots=True)
@@ -43,9 +51,13 @@ class WindowScheduler:
         Sample rate, Hz.
     start_seq
         The stream's first sample (the first periodic strip starts there).
+    owed_s
+        Seconds of stream an owed strip (see :meth:`advance`) waits for late samples.
     """
 
-    def __init__(self, settings: PipelineSettings, fs: float, start_seq: int) -> None:
+    def __init__(
+        self, settings: PipelineSettings, fs: float, start_seq: int, owed_s: float = LATE_WAIT_S
+    ) -> None:
         self.settings = settings
         self.fs = fs
         self._dur = self._samples(settings.strip_duration_s)
@@ -53,8 +65,12 @@ class WindowScheduler:
         self._next_periodic = start_seq
         self._pending: list[PendingWindow] = []
         self._lost: list[tuple[int, int]] = []  # final gaps not yet skipped over
+        # owed periodic strips: starts g0, g0 + period, ... before g1, noted at analysis head
+        self._owed: list[tuple[int, int, int]] = []  # (g0, g1, head), sorted, disjoint
+        self._owed_wait = self._samples(owed_s)
         self.created = 0  # windows ever queued (work is per window: see advance)
-        self.not_held = 0  # periodic strips over an awaited range beyond what can wait
+        self.created_late = 0  # owed strips made for late samples (see owed)
+        self.owed_dropped = 0  # owed strips no late sample came for in time (never made)
 
     def _queue(self, p: PendingWindow) -> None:
         self.created += 1
@@ -126,57 +142,103 @@ class WindowScheduler:
         """``[first_seq, end_seq)`` will never arrive: no periodic strip inside it."""
         self._lost.append((first_seq, end_seq))
 
-    def advance(
-        self, end_seq: int, awaited: Sequence[tuple[int, int]] = (), held_max: int = 0
-    ) -> None:
+    def advance(self, end_seq: int, awaited: Sequence[tuple[int, int]] = ()) -> None:
         """Schedule the periodic strips complete by ``end_seq``. The strips that would lie
-        wholly inside a lost range are skipped in one step, however long the range; of
-        those wholly inside the ranges analysis gave up waiting for (``awaited``: their
-        samples may still come late), only the last ``held_max`` of this step are queued
-        (0: all), as only that many can wait for late samples (the older ones would go
-        out empty at once). Each turn of the loop queues a strip or passes a range."""
+        wholly inside a lost range are skipped in one step, however long the range. Those
+        wholly inside a range analysis gave up waiting for (``awaited``, sorted, as
+        :attr:`~gateway.pipeline.reorder.BlockReorderer.gave_up_ranges`: their samples may
+        still come late) hold no sample yet: they are noted as one owed run per range and
+        made only where late samples arrive (:meth:`owed`). Each turn of the loop queues a
+        strip or passes a range."""
         trigger = Trigger("periodic", pre_s=self.settings.strip_duration_s)
         dur = self._dur
-        allowed = self._allowed(end_seq, awaited, held_max) if held_max else {}
+        ahead = self._ahead(awaited)
         while self._next_periodic + dur <= end_seq:
             first = self._next_periodic
             inside = self._within(self._lost, first)
             if inside is not None:  # to the first strip that ends past the lost range
-                skip = (inside[1] - dur - first) // self._period + 1
-                self._next_periodic += skip * self._period
+                self._next_periodic = self._past(first, inside[1])
                 continue
-            waiting = self._within(list(allowed), first)
-            if waiting is not None:
-                n = self._count(first, min(waiting[1], end_seq))  # strips wholly inside
-                if n > allowed[waiting]:
-                    self._next_periodic += (n - allowed[waiting]) * self._period
-                    self.not_held += n - allowed[waiting]
-                    continue
+            inside = self._within(ahead, first)
+            if inside is not None:  # owed, made only if late samples come
+                self._next_periodic = self._past(first, inside[1])
+                self._owe(first, self._next_periodic, end_seq)
+                continue
             self._queue(PendingWindow("strip", first, first + dur, trigger))
             self._next_periodic += self._period
         self._lost = [(a, b) for a, b in self._lost if b > self._next_periodic]
+        self._expire(end_seq)
 
-    def _count(self, first: int, end: int) -> int:
-        """Periodic strips from ``first`` on (on the grid) that end by ``end``."""
-        return max(0, (end - self._dur - first) // self._period + 1)
+    def _past(self, first: int, end: int) -> int:
+        """The first strip start on the grid from ``first`` whose strip ends past ``end``."""
+        return first + ((end - self._dur - first) // self._period + 1) * self._period
 
-    def _allowed(
-        self, end_seq: int, awaited: Sequence[tuple[int, int]], held_max: int
-    ) -> dict[tuple[int, int], int]:
-        """How many strips each awaited range may queue in this advance: ``held_max``
-        shared out from the newest range back."""
-        nxt, period, out = self._next_periodic, self._period, {}
-        for a, b in sorted(awaited, reverse=True):
-            if b <= nxt + self._dur or a >= end_seq:
-                continue
-            g0 = nxt + -(-max(a - nxt, 0) // period) * period  # first grid start >= a
-            out[(a, b)] = min(self._count(g0, min(b, end_seq)), held_max)
-            held_max -= out[(a, b)]
+    def _ahead(self, awaited: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The ranges of sorted ``awaited`` that end after the next periodic strip starts
+        (found from the newest back: the list holds the latest 1,000 ranges)."""
+        out = []
+        for a, b in reversed(awaited):
+            if b <= self._next_periodic:
+                break
+            out.append((a, b))
         return out
 
     def _within(self, ranges: Sequence[tuple[int, int]], first: int) -> tuple[int, int] | None:
         """The range of ``ranges`` that a strip starting at ``first`` lies wholly inside."""
         return next(((a, b) for a, b in ranges if a <= first and first + self._dur <= b), None)
+
+    # --- owed strips: wholly inside a range given up waiting for ------------------------------
+    def _owe(self, first: int, stop: int, head: int) -> None:
+        """The strips starting at ``first``, ``first + period``, ... before ``stop`` are owed
+        (noted when analysis reached ``head``)."""
+        self._owed.append((first, stop, head))
+        self._bound()
+
+    def _bound(self) -> None:
+        """At most ``_OWED_MAX`` runs (late samples in random order split them)."""
+        while len(self._owed) > _OWED_MAX:
+            self._drop(self._owed.pop(0))
+
+    def _drop(self, run: tuple[int, int, int]) -> None:
+        self.owed_dropped += (run[1] - run[0]) // self._period
+
+    def _expire(self, head: int) -> None:
+        """Owed runs noted more than ``owed_s`` of stream before ``head`` are dropped."""
+        while self._owed and head - self._owed[0][2] > self._owed_wait:
+            self._drop(self._owed.pop(0))
+
+    @property
+    def owes(self) -> bool:
+        """Some periodic strips are owed to late samples."""
+        return bool(self._owed)
+
+    def owed(self, first_seq: int, end_seq: int) -> list[PendingWindow]:
+        """Samples ``[first_seq, end_seq)`` arrived after analysis moved past them: the owed
+        strips they fall in, each made once (at most ``(end_seq - first_seq +
+        strip_duration_s * fs) / period + 1``, whatever the length of the owed runs)."""
+        if not self._owed or end_seq <= first_seq:
+            return []
+        period, dur = self._period, self._dur
+        lo = first_seq - dur + 1  # a strip starting here or later overlaps the samples
+        i = j = bisect.bisect_left(self._owed, lo, key=lambda r: r[1] - period)
+        kept: list[tuple[int, int, int]] = []
+        out: list[PendingWindow] = []
+        trigger = Trigger("periodic", pre_s=self.settings.strip_duration_s)
+        while j < len(self._owed) and self._owed[j][0] < end_seq:
+            g0, g1, head = self._owed[j]
+            j += 1
+            a = g0 + max(0, -(-(lo - g0) // period)) * period  # first start >= lo
+            starts = range(a, min(g1, end_seq), period)
+            if not starts:
+                kept.append((g0, g1, head))
+                continue
+            out += [PendingWindow("strip", g, g + dur, trigger) for g in starts]
+            rest = starts[-1] + period
+            kept += [r for r in ((g0, a, head), (rest, g1, head)) if r[0] < r[1]]
+        self._owed[i:j] = kept
+        self._bound()
+        self.created_late += len(out)
+        return out
 
     def ready(self, end_seq: int, settle: int) -> list[PendingWindow]:
         """The windows whose samples are analysed: events as soon as their window is

@@ -139,6 +139,18 @@ def _done(first: int, end: int, status: RacpStatus = RacpStatus.SUCCESS) -> Racp
     return RacpResponse(RacpOp.RANGE_DONE, status, first, end)
 
 
+def _asking(link: Link, end: int = 100) -> Link:
+    """``link`` connected, samples 0..50 and ``end``..``end + 50`` received: 50..``end``
+    is requested."""
+    link.connect()
+    link.frame(0, 50)
+    link.racp(_extent(0, 50))
+    link.frame(end, end + 50)
+    link.tick(0.1)
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(50, end))
+    return link
+
+
 def test_first_connection_reads_clock_subscribes_asks_extent() -> None:
     link = Link()
     cmds = link.connect()
@@ -214,16 +226,14 @@ def test_not_held_asks_the_extent_and_reports_the_exact_final_gap() -> None:
     assert link.s.stats()["samples_lost"] == 550
 
 
-def test_busy_retries_later_and_invalid_three_times_gives_up() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
-    link.frame(100, 150)
-    link.tick(0.1)
-    link.racp(_done(50, 100, RacpStatus.BUSY))
-    assert link.tick(0.5) == []  # not before racp_retry_s
-    assert link.tick(0.6) == [Write(uuids.PATCH_RACP, encode_request_range(50, 100))]
+def test_busy_aborts_the_running_backfill_asks_again_later_and_invalid_three_times_gives_up():
+    link = _asking(Link())
+    cmds = link.racp(_done(50, 50, RacpStatus.BUSY))
+    assert cmds == [Write(uuids.PATCH_RACP, encode_abort())]  # stop what keeps it busy
+    assert link.tick(0.5) == []  # the ABORT's answer is awaited: nothing else is sent
+    link.racp(_done(0, 0, RacpStatus.INVALID))  # nothing was running (any more)
+    assert link.tick(0.4) == []  # not before racp_retry_s after the BUSY
+    assert link.tick(0.2) == [Write(uuids.PATCH_RACP, encode_request_range(50, 100))]
     for _ in range(3):
         link.racp(_done(50, 50, RacpStatus.INVALID))
         link.tick(1.1)
@@ -231,13 +241,73 @@ def test_busy_retries_later_and_invalid_three_times_gives_up() -> None:
     assert (gap.first_seq, gap.end_seq, gap.reason) == (50, 100, "patch refused backfill")
 
 
-def test_a_range_done_that_never_comes_is_aborted_asked_again_and_the_link_is_kept() -> None:
-    link = Link()
+def test_busy_after_a_reconnect_aborts_the_old_backfill_and_loses_nothing() -> None:
+    """A patch still running the backfill the previous link asked for answers BUSY after
+    the reconnect, again and again: each BUSY is followed by an ABORT (answered ABORTED with
+    the old backfill's range) and the range is asked again after 1, 2, 4, 8 s
+    (racp_retry_s doubling); nothing is given up (before: a final gap after three BUSY
+    answers 5 s apart while the patch still held the samples). Once the patch takes the
+    request, the samples come, and the next BUSY starts the backoff again."""
+    link = _asking(Link(), 1000)
+    link.frame(50, 150, backfill=True)
+    link.take(link.s.link_lost("link lost", link.now, link.mono))  # mid-backfill
     link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
-    link.frame(100, 150)
+    link.frame(1050, 1100)
+    link.racp(_extent(0, 1100))
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(150, 1000))
+    asked, live = [], 1100
+    for delay in (1.0, 2.0, 4.0, 8.0):
+        cmds = link.racp(_done(150, 150, RacpStatus.BUSY))
+        assert cmds == [Write(uuids.PATCH_RACP, encode_abort())]
+        assert link.racp(_done(50, 400, RacpStatus.ABORTED)) == []  # the old one, stopped
+        early = []
+        for i in range(int(delay)):  # live ECG flows all along
+            link.frame(live, live + 50)
+            live += 50
+            early += link.tick(0.9 if i == int(delay) - 1 else 1.0)
+        assert early == []
+        asked += link.tick(0.1)
+    assert asked == [Write(uuids.PATCH_RACP, encode_request_range(150, 1000))] * 4
+    assert link.gaps == [] and link.s.stats()["racp_busy"] == 4
+    link.frame(150, 1000, backfill=True)
+    link.racp(_done(150, 1000))
+    assert (link.received() == 1).all() and link.s.stream.ledger.missing == 0
+    link.mono += 10.0
+    link.frame(live + 2500, live + 2550)  # 10 s missed
     link.tick(0.1)
+    link.racp(_done(live, live, RacpStatus.BUSY))
+    link.racp(_done(0, 0, RacpStatus.INVALID))
+    assert link.tick(0.9) == [] and link.tick(0.1) != []  # 1 s again: the run was broken
+
+
+def test_a_patch_busy_for_ever_has_its_range_given_up_after_busy_give_up_s() -> None:
+    """A patch that answers BUSY forever (its backfill stuck, ABORT ignored): asked again
+    with backoff, the range is a final gap at the first BUSY once every request for
+    busy_give_up_s (20 s here) was answered BUSY, with the reason."""
+    s = PatchSession(SETTINGS, racp_timeout_s=2.0, racp_retry_s=1.0, busy_give_up_s=20.0)
+    link = _asking(Link(s))
+    busy_at = []
+    while True:
+        busy_at.append(link.mono)
+        link.racp(_done(50, 50, RacpStatus.BUSY))
+        if link.gaps:
+            break
+        cmds = []
+        while not cmds:  # the ABORT goes unanswered (2 s); live ECG keeps the link
+            link.frame(150, 160)
+            cmds = link.tick(0.5)
+        assert cmds == [Write(uuids.PATCH_RACP, encode_request_range(50, 100))]
+    # asked again 1, 2, 4, 8, 16 s after each BUSY, at least racp_retry_s after the ABORT's
+    # wait (2 s, seen at the next tick)
+    assert np.diff(busy_at).round(1).tolist() == [3.5, 3.5, 4.0, 8.0, 16.0]
+    (gap,) = link.gaps
+    assert (gap.first_seq, gap.end_seq, gap.final) == (50, 100, True)
+    assert gap.reason == "patch did not backfill it (BUSY to every request for 35 s)"
+    assert link.s.stream.ledger.missing == 0 and link.s.stats()["samples_lost"] == 50
+
+
+def test_a_range_done_that_never_comes_is_aborted_asked_again_and_the_link_is_kept() -> None:
+    link = _asking(Link())
     link.frame(150, 200)
     cmds = link.tick(2.1)  # no RANGE_DONE (nor a backfill frame) within racp_timeout_s
     assert any(isinstance(e, DriverError) and e.what == "racp" for e in link.events)
@@ -300,21 +370,18 @@ def test_an_aborted_backfill_keeps_what_came_and_asks_for_the_rest() -> None:
 
 
 def test_a_range_never_delivered_is_given_up_as_a_final_gap() -> None:
-    """A patch that answers BUSY forever (its backfill stuck, ABORT ignored): after
-    max_requests fruitless requests in a row the range is a final gap, with the reason."""
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
-    link.frame(100, 150)
-    link.tick(0.1)
+    """A patch that takes the request but never sends the range (nor an answer; ABORT
+    answered ABORTED with nothing sent): after max_requests fruitless requests in a row the
+    range is a final gap, with the reason."""
+    link = _asking(Link())
     for _ in range(3):
-        link.racp(_done(50, 50, RacpStatus.BUSY))
         link.frame(150, 160)
+        assert link.tick(2.1) == [Write(uuids.PATCH_RACP, encode_abort())]
+        link.racp(_done(50, 50, RacpStatus.ABORTED))
         link.tick(1.1)
     (gap,) = link.gaps
     assert (gap.first_seq, gap.end_seq, gap.final) == (50, 100, True)
-    assert gap.reason == "patch did not backfill it (BUSY)"
+    assert gap.reason == "patch did not backfill it (ABORTED)"
     assert link.s.stream.ledger.missing == 0 and link.s.stats()["samples_lost"] == 50
 
 

@@ -13,8 +13,9 @@ a pipeline.
 
 Always: nothing raises; work per block does not grow with the length of a gap (the
 windows queued in one step are bounded by the samples the step really analysed over the
-strip period, plus two per final gap reported and one per event: asserted on structure,
-not on time); what the
+strip period, plus two per final gap reported and one per event; those made for late
+samples, by the samples of its blocks over the strip period: asserted on structure, not
+on time); what the
 gateway delivered plus the gaps it reported (plus, for the patch, what it still asks the
 patch for) tile the stream exactly, with each delivered sample the device's own value.
 The time of each pipeline step is measured (``ONBLOCK_S``, for ``benchmarks/onblock.py``)
@@ -89,11 +90,13 @@ class Watched:
     def __init__(self, settings: PipelineSettings) -> None:
         self.pipeline = DevicePipeline("dev", settings)
         self.period = settings.strip_period_s
+        self.duration = settings.strip_duration_s
 
     def step(self, outputs: list[Any]) -> None:
         p = self.pipeline
         s = p._s
         created0 = s.windows.created if s is not None else 0
+        late0 = s.windows.created_late if s is not None else 0
         end0 = s.analysis.end_seq if s is not None else None
         autos0 = p.counters["auto_events"]
         lost: list[tuple[int, int]] = []  # final gaps of the step
@@ -122,6 +125,11 @@ class Watched:
         # a strip per period of data, one more at each end of a lost range, one per event
         bound = advanced // per_window + 3 + 2 * len(lost) + events + autos
         assert created <= bound, (created, advanced, len(lost))
+        # late samples make the strips they fall in, never more, however long the hole
+        dur = int(self.duration * s1.fs)
+        blocks = [o.n for o in outputs if isinstance(o, SampleBlock)]
+        late_bound = sum((n + dur - 1) // per_window + 1 for n in blocks)
+        assert s1.windows.created_late - late0 <= late_bound, (blocks, late_bound)
 
 
 def _tiles(spans: list[tuple[int, int]]) -> None:

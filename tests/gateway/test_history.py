@@ -64,3 +64,15 @@ def test_any_blocking_gives_the_same_window(sizes):
     w = h.window(0, seq)
     assert w.complete
     np.testing.assert_array_equal(w.block.samples[:, 0], np.arange(seq))
+
+
+def test_a_jump_keeps_the_samples_before_it_until_as_many_came_after_it():
+    """Bounded in samples held, not in sample numbers: a strip still waiting when the
+    stream jumps an hour ahead finds its samples (before, the jump pruned them all)."""
+    h = SampleHistory(keep_s=2)  # 200 samples
+    h.add(blk(0, 300))
+    h.add(blk(360_000, 100))
+    w = h.window(100, 300)
+    assert w is not None and w.complete and h.first_seq == 0
+    h.add(blk(360_100, 100))  # 200 after the jump: what is before it goes
+    assert h.window(100, 300) is None and h.first_seq == 360_000

@@ -179,6 +179,22 @@ def test_lost_range_releases_analysis_at_once() -> None:
     assert strip.facts.recorded_samples == strip.block.n - int(fs)
 
 
+def test_a_strip_waiting_for_its_beats_when_the_stream_jumps_keeps_its_samples() -> None:
+    """The strip at 20-30 s still waits for its beats to settle when the next block comes an
+    hour later (a hole nothing will fill): it goes out whole, with its beats (before, the
+    jump pruned its samples from the history and the strip was silently dropped)."""
+    fs = 250.0
+    blocks = _blocks(fs, 32, 25)
+    p = DevicePipeline("p", _cfg())
+    out = [o for b in blocks for o in p.on_block(b)]
+    assert [s.block.seq for s in _strips(out)] == [0]  # 20-30 s: beats not final yet
+    hour = int(3600 * fs)
+    out += p.on_block(SampleBlock(blocks[0].samples, fs, T0 + 3600, hour, ("ECG",), "p"))
+    strip = _strips(out)[-1]
+    assert strip.block.seq == int(20 * fs) and strip.facts.recorded_samples == strip.block.n
+    assert len(strip.facts.beats_seq) >= 10 and strip.facts.quality is not None
+
+
 def test_backfill_slower_than_the_wait_still_completes_strips_and_the_event() -> None:
     """A 40 s hole whose backfill comes only after analysis gave up waiting (10 s): the
     strips and the post-symptom event inside the hole are held aside and sent complete,
@@ -222,24 +238,36 @@ def test_backfill_slower_than_the_wait_still_completes_strips_and_the_event() ->
     assert event.trigger.press_id == 7 and event.trigger.pre_available_s is None
 
 
-def test_late_samples_declared_lost_release_the_held_strip() -> None:
+def test_late_samples_declared_lost_release_what_was_held_and_make_no_empty_strip() -> None:
+    """A hole (25-52 s) analysis gave up waiting for, then declared lost: the strip partly
+    inside it (20-30 s) and the event wholly inside it (30-40 s) were held and go out as
+    they stand, with the gap; the strip wholly inside it (40-50 s) holds no sample and is
+    no strip at all (as if the loss had been known in time)."""
     fs = 250.0
     blocks = _blocks(fs, 80, 25)
     p = DevicePipeline("p", _cfg(backfill_wait_s=5.0))
-    out = _with_hole(p, blocks, fs, (20, 35))
-    assert int(20 * fs) not in [s.block.seq for s in _strips(out)]  # held for late samples
-    out += p.on_gap(Gap("p", int(20 * fs), int(35 * fs), T0 + 20, T0 + 35, "overwritten", True))
-    (strip,) = [s for s in _strips(out) if s.block.seq == int(20 * fs)]
-    assert strip.trigger.analysed_late and strip.facts.recorded_samples == 0
-    assert [g.reason for g in strip.gaps] == ["overwritten"]
-    assert strip.facts.quality is None and strip.facts.beats_seq == ()  # nothing measured
+    out = _with_hole(p, blocks[: int(60 * fs) // 25], fs, (25, 52))
+    out += p.on_event(_press("p", T0 + 35, int(35 * fs), 3))
+    out += _with_hole(p, blocks[int(60 * fs) // 25 :], fs, (25, 52))
+    assert not [s for s in _strips(out) if 20 * fs <= s.block.seq < 60 * fs]  # held
+    out += p.on_gap(Gap("p", int(25 * fs), int(52 * fs), T0 + 25, T0 + 52, "overwritten", True))
+    out += p.flush()
+    got = {(s.kind, s.block.seq): s for s in _strips(out)}
+    assert ("strip", int(40 * fs)) not in got and p._s.windows.created_late == 0
+    strip, event = got[("strip", int(20 * fs))], got[("event", int(30 * fs))]
+    assert strip.trigger.analysed_late and strip.facts.recorded_samples == int(5 * fs)
+    assert event.trigger.analysed_late and event.facts.recorded_samples == 0
+    assert [g.reason for g in strip.gaps] == [g.reason for g in event.gaps] == ["overwritten"]
+    assert event.facts.quality is None and event.facts.beats_seq == ()  # nothing measured
+    strips = sorted(k for k in got if k[0] == "strip")
+    assert strips == [("strip", int(t * fs)) for t in (0, 20, 60)]
     body = build_strip_body(
-        strip.block,
+        event.block,
         gateway_id="gw1",
-        kind=strip.kind,
-        trigger=strip.trigger,
-        facts=strip.facts,
-        gaps=list(strip.gaps),
+        kind=event.kind,
+        trigger=event.trigger,
+        facts=event.facts,
+        gaps=list(event.gaps),
         created=T0,
     )
     json.dumps(body, allow_nan=False)  # storable as is
@@ -372,33 +400,3 @@ def test_a_window_with_no_sample_builds_no_detector(monkeypatch) -> None:
     block = SampleBlock(np.full((250, 2), np.nan, dtype=np.float32), 250.0, 0.0, 0, ("I", "II"))
     got = analysis.analyse_window(block, np.zeros(250, dtype=bool), 0, PipelineSettings())
     assert got == analysis.WindowAnalysis([], [], [], [])
-
-
-def test_strips_over_a_range_given_up_waiting_for_are_as_many_as_can_wait() -> None:
-    """Analysis moved past an hour it gave up waiting for (late samples may still come):
-    of the strips wholly inside it, only the last ``held_max`` are queued, as only that
-    many can wait for late samples; the others would go out empty at once (found by the
-    fuzz corpus: 9,025 windows queued and analysed in one on_block)."""
-    from gateway.pipeline.windows import WindowScheduler
-
-    hour = 3600 * 250
-    w = WindowScheduler(PipelineSettings(strip_period_s=2.0, strip_duration_s=1.0), 250.0, 0)
-    w.advance(1000 + hour + 1000, [(1000, 1000 + hour)], held_max=4)
-    strips = [p.first_seq for p in w.ready(1000 + hour + 1000, 0)]
-    inside = [f for f in strips if f >= 1000 and f + 250 <= 1000 + hour]
-    assert len(inside) == 4 and inside[-1] + 250 + 500 > 1000 + hour  # the last four
-    assert strips[:2] == [0, 500] and w.not_held == hour // 500 - 4  # 1,800 inside
-    w2 = WindowScheduler(PipelineSettings(strip_period_s=2.0, strip_duration_s=1.0), 250.0, 0)
-    w2.advance(1000 + hour + 1000, [(1000, 1000 + hour)])  # held_max 0: every strip
-    assert w2.created == (1000 + hour + 1000 - 250) // 500 + 1
-
-
-def test_ranges_given_up_in_one_advance_share_what_can_wait() -> None:
-    from gateway.pipeline.windows import WindowScheduler
-
-    hour = 3600 * 250
-    w = WindowScheduler(PipelineSettings(strip_period_s=2.0, strip_duration_s=1.0), 250.0, 0)
-    w.advance(2 * hour + 2000, [(1000, 1000 + hour), (1500 + hour, 1500 + 2 * hour)], 4)
-    strips = [p.first_seq for p in w.ready(2 * hour + 2000, 0)]
-    assert len([f for f in strips if 1000 <= f < 1000 + hour]) == 0  # the older: none
-    assert len([f for f in strips if 1500 + hour <= f and f + 250 <= 1500 + 2 * hour]) == 4
