@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import random
 import signal
@@ -518,6 +519,11 @@ async def run_gateway(cfg: GatewayConfig) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(cfg)
+    # What was built at start lives as long as the process: out of the cyclic collector's
+    # reach, a full collection no longer scans it inside some step (about 9 ms after the
+    # imports alone on the development machine; BENCHMARKS.md, pipeline step times).
+    gc.collect()
+    gc.freeze()
     try:
         # READY=1 once devices, outbox and publisher are up; STOPPING=1 at the signal; the
         # watchdog fed from this event loop, so a frozen loop gets the service restarted
