@@ -48,29 +48,15 @@ _MIN_BEATS = 3
 
 @dataclass(frozen=True, slots=True)
 class StLevels:
-    """ST levels of one strip's median beat.
+    """ST levels of one strip's median beat: per lead, in the order of ``leads``, against
+    the isoelectric level, mV (negative: depression)."""
 
-    Attributes
-    ----------
-    leads
-        Lead names, in the order of the level arrays.
-    st60_mv, st80_mv
-        ST level at J + 60 ms and J + 80 ms against the isoelectric level, mV per lead
-        (negative: depression).
-    j_after_r_s
-        J point, seconds after the R peak.
-    iso_before_r_s
-        Centre of the isoelectric segment, seconds before the R peak.
-    beats
-        Beats in the median.
-    """
-
-    leads: tuple[str, ...]
-    st60_mv: np.ndarray
-    st80_mv: np.ndarray
-    j_after_r_s: float
-    iso_before_r_s: float
-    beats: int
+    leads: tuple[str, ...]  # lead names
+    st60_mv: np.ndarray  # at J + 60 ms
+    st80_mv: np.ndarray  # at J + 80 ms
+    j_after_r_s: float  # the J point, seconds after the R peak
+    iso_before_r_s: float  # centre of the isoelectric segment, seconds before the R peak
+    beats: int  # beats in the median
 
     def as_facts(self) -> dict[str, object]:
         """JSON-ready facts: levels rounded to 0.01 mV (0.1 mm on ECG paper)."""
