@@ -122,9 +122,8 @@ def _revoke(cfg: CenterConfig, args: argparse.Namespace) -> int:
     import os
 
     from center.ca import CaError
-    from center.revoke import refresh_crl, revoke_gateway
-    from center.store.db import open_engine, upgrade, writer
-    from center.store.queue import add_audit
+    from center.revoke import refresh_crl, revoke_and_publish
+    from center.store.db import open_engine, upgrade
 
     directory = args.dir or cfg.enroll.ca_dir
     if directory is None:
@@ -133,14 +132,12 @@ def _revoke(cfg: CenterConfig, args: argparse.Namespace) -> int:
     upgrade(engine)
     now = time.time()
     if args.ca_command == "revoke":
-        with writer(engine) as conn:
-            serials = revoke_gateway(conn, args.gateway, now)
-            if serials:
-                add_audit(conn, now, "cert_revoke", actor=os.environ.get("USER"),
-                          detail={"gateway": args.gateway, "serials": serials})
+        serials, path = revoke_and_publish(engine, args.gateway, directory, now,
+                                           actor=os.environ.get("USER"))
         print(f"gateway {args.gateway}: {len(serials)} certificate(s) revoked"
               + (f" ({', '.join(serials)})" if serials else " (none left unrevoked)"))
-    path = refresh_crl(engine, directory, now)
+    else:
+        path = refresh_crl(engine, directory, now)
     print(f"CRL written to {path}: reload the broker to apply it "
           "(systemctl reload mosquitto; docs/broker.md)")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography import x509
@@ -23,13 +24,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from center.ca import CLOCK_SKEW, Ca, load_ca
 from center.store import schema as t
+from center.store.db import writer
+from center.store.queue import add_audit
 from core.atomic_file import write_atomic
 
 __all__ = [
     "CRL_DAYS",
     "CRL_FILE",
     "build_crl",
+    "certificates_of",
     "refresh_crl",
+    "revoke_and_publish",
     "revoke_gateway",
     "revoked",
     "write_crl",
@@ -107,3 +112,35 @@ def refresh_crl(engine: sa.Engine, directory: Path, now: float) -> Path:
         entries = revoked(conn)
     ca = load_ca(directory)
     return write_crl(directory, build_crl(ca, entries, dt.datetime.fromtimestamp(now, dt.UTC)))
+
+
+def revoke_and_publish(
+    engine: sa.Engine,
+    gateway: str,
+    directory: Path,
+    now: float,
+    *,
+    actor: str | None,
+    ip: str | None = None,
+) -> tuple[list[str], Path]:
+    """Revoke ``gateway`` (audited as ``cert_revoke`` by ``actor`` when anything was left to
+    revoke), then rewrite the CRL in the CA ``directory``: the serials revoked and the CRL's
+    path. What ``ecg-center ca revoke`` and the console's button both do."""
+    with writer(engine) as conn:
+        serials = revoke_gateway(conn, gateway, now)
+        if serials:
+            add_audit(conn, now, "cert_revoke", actor=actor, ip=ip,
+                      detail={"gateway": gateway, "serials": serials})
+    return serials, refresh_crl(engine, directory, now)
+
+
+def certificates_of(conn: sa.Connection, gateway: str) -> list[dict[str, Any]]:
+    """Every certificate issued to ``gateway``, newest first: serial (hex), kind, issued_at,
+    not_after and revoked_at (POSIX s; revoked_at None while valid)."""
+    c = t.certificates.c
+    rows = conn.execute(
+        sa.select(c.serial, c.kind, c.issued_at, c.not_after, c.revoked_at)
+        .where(c.gateway == gateway)
+        .order_by(c.issued_at.desc())
+    ).mappings()
+    return [dict(r) for r in rows]

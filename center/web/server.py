@@ -15,7 +15,7 @@ import jinja2
 from aiohttp import web
 
 from center import __version__
-from center.web import api, api_admin, fleet_api, pages, studies
+from center.web import api, api_admin, certs_api, fleet_api, pages, studies
 from center.web.session import CENTER, TEMPLATES, session_middleware
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ def build_app(center: Center) -> web.Application:
     app.router.add_routes(api.routes)
     app.router.add_routes(api_admin.routes)
     app.router.add_routes(fleet_api.routes)  # enrollment, config editor (issue #14)
+    app.router.add_routes(certs_api.routes)  # certificates, revocation (issue #14)
     app.router.add_routes(pages.routes)
     app.router.add_routes(studies.routes)  # long-term studies (issue #13)
     app.router.add_static("/static/", str(resources.files("center.web") / "static"))

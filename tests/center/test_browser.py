@@ -233,3 +233,47 @@ def test_twelve_lead_layout_and_escalation_cue(
     assert "250 samples" in gap_label and "not in patch memory" in gap_label
     assert "250 samples (not in patch memory)" in driver.find_element(By.ID, "facts").text
     driver.save_screenshot(str(tmp_path / "strip-gap.png"))
+
+
+def test_supervisor_revokes_a_lost_gateway(driver, broker: CenterBroker, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                           serve) -> None:
+    """The configuration page lists the gateway's certificates; a supervisor types its id
+    and revokes them: the page says what to do next and shows them revoked (issue #14)."""
+    from selenium.webdriver.common.by import By
+
+    from center.ca import init_ca
+    from center.enroll import enroll, issue_token
+    from center.store.db import open_engine, upgrade, writer
+    from gateway.enroll import make_csr, new_key
+
+    ca = init_ca(tmp_path / "ca")
+    cfg = tmp_path / "center.toml"
+    cfg.write_text(
+        f'[mqtt]\nurl = "{broker.url}"\ninsecure = true\nclient_id = "browser-r"\n'
+        f'[db]\nurl = "sqlite:///{tmp_path}/center.db"\n'
+        f'[web]\nlisten = "127.0.0.1:0"\n[auth]\ncookie_secure = false\n'
+        f'[enroll]\nca_dir = "{tmp_path / "ca"}"\n'
+    )
+    engine = open_engine(f"sqlite:///{tmp_path}/center.db")
+    upgrade(engine)
+    with writer(engine) as conn:
+        token, _ = issue_token(conn, "gw-lost", ttl_s=600, now=time.time())
+        enroll(conn, ca, token, make_csr(new_key(), "gw-lost"), days=30, now=time.time())
+    engine.dispose()
+    subprocess.run([sys.executable, "-m", "center", "user", "add", "boss", "--role",
+                    "supervisor", "--config", str(cfg)], input=PASSWORD, text=True, cwd=REPO,
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    proc = serve(["--config", str(cfg)], wait_web=True)
+    browser.login(driver, proc.url, "boss", PASSWORD)
+    driver.get(f"{proc.url}/gateway/gw-lost/config")
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#certificates tr"), "certificates")
+    assert driver.find_element(By.CSS_SELECTOR, "#certificates tr").text.endswith("no")
+    driver.find_element(By.ID, "revoke-confirm").send_keys("gw-lost")
+    driver.find_element(By.ID, "revoke-button").click()
+    result = driver.find_element(By.ID, "revoke-result")
+    wait_until(lambda: "revoked" in result.text, "the revocation's answer")
+    assert result.text.startswith("1 certificate(s) revoked") and "reload the broker" in result.text
+    wait_until(lambda: not driver.find_element(By.CSS_SELECTOR, "#certificates tr")
+               .text.endswith("no"), "the certificate shown revoked")  # fmt: skip
+    assert (tmp_path / "ca" / "crl.pem").exists()
+    driver.save_screenshot(str(tmp_path / "revoke.png"))

@@ -129,3 +129,52 @@ def test_revoking_twice_and_an_unknown_gateway(tmp_path: Path) -> None:
     crl = build_crl(ca, listed, now, days=10)
     assert len(list(crl)) == 2
     assert crl.next_update_utc == now + dt.timedelta(days=10)
+
+
+async def test_console_revokes_a_gateway(broker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The configuration page's button: supervisors only, the id typed again, audited; the
+    CRL lists the serials and the certificate list shows them revoked."""
+    import aiohttp
+    import sqlalchemy as sa
+
+    from center.app import Center
+    from center.store import schema as t
+    from tests.center.conftest import add_user, center_config
+
+    ca_dir = tmp_path / "ca"
+    ca = init_ca(ca_dir)
+    cfg = center_config(tmp_path / "c.db", broker.url, enroll={"ca_dir": str(ca_dir)})
+    async with Center(cfg) as center, aiohttp.ClientSession() as s:
+        _gateway(center.engine, ca, "gw-lost", tmp_path)
+        _gateway(center.engine, ca, "gw-kept", tmp_path)
+        tokens = {}
+        for user, role in (("tech", "technician"), ("boss", "supervisor")):
+            pw = add_user(center.engine, user, role)
+            async with s.post(f"{center.url}/api/login", json={"user": user, "password": pw}) as r:
+                tokens[role] = {"Authorization": f"Bearer {(await r.json())['token']}"}
+        url = f"{center.url}/api/gateways/gw-lost"
+        async with s.post(f"{url}/revoke", json={"confirm": "gw-lost"},
+                          headers=tokens["technician"]) as r:
+            assert r.status == 403  # technicians do not revoke
+        async with s.post(f"{url}/revoke", json={"confirm": "gw-kept"},
+                          headers=tokens["supervisor"]) as r:
+            assert r.status == 400 and "gw-lost" in (await r.json())["error"]
+        async with s.post(f"{url}/revoke", json={"confirm": "gw-lost"},
+                          headers=tokens["supervisor"]) as r:
+            assert r.status == 200, await r.text()
+            answer = await r.json()
+        assert len(answer["revoked"]) == 1 and "reload the broker" in answer["next"]
+        async with s.get(f"{url}/certificates", headers=tokens["technician"]) as r:
+            listed = await r.json()
+        assert listed["can_revoke"] and [c["serial"] for c in listed["certificates"]] == answer[
+            "revoked"] and listed["certificates"][0]["revoked_at"] is not None  # fmt: skip
+        async with s.get(f"{center.url}/gateway/gw-lost/config",
+                         headers=tokens["supervisor"]) as r:
+            assert r.status == 200 and 'id="revoke-form"' in await r.text()
+    crl = x509.load_pem_x509_crl((ca_dir / CRL_FILE).read_bytes())
+    assert [format(e.serial_number, "x") for e in crl] == [
+        format(int(s_, 16), "x") for s_ in answer["revoked"]]  # fmt: skip
+    with center.engine.connect() as conn:
+        audit = conn.execute(sa.select(t.audit.c.action, t.audit.c.actor)).all()
+        assert ("cert_revoke", "boss") in [tuple(a) for a in audit]
+        assert [s_ for s_, _ in revoked(conn)] == answer["revoked"]

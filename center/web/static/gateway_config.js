@@ -35,5 +35,26 @@
       : (body.version ? `Version ${body.version} saved but not published: ${body.error}` : body.error);
     refresh(false);
   });
+  // certificates and revocation (issue #14)
+  const certPath = `/api/gateways/${encodeURIComponent(gw)}/certificates`;
+  async function refreshCerts() {
+    const resp = await api(certPath);
+    if (!resp.ok) return;
+    const data = await resp.json();
+    document.getElementById("certificates").replaceChildren(...data.certificates.map((c) => el("tr", { "data-serial": c.serial },
+      el("td", { text: c.serial }), el("td", { text: c.kind }), el("td", { text: localTime(c.issued_at) }),
+      el("td", { text: localTime(c.not_after) }), el("td", { class: c.revoked_at ? "warning" : "", text: c.revoked_at ? localTime(c.revoked_at) : "no" }))));
+  }
+  const form = document.getElementById("revoke-form");
+  if (form) form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const out = document.getElementById("revoke-result");
+    const confirm = document.getElementById("revoke-confirm").value.trim();
+    const resp = await api(`/api/gateways/${encodeURIComponent(gw)}/revoke`, { method: "POST", body: JSON.stringify({ confirm }) });
+    const body = await resp.json();
+    out.textContent = resp.ok ? `${body.revoked.length} certificate(s) revoked; CRL written to ${body.crl}: ${body.next}.` : body.error;
+    refreshCerts();
+  });
   refresh(true);
+  refreshCerts();
 })();
