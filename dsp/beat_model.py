@@ -9,9 +9,10 @@ operations per beat, or a short loop in the compiled kernel; no library is neede
 run it.
 
 The weights (``dsp/beat_weights.py``) are written by ``benchmarks/beat_model.py``,
-which trains them on the MIT-BIH development records' features, and cross-validates
-the same procedure by record (BENCHMARKS.md, "Beat classes"). There is one forest per
-number of leads the classifier reads (one, or two).
+which trains them on the MIT-BIH development records' features (and on noisy copies
+of those records), and cross-validates the same procedure by record (BENCHMARKS.md,
+"Beat classes"). There is one forest per number of leads the classifier reads (one, or
+two).
 
 Features missing for a beat (NaN: the first beats of a stream, a second lead that
 cannot be measured) read as the value a typical normal beat has (:data:`NEUTRAL`).
@@ -28,6 +29,8 @@ import numpy as np
 from dsp.beat_measure import FEATURES
 
 __all__ = ["NEUTRAL", "Forest", "forest_for"]
+
+LEAF_UNIT = 1e-5  # the weights file's leaf values are integers in this unit
 
 #: What a missing feature reads as: a normal beat's value (by feature name; "t_" running
 #: means as their beat feature).
@@ -114,23 +117,40 @@ class Forest:
             float(self.base),
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self, leaf_unit: float = LEAF_UNIT) -> dict:
+        """The forest as the weights file holds it: one line of text per tree, its
+        features, then its thresholds (6 significant digits), then its leaves in
+        ``leaf_unit`` (integers); reading it back gives the forest so rounded."""
+        lines = [
+            " ".join(
+                [*map(str, f), *(f"{t:.6g}" for t in th), *(str(round(v / leaf_unit)) for v in lf)]
+            )
+            for f, th, lf in zip(
+                self.feature.tolist(), self.threshold.tolist(), self.leaf.tolist(), strict=True
+            )
+        ]
         return {
             "leads": self.leads,
             "base": self.base,
-            "feature": self.feature.tolist(),
-            "threshold": self.threshold.tolist(),
-            "leaf": self.leaf.tolist(),
+            "depth": self.depth,
+            "leaf_unit": leaf_unit,
+            "trees": "\n" + "\n".join(lines) + "\n",
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Forest:
+        """The forest of :meth:`to_dict`'s mapping."""
+        depth = int(d["depth"])
+        rows = [line.split() for line in d["trees"].splitlines() if line.strip()]
+        feature = np.array([r[:depth] for r in rows], dtype=np.int64).reshape(-1, depth)
+        threshold = np.array([r[depth : 2 * depth] for r in rows], dtype=np.float64)
+        leaf = np.array([r[2 * depth :] for r in rows], dtype=np.int64) * float(d["leaf_unit"])
         return cls(
             int(d["leads"]),
             float(d["base"]),
-            np.array(d["feature"], dtype=np.int64).reshape(-1, len(d["feature"][0])),
-            np.array(d["threshold"], dtype=np.float64),
-            np.array(d["leaf"], dtype=np.float64),
+            feature,
+            threshold.reshape(-1, depth),
+            leaf.astype(np.float64).reshape(-1, 1 << depth),
         )
 
 
@@ -140,7 +160,7 @@ def forest_for(leads: int) -> Forest:
     from dsp import beat_weights
 
     d = beat_weights.FORESTS[leads]
-    if not d["feature"]:  # pragma: no cover - only before the first training
+    if not d["trees"].strip():  # pragma: no cover - only before the first training
         return Forest(
             leads, -math.inf, np.zeros((0, 1), np.int64), np.zeros((0, 1)), np.zeros((0, 2))
         )

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dsp.beat_class import BeatClassifier, ClassifiedBeats, Rules, decide
 from dsp.beat_measure import FEATURES
-from dsp.beat_model import forest_for
+from dsp.beat_model import LEAF_UNIT, Forest, forest_for
 from dsp.qrs import Beats, QrsDetector
 from tests.support import blocks_of
 
@@ -33,6 +33,26 @@ def test_committed_forests_read_their_features() -> None:
         assert int(f.feature.max()) < len(FEATURES[leads])
         # a typical normal beat (every feature missing: neutral values) is not V
         assert f.score(np.full(len(FEATURES[leads]), math.nan)) < 0
+
+
+def test_weights_text_round_trip() -> None:
+    """The weights file's one line per tree gives the forest back, rounded: thresholds to
+    6 significant digits, leaves to the leaf unit; a committed forest exactly."""
+    rng = np.random.default_rng(5)
+    f = Forest(
+        1, -1.25, rng.integers(0, 23, (20, 3)), rng.standard_normal((20, 3)) * 10,
+        rng.standard_normal((20, 8)) * 0.3,
+    )  # fmt: skip
+    g = Forest.from_dict(f.to_dict())
+    assert g.leads == 1 and g.base == f.base
+    np.testing.assert_array_equal(g.feature, f.feature)
+    np.testing.assert_allclose(g.threshold, f.threshold, rtol=1e-5)
+    assert np.abs(g.leaf - f.leaf).max() <= LEAF_UNIT / 2 + 1e-12
+    for leads in (1, 2):
+        c = forest_for(leads)
+        again = Forest.from_dict(c.to_dict())
+        np.testing.assert_array_equal(again.threshold, c.threshold)
+        np.testing.assert_array_equal(again.leaf, c.leaf)
 
 
 def _two_leads(mv: np.ndarray) -> np.ndarray:
