@@ -20,11 +20,13 @@ The quality index is 1 for clean signal and falls towards 0 as these get worse;
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from core.block import SampleBlock
 from dsp.filters import SosFilter
+from dsp.qrs_front import compiled_kernel
 from dsp.sos import butter_sos
 
 __all__ = ["QualityTracker", "QualityWindow"]
@@ -73,6 +75,7 @@ class QualityTracker:
             butter_sos(2, (5.0, min(25.0, 0.45 * fs)), "bandpass", fs),
             n_leads,
         )
+        self._kernel: Any = compiled_kernel() if n_leads == 1 else None
         self._buf: list[np.ndarray] = []
         self._buf_n = 0
         self._next_seq: int | None = None
@@ -119,19 +122,15 @@ class QualityTracker:
         # plain Python on the few numbers per lead (numpy's per-call cost on arrays of
         # one to twelve values exceeds the arithmetic).
         leads, n = w.shape[1], w.shape[0]
-        # y[0]: the window, high-passed in place; y[1]: the window, band-passed in place
-        y = np.empty((2, leads, n))
-        x = y[1]
-        x[...] = w.T
+        x = np.ascontiguousarray(w.T, dtype=np.float64)  # (leads, n)
         ext = np.empty((2, leads))  # per lead: highest, lowest
         np.maximum.reduce(x, axis=1, out=ext[0])
         np.minimum.reduce(x, axis=1, out=ext[1])
         n_hi, n_lo = _add(x == ext[:, :, None], axis=2).tolist()
         hi, lo = ext.tolist()
-        y[0] = x
-        self._hp.filter_inplace(y[0])
-        self._band.filter_inplace(x)
-        p_hf, p_band = (_add(y * y, axis=2) / n).tolist()
+        y = self._filtered(x)
+        np.multiply(y, y, out=y)
+        p_hf, p_band = (_add(y, axis=2) / n).tolist()
         flat, saturated, hf_ratio, index = [], [], [], []
         for h, lw, c_hi, c_lo, ph, pb in zip(hi, lo, n_hi, n_lo, p_hf, p_band, strict=True):
             is_flat = (h - lw) < _FLAT_MV
@@ -150,6 +149,23 @@ class QualityTracker:
             np.array(saturated),
             np.array(hf_ratio),
         )
+
+
+    def _filtered(self, x: np.ndarray) -> np.ndarray:
+        """(2, leads, n): ``x`` (leads, n) high-passed, and band-passed. One lead through
+        the compiled kernel's two cascades in one pass (the same arithmetic as one cascade
+        at a time: bit-identical); otherwise one cascade after the other."""
+        y = np.empty((2, *x.shape))
+        if self._kernel is not None:
+            hp, band = self._hp, self._band
+            za, zb = hp.state(x[:, 0]), band.state(x[:, 0])
+            self._kernel.sosfilt2(hp.sos, za[0], band.sos, zb[0], x[0], y[0, 0], y[1, 0])
+            return y
+        y[0] = x
+        y[1] = x
+        self._hp.filter_inplace(y[0])
+        self._band.filter_inplace(y[1])
+        return y
 
 
 _add = np.add.reduce
