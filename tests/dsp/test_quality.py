@@ -45,3 +45,16 @@ def test_chunked_equals_whole(sizes: list[int]) -> None:
     assert [w.first_seq for w in parts] == [w.first_seq for w in whole]
     for a, b in zip(parts, whole, strict=True):
         np.testing.assert_array_equal(a.index, b.index)
+
+
+def test_one_lead_compiled_path_equals_the_cascades_one_at_a_time() -> None:
+    """A single lead's two filters run in one pass of the compiled kernel; the windows are
+    those of the two cascades run one after the other, to the last bit."""
+    x = _signal()[:, 1:]
+    fast = QualityTracker(FS, 1)
+    slow = QualityTracker(FS, 1)
+    slow._kernel = None  # the path every multi-lead tracker takes
+    for b in blocks_of(x, FS, [97, 250, 400]):
+        for a, c in zip(fast.process(b), slow.process(b), strict=True):
+            for field in ("index", "flat", "saturated", "hf_ratio"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(c, field))
