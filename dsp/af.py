@@ -20,12 +20,8 @@ suppression and fusion with the heart rate — in our own form:
    beats apart, each over the median kept interval; the smallest of the three
    is the irregularity. A rhythm that repeats every two or three beats
    (bigeminy, trigeminy, alternans, 3:2 block) is regular at its own period;
-   AF is irregular at every lag. A fourth "lag" is the filtered series itself:
-   the median absolute difference between successive kept intervals, whatever
-   was left out between them, over the last 16 such differences (frequent
-   premature beats leave few kept intervals next to each other, but the sinus
-   intervals between them stay regular). A lag with fewer than 8 kept pairs is
-   not used; when no lag is, the window is not judged and the last value stands.
+   AF is irregular at every lag. A lag with fewer than 8 kept pairs is not
+   used; when no lag is, the window is not judged and the last value stands.
 3. **Fusion with the heart rate.** The irregularity is scaled by
    ``sqrt(0.8 s / median RR)``: sinus arrhythmia is largest at slow rates, AF
    usually conducts fast.
@@ -85,11 +81,11 @@ LAGS = (1, 2, 3)  # bigeminy (2) and trigeminy (3) are regular at their period
 MIN_PAIRS = 8  # kept pairs a lag needs to be used
 RATE_RR_S = 0.8  # irregularity is scaled by sqrt(RATE_RR_S / median RR)
 AVERAGE = 32  # values in the mean that is compared with the thresholds
-ENTER = 0.07  # AF begins when the mean irregularity exceeds this ...
-LEAVE = 0.05  # ... and ends when it falls under this
+ENTER = 0.11  # AF begins when the mean irregularity exceeds this ...
+LEAVE = 0.04  # ... and ends when it falls under this
 POINTS = 32  # Poincaré points: each new one against the previous POINTS - 1
 SPREAD_WINDOW = 32  # the spread is the median of the last 32 nearest-point distances
-SPREAD = 0.03  # AF begins only when the spread is at least this (relative) ...
+SPREAD = 0.02  # AF begins only when the spread is at least this (relative) ...
 SPREAD_LEAVE = 0.8  # ... and ends when it falls under SPREAD_LEAVE * SPREAD
 P_WAVE_WEIGHT = 0.5  # a clear P wave (score 1) halves the irregularity
 
@@ -154,7 +150,10 @@ class AfState:
         return max(0.0, min(1.0, 0.5 * self.irregularity / ENTER))
 
     def details(self) -> dict[str, float]:
-        return {"rr_irregularity": round(self.irregularity, 3), "rate_bpm": round(self.rate_bpm, 1)}
+        out = {"rr_irregularity": round(self.irregularity, 3), "rate_bpm": round(self.rate_bpm, 1)}
+        if math.isfinite(self.spread):
+            out["rr_spread"] = round(self.spread, 3)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +168,15 @@ class AfChange:
 class _PoincareSpread:
     """How new each successive-RR point is: its distance to the nearest of the
     previous ``POINTS - 1`` points; the spread is the median of the last
-    ``SPREAD_WINDOW`` distances. Constant memory, one small vector operation per point."""
+    ``SPREAD_WINDOW`` distances. Constant memory, a few small in-place vector operations
+    per point."""
 
-    __slots__ = ("_at", "_distances", "_points", "_prev")
+    __slots__ = ("_at", "_distances", "_new", "_points", "_prev", "_work")
 
     def __init__(self) -> None:
         self._points = np.full((2, POINTS - 1), np.inf)  # (previous RR, RR) of earlier points
+        self._work = np.empty_like(self._points)
+        self._new = np.empty((2, 1))
         self._at = 0
         self._prev: int | None = None
         self._distances = _Window(SPREAD_WINDOW)
@@ -190,11 +192,16 @@ class _PoincareSpread:
         prev, self._prev = self._prev, rr
         if prev is None:
             return
-        point = np.array([[prev], [rr]], dtype=float)
-        distance = float((np.abs(self._points - point) / point).max(axis=0).min())
+        new, work = self._new, self._work
+        new[0, 0], new[1, 0] = prev, rr
+        # Chebyshev distance, each coordinate relative to the new point's
+        np.subtract(self._points, new, out=work)
+        np.abs(work, out=work)
+        np.divide(work, new, out=work)
+        distance = float(np.maximum(work[0], work[1]).min())
         if distance != math.inf:
             self._distances.push(distance)
-        self._points[:, self._at] = point[:, 0]
+        self._points[:, self._at] = new[:, 0]
         self._at = (self._at + 1) % (POINTS - 1)
 
     @property
@@ -228,9 +235,6 @@ class AfDetector:
         self._kept_rr = _Window(WINDOW)
         self._all_rr = _Window(WINDOW)
         self._p = _Window(WINDOW)
-        self._last_kept: int | None = None  # the filtered series: kept intervals in a row
-        self._filtered_rr = _Window(WINDOW)
-        self._filtered_diff = _Window(WINDOW)
         self._spread = _PoincareSpread()
         self._values: deque[float] = deque(maxlen=AVERAGE)
         self._last_value: float | None = None
@@ -249,9 +253,6 @@ class AfDetector:
         self._kept.clear()
         for w in (*self._lag, self._kept_rr, self._all_rr, self._p):
             w.clear()
-        self._last_kept = None
-        self._filtered_rr.clear()
-        self._filtered_diff.clear()
         self._spread.clear()
         self._values.clear()
         self._last_value = None
@@ -303,11 +304,6 @@ class AfDetector:
             window.push(abs(rr - before) if value is not None and before is not None else None)
         self._kept.append(value)
         self._kept_rr.push(value)
-        if value is not None:
-            if self._last_kept is not None:
-                self._filtered_diff.push(abs(value - self._last_kept))
-            self._last_kept = value
-            self._filtered_rr.push(value)
         self._spread.push(rr)
         self._all_rr.push(rr)
         self._p.push(p_wave)
@@ -315,16 +311,12 @@ class AfDetector:
 
     def _irregularity(self) -> float | None:
         """Rate-scaled irregularity of the current window (None: not judged)."""
-        usable = []
-        if self._kept_rr.count:
-            typical = self._kept_rr.median()
-            usable = [w.median() / typical for w in self._lag if w.count >= MIN_PAIRS]
-        if self._filtered_diff.count >= MIN_PAIRS:
-            usable.append(self._filtered_diff.median() / self._filtered_rr.median())
-        if not usable:
+        usable = [w.median() for w in self._lag if w.count >= MIN_PAIRS]
+        if not usable or not self._kept_rr.count:
             return self._last_value
+        typical = self._kept_rr.median()
         median_rr = self._all_rr.median()
-        value = min(usable) * math.sqrt(RATE_RR_S * self.fs / median_rr)
+        value = min(usable) / typical * math.sqrt(RATE_RR_S * self.fs / median_rr)
         if self._p.count >= MIN_PAIRS:
             value *= 1.0 - P_WAVE_WEIGHT * min(max(self._p.median(), 0.0), 1.0)
         return value
