@@ -44,7 +44,7 @@ suppression and fusion with the heart rate — in our own form:
    55:1219-1224 (2008), for the plot as an AF feature; the nearest-neighbour
    form is ours.
 6. **Decision.** The mean of the last 32 values; AF begins when it exceeds
-   ``ENTER`` and the spread is at least ``SPREAD``, and ends when the mean
+   ``ENTER`` and the spread exceeds ``SPREAD``, and ends when the mean
    falls under ``LEAVE`` or the spread under ``SPREAD_LEAVE`` x ``SPREAD``
    (hysteresis). The change is placed
    where the rhythm changed, not where it was decided: 25 beats before the
@@ -55,9 +55,10 @@ suppression and fusion with the heart rate — in our own form:
    after a very irregular stretch). AF already there at the first verdict of a
    stream (or after a gap) is placed at the stream's first beat.
 
-The thresholds ``ENTER``, ``LEAVE`` and ``SPREAD`` were chosen by cross-validation
-over records of the Long-Term AF Database (BENCHMARKS.md gives the folds and
-per-fold results); ``SPREAD_LEAVE`` was set beforehand. RR intervals
+The thresholds were chosen by cross-validation over records of the Long-Term AF
+Database (BENCHMARKS.md gives the folds and per-fold results): ``ENTER`` before
+the spread came, ``LEAVE`` and ``SPREAD`` with it; ``SPREAD_LEAVE`` was set
+beforehand. RR intervals
 alone do not tell atrial flutter with variable conduction from AF: such flutter
 is reported as AF.
 """
@@ -85,7 +86,7 @@ ENTER = 0.11  # AF begins when the mean irregularity exceeds this ...
 LEAVE = 0.04  # ... and ends when it falls under this
 POINTS = 32  # Poincaré points: each new one against the previous POINTS - 1
 SPREAD_WINDOW = 32  # the spread is the median of the last 32 nearest-point distances
-SPREAD = 0.02  # AF begins only when the spread is at least this (relative) ...
+SPREAD = 0.02  # AF begins only when the spread exceeds this (relative) ...
 SPREAD_LEAVE = 0.8  # ... and ends when it falls under SPREAD_LEAVE * SPREAD
 P_WAVE_WEIGHT = 0.5  # a clear P wave (score 1) halves the irregularity
 
