@@ -32,8 +32,21 @@ suppression and fusion with the heart rate — in our own form:
    without visible P waves) the detector is the RR detector. The score comes
    from :class:`~dsp.beat_class.BeatClassifier` (:mod:`dsp.atrial`); it does not
    tell atrial flutter from AF (flutter waves are not locked to the QRS either).
-5. **Decision.** The mean of the last 32 values; AF begins when it exceeds
-   0.11 and ends when it falls under 0.04 (hysteresis). The change is placed
+5. **Poincaré spread (atrial ectopy is structured).** Every interval with the
+   one before it is a point of the Poincaré plot (all intervals, ectopic ones
+   included); its distance to the nearest of the previous 31 points (Chebyshev,
+   each coordinate relative to the new point's) measures how new it is. Premature
+   beats, bigeminy, trigeminy and short runs, mixed as they come, revisit a few
+   tight clusters (median distance over the last 32 points about 0.01-0.03);
+   AF is a diffuse cloud (about 0.03-0.09). See Lian, Wang and Muessig, "A simple
+   method to detect atrial fibrillation using RR intervals", Am J Cardiol
+   107:1494-1497 (2011), and Sarkar, Ritscher and Mehra, IEEE Trans Biomed Eng
+   55:1219-1224 (2008), for the plot as an AF feature; the nearest-neighbour
+   form is ours.
+6. **Decision.** The mean of the last 32 values; AF begins when it exceeds
+   ``ENTER`` and the spread exceeds ``SPREAD``, and ends when the mean
+   falls under ``LEAVE`` or the spread under ``SPREAD_LEAVE`` x ``SPREAD``
+   (hysteresis). The change is placed
    where the rhythm changed, not where it was decided: 25 beats before the
    deciding beat (the centres of the averaging and irregularity windows plus
    the beat of delay), so AF is *reported* some 20-40 beats after its onset,
@@ -43,7 +56,9 @@ suppression and fusion with the heart rate — in our own form:
    stream (or after a gap) is placed at the stream's first beat.
 
 The thresholds were chosen by cross-validation over records of the Long-Term AF
-Database (BENCHMARKS.md gives the folds and per-fold results). RR intervals
+Database (BENCHMARKS.md gives the folds and per-fold results): ``ENTER`` before
+the spread came, ``LEAVE`` and ``SPREAD`` with it; ``SPREAD_LEAVE`` was set
+beforehand. RR intervals
 alone do not tell atrial flutter with variable conduction from AF: such flutter
 is reported as AF.
 """
@@ -54,6 +69,8 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
+
+import numpy as np
 
 __all__ = ["AfChange", "AfDetector", "AfState"]
 
@@ -67,6 +84,10 @@ RATE_RR_S = 0.8  # irregularity is scaled by sqrt(RATE_RR_S / median RR)
 AVERAGE = 32  # values in the mean that is compared with the thresholds
 ENTER = 0.11  # AF begins when the mean irregularity exceeds this ...
 LEAVE = 0.04  # ... and ends when it falls under this
+POINTS = 32  # Poincaré points: each new one against the previous POINTS - 1
+SPREAD_WINDOW = 32  # the spread is the median of the last 32 nearest-point distances
+SPREAD = 0.02  # AF begins only when the spread exceeds this (relative) ...
+SPREAD_LEAVE = 0.8  # ... and ends when it falls under SPREAD_LEAVE * SPREAD
 P_WAVE_WEIGHT = 0.5  # a clear P wave (score 1) halves the irregularity
 
 
@@ -111,13 +132,18 @@ class AfState:
     ----------
     irregularity
         Mean rate-scaled irregularity of the last 32 beats (dimensionless; AF
-        begins above 0.11).
+        begins above ``ENTER``).
     rate_bpm
         Ventricular rate, median of the last 16 intervals, beats per minute.
+    spread
+        Poincaré spread: median relative distance of the last 32 successive-RR
+        points to their nearest earlier point (dimensionless; NaN before the
+        first point).
     """
 
     irregularity: float
     rate_bpm: float
+    spread: float = math.nan
 
     @property
     def confidence(self) -> float:
@@ -125,7 +151,10 @@ class AfState:
         return max(0.0, min(1.0, 0.5 * self.irregularity / ENTER))
 
     def details(self) -> dict[str, float]:
-        return {"rr_irregularity": round(self.irregularity, 3), "rate_bpm": round(self.rate_bpm, 1)}
+        out = {"rr_irregularity": round(self.irregularity, 3), "rate_bpm": round(self.rate_bpm, 1)}
+        if math.isfinite(self.spread):
+            out["rr_spread"] = round(self.spread, 3)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +164,51 @@ class AfChange:
     began: bool
     seq: int
     state: AfState
+
+
+class _PoincareSpread:
+    """How new each successive-RR point is: its distance to the nearest of the
+    previous ``POINTS - 1`` points; the spread is the median of the last
+    ``SPREAD_WINDOW`` distances. Constant memory, a few small in-place vector operations
+    per point."""
+
+    __slots__ = ("_at", "_distances", "_new", "_points", "_prev", "_work")
+
+    def __init__(self) -> None:
+        self._points = np.full((2, POINTS - 1), np.inf)  # (previous RR, RR) of earlier points
+        self._work = np.empty_like(self._points)
+        self._new = np.empty((2, 1))
+        self._at = 0
+        self._prev: int | None = None
+        self._distances = _Window(SPREAD_WINDOW)
+
+    def clear(self) -> None:
+        self._points.fill(np.inf)
+        self._at = 0
+        self._prev = None
+        self._distances.clear()
+
+    def push(self, rr: int) -> None:
+        """The next interval (samples, > 0)."""
+        prev, self._prev = self._prev, rr
+        if prev is None:
+            return
+        new, work = self._new, self._work
+        new[0, 0], new[1, 0] = prev, rr
+        # Chebyshev distance, each coordinate relative to the new point's
+        np.subtract(self._points, new, out=work)
+        np.abs(work, out=work)
+        np.divide(work, new, out=work)
+        distance = float(np.maximum(work[0], work[1]).min())
+        if distance != math.inf:
+            self._distances.push(distance)
+        self._points[:, self._at] = new[:, 0]
+        self._at = (self._at + 1) % (POINTS - 1)
+
+    @property
+    def value(self) -> float:
+        """The spread (relative), NaN before the first distance."""
+        return self._distances.median() if self._distances.count else math.nan
 
 
 class AfDetector:
@@ -162,6 +236,7 @@ class AfDetector:
         self._kept_rr = _Window(WINDOW)
         self._all_rr = _Window(WINDOW)
         self._p = _Window(WINDOW)
+        self._spread = _PoincareSpread()
         self._values: deque[float] = deque(maxlen=AVERAGE)
         self._last_value: float | None = None
         self._last_wide = False
@@ -179,6 +254,7 @@ class AfDetector:
         self._kept.clear()
         for w in (*self._lag, self._kept_rr, self._all_rr, self._p):
             w.clear()
+        self._spread.clear()
         self._values.clear()
         self._last_value = None
         self.active = False
@@ -229,6 +305,7 @@ class AfDetector:
             window.push(abs(rr - before) if value is not None and before is not None else None)
         self._kept.append(value)
         self._kept_rr.push(value)
+        self._spread.push(rr)
         self._all_rr.push(rr)
         self._p.push(p_wave)
         self._last_value = self._irregularity()
@@ -258,14 +335,16 @@ class AfDetector:
             return None
         mean = math.fsum(values) / AVERAGE
         median_rr = self._all_rr.median()
-        self.state = AfState(mean, 60.0 * self.fs / median_rr if median_rr else math.nan)
+        spread = self._spread.value
+        rate = 60.0 * self.fs / median_rr if median_rr else math.nan
+        self.state = AfState(mean, rate, spread)
         first, self._first_seq = self._first_seq, None
-        if not self.active and mean > ENTER:
+        if not self.active and mean > ENTER and spread > SPREAD:
             self.active = True
             # AF from the first verdict of a stream: no earlier rhythm to place it after
             self._onset = self._beats[0] if first is None else first
             return AfChange(True, self._onset, self.state)
-        if self.active and mean < LEAVE:
+        if self.active and (mean < LEAVE or spread < SPREAD_LEAVE * SPREAD):
             self.active = False
             end = min(self._beats[0], max(self._last_irregular, self._onset))
             return AfChange(False, end, self.state)

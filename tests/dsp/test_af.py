@@ -1,0 +1,84 @@
+"""The AF detector's Poincaré spread (:mod:`dsp.af`).
+
+Structured atrial ectopy (premature beats without a compensatory pause, bigeminy,
+trigeminy, short runs, mixed) is irregular at every fixed lag but revisits a few
+points of the Poincaré plot; AF does not. The new state is reset by a gap, and a
+detector fed beat by beat equals one that is restarted on the same beats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dsp import af
+from dsp.af import AfChange, AfDetector
+
+FS = 250.0
+
+
+def _seq(rr_s: np.ndarray, start: int = 0) -> list[int]:
+    return (start + np.concatenate([[0], np.cumsum(np.round(rr_s * FS))])).astype(int).tolist()
+
+
+def _mixed_ectopy(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Sinus at 0.8 s with atrial bigeminy, trigeminy and short runs, none followed by
+    a compensatory pause, in random order (seconds)."""
+    out: list[float] = []
+    while len(out) < n:
+        kind = rng.integers(4)
+        if kind == 0:
+            out += list(0.8 + 0.01 * rng.standard_normal(rng.integers(2, 6)))
+        elif kind == 1:
+            out += [0.55, 0.82] * int(rng.integers(2, 5))
+        elif kind == 2:
+            out += [0.8, 0.55, 0.82] * int(rng.integers(1, 4))
+        else:
+            out += [0.45] * int(rng.integers(3, 6)) + [0.85]
+    rr = np.array(out[:n])
+    return rr * (1 + 0.005 * rng.standard_normal(rr.size))
+
+
+def _changes(d: AfDetector, seq: list[int]) -> list[AfChange]:
+    return [c for s in seq if (c := d.push(s)) is not None]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mixed_atrial_ectopy_is_not_af_by_its_spread(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rr = _mixed_ectopy(np.random.default_rng(seed), 600)
+    d = AfDetector(FS)
+    assert _changes(d, _seq(rr)) == []
+    assert d.state.spread < 0.5 * af.SPREAD  # a few tight clusters
+    monkeypatch.setattr(af, "SPREAD", 0.0)  # without the spread condition: AF
+    assert any(c.began for c in _changes(AfDetector(FS), _seq(rr)))
+
+
+def test_af_keeps_a_wide_spread() -> None:
+    rr = np.random.default_rng(5).uniform(0.4, 1.1, 600)
+    d = AfDetector(FS)
+    assert [c.began for c in _changes(d, _seq(rr))] == [True]
+    assert d.state.spread > 2 * af.SPREAD
+
+
+def test_af_ends_when_ectopy_follows_it() -> None:
+    rng = np.random.default_rng(6)
+    rr = np.concatenate([rng.uniform(0.4, 1.1, 300), _mixed_ectopy(rng, 400)])
+    seq = _seq(rr)
+    began, ended = _changes(AfDetector(FS), seq)
+    assert began.began and not ended.began
+    assert seq[280] <= ended.seq <= seq[340]
+
+
+def test_gap_forgets_the_poincare_points() -> None:
+    rng = np.random.default_rng(8)
+    before = _seq(rng.uniform(0.4, 1.1, 200))
+    after = _seq(_mixed_ectopy(rng, 300), start=before[-1] + 50_000)
+    d = AfDetector(FS)
+    _changes(d, before)
+    d.start(after[0])
+    fresh = AfDetector(FS)
+    fresh.start(after[0])
+    assert _changes(d, after[1:]) == _changes(fresh, after[1:])
+    assert d.state == fresh.state
