@@ -886,6 +886,34 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(nearest_doc,
+             "nearest(points, prev, rr) -> float\n\n"
+             "dsp.af's Poincare spread: the Chebyshev distance from (prev, rr) to the nearest\n"
+             "of points (2, m) float64 (row 0 previous intervals, row 1 intervals), each\n"
+             "coordinate relative to the new point's; inf when none is finite.");
+
+static PyObject *nearest(PyObject *self, PyObject *args) {
+    Py_buffer pv;
+    double prev, rr;
+    if (!PyArg_ParseTuple(args, "y*dd", &pv, &prev, &rr)) return NULL;
+    PyObject *result = NULL;
+    if (pv.len % (Py_ssize_t)(2 * sizeof(double)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "nearest: points must be (2, m) float64");
+    } else {
+        const Py_ssize_t m = pv.len / (Py_ssize_t)(2 * sizeof(double));
+        const double *a = (const double *)pv.buf, *b = a + m;
+        double best = INFINITY;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            const double da = fabs(a[j] - prev) / prev, db = fabs(b[j] - rr) / rr;
+            const double d = da >= db ? da : db;
+            if (d < best) best = d;
+        }
+        result = PyFloat_FromDouble(best);
+    }
+    PyBuffer_Release(&pv);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"sosfilt", sosfilt, METH_VARARGS, sosfilt_doc},
     {"feature", feature, METH_VARARGS, feature_doc},
@@ -896,6 +924,7 @@ static PyMethodDef methods[] = {
     {"beat", beat, METH_VARARGS, beat_doc},
     {"pwave", pwave, METH_VARARGS, pwave_doc},
     {"forest", forest, METH_VARARGS, forest_doc},
+    {"nearest", nearest, METH_VARARGS, nearest_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -69,8 +69,11 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from dsp.qrs_front import compiled_kernel
 
 __all__ = ["AfChange", "AfDetector", "AfState"]
 
@@ -172,9 +175,10 @@ class _PoincareSpread:
     ``SPREAD_WINDOW`` distances. Constant memory, a few small in-place vector operations
     per point."""
 
-    __slots__ = ("_at", "_distances", "_new", "_points", "_prev", "_work")
+    __slots__ = ("_at", "_distances", "_kernel", "_new", "_points", "_prev", "_work")
 
     def __init__(self) -> None:
+        self._kernel: Any = compiled_kernel()
         self._points = np.full((2, POINTS - 1), np.inf)  # (previous RR, RR) of earlier points
         self._work = np.empty_like(self._points)
         self._new = np.empty((2, 1))
@@ -193,13 +197,16 @@ class _PoincareSpread:
         prev, self._prev = self._prev, rr
         if prev is None:
             return
-        new, work = self._new, self._work
+        new = self._new
         new[0, 0], new[1, 0] = prev, rr
-        # Chebyshev distance, each coordinate relative to the new point's
-        np.subtract(self._points, new, out=work)
-        np.abs(work, out=work)
-        np.divide(work, new, out=work)
-        distance = float(np.maximum(work[0], work[1]).min())
+        if self._kernel is not None:  # the same arithmetic, compiled
+            distance = self._kernel.nearest(self._points, float(prev), float(rr))
+        else:  # Chebyshev distance, each coordinate relative to the new point's
+            work = self._work
+            np.subtract(self._points, new, out=work)
+            np.abs(work, out=work)
+            np.divide(work, new, out=work)
+            distance = float(np.maximum(work[0], work[1]).min())
         if distance != math.inf:
             self._distances.push(distance)
         self._points[:, self._at] = new[:, 0]

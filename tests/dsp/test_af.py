@@ -8,8 +8,12 @@ detector fed beat by beat equals one that is restarted on the same beats.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsp import af
 from dsp.af import AfChange, AfDetector
@@ -82,3 +86,18 @@ def test_gap_forgets_the_poincare_points() -> None:
     fresh.start(after[0])
     assert _changes(d, after[1:]) == _changes(fresh, after[1:])
     assert d.state == fresh.state
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 2000), min_size=1, max_size=120))
+def test_spread_compiled_equals_numpy(rr: list[int]) -> None:
+    """The nearest-point distance through the compiled kernel equals numpy's to the bit."""
+    from dsp.af import _PoincareSpread
+
+    fast, slow = _PoincareSpread(), _PoincareSpread()
+    slow._kernel = None
+    for r in rr:
+        fast.push(r)
+        slow.push(r)
+        a, b = fast.value, slow.value
+        assert a == b or (math.isnan(a) and math.isnan(b))
