@@ -197,20 +197,22 @@ class _PoincareSpread:
         prev, self._prev = self._prev, rr
         if prev is None:
             return
-        new = self._new
-        new[0, 0], new[1, 0] = prev, rr
+        points = self._points
         if self._kernel is not None:  # the same arithmetic, compiled
-            distance = self._kernel.nearest(self._points, float(prev), float(rr))
+            distance = self._kernel.nearest(points, float(prev), float(rr))
         else:  # Chebyshev distance, each coordinate relative to the new point's
-            work = self._work
-            np.subtract(self._points, new, out=work)
+            new, work = self._new, self._work
+            new[0, 0], new[1, 0] = prev, rr
+            np.subtract(points, new, out=work)
             np.abs(work, out=work)
             np.divide(work, new, out=work)
             distance = float(np.maximum(work[0], work[1]).min())
         if distance != math.inf:
             self._distances.push(distance)
-        self._points[:, self._at] = new[:, 0]
-        self._at = (self._at + 1) % (POINTS - 1)
+        at = self._at
+        points[0, at] = prev
+        points[1, at] = rr
+        self._at = (at + 1) % (POINTS - 1)
 
     @property
     def value(self) -> float:
