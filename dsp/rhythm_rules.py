@@ -263,6 +263,9 @@ def _repeats(labels: list[str], period: int) -> bool:
     N: bigeminy (2), trigeminy (3), whatever beat the window starts on."""
     if len(labels) < period or len(labels) % period:
         return False
+    text = "".join(labels)  # one ectopic beat per period is needed: none in sinus rhythm
+    if text.count("V") + text.count("S") != len(labels) // period:
+        return False
     for offset in range(period):
         if all(
             (x in _ECTOPIC) == (i % period == offset) and x in "NVS" for i, x in enumerate(labels)
