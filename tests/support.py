@@ -36,11 +36,25 @@ from hypothesis import strategies as st
 
 from core.block import SampleBlock
 from core.events import DeviceEvent, RecordingSink
+from drivers import uuids
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
 START_LIMIT_S = 10.0
+
+#: Every characteristic of our patch profile, as a pure patch session is told at connection.
+PATCH_CHARACTERISTICS = {
+    u: frozenset({"notify"})
+    for u in (
+        uuids.PATCH_TIME,
+        uuids.PATCH_RACP,
+        uuids.PATCH_ECG,
+        uuids.PATCH_BACKFILL,
+        uuids.PATCH_SYMPTOM,
+        uuids.PATCH_STATUS,
+    )
+}
 """Hang guard: how long a broker may take to accept connections (not a timing assertion)."""
 
 

@@ -36,21 +36,11 @@ from drivers.patch_gatt import (
     encode_symptom,
 )
 from drivers.patch_session import PatchSession, PatchSettings
+from tests.support import PATCH_CHARACTERISTICS
 
 T0 = 1_800_000_000.0
 SETTINGS = PatchSettings("p1", "E0:00:00:00:00:01")
 FS = 250
-ALL = {
-    u: frozenset({"notify"})
-    for u in (
-        uuids.PATCH_TIME,
-        uuids.PATCH_RACP,
-        uuids.PATCH_ECG,
-        uuids.PATCH_BACKFILL,
-        uuids.PATCH_SYMPTOM,
-        uuids.PATCH_STATUS,
-    )
-}
 
 
 def _uv(first: int, end: int) -> np.ndarray:
@@ -96,7 +86,7 @@ class Link:
                 self.take(self.s.write_done(c.uuid, self.now, self.mono))
 
     def connect(self) -> list:
-        cmds = self.take(self.s.connected(ALL, 247, self.now, self.mono))
+        cmds = self.take(self.s.connected(PATCH_CHARACTERISTICS, 247, self.now, self.mono))
         self.perform(cmds)
         return self.commands
 
@@ -424,7 +414,7 @@ def test_live_frames_never_fill_a_hole() -> None:
 def test_device_time_that_does_not_decode_or_is_absurd_is_ignored() -> None:
     for data in (b"\x01\x02\x03\x04\x05", encode_device_time(DeviceTime(2**63, 0))):
         s = PatchSession(SETTINGS)
-        out = s.connected(ALL, 247, T0, 0.0)
+        out = s.connected(PATCH_CHARACTERISTICS, 247, T0, 0.0)
         out = s.read_done(uuids.PATCH_TIME, data, T0, 0.0)
         assert any(isinstance(o, DriverError) and o.what == "device_time" for o in out)
         assert any(isinstance(o, Write) for o in out)  # the conversation goes on
@@ -545,7 +535,7 @@ def test_losses_found_by_the_extent_come_before_the_blocks_they_free() -> None:
     again = Link()
     again.s.resume(first.s.position())
     again.mono = 3600.0
-    again.take(again.s.connected(ALL, 247, again.now, again.mono))
+    again.take(again.s.connected(PATCH_CHARACTERISTICS, 247, again.now, again.mono))
     again.perform(again.commands)
     again.frame(900_000, 900_050)  # an hour later; the patch keeps only the last 2,000
     assert again.blocks == []

@@ -24,6 +24,7 @@ but never asserted.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from typing import Any
@@ -60,6 +61,7 @@ from drivers.patch_gatt import (
 )
 from drivers.patch_session import PatchSession, PatchSettings
 from gateway.pipeline import DevicePipeline, PipelineSettings
+from tests.support import PATCH_CHARACTERISTICS
 
 T0 = 1_800_000_000.0
 ONBLOCK_S: list[float] = []
@@ -217,27 +219,7 @@ def test_any_cart_input_is_survived_and_accounted_for(steps: list[tuple]) -> Non
 
 
 # --- (b) the patch ------------------------------------------------------------------------
-PATCH_SETTINGS = PipelineSettings(
-    strip_period_s=2.0,
-    strip_duration_s=1.0,
-    event_pre_s=1.0,
-    event_post_s=1.0,
-    live_block_s=0.5,
-    backfill_wait_s=3.0,
-    auto_pre_s=2.0,
-    auto_post_s=2.0,
-)
-ALL_CHARS = {
-    u: frozenset({"notify"})
-    for u in (
-        uuids.PATCH_TIME,
-        uuids.PATCH_RACP,
-        uuids.PATCH_ECG,
-        uuids.PATCH_BACKFILL,
-        uuids.PATCH_SYMPTOM,
-        uuids.PATCH_STATUS,
-    )
-}
+PATCH_SETTINGS = dataclasses.replace(SETTINGS, backfill_wait_s=3.0)
 
 
 def _patch_uv(first: int, n: int) -> np.ndarray:
@@ -264,7 +246,9 @@ PATCH_STEP = st.one_of(
     st.tuples(st.just("symptom"), st.integers(0, 5), PATCH_SAMPLE, st.floats(-1e4, 1e4)),
     st.tuples(st.just("tick"), PATCH_WALL),
     st.tuples(st.sampled_from(["drop", "junk_time"])),
-    st.tuples(st.just("junk"), st.sampled_from(sorted(ALL_CHARS)), st.binary(max_size=20)),
+    st.tuples(
+        st.just("junk"), st.sampled_from(sorted(PATCH_CHARACTERISTICS)), st.binary(max_size=20)
+    ),
 )
 
 
@@ -315,7 +299,7 @@ class PatchLink:
 
     def reconnect(self, reason: str = "link lost") -> None:
         self.take(self.s.link_lost(reason, self.now, self.mono))
-        self.take(self.s.connected(ALL_CHARS, 247, self.now, self.mono))
+        self.take(self.s.connected(PATCH_CHARACTERISTICS, 247, self.now, self.mono))
 
     def wait(self, dt: float) -> None:
         self.mono += dt
