@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import threading
@@ -546,3 +547,13 @@ def read_recording(device_dir: Path) -> dict[str, tuple[int, np.ndarray]]:
             joined[f - start : f - start + len(x)] = x
         out[str(folder.relative_to(device_dir))] = (start, joined)
     return out
+
+
+def outbox_counters(db: Path) -> dict[tuple[str, str], int]:
+    """The outbox's last seq given per (device, kind), read-only while a gateway may be
+    running on it."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return {(d, k): int(n) for d, k, n in con.execute("SELECT * FROM counters")}
+    finally:
+        con.close()

@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 from gateway.outbox import Outbox
-from tests.support import NO_SAMPLE, read_recording, wait_for
+from tests.support import NO_SAMPLE, outbox_counters, read_recording, wait_for
 from tests.test_study_gateway_e2e import GatewayProcess, PatchProcess, Plan
 
 KILLS = int(os.environ.get("SOAK_KILLS", "30"))  # (fewer: a quick look)
@@ -56,14 +56,6 @@ def _config(state: Path, broker_url: str, cart_port: str, address: str) -> dict[
         "live": {"enabled": False},
         "recording": {"file_s": PLAN.file_s, "sync_s": 0.5},
     }
-
-
-def _committed(db: Path) -> dict[tuple[str, str], int]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return {(d, k): int(n) for d, k, n in con.execute("SELECT * FROM counters")}
-    finally:
-        con.close()
 
 
 def _drained(db: Path) -> bool:
@@ -182,7 +174,7 @@ def _report_and_check(state: Path, db: Path, listener, truths: dict[str, np.ndar
         n, facts = unaccounted(state, device, truth)
         totals[device] = n
         print(f"{device}: samples unaccounted after the soak {n}; {facts}")
-    committed = _committed(db)
+    committed = outbox_counters(db)
     with Outbox(db) as ob:
         assert ob.dropped() == []
         assert ob.integrity_check() == "ok"

@@ -17,7 +17,7 @@ import pytest
 from gateway.config import MqttConfig
 from gateway.mqtt import Publisher
 from gateway.outbox import Outbox
-from tests.support import wait_for
+from tests.support import outbox_counters, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,17 +78,6 @@ async def test_sigkill_50_times_nothing_committed_is_lost(mosquitto, mqtt_listen
     await wait_for(lambda: set(stored) <= received(), "every message at the subscriber", 30)
 
 
-def _committed(db: Path) -> dict[tuple[str, str], int]:
-    """Last seq given per (device, kind), read-only while the gateway may be running."""
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return {(d, k): int(n) for d, k, n in con.execute("SELECT * FROM counters")}
-    finally:
-        con.close()
-
-
 async def test_sigkill_of_the_running_gateway_loses_no_committed_message(
     mosquitto, mqtt_listener, tmp_path
 ):
@@ -140,7 +129,7 @@ async def test_sigkill_of_the_running_gateway_loses_no_committed_message(
             if db.exists():
                 with Outbox(db) as ob:
                     assert ob.integrity_check() == "ok"
-        assert sum(n for (_, kind), n in _committed(db).items() if kind == "strip") > 3
+        assert sum(n for (_, kind), n in outbox_counters(db).items() if kind == "strip") > 3
 
         def onlines() -> int:
             return sum(
@@ -167,7 +156,7 @@ async def test_sigkill_of_the_running_gateway_loses_no_committed_message(
         proc.terminate()
         assert await proc.wait() == 0
 
-    committed = _committed(db)
+    committed = outbox_counters(db)
     with Outbox(db) as ob:
         assert ob.dropped() == []
         assert ob.integrity_check() == "ok"
