@@ -13,7 +13,6 @@ The page is the gateway's configuration page (``/gateway/{gw}/config``).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from center.ca import CaError
 from center.revoke import certificates_of, revoke_and_publish
 from center.timefmt import iso
 from center.web.dbcall import run_db
-from center.web.session import CENTER, client_ip, require
+from center.web.session import CENTER, client_ip, json_object, require
 
 __all__ = ["routes"]
 
@@ -53,11 +52,8 @@ async def api_revoke(request: web.Request) -> web.Response:
     session = require(request, "supervisor")
     center = request.app[CENTER]
     gw = request.match_info["gateway"]
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        body = None
-    if not isinstance(body, dict) or body.get("confirm") != gw:
+    body = await json_object(request)
+    if body is None or body.get("confirm") != gw:
         return web.json_response({"error": f"type the gateway id ({gw}) to confirm"}, status=400)
     directory = center.config.enroll.ca_dir
     if directory is None:

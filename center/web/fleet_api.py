@@ -25,7 +25,7 @@ from center.store import schema as t
 from center.store.db import writer
 from center.store.queue import add_audit
 from center.web.dbcall import run_db
-from center.web.session import CENTER, client_ip, require
+from center.web.session import CENTER, client_ip, json_object, require
 
 __all__ = ["routes"]
 
@@ -34,14 +34,6 @@ routes = web.RouteTableDef()
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
-
-
-async def _object(request: web.Request) -> dict[str, Any] | None:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _issue(center: Any, body: dict[str, Any], ip: str) -> tuple[int, dict[str, Any]]:
@@ -86,7 +78,7 @@ async def api_enroll(request: web.Request) -> web.Response:
     center = request.app[CENTER]
     if center.config.enroll.ca_dir is None:
         return _json({"error": "enrollment is off at this center ([enroll] ca_dir)"}, 503)
-    body = await _object(request)
+    body = await json_object(request)
     if body is None:
         return _json({"error": "expected a JSON object"}, 400)
     status, answer = await run_db(_issue, center, body, client_ip(request))
@@ -115,7 +107,7 @@ async def api_config_post(request: web.Request) -> web.Response:
     """Supervisors: ``{"config": {...}}`` saved as the next version and published retained."""
     session = require(request, "supervisor")
     center, gw = request.app[CENTER], request.match_info["gateway"]
-    body = await _object(request)
+    body = await json_object(request)
     if body is None or "config" not in body:
         return _json({"error": 'expected {"config": {...}}'}, 400)
 

@@ -8,9 +8,10 @@ when anonymous) and refuses a state-changing request on a cookie session whose C
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from aiohttp import web
@@ -29,6 +30,7 @@ __all__ = [
     "SESSION",
     "TEMPLATES",
     "client_ip",
+    "json_object",
     "login",
     "require",
     "session_middleware",
@@ -40,6 +42,15 @@ SESSION = "session"
 COOKIE = "ecg_center_session"
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _OPEN_PATHS = ("/login", "/api/login", "/healthz")
+
+
+async def json_object(request: web.Request) -> dict[str, Any] | None:
+    """The request's body as a JSON object; None when it is not JSON or not an object."""
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
 
 
 def client_ip(request: web.Request) -> str:
