@@ -13,8 +13,12 @@ suppression and fusion with the heart rate — in our own form:
 1. **Ectopic beats are left out.** An interval is left out when it starts or ends
    on a ventricular beat, or when it belongs to a premature beat: an interval
    under 85 % of the median of the 8 intervals before it, followed by one at
-   least as long as that median (the premature beat and its pause). Deciding
-   this needs the next interval: every interval is judged one beat late.
+   least as long as that median (the premature beat and its pause). So are the
+   traces of detection errors: two intervals that together come within 15 % of
+   the median, one of them under half of it (a false detection split one
+   interval: both parts are left out), and an interval within 15 % of twice the
+   median (a beat not detected). Deciding this needs the next interval: every
+   interval is judged one beat late.
 2. **Irregularity with bigeminy and trigeminy suppressed.** Over the last 16
    intervals, the median absolute difference between kept intervals 1, 2 and 3
    beats apart, each over the median kept interval; the smallest of the three
@@ -92,6 +96,9 @@ SPREAD_WINDOW = 32  # the spread is the median of the last 32 nearest-point dist
 SPREAD = 0.02  # AF begins only when the spread exceeds this (relative) ...
 SPREAD_LEAVE = 0.8  # ... and ends when it falls under SPREAD_LEAVE * SPREAD
 P_WAVE_WEIGHT = 0.5  # a clear P wave (score 1) halves the irregularity
+SPLIT = 0.15  # two intervals within 15 % of the reference together ...
+SPLIT_SHORT = 0.5  # ... one of them under half of it: a false detection split one interval
+MISSED = 0.15  # an interval within 15 % of twice the reference: a beat not detected
 
 
 class _Window:
@@ -302,12 +309,14 @@ class AfDetector:
         """Keep or leave out the pending interval now that the next one is known, and
         slide it into the windows."""
         rr, touches_v, p_wave = pending
-        premature = False
+        premature = split = missed = False
         if self._ref.count == REF_BEATS:
             ref = self._ref.median()
             premature = rr < PREMATURE * ref and next_rr >= COMPENSATORY * ref
-        keep = not (touches_v or premature or self._prev_premature)
-        self._prev_premature = premature
+            split = abs(rr + next_rr - ref) < SPLIT * ref and min(rr, next_rr) < SPLIT_SHORT * ref
+            missed = abs(rr - 2 * ref) < MISSED * ref
+        keep = not (touches_v or premature or split or missed or self._prev_premature)
+        self._prev_premature = premature or split  # the pause, or the split's second part
         value = rr if keep else None
         for lag, window in zip(LAGS, self._lag, strict=True):
             before = self._kept[-lag] if len(self._kept) >= lag else None

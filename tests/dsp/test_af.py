@@ -101,3 +101,40 @@ def test_spread_compiled_equals_numpy(rr: list[int]) -> None:
         slow.push(r)
         a, b = fast.value, slow.value
         assert a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _sinus_beats(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Beat times (s) of sinus rhythm at 0.8 s with a slow sinus arrhythmia."""
+    rr = 0.8 + 0.04 * np.sin(np.arange(n) / 4) + 0.01 * rng.standard_normal(n)
+    return np.concatenate([[0.0], np.cumsum(rr)])
+
+
+def _missed(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """Intervals (s) when the detector misses 15 % of the beats."""
+    keep = rng.random(t.size) > 0.15
+    keep[0] = True
+    return np.diff(t[keep])
+
+
+def _split(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """Intervals (s) when a false detection falls inside 12 % of the intervals."""
+    inside = rng.random(t.size - 1) < 0.12
+    at = t[:-1][inside] + rng.uniform(0.15, 0.85, inside.sum()) * np.diff(t)[inside]
+    return np.diff(np.sort(np.concatenate([t, at])))
+
+
+@pytest.mark.parametrize("errors", [_missed, _split])
+def test_detection_errors_in_sinus_rhythm_are_not_af(
+    errors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missed beats (an interval twice the rhythm's) and false detections (one interval
+    split in two) are left out like ectopic beats: a sinus rhythm seen through a
+    detector that errs is not AF, where the detector without these rules called it AF."""
+    streams = [
+        _seq(errors(rng, _sinus_beats(rng, 800)))
+        for rng in map(np.random.default_rng, range(4))
+    ]
+    assert all(_changes(AfDetector(FS), seq) == [] for seq in streams)
+    monkeypatch.setattr(af, "MISSED", 0.0)
+    monkeypatch.setattr(af, "SPLIT", 0.0)
+    assert any(_changes(AfDetector(FS), seq) for seq in streams)
