@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from center.studies.chunks import ChunkError, RecordChunk, decode_chunk
+from center.trigger_note import trigger_note
 
 __all__ = [
     "PRIORITY",
@@ -63,6 +64,8 @@ class Record:
     seq: int | None
     trigger_type: str
     trigger_at: float | None
+    trigger_reason: str | None
+    trigger_note: str | None
     start_at: float | None
     end_at: float | None
     fs: float | None
@@ -190,7 +193,7 @@ def _ids(body: dict[str, Any], props: dict[str, str]) -> tuple[str, int | None]:
     if seq is not None:
         try:
             seq = int(seq)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
             raise Reject("seq is not an integer") from None
         if not 0 <= seq < _MAX_COUNT:
             raise Reject("seq out of range")
@@ -227,6 +230,7 @@ def _record(
     trigger_type = trigger.get("type")
     if not isinstance(trigger_type, str) or not 0 < len(trigger_type) <= 32:
         raise Reject("no trigger type")
+    reason, note = trigger_note(trigger)
     gaps = body.get("gaps") or []
     if not isinstance(gaps, list) or not all(isinstance(g, dict) for g in gaps):
         raise Reject("gaps is not a list of objects")
@@ -241,6 +245,8 @@ def _record(
         seq=seq,
         trigger_type=trigger_type,
         trigger_at=parse_time(_first(trigger.get("time"), trigger.get("time_utc"))),
+        trigger_reason=reason,
+        trigger_note=note,
         start_at=parse_time(samples.get("start")),
         end_at=parse_time(samples.get("end")),
         fs=fs,

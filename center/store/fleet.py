@@ -94,14 +94,15 @@ def device_timeline(
     """Events, strips, gaps, link states, studies and gateway on/offline, newest first."""
     e, s, d, g = t.events.c, t.studies.c, t.device_log.c, t.gateway_log.c
     items: list[dict[str, Any]] = []
-    for r in conn.execute(sa.select(e.msg_id, e.kind, e.trigger_type, e.trigger_at, e.start_at,
-                                    e.end_at, e.received_at, e.heart_rate_bpm, e.gap_count,
-                                    e.gap_samples, e.state)
+    for r in conn.execute(sa.select(e.msg_id, e.kind, e.trigger_type, e.trigger_note,
+                                    e.trigger_at, e.start_at, e.end_at, e.received_at,
+                                    e.heart_rate_bpm, e.gap_count, e.gap_samples, e.state)
                           .where(e.gateway == gateway, e.device == device,
                                  e.received_at >= since, e.received_at < until)
                           .order_by(e.received_at.desc()).limit(limit)).mappings():
         items.append({"at": r["received_at"], "type": r["kind"], "msg_id": r["msg_id"],
-                      "trigger": r["trigger_type"], "press_at": iso(r["trigger_at"]),
+                      "trigger": r["trigger_type"], "trigger_note": r["trigger_note"],
+                      "press_at": iso(r["trigger_at"]),
                       "start_at": iso(r["start_at"]), "end_at": iso(r["end_at"]),
                       "heart_rate_bpm": r["heart_rate_bpm"], "gap_count": r["gap_count"],
                       "gap_samples": r["gap_samples"], "state": r["state"]})

@@ -114,6 +114,8 @@ def row_to_api(row: dict[str, Any], now: float) -> dict[str, Any]:
         "seq": row["seq"],
         "trigger": row["trigger_type"],
         "trigger_at": iso(row["trigger_at"]),
+        "trigger_reason": row["trigger_reason"],
+        "trigger_note": row["trigger_note"],
         "start_at": iso(row["start_at"]),
         "end_at": iso(row["end_at"]),
         "received_at": iso(row["received_at"]),

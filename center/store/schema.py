@@ -51,6 +51,8 @@ events = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=True),
     sa.Column("trigger_type", sa.String(32), nullable=False, comment="button, auto, ..."),
     sa.Column("trigger_at", Time, nullable=True, comment="time of the press (button)"),
+    sa.Column("trigger_reason", sa.String(32), nullable=True, comment="auto: pause, vt, ..."),
+    sa.Column("trigger_note", sa.String(80), nullable=True, comment="auto: what it measured"),
     sa.Column("start_at", Time, nullable=True),
     sa.Column("end_at", Time, nullable=True),
     sa.Column("fs", sa.Double, nullable=True, comment="Hz"),

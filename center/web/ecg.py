@@ -1,7 +1,8 @@
 """What the strip viewer draws, from a stored strip or event (no interpretation added).
 
 Samples come from the FHIR Observation (``center.fhir``), in µV with None for gaps; the
-rest are the gateway's measured facts as sent: beats (sample numbers), the press, the
+rest are the gateway's measured facts as sent: beats (sample numbers), the press (or, for
+an event the gateway raised by itself, what it measured: :mod:`center.trigger_note`), the
 pre/post window, gaps, heart rate, quality, ST levels, stage and blood pressure.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from center.fhir import FhirError, read_leads
+from center.trigger_note import trigger_note
 
 __all__ = ["ecg_view"]
 
@@ -25,8 +27,11 @@ def ecg_view(body: dict[str, Any]) -> dict[str, Any]:
         "first_seq": samples.get("first_seq", 0),
         "start": samples.get("start"),
         "end": samples.get("end"),
-        "trigger": {k: trigger.get(k) for k in ("type", "seq", "time_utc", "pre_s", "post_s",
-                                                "pre_available_s", "stage")},
+        "trigger": {
+            **{k: trigger.get(k) for k in ("type", "seq", "time_utc", "pre_s", "post_s",
+                                           "pre_available_s", "stage")},
+            "note": trigger_note(trigger)[1],  # an auto trigger's measurement, in words
+        },
         "gaps": body.get("gaps") or [],
         "facts": {
             "heart_rate_bpm": facts.get("heart_rate_bpm"),

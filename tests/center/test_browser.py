@@ -176,9 +176,14 @@ def test_twelve_lead_layout_and_escalation_cue(
     wait_until(lambda: "on" in driver.find_element(By.ID, "sound").text, "sound on")
     cart_topic, cart_payload, cart = variant("cart-strip", gateway="gw-c")
     ev_topic, ev_payload, ev = variant("patch-event", gateway="gw-c")
+    auto_topic, auto_payload, auto = variant("patch-auto-event", gateway="gw-c")
     publish_sync(broker, cart_topic, cart_payload)
     publish_sync(broker, ev_topic, ev_payload)
+    publish_sync(broker, auto_topic, auto_payload)
     wait_until(lambda: _row(driver, ev["msg_id"]) is not None, "event row")
+    # an event the gateway raised by itself says what it measured, in the queue already
+    wait_until(lambda: _row(driver, auto["msg_id"]) is not None, "auto event row")
+    assert "automatic · pause 4.8 s" in _row_js(driver, auto["msg_id"], "innerText")
     wait_until(
         lambda: "escalated" in (_row_js(driver, ev["msg_id"], "className") or ""),
         "the event escalated on screen",
@@ -233,6 +238,14 @@ def test_twelve_lead_layout_and_escalation_cue(
     assert "250 samples" in gap_label and "not in patch memory" in gap_label
     assert "250 samples (not in patch memory)" in driver.find_element(By.ID, "facts").text
     driver.save_screenshot(str(tmp_path / "strip-gap.png"))
+    driver.get(f"{proc.url}/strip/{auto['msg_id']}")
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#ecg text.press"), "auto drawn")
+    heading = driver.find_element(By.TAG_NAME, "h1").text
+    assert heading.startswith("Event raised by the gateway: pause 4.8 s")
+    assert "auto: pause 4.8 s" in driver.find_element(By.CSS_SELECTOR, "#ecg text.press").text
+    assert "pause 4.8 s (automated; read it on the tracing)" in driver.find_element(
+        By.ID, "facts"
+    ).text
 
 
 def test_supervisor_revokes_a_lost_gateway(driver, broker: CenterBroker, tmp_path: Path,  # type: ignore[no-untyped-def]

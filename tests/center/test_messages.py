@@ -33,6 +33,38 @@ def test_recorded_payloads_decode() -> None:
     assert isinstance(sd, Study) and sd.coverage_pct == 100.0 and sd.final
 
 
+def test_an_auto_event_keeps_its_reason_and_what_it_measured() -> None:
+    """A gateway's own event (a 4.8-s pause, as its pipeline built it): reason and note are
+    indexed for the queue; what a heart cannot do is left out of the note, a malformed
+    reason is not stored, and neither stops the event from being stored."""
+    body = load("patch-auto-event")
+    ev = decode(f"{P}/demo-gw/patch-1/event", json.dumps(body).encode(), {}, P)
+    assert isinstance(ev, Record) and ev.trigger_type == "auto" and ev.priority == 1
+    assert (ev.trigger_reason, ev.trigger_note) == ("pause", "pause 4.8 s")
+    button = decode(f"{P}/demo-gw/patch-1/event", json.dumps(load("patch-event")).encode(), {}, P)
+    assert (button.trigger_reason, button.trigger_note) == (None, None)
+    trigger = body["trigger"]
+    episode = trigger["details"]["episode"]
+    for change, expected in [
+        ({"reason": "vt", "details": {"episode": {**episode, "max_rate_bpm": 182.4}}},
+         "VT 182 bpm"),
+        ({"reason": "brady", "details": {"episode": {"min_rate_bpm": 1e9}}}, "bradycardia"),
+        ({"reason": "af_onset", "details": {"episode": {"details": {"mean_rate_bpm": 96.2}}}},
+         "AF onset 96 bpm"),
+        ({"details": {"episode": {**episode, "in_unusable_signal": True},
+                      "supersedes_episode": 3}},
+         "pause 4.8 s, in unusable signal, supersedes one of today's"),
+        ({"details": "garbage"}, "pause"),
+    ]:  # fmt: skip
+        body["trigger"] = {**trigger, **change}
+        ev = decode(f"{P}/demo-gw/patch-1/event", json.dumps(body).encode(), {}, P)
+        assert ev.trigger_note == expected
+    for reason in ("DROP TABLE events", 7, "x" * 40, None):
+        body["trigger"] = {**trigger, "reason": reason}
+        ev = decode(f"{P}/demo-gw/patch-1/event", json.dumps(body).encode(), {}, P)
+        assert (ev.trigger_reason, ev.trigger_note) == (None, None)
+
+
 def test_ids_from_user_properties_when_not_in_body() -> None:
     body = load("patch-strip")
     del body["msg_id"], body["seq"]
@@ -56,6 +88,7 @@ def test_ids_from_user_properties_when_not_in_body() -> None:
         ("demo-gw/patch-1/strip", {"facts": {"heart_rate_bpm": "fast"}}, "heart rate"),
         ("demo-gw/patch-1/strip", {"msg_id": 5}, "msg_id"),
         ("demo-gw/patch-1/strip", {"seq": "x"}, "seq"),
+        ("demo-gw/patch-1/strip", {"seq": float("inf")}, "seq"),  # JSON Infinity
         ("demo-gw/patch-1/strip", {"observation": None}, "FHIR"),
         ("demo-gw/patch-1/strip", {"trigger": {"type": ""}}, "trigger"),
         ("demo-gw/patch-1/strip", {"samples": {"fs": 250, "start": "yesterday"}}, "ISO"),

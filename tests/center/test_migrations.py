@@ -51,3 +51,42 @@ def test_upgrade_from_empty_same_tables_on_both(tmp_path, postgres) -> None:  # 
             assert comp == "l"
     assert shapes[0] == shapes[1]
     assert "events" in shapes[0] and "audit" in shapes[0]
+
+
+def test_auto_events_stored_before_0007_get_their_reason_and_note(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """0007 fills the queue's reason and note of auto events already stored, from their
+    payloads; other events and unreadable payloads keep none."""
+    import json
+
+    from tests.center.conftest import load
+
+    eng = open_engine(f"sqlite:///{tmp_path}/m.db")
+    upgrade(eng, "0006")
+    auto, button = load("patch-auto-event"), load("patch-event")
+    row = {"kind": "event", "gateway": "demo-gw", "device": "patch-1", "leads": "ECG",
+           "received_at": 1.0, "priority": 1}  # fmt: skip
+    with eng.begin() as conn:
+        for msg_id, trigger, payload in [
+            ("a", "auto", json.dumps(auto)),
+            ("b", "button", json.dumps(button)),
+            ("c", "auto", "not json"),
+        ]:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (msg_id, kind, gateway, device, trigger_type, leads,"
+                    " received_at, priority, payload) VALUES (:msg_id, :kind, :gateway,"
+                    " :device, :trigger, :leads, :received_at, :priority, :payload)"
+                ),
+                {**row, "msg_id": msg_id, "trigger": trigger, "payload": payload},
+            )
+    assert upgrade(eng) == head_revision()
+    with eng.connect() as conn:
+        got = conn.execute(
+            sa.text("SELECT msg_id, trigger_reason, trigger_note FROM events ORDER BY msg_id")
+        ).all()
+    assert [tuple(r) for r in got] == [
+        ("a", "pause", "pause 4.8 s"),
+        ("b", None, None),
+        ("c", None, None),
+    ]
+    eng.dispose()

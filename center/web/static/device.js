@@ -7,7 +7,7 @@
   function describe(i) {
     switch (i.type) {
       case "event": case "strip":
-        return el("span", {}, el("a", { href: `/strip/${encodeURIComponent(i.msg_id)}`, text: `${i.trigger}` }),
+        return el("span", {}, el("a", { href: `/strip/${encodeURIComponent(i.msg_id)}`, text: i.trigger_note ? `${i.trigger} · ${i.trigger_note}` : `${i.trigger}` }),
           ` · ${i.press_at ? "press " + localTime(i.press_at, false) + " · " : ""}HR ${fmt(i.heart_rate_bpm)} bpm · ` +
           `gaps ${i.gap_count} (${i.gap_samples} samples) · ${i.state}`);
       case "study":

@@ -21,7 +21,7 @@
          esc ? el("span", { class: "badge esc", text: "ESCALATED" }) : ""),
       el("td", { text: e.gateway }),
       el("td", {}, el("a", { href: `/device/${encodeURIComponent(e.gateway)}/${encodeURIComponent(e.device)}`, text: e.device })),
-      el("td", { text: TRIGGER[e.trigger] || e.trigger }),
+      el("td", { text: (TRIGGER[e.trigger] || e.trigger) + (e.trigger_note ? ` · ${e.trigger_note}` : "") }),
       el("td", { text: pressCell(e), title: e.trigger_at || "" }),
       el("td", { class: "num", text: fmt(e.heart_rate_bpm) }),
       el("td", { class: "num", text: e.quality_min === null ? "–" : fmt(e.quality_min, 2) }),

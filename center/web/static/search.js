@@ -23,7 +23,7 @@
     const rows = await resp.json(), total = Number(resp.headers.get("X-Total-Count")), per = Number(resp.headers.get("X-Per-Page"));
     tbody.replaceChildren(...rows.map((e) => {
       const tr = el("tr", { class: `p${e.priority}${e.escalated && e.state === "open" ? " escalated" : ""}`, "data-msg-id": e.msg_id },
-        el("td", { text: e.kind }), el("td", { text: e.gateway }), el("td", { text: e.device }), el("td", { text: e.trigger }),
+        el("td", { text: e.kind }), el("td", { text: e.gateway }), el("td", { text: e.device }), el("td", { text: e.trigger_note ? `${e.trigger} · ${e.trigger_note}` : e.trigger }),
         el("td", { text: localTime(e.trigger_at || e.end_at) }), el("td", { class: "num", text: fmt(e.heart_rate_bpm) }),
         el("td", { class: "num", text: e.quality_min === null ? "–" : fmt(e.quality_min, 2) }),
         el("td", { class: "num", text: String(e.gap_count) }), el("td", { text: localTime(e.received_at) }),

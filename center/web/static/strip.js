@@ -96,7 +96,7 @@
         const x = xOf(tr.seq);
         g.append(svgEl("line", { x1: x * k, x2: x * k, y1: yTop * k, y2: (yTop + hMm) * k, class: "press",
                                  stroke: "#b00020", "stroke-width": 2, "stroke-dasharray": "6 3" }));
-        label(g, ctx, x + 1, yTop + hMm - 2, `◆ ${tr.type === "button" ? "patient press" : "auto trigger"} ${localTime(tr.time_utc, false)}`, "press");
+        label(g, ctx, x + 1, yTop + hMm - 2, `◆ ${tr.type === "button" ? "patient press" : `auto: ${tr.note || "trigger"}`} ${localTime(tr.time_utc, false)}`, "press");
       }
     }
     if (!document.getElementById("beats").checked) return;
@@ -181,7 +181,9 @@
     const add = (k, v) => rows.push(el("tr", {}, el("td", { text: k }), el("td", { text: v })));
     add("Window", `${localTime(view.start)} – ${localTime(view.end, false)} (${(view.data[0]?.length / view.fs || 0).toFixed(1)} s at ${fmt(view.fs)} Hz)`);
     if (view.trigger.type === "button" || view.trigger.type === "auto")
-      add("Press", `${localTime(view.trigger.time_utc)} · pre ${view.trigger.pre_available_s ?? view.trigger.pre_s} s / post ${view.trigger.post_s} s`);
+      add(view.trigger.type === "auto" ? "Triggered by the gateway" : "Press", `${localTime(view.trigger.time_utc)} · pre ${view.trigger.pre_available_s ?? view.trigger.pre_s} s / post ${view.trigger.post_s} s`);
+    if (view.trigger.type === "auto")
+      add("What the gateway measured", `${view.trigger.note || "–"} (automated; read it on the tracing)`);
     add("Heart rate (mean of detected beats)", f.heart_rate_bpm === null ? "–" : `${fmt(f.heart_rate_bpm, 1)} bpm · ${f.beats_seq.length} beats`);
     add("Signal quality index", q.index_min === undefined ? "–" : `min ${fmt(q.index_min, 2)} · mean ${fmt(q.index_mean, 2)} · unusable ${fmt(q.unusable_s, 1)} s`);
     if ((q.flat_leads || []).length) add("Flat leads (electrode off?)", q.flat_leads.join(", "));
