@@ -15,6 +15,17 @@ from center.trigger_note import trigger_note
 
 __all__ = ["ecg_view"]
 
+_CLASSES = frozenset("NSVQ")
+
+
+def _beat_labels(facts: dict[str, Any]) -> str:
+    """The gateway's class of each beat of ``beats_seq`` (N, S, V, Q), or "" when they do
+    not match the beats one for one (nothing drawn rather than letters on the wrong beat)."""
+    labels, beats = facts.get("beat_labels"), facts.get("beats_seq")
+    if not isinstance(labels, str) or not isinstance(beats, list) or len(labels) != len(beats):
+        return ""
+    return labels if set(labels) <= _CLASSES else ""
+
 
 def ecg_view(body: dict[str, Any]) -> dict[str, Any]:
     """The drawing data of one strip/event payload."""
@@ -36,6 +47,7 @@ def ecg_view(body: dict[str, Any]) -> dict[str, Any]:
         "facts": {
             "heart_rate_bpm": facts.get("heart_rate_bpm"),
             "beats_seq": facts.get("beats_seq") or [],
+            "beat_labels": _beat_labels(facts),
             "quality": facts.get("quality"),
             "st": facts.get("st"),
             "stage": facts.get("stage") or trigger.get("stage"),

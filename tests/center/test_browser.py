@@ -6,6 +6,7 @@ Screenshots of the queue and the strips are saved in the test's directory."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -176,7 +177,11 @@ def test_twelve_lead_layout_and_escalation_cue(
     wait_until(lambda: "on" in driver.find_element(By.ID, "sound").text, "sound on")
     cart_topic, cart_payload, cart = variant("cart-strip", gateway="gw-c")
     ev_topic, ev_payload, ev = variant("patch-event", gateway="gw-c")
-    auto_topic, auto_payload, auto = variant("patch-auto-event", gateway="gw-c")
+    auto_topic, _, auto = variant("patch-auto-event", gateway="gw-c")
+    labels = list(auto["facts"]["beat_labels"])
+    labels[3], labels[5] = "V", "S"  # the gateway's classes are drawn on their beats
+    auto["facts"]["beat_labels"] = "".join(labels)
+    auto_payload = json.dumps(auto).encode()
     publish_sync(broker, cart_topic, cart_payload)
     publish_sync(broker, ev_topic, ev_payload)
     publish_sync(broker, auto_topic, auto_payload)
@@ -243,9 +248,13 @@ def test_twelve_lead_layout_and_escalation_cue(
     heading = driver.find_element(By.TAG_NAME, "h1").text
     assert heading.startswith("Event raised by the gateway: pause 4.8 s")
     assert "auto: pause 4.8 s" in driver.find_element(By.CSS_SELECTOR, "#ecg text.press").text
-    assert "pause 4.8 s (automated; read it on the tracing)" in driver.find_element(
-        By.ID, "facts"
-    ).text
+    facts = driver.find_element(By.ID, "facts").text
+    assert "pause 4.8 s (automated; read it on the tracing)" in facts
+    assert "16 N · 1 S · 1 V" in facts
+    driver.find_element(By.ID, "beats").click()  # beat marks on demand, classes with them
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#ecg text.beatclass"), "classes")
+    marks = driver.find_elements(By.CSS_SELECTOR, "#ecg text.beatclass")
+    assert sorted(m.text for m in marks) == ["S", "V"]
 
 
 def test_supervisor_revokes_a_lost_gateway(driver, broker: CenterBroker, tmp_path: Path,  # type: ignore[no-untyped-def]

@@ -50,7 +50,7 @@
   }
   function label(g, ctx, x, y, text, cls = "lead") {
     g.append(svgEl("text", { x: x * ctx.k, y: y * ctx.k, class: cls, "font-size": Math.max(10, 3.2 * ctx.k),
-                             "font-family": "system-ui, sans-serif", fill: cls === "press" ? "#b00020" : "#111" }, text));
+                             "font-family": "system-ui, sans-serif", fill: cls === "press" || cls.endsWith(" cV") ? "#b00020" : "#111" }, text));
   }
 
   function paper(widthMm, heightMm) {
@@ -101,9 +101,12 @@
     }
     if (!document.getElementById("beats").checked) return;
     const beats = view.facts.beats_seq.filter((s) => s >= first + i0 && s < first + i1);
+    const classOf = new Map(view.facts.beat_labels ? view.facts.beats_seq.map((s, j) => [s, view.facts.beat_labels[j]]) : []);
     beats.forEach((s, j) => {
       const x = xOf(s);
       g.append(svgEl("line", { x1: x * k, x2: x * k, y1: (yTop + 1) * k, y2: (yTop + 3) * k, class: "beat", stroke: "#0b5cad", "stroke-width": 2 }));
+      const c = classOf.get(s);  // the gateway's beat class; N is left unmarked, as on Holter scans
+      if (c && c !== "N") label(g, ctx, x + 0.6, yTop + 3, c, `beatclass c${c}`);
       if (j > 0) {
         const rr = ((s - beats[j - 1]) / fs) * 1000;
         label(g, ctx, (xOf(beats[j - 1]) + x) / 2 - 3, yTop + 5.5, `${Math.round(rr)}`, "rr");
@@ -188,6 +191,11 @@
     add("Signal quality index", q.index_min === undefined ? "–" : `min ${fmt(q.index_min, 2)} · mean ${fmt(q.index_mean, 2)} · unusable ${fmt(q.unusable_s, 1)} s`);
     if ((q.flat_leads || []).length) add("Flat leads (electrode off?)", q.flat_leads.join(", "));
     if ((q.saturated_leads || []).length) add("Saturated leads", q.saturated_leads.join(", "));
+    if (f.beat_labels) {
+      const n = (c) => f.beat_labels.split(c).length - 1;
+      add("Beat classes (automated: N normal or other supraventricular, S premature supraventricular, V ventricular ectopic, Q unclassifiable)",
+          ["N", "S", "V", "Q"].filter((c) => n(c)).map((c) => `${n(c)} ${c}`).join(" · "));
+    }
     if (f.beats_in_unusable_signal.length) add("Beats in unusable signal", String(f.beats_in_unusable_signal.length));
     add("Gaps", view.gaps.length ? view.gaps.map((g) => `${g.n_samples} samples (${g.reason || "?"})`).join("; ") : "none");
     if (f.stage) add("Stage", [f.stage.name, f.stage.phase, f.stage.speed_kmh && `${f.stage.speed_kmh} km/h`, f.stage.grade_pct && `${f.stage.grade_pct} %`].filter(Boolean).join(" · "));
