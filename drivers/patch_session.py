@@ -30,10 +30,12 @@ connection (``docs/protocols/patch-gatt.md``):
    wait ends at once and requested ranges become pending again;
 6. no ECG for ``silence_timeout_s``: disconnect (a BlueZ notify stall).
 
-Symptom presses are de-duplicated by their press id (a patch re-sends presses made
-while the link was down); a press whose sample number is impossible is kept, timed by
-the patch's clock when that is plausible; a notification with no usable sample number
-(0xFFFFFFFF) and no plausible time is not a press (counted as bad).
+Symptom presses are de-duplicated by their press id, sample number and time together (a
+patch re-sends presses made while the link was down, all three unchanged; a patch that
+starts a new recording may number its presses from 1 again, and those are new presses);
+a press whose sample number is impossible is kept, timed by the patch's clock when that
+is plausible; a notification with no usable sample number (0xFFFFFFFF) and no plausible
+time is not a press (counted as bad).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from drivers.patch_gatt import (
     RacpOp,
     RacpResponse,
     RacpStatus,
+    SymptomPress,
     decode_device_time,
     decode_ecg_frame,
     decode_racp_response,
@@ -82,7 +85,7 @@ __all__ = ["PatchSession", "PatchSettings"]
 
 _REQUIRED = (uuids.PATCH_TIME, uuids.PATCH_RACP, uuids.PATCH_ECG, uuids.PATCH_BACKFILL)
 _OPTIONAL = (uuids.PATCH_SYMPTOM, uuids.PATCH_STATUS)
-_PRESS_MEMORY = 256  # press ids remembered for de-duplication
+_PRESS_MEMORY = 256  # presses (id, sample, time) remembered for de-duplication
 _AHEAD_S = 60.0  # a sample number this far beyond the head is impossible (s of samples)
 _SLACK_S = 10.0  # a live frame may run ahead of the wall clock by this much (buffering)
 _BACK_S = 2.0  # a live frame may repeat this much of what came (seconds of samples)
@@ -171,7 +174,7 @@ class PatchSession:
         self._subscribed = False
         self._last_data = 0.0
         self._delivered = False
-        self._presses: deque[int] = deque(maxlen=_PRESS_MEMORY)
+        self._presses: deque[SymptomPress] = deque(maxlen=_PRESS_MEMORY)
         self._optional: list[str] = []
         self._offset = 0  # stream seq = patch seq + offset (changes when the patch restarts)
         self._floor: int | None = None  # nothing before this patch seq is wanted (resumed)
@@ -438,10 +441,10 @@ class PatchSession:
             # an unset sample number (erased memory), or neither sample nor time: not a press
             detail = f"symptom notification at sample {press.seq}, time {press.us_since_2000} us"
             return [self._bad(uuids.PATCH_SYMPTOM, f"{detail}: not a press", now)]
-        if press.press_id in self._presses:
+        if press in self._presses:  # the same id, sample and time: sent again
             self.counters.add("presses_repeated")
             return []
-        self._presses.append(press.press_id)
+        self._presses.append(press)
         self.counters.add("presses")
         out: list[Output] = []
         if seq is None:  # never lose a press: timed by the patch's clock instead

@@ -100,6 +100,7 @@ class SimPatch:
         self._away_until = 0.0  # wall-clock monotonic time the patch is back in range
         self.next_seq = 0
         self.press_count = 0
+        self._unsent: list[SymptomPress] = []  # presses no gateway has been notified of
         self.frames_live = 0
         self.frames_backfill = 0
         self._live_from = 0
@@ -135,6 +136,7 @@ class SimPatch:
         self._ecg = notify(uuids.PATCH_ECG)
         self._backfill = notify(uuids.PATCH_BACKFILL)
         self._symptom = notify(uuids.PATCH_SYMPTOM)
+        self._symptom.on(self._symptom.EVENT_SUBSCRIPTION, self._on_symptom_subscription)
         self._racp = Characteristic(
             UUID(uuids.PATCH_RACP),
             p.WRITE | p.INDICATE,
@@ -293,10 +295,33 @@ class SimPatch:
                 await conn.disconnect()
 
     async def press_button(self) -> SymptomPress:
+        """The patient presses the patch: notified now if a gateway listens, else kept and
+        notified when one subscribes to Symptom (docs/protocols/patch-gatt.md)."""
         self.press_count += 1
         press = SymptomPress(self.press_count, self.next_seq, self.device_time().us_since_2000)
-        await self.device.notify_subscribers(self._symptom, encode_symptom(press))
+        self._unsent.append(press)
+        await self._notify_presses()
         return press
+
+    def _on_symptom_subscription(self, _bearer: object, notify: bool, _indicate: bool) -> None:
+        if notify:
+            self._spawn_on_link(self._notify_presses())
+
+    async def _notify_presses(self) -> None:
+        """Every kept press, oldest first, to a subscribed gateway (kept until then)."""
+        connection = self._connection
+        if connection is None or not self._unsent:
+            return
+        if not self.device.gatt_server.read_cccd(connection, self._symptom)[0] & 0x01:
+            return  # connected, but Symptom not enabled (yet)
+        while self._unsent:
+            with contextlib.suppress(Exception):
+                await self.device.notify_subscriber(
+                    connection, self._symptom, encode_symptom(self._unsent[0])
+                )
+                self._unsent.pop(0)
+                continue
+            return  # the link went away mid-send: kept for the next connection
 
     # --- link ---------------------------------------------------------------------------------
     def _on_connection(self, connection: Connection) -> None:

@@ -318,3 +318,30 @@ async def test_rssi_of_the_advertisement_before_each_connection() -> None:
             await run.stop()
     for e in run.events(SignalStrength):
         assert isinstance(e.dbm, int) and -127 <= e.dbm <= 20, e
+
+
+async def test_presses_made_while_away_reach_the_gateway_on_return() -> None:
+    """The patient presses the patch twice while out of range: the patch keeps both and
+    notifies them once the gateway subscribes again, each at the sample it was pressed at
+    (docs/protocols/patch-gatt.md); nothing the patient does is lost."""
+    from core.events import ButtonPressed
+
+    world = SimBleWorld()
+    async with SimPatch(world, speed=10.0, memory_s=600) as patch:
+        cfg = _quick_to_give_up(patch, 10.0)
+        sink = RecordingSink()
+        drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.5))
+        run = RunningDriver(drv, sink)
+        run.start()
+        try:
+            await wait_for(lambda: drv.stats()["samples"] > 250 * 5, "5 s of ECG", 30)
+            await patch.go_away(20.0)
+            pressed = [await patch.press_button()]
+            await asyncio.sleep(0.5)
+            pressed.append(await patch.press_button())
+            await wait_for(lambda: patch.connected, "back in range", 30)
+            await wait_for(lambda: len(run.events(ButtonPressed)) == 2, "both presses", 30)
+        finally:
+            await run.stop()
+        got = run.events(ButtonPressed)
+        assert [(p.press_id, p.seq) for p in got] == [(p.press_id, p.seq) for p in pressed]

@@ -448,6 +448,31 @@ def test_symptom_presses_are_deduplicated_and_an_impossible_sample_is_timed_by_t
     assert link.s.stats()["bad_notifications"] == 3  # the impossible sample, and two non-presses
 
 
+def test_a_new_recordings_presses_are_new_even_when_their_ids_start_again() -> None:
+    """A patch that restarts its recording may number its presses from 1 again: a press
+    with an id seen before but another sample or time is a new press (the patient pressed
+    again), reported, not dropped as a repeat; the same press sent again is still one."""
+    link = Link()
+    link.connect()
+    link.frame(0, 5000)
+    link.racp(_extent(0, 5000))
+    us_now = int((link.now - EPOCH_2000) * 1e6)
+
+    def notify(press: SymptomPress) -> None:
+        link.take(link.s.notified(uuids.PATCH_SYMPTOM, encode_symptom(press), link.now, link.mono))
+
+    notify(SymptomPress(1, 4000, us_now))
+    link.mono += 2.0
+    for k in range(4):  # the patch restarts: its counter starts again at 0
+        link.frame(k * 50, (k + 1) * 50)
+    notify(SymptomPress(1, 120, us_now + 2_000_000))  # the new recording's first press
+    notify(SymptomPress(1, 120, us_now + 2_000_000))  # ... sent again
+    presses = [e for e in link.events if isinstance(e, ButtonPressed)]
+    assert [p.press_id for p in presses] == [1, 1]
+    assert presses[1].seq is not None and presses[1].seq > presses[0].seq  # numbered on
+    assert link.s.stats()["presses"] == 2 and link.s.stats()["presses_repeated"] == 1
+
+
 def test_malformed_notifications_are_counted_not_raised() -> None:
     link = Link()
     link.connect()
