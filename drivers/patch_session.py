@@ -395,20 +395,24 @@ class PatchSession:
     def _restart(self, frames: list[EcgFrame], now: float, mono: float) -> list[Output]:
         """The patch restarted its recording (its counter went back, or jumped further than
         the clock allows, frame after frame): the old stream ends; what it still owed is
-        lost; the new one is numbered on after it, with the wall time between as a gap."""
+        lost; the new one is numbered on after it. Its sample 0 is placed where the wall
+        time says it was recorded (never before the old stream's end): the time between is
+        a gap, and the new recording's samples before its first live frame are backfilled
+        like any hole."""
         self.counters.add("restarts")
         ledger, off = self.stream.ledger, self._offset
         old_end = (ledger.next_seq or 0) + off
         reason = "patch restarted its recording"
         owed = [(e.first + off, e.end + off) for e in ledger.entries]
         elapsed = max(0, round((mono - self._head_at) * FS * self.time_scale))
-        if elapsed:
-            owed.append((old_end, old_end + elapsed))
+        new_zero = max(old_end, old_end + elapsed - frames[0].first_seq)
+        if new_zero > old_end:
+            owed.append((old_end, new_zero))
         out: list[Output] = list(self._shift(self.stream.gaps(owed, reason, now), 0))
         out.append(DeviceRestarted(source=self.source, time=now, previous_end_seq=old_end,
                                    reason=reason))  # fmt: skip
         self.counters.add("samples_lost", sum(b - a for a, b in owed))
-        self._offset = old_end + elapsed - frames[0].first_seq
+        self._offset = new_zero
         self._floor = None
         self.stream = PatchStream(self.source, lead=self.stream.lead)
         self._started, self._held, self._queue = False, None, deque()

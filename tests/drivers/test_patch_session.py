@@ -511,6 +511,34 @@ def test_a_patch_that_restarts_its_counter_gets_a_new_stream_that_overwrites_not
     assert link.s.stats()["restarts"] == 1
 
 
+def test_a_restarted_recordings_first_samples_are_backfilled_not_declared_lost() -> None:
+    """The patch restarted its recording 1.2 s before its first live frame reached us (at
+    its sample 300): the new recording's samples 0..300 are still in its memory, so only
+    the time before them is a gap, and they are backfilled right after it; no sample is
+    both declared lost and delivered."""
+    link = Link()
+    link.connect()
+    link.frame(0, 5000)
+    link.racp(_extent(0, 5000))
+    link.mono += 2.0  # 500 samples of wall time since the old stream's head
+    for k in range(4):  # the new recording's live frames, from its sample 300
+        link.frame(300 + k * 50, 350 + k * 50)
+    (gap,) = link.gaps
+    assert (gap.first_seq, gap.end_seq) == (5000, 5000 + 500 - 300)
+    assert min(b.seq for b in link.blocks if b.seq >= 5000) == 5500  # its sample 300
+    link.tick(0.1)
+    link.racp(_extent(0, 500))
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(0, 300))
+    link.frame(0, 300, backfill=True)
+    link.racp(_done(0, 300))
+    delivered = np.zeros(6000, int)
+    for b in link.blocks:
+        delivered[b.seq : b.end_seq] += 1
+    assert (delivered[5200:5700] == 1).all()  # the new recording, once each
+    assert not any(delivered[g.first_seq : g.end_seq].any() for g in link.gaps)
+    assert link.s.stats()["samples_lost"] == 200
+
+
 def test_unsolicited_backfill_beyond_the_head_is_refused() -> None:
     link = Link()
     link.connect()
