@@ -8,7 +8,11 @@ files next to each other in ``--out``:
 
 - ``<name>.qrs``: one annotation per detected beat, at its R peak, with its class:
   ``N`` (normal and other supraventricular), ``S`` (premature supraventricular),
-  ``V`` (ventricular ectopic), ``Q`` (unclassifiable);
+  ``V`` (ventricular ectopic), ``Q`` (unclassifiable). Beats are detected on
+  ``--channel``; classes are judged on it and, when the record has another channel, on
+  that one too (``--second-channel``, default the first other channel: the two-lead
+  forest, trained on MIT-BIH's second channel beside MLII, as a 12-lead cart's stream is
+  classified on II and V1); ``--second-channel none`` judges one lead, as a patch does;
 - ``<name>.rhy``: rhythm changes as ``+`` with aux notes ``(AFIB``, ``(VT``,
   ``(SVTA`` (a supraventricular run), ``(B`` (bigeminy), ``(T`` (trigeminy),
   ``(SBR`` (rate below the bradycardia limit), ``(TACHY`` (rate above the
@@ -63,6 +67,7 @@ _AUX = {
     "brady": "(SBR",
 }
 _PRIORITY = tuple(_AUX)  # the first open kind names the rhythm
+_MV_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}
 
 
 class AnalysisResult:
@@ -127,34 +132,39 @@ def analyze_signal(
     limits: RhythmLimits | None = None,
 ) -> AnalysisResult:
     """Run the streaming detector, beat classifier, quality and episode trackers over one
-    channel (mV), in 1 s blocks.
+    channel (mV), in 1 s blocks; ``x_mv`` of shape (n, 2) adds a second lead to the beat
+    classifier (its two-lead forest), the beats being detected on the first.
 
     Missing samples (NaN, e.g. WFDB "no sample" in a gateway recording) are a gap, as in
     the live gateway: the recorded runs either side are analysed as separate stretches
     (no beat, interval or pause is made up across a gap; open episodes end where it begins).
     """
     x = np.asarray(x_mv, dtype=np.float64)
-    det, cls, quality = QrsDetector(fs), BeatClassifier(fs), QualityTracker(fs, 1)
+    x = x[:, None] if x.ndim == 1 else x
+    leads = ("ECG", "second")[: x.shape[1]]
+    second = 1 if x.shape[1] > 1 else None
+    det, quality = QrsDetector(fs), QualityTracker(fs, len(leads))
+    cls = BeatClassifier(fs, len(leads), 0, second_lead=second)
     rt = RhythmTracker(EpisodeTracker(fs, limits or RhythmLimits()))
     step = max(int(round(fs)), 1)
     parts: list[ClassifiedBeats] = []
-    runs = list(runs_of(np.isfinite(x), 0))  # the recorded stretches
+    runs = list(runs_of(np.isfinite(x).all(axis=1), 0))  # the recorded stretches
     for k, (a, b) in enumerate(runs):
         for i in range(a, b, step):
-            block = SampleBlock(x[i : min(i + step, b)], fs, i / fs, i, ("ECG",))
+            block = SampleBlock(x[i : min(i + step, b)], fs, i / fs, i, leads)
             classes = cls.process(block, det.process(block))
             rt.process(classes, quality.process(block))
             parts.append(classes)
-        end = SampleBlock(x[b:b], fs, b / fs, b, ("ECG",))
+        end = SampleBlock(x[b:b], fs, b / fs, b, leads)
         # the stretch ends: its last beats are final, the last one labelled
         for classes in (cls.process(end, det.finish()), cls.finish()):
             rt.process(classes)
             parts.append(classes)
         if k < len(runs) - 1:
             rt.finish(b)  # episodes end where the gap begins
-    rt.finish(x.size)
+    rt.finish(x.shape[0])
     found = ClassifiedBeats.concat(parts, fs)
-    return AnalysisResult(found.seq, rt.episodes, x.size, fs, runs, found.labels)
+    return AnalysisResult(found.seq, rt.episodes, x.shape[0], fs, runs, found.labels)
 
 
 def analyze_annotations(
@@ -198,7 +208,9 @@ def _files_of(record: str) -> tuple[Path, Path]:
     return base, base.with_name(base.name + ".hea")
 
 
-def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
+def _read(record: str, channel: int, second: str) -> tuple[np.ndarray, float, str, list[int]]:
+    """The record's detection ``channel`` and, per ``second`` (see ``--second-channel``),
+    the beat classifier's second one: (n, 1 or 2) mV, its rate, its name, the channels."""
     wfdb = _wfdb()
     path = Path(record)
     base, needed = _files_of(record)
@@ -215,12 +227,29 @@ def _read(record: str, channel: int) -> tuple[np.ndarray, float, str]:
         raise SystemExit(f"{record}: cannot read the record: {exc}") from None
     if rec.p_signal is None:
         raise SystemExit(f"{record}: no physical signal")
-    if not 0 <= channel < rec.p_signal.shape[1]:
-        raise SystemExit(f"{record}: no channel {channel} (it has {rec.p_signal.shape[1]})")
-    x = rec.p_signal[:, channel].astype(np.float64)  # NaN where no sample was recorded
-    units = (rec.units or ["mV"] * rec.n_sig)[channel].lower()
-    scale = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "v": 1e3}.get(units, 1.0)
-    return x * scale, float(rec.fs), path.stem if path.suffix else path.name
+    n_sig = rec.p_signal.shape[1]
+    channels = [channel, *_second(second, channel, n_sig)]
+    for c in channels:
+        if not 0 <= c < n_sig:
+            raise SystemExit(f"{record}: no channel {c} (it has {n_sig})")
+    x = rec.p_signal[:, channels].astype(np.float64)  # NaN where no sample was recorded
+    units = rec.units or ["mV"] * rec.n_sig
+    scale = np.array([_MV_PER_UNIT.get(units[c].lower(), 1.0) for c in channels])
+    return x * scale, float(rec.fs), path.stem if path.suffix else path.name, channels
+
+
+def _second(second: str, channel: int, n_sig: int) -> list[int]:
+    """The beat classifier's second channel: ``auto`` the record's first other channel (as
+    the two-lead forest was trained: MIT-BIH's second channel beside MLII), ``none`` no
+    second lead (one lead, as a patch records), or a channel number."""
+    if second == "none":
+        return []
+    if second == "auto":
+        return [c for c in range(n_sig) if c != channel][:1]
+    try:
+        return [int(second)]
+    except ValueError:
+        raise SystemExit(f"--second-channel {second!r}: a channel number, auto or none") from None
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -232,12 +261,13 @@ def run_analyze(args: argparse.Namespace) -> int:
         res, fs, name = _from_annotations(args.record, args.beats)
         print(f"{args.record}: beats of '{args.beats}', {res.n / fs / 60:.1f} min at {fs:g} Hz")
     else:
-        x, fs, name = _read(args.record, args.channel)
+        x, fs, name, channels = _read(args.record, args.channel, args.second_channel)
         res = analyze_signal(x, fs)
         beats = res.beats
         if beats.size:
             wfdb.wrann(name, "qrs", beats, symbol=list(res.labels), fs=fs, write_dir=str(out))
-        print(f"{args.record}: channel {args.channel}, {res.n / fs / 60:.1f} min at {fs:g} Hz")
+        also = f" (beat classes also on channel {channels[1]})" if channels[1:] else ""
+        print(f"{args.record}: channel {channels[0]}{also}, {res.n / fs / 60:.1f} min at {fs:g} Hz")
     _write_rhythm(res, name, fs, out)
     _summary(res, fs, out, name, qrs=not args.beats)
     return 0
@@ -302,6 +332,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("record", help="WFDB record path without extension, or an .edf file")
     p.add_argument("--channel", type=int, default=0, help="signal index (default 0)")
+    p.add_argument(
+        "--second-channel",
+        default="auto",
+        metavar="N|auto|none",
+        help="second lead for the beat classes (default auto: the record's first other "
+        "channel, if any; none: one lead, as a patch records)",
+    )
     p.add_argument("--out", type=Path, default=Path("."), help="where to write .qrs and .rhy")
     p.add_argument(
         "--beats",

@@ -31,10 +31,11 @@ from dsp.quality import QualityTracker, QualityWindow
 from gateway.pipeline.history import SampleHistory
 from gateway.pipeline.settings import PipelineSettings
 
-__all__ = ["StreamAnalysis", "WindowAnalysis", "analyse_window", "qrs_lead"]
+__all__ = ["StreamAnalysis", "WindowAnalysis", "analyse_window", "beat_classifier", "qrs_lead"]
 
 # Leads the QRS detector prefers, best first (lead II shows the tallest R in most people).
 _QRS_LEAD_PREFERENCE = ("II", "ECG", "I", "V5", "V2")
+_SECOND_LEAD = "V1"  # the beat classifier's second lead, when a stream has it
 _MAX_BEATS_KEPT = 4096
 _MAX_EPISODES_KEPT = 1000  # the latest episodes strips are matched against
 
@@ -42,6 +43,17 @@ _MAX_EPISODES_KEPT = 1000  # the latest episodes strips are matched against
 def qrs_lead(leads: Sequence[str]) -> int:
     """Index of the lead the QRS detector runs on."""
     return next((leads.index(n) for n in _QRS_LEAD_PREFERENCE if n in leads), 0)
+
+
+def beat_classifier(fs: float, leads: Sequence[str], lead: int) -> BeatClassifier:
+    """The beat classifier of a stream: on the QRS lead, and on V1 beside it when the
+    stream has one (a 12-lead cart). The two-lead forest learnt MIT-BIH's second channel,
+    V1 in most records, beside MLII, and finds ventricular beats better than one lead
+    (BENCHMARKS.md, "Beat classes"); a patch's single lead gets the one-lead forest."""
+    second = leads.index(_SECOND_LEAD) if _SECOND_LEAD in leads else None
+    if second == lead:
+        second = None
+    return BeatClassifier(fs, len(leads), lead, second_lead=second)
 
 
 def _tracker(fs: float, s: PipelineSettings) -> EpisodeTracker:
@@ -63,7 +75,7 @@ class StreamAnalysis:
         self.fs = fs
         lead = qrs_lead(leads)
         self.qrs = QrsDetector(fs, lead=lead)
-        self.classifier = BeatClassifier(fs, len(leads), lead)
+        self.classifier = beat_classifier(fs, leads, lead)
         self.tracker = _tracker(fs, settings)
         self.policy = _policy(fs, settings)
         longest = max(
@@ -167,7 +179,7 @@ def analyse_window(
     if not have.any():
         return WindowAnalysis([], [], [], [])
     qrs = QrsDetector(block.fs, lead=lead)
-    classifier = BeatClassifier(block.fs, block.n_leads, lead)
+    classifier = beat_classifier(block.fs, block.leads, lead)
     tracker = _tracker(block.fs, settings)
     quality_tracker = QualityTracker(block.fs, block.n_leads)
     parts: list[ClassifiedBeats] = []

@@ -122,6 +122,34 @@ def test_analyze_writes_beat_classes(tmp_path: Path) -> None:
     assert len(ours_v) <= len(ref_v) + 1
 
 
+def test_analyze_classifies_beats_on_two_leads_when_the_record_has_them(
+    tmp_path: Path, capsys
+) -> None:
+    """A two-channel record: beats are detected on --channel and classified on both
+    (the two-lead forest) unless --second-channel none asks for one lead, as a patch."""
+    z = np.load(DATA / "mitdb119_excerpt.npz")
+    mv = (z["adu"].astype(np.float64) - float(z["baseline"])) / float(z["gain"])
+    two = np.column_stack([mv, 0.6 * mv])  # a second lead of the same heart
+    wfdb.wrsamp(
+        "ex2", fs=360, units=["mV", "mV"], sig_name=["MLII", "V1"], p_signal=two,
+        fmt=["16", "16"], write_dir=str(tmp_path),
+    )  # fmt: skip
+    ref_v = z["beats"][z["symbols"] == "V"]
+    one_lead = ["--second-channel", "none"]
+    for option, said in (([], "beat classes also on channel 1"), (one_lead, "")):
+        out = tmp_path / f"out{len(option)}"
+        assert main(["analyze", str(tmp_path / "ex2"), "--out", str(out), *option]) == 0
+        first = capsys.readouterr().out.splitlines()[0]
+        assert (said in first) if said else "also on" not in first
+        qrs = wfdb.rdann(str(out / "ex2"), "qrs")
+        ours_v = qrs.sample[np.array(qrs.symbol) == "V"]
+        assert sum(np.abs(ours_v - r).min() <= 54 for r in ref_v) >= len(ref_v) - 1
+    with pytest.raises(SystemExit, match="no channel 5"):
+        main(["analyze", str(tmp_path / "ex2"), "--second-channel", "5", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="auto or none"):
+        main(["analyze", str(tmp_path / "ex2"), "--second-channel", "x", "--out", str(tmp_path)])
+
+
 LTAFDB = Path(__file__).resolve().parents[3] / "shared" / "data" / "ltafdb"
 
 

@@ -400,3 +400,16 @@ def test_a_window_with_no_sample_builds_no_detector(monkeypatch) -> None:
     block = SampleBlock(np.full((250, 2), np.nan, dtype=np.float32), 250.0, 0.0, 0, ("I", "II"))
     got = analysis.analyse_window(block, np.zeros(250, dtype=bool), 0, PipelineSettings())
     assert got == analysis.WindowAnalysis([], [], [], [])
+
+
+def test_a_cart_is_classified_on_lead_ii_and_v1_a_patch_on_its_lead() -> None:
+    """The two-lead beat forest (VEB Se/+P 93.6/93.6 held out, against 90.8/91.1 on one
+    lead) runs where a stream has V1 beside its QRS lead; a patch keeps one lead."""
+    from drivers.cart_protocol import LEADS_12
+    from gateway.pipeline.analysis import StreamAnalysis, beat_classifier, qrs_lead
+
+    cart = StreamAnalysis(500.0, LEADS_12, PipelineSettings())
+    assert cart.classifier.leads == (LEADS_12.index("II"), LEADS_12.index("V1"))
+    assert StreamAnalysis(250.0, ("ECG",), PipelineSettings()).classifier.leads == (0,)
+    assert beat_classifier(250.0, ("V1", "V5"), qrs_lead(("V1", "V5"))).leads == (1, 0)
+    assert beat_classifier(250.0, ("V1",), 0).leads == (0,)
