@@ -55,6 +55,7 @@ from core.events import (
     Disconnected,
     DriverError,
     Gap,
+    LeadOff,
     RecordingStarted,
     StreamPosition,
 )
@@ -175,6 +176,7 @@ class PatchSession:
         self._last_data = 0.0
         self._delivered = False
         self._presses: deque[SymptomPress] = deque(maxlen=_PRESS_MEMORY)
+        self._lead_off = False  # the electrode's contact as last reported (in contact)
         self._optional: list[str] = []
         self._offset = 0  # stream seq = patch seq + offset (changes when the patch restarts)
         self._floor: int | None = None  # nothing before this patch seq is wanted (resumed)
@@ -235,18 +237,26 @@ class PatchSession:
                 return self._symptom(data, now)
             if uuid == uuids.PATCH_STATUS:
                 st = decode_status(data)
-                return [
-                    BatteryLevel(
-                        source=self.source,
-                        time=now,
-                        percent=st.battery_percent,
-                        lead_off=st.lead_off,
-                        storage_percent=st.storage_percent,
-                    )
-                ]
+                battery = BatteryLevel(
+                    source=self.source,
+                    time=now,
+                    percent=st.battery_percent,
+                    lead_off=st.lead_off,
+                    storage_percent=st.storage_percent,
+                )
+                return [battery, *self._contact(st.lead_off, now, None)]
         except PatchDecodeError as exc:
             return [self._bad(uuid, str(exc), now)]
         return []
+
+    def _contact(self, off: bool, now: float, seq: int | None) -> list[Output]:
+        """A LeadOff event when the electrode's contact changed (Status, or the lead-off
+        flag of a live frame): what strips and events report as ``lead_off``."""
+        if off == self._lead_off:
+            return []
+        self._lead_off = off
+        leads = (self.stream.lead,) if off else ()
+        return [LeadOff(source=self.source, time=now, seq=seq, leads=leads)]
 
     def tick(self, now: float, mono: float) -> list[Output]:
         """Time passed: watchdogs, RACP timeouts and retries."""
@@ -337,7 +347,10 @@ class PatchSession:
         self._last_data = mono
         if self._plausible(frame, mono):
             self._suspects.clear()
-            return self._shift(self._frame(frame, now, mono))
+            out = self._frame(frame, now, mono)
+            if not frame.backfill:  # the electrode's contact now (a backfill's is history)
+                out = self._contact(frame.lead_off, now, frame.first_seq) + out
+            return self._shift(out)
         what = "backfill frame" if frame.backfill else "ECG frame"
         detail = f"impossible samples {frame.first_seq}..{frame.end_seq}"
         if frame.backfill or not self._suspects_agree(frame):

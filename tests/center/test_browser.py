@@ -181,6 +181,7 @@ def test_twelve_lead_layout_and_escalation_cue(
     labels = list(auto["facts"]["beat_labels"])
     labels[3], labels[5] = "V", "S"  # the gateway's classes are drawn on their beats
     auto["facts"]["beat_labels"] = "".join(labels)
+    auto["facts"]["lead_off"] = {"time": auto["trigger"]["time"] - 5, "leads": ["ECG"]}
     auto_payload = json.dumps(auto).encode()
     publish_sync(broker, cart_topic, cart_payload)
     publish_sync(broker, ev_topic, ev_payload)
@@ -251,6 +252,7 @@ def test_twelve_lead_layout_and_escalation_cue(
     facts = driver.find_element(By.ID, "facts").text
     assert "pause 4.8 s (automated; read it on the tracing)" in facts
     assert "16 N · 1 S · 1 V" in facts
+    assert "Electrodes off (the device says)" in facts and "ECG since" in facts
     driver.find_element(By.ID, "beats").click()  # beat marks on demand, classes with them
     wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#ecg text.beatclass"), "classes")
     marks = driver.find_elements(By.CSS_SELECTOR, "#ecg text.beatclass")

@@ -16,6 +16,7 @@ from core.events import (
     Disconnected,
     DriverError,
     Gap,
+    LeadOff,
     RecordingStarted,
 )
 from drivers import uuids
@@ -471,6 +472,36 @@ def test_a_new_recordings_presses_are_new_even_when_their_ids_start_again() -> N
     assert [p.press_id for p in presses] == [1, 1]
     assert presses[1].seq is not None and presses[1].seq > presses[0].seq  # numbered on
     assert link.s.stats()["presses"] == 2 and link.s.stats()["presses_repeated"] == 1
+
+
+def test_electrode_contact_changes_are_lead_off_events() -> None:
+    """The patch says its electrode lost contact (Status, or the flag of live frames): one
+    LeadOff event per change, at the frame's sample when a frame said it, none for a
+    backfilled frame's history; what strips and events then report as lead_off."""
+    from drivers.patch_gatt import PatchStatus, encode_status
+
+    link = Link()
+    link.connect()
+    link.frame(0, 100)
+    link.racp(_extent(0, 100))
+
+    def status(off: bool) -> None:
+        data = encode_status(PatchStatus(80, off, 10, 100))
+        link.take(link.s.notified(uuids.PATCH_STATUS, data, link.now, link.mono))
+
+    def live(first: int, off: bool, backfill: bool = False) -> None:
+        data = encode_ecg_frame(first, _uv(first, first + 50), backfill=backfill, lead_off=off)
+        uuid = uuids.PATCH_BACKFILL if backfill else uuids.PATCH_ECG
+        link.take(link.s.notified(uuid, data, link.now, link.mono))
+
+    status(True)
+    status(True)  # no change
+    live(100, True)
+    live(150, False)  # contact again, said by a frame
+    live(0, True, backfill=True)  # history: no event
+    status(False)
+    offs = [e for e in link.events if isinstance(e, LeadOff)]
+    assert [(e.leads, e.seq) for e in offs] == [(("ECG",), None), ((), 150)]
 
 
 def test_malformed_notifications_are_counted_not_raised() -> None:

@@ -197,6 +197,8 @@
           ["N", "S", "V", "Q"].filter((c) => n(c)).map((c) => `${n(c)} ${c}`).join(" · "));
     }
     if (f.beats_in_unusable_signal.length) add("Beats in unusable signal", String(f.beats_in_unusable_signal.length));
+    if (f.lead_off && (f.lead_off.leads || []).length)
+      add("Electrodes off (the device says)", `${f.lead_off.leads.join(", ")} since ${localTime(f.lead_off.time * 1000)}`);
     add("Gaps", view.gaps.length ? view.gaps.map((g) => `${g.n_samples} samples (${g.reason || "?"})`).join("; ") : "none");
     if (f.stage) add("Stage", [f.stage.name, f.stage.phase, f.stage.speed_kmh && `${f.stage.speed_kmh} km/h`, f.stage.grade_pct && `${f.stage.grade_pct} %`].filter(Boolean).join(" · "));
     if (f.blood_pressure) add("Blood pressure", `${f.blood_pressure.systolic_mmhg}/${f.blood_pressure.diastolic_mmhg} mmHg`);
