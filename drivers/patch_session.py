@@ -548,7 +548,10 @@ class PatchSession:
             return self._ask_extent()
         # ABORTED, INVALID, or an ABORT that found nothing running: later
         self._retry_at = mono + self.racp_retry_s
-        why = "refused (INVALID)" if r.status == RacpStatus.INVALID else r.status.name
+        if w.aborting and r.status == RacpStatus.INVALID:
+            why = "no answer"  # our ABORT found nothing running: the request went unanswered
+        else:
+            why = "refused (INVALID)" if r.status == RacpStatus.INVALID else r.status.name
         return self._fruitless(w, why, now)
 
     def _busy_answer(self, w: _Wait, now: float, mono: float) -> list[Output]:

@@ -232,6 +232,21 @@ def test_busy_aborts_the_running_backfill_asks_again_later_and_invalid_three_tim
     assert (gap.first_seq, gap.end_seq, gap.reason) == (50, 100, "patch refused backfill")
 
 
+def test_a_patch_that_ignores_range_requests_is_not_said_to_refuse_them() -> None:
+    """Each request times out, the ABORT after it finds nothing running (INVALID 0, 0):
+    three in a row give the range up as unanswered, not as refused."""
+    link = _asking(Link())
+    for _ in range(3):
+        link.frame(150, 160)  # live data goes on
+        cmds = link.tick(2.1)  # no answer within racp_timeout_s: ABORT
+        assert cmds == [Write(uuids.PATCH_RACP, encode_abort())]
+        link.racp(_done(0, 0, RacpStatus.INVALID))
+        link.tick(1.1)  # racp_retry_s: the range is asked again (the last time: given up)
+    (gap,) = link.gaps
+    assert (gap.first_seq, gap.end_seq) == (50, 100)
+    assert gap.reason == "patch did not backfill it (no answer)"
+
+
 def test_busy_after_a_reconnect_aborts_the_old_backfill_and_loses_nothing() -> None:
     """A patch still running the backfill the previous link asked for answers BUSY after
     the reconnect, again and again: each BUSY is followed by an ABORT (answered ABORTED with
