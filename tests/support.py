@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from core.block import SampleBlock
 from core.events import DeviceEvent, RecordingSink
+from core.tasks import cancel_and_wait
 from drivers import uuids
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -506,9 +507,7 @@ class RunningDriver:
 
     async def stop(self) -> None:
         if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancel_and_wait(self.task)
 
     def events(self, cls: type[DeviceEvent]) -> list:
         return self.sink.of(cls)

@@ -1,4 +1,4 @@
-"""A stop is never lost, also one that a library swallows or turns into an error.
+"""A stop is never lost: waiting for a cancelled task, and a library that swallows one.
 
 ``core.tasks`` and its users (``core.supervise``, the gateway's device supervisor): each
 test cancels at an awkward moment and asks that the task end, as cancelled, at once.
@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from core.supervise import supervise
+from core.tasks import cancel_and_wait
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -24,6 +25,39 @@ async def _ends_cancelled(task: asyncio.Task[None]) -> None:
     done, _ = await asyncio.wait([task], timeout=_PROMPT_S)
     assert done, f"still running {_PROMPT_S:g} s after the stop: {task.get_stack()}"
     assert task.cancelled(), f"ended without the stop: {task!r}"
+
+
+async def _slow_to_end() -> None:
+    """A task whose cleanup takes a moment after its cancellation."""
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        await asyncio.sleep(0.05)
+
+
+async def test_a_stop_of_the_waiter_is_not_taken_for_the_waited_tasks() -> None:
+    """Cancelled while it waits for a task it cancelled, the waiter is cancelled too (the
+    ``suppress(CancelledError): await task`` idiom swallows it and runs on)."""
+    child = asyncio.create_task(_slow_to_end())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(cancel_and_wait(child))
+    await asyncio.sleep(0)  # waiting for the child's cleanup
+    await _ends_cancelled(waiter)
+    await asyncio.wait([child])
+    assert child.cancelled()
+
+
+async def test_what_the_waited_task_raised_is_raised() -> None:
+    async def fails_on_stop() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    task = asyncio.create_task(fails_on_stop())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="cleanup failed"):
+        await cancel_and_wait(task)
 
 
 def _swallowing_session(turn_into: BaseException | None) -> Callable[[], Awaitable[bool]]:
