@@ -9,7 +9,10 @@ It returns whether it delivered data. :func:`supervise` runs sessions back to ba
   as a failure: the delay before the next one doubles up to the cap, with jitter
   (:mod:`core.backoff`);
 - anything else (a bug) propagates, so the device's supervisor can log it and restart
-  the driver (see ``gateway.app``): it is never swallowed here.
+  the driver (see ``gateway.app``): it is never swallowed here;
+- a stop (cancellation) ends it at once, also one that a library swallowed inside a
+  session or turned into a link error (the task is still being cancelled): checked after
+  each session and each outcome, never counted as a failure, never waited out in a backoff.
 
 ``on_outcome`` hears each session's result (a Bluetooth adapter counts failures to
 decide on a reset) and may ask for an early retry by returning True.
@@ -22,6 +25,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 from core.backoff import backoff_s
+from core.tasks import stop_if_cancelled
 
 __all__ = ["supervise"]
 
@@ -53,17 +57,17 @@ async def supervise(
     rng = rng or random.Random()
     failures = 0
     while True:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # a stop that a library swallowed on its way up: stop anyway
-            raise asyncio.CancelledError
+        stop_if_cancelled()
         error: BaseException | None = None
         try:
             delivered = await session()
         except errors as exc:
             delivered, error = False, exc
-            on_failure(exc, failures + 1)
+        stop_if_cancelled()  # before the backoff: a stop is neither a failure nor an outcome
+        if error is not None:
+            on_failure(error, failures + 1)
         failures = 0 if delivered else failures + 1
         if on_outcome is not None and await on_outcome(delivered, error):
             failures = 0
+        stop_if_cancelled()
         await asyncio.sleep(backoff_s(failures, delays, rng))

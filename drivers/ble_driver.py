@@ -158,15 +158,7 @@ class BleDriver:
     # --- one connection ------------------------------------------------------------------
     async def _connection(self) -> bool:
         lost = asyncio.Event()
-        try:
-            client, rssi = await connect(
-                self.settings, self.backend, self.adapter, lost, self.scanner
-            )
-        except asyncio.CancelledError:
-            if really_cancelled():
-                raise
-            # a future the BLE stack cancelled when the link dropped: not a stop
-            raise BleakError("link lost while connecting") from None
+        client, rssi = await self._connect(lost)
         if rssi is not None:
             self._event(SignalStrength(source=self.source, time=self._clock(), dbm=rssi))
         loop = asyncio.get_running_loop()
@@ -198,10 +190,38 @@ class BleDriver:
             # bounded: a BLE stack that swallows a cancellation must not hold us here
             await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
             self._feed(lambda now, mono: self.session.link_lost(end.reason, now, mono))
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                    await client.disconnect()
+            await self._disconnect(client)
         return self.session.delivered and not end.failed
+
+    async def _connect(self, lost: asyncio.Event) -> tuple[BleakClient, int | None]:
+        """:func:`~drivers.ble_link.connect`, telling a stop from a future the BLE stack
+        cancelled, and keeping a stop the stack swallowed on the way.
+
+        A stop that arrives as the stack's own wait ends (Python 3.11's ``asyncio.wait_for``
+        returns the result and drops the cancellation) leaves the connection made and the
+        task being cancelled: the link is closed and the stop goes on. Else the driver
+        would stream on until the link dropped, and a gateway stopping would give up on it.
+        """
+        try:
+            client, rssi = await connect(
+                self.settings, self.backend, self.adapter, lost, self.scanner
+            )
+        except asyncio.CancelledError:
+            if really_cancelled():
+                raise
+            # a future the BLE stack cancelled when the link dropped: not a stop
+            raise BleakError("link lost while connecting") from None
+        if really_cancelled():
+            await self._disconnect(client)
+            raise asyncio.CancelledError
+        return client, rssi
+
+    @staticmethod
+    async def _disconnect(client: BleakClient) -> None:
+        """Close the link, bounded (a stalled BlueZ link can hang a disconnect)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await client.disconnect()
 
     def _why(self, tasks: list[asyncio.Task[Any]]) -> _End:
         if self._end is not None and self._end.done():

@@ -28,6 +28,7 @@ from typing import Any
 
 from core.backoff import backoff_s
 from core.events import StreamPosition
+from core.tasks import stop_if_cancelled
 from drivers import Driver
 from drivers.ble_adapter import AdapterHealth, BleAdapter, bluez_power_cycle
 from dsp.episodes import RhythmLimits
@@ -392,13 +393,17 @@ class Gateway(_DeviceLifecycle):
 
     # --- background work ------------------------------------------------------------------------
     async def _keep_running(self, dev_id: str, driver: Driver) -> None:
-        """Run one driver; if it ever raises (a bug), log, wait and run it again."""
+        """Run one driver; if it ever raises (a bug), log, wait and run it again. A driver
+        that ends, or raises, while its task is being stopped was stopped (a library on
+        the way swallowed the cancellation or turned it into an error): no restart."""
         rng = random.Random()
         while True:
             try:
                 await driver.run()
+                stop_if_cancelled()
                 log.error("%s: driver returned; starting it again", dev_id)
             except Exception:
+                stop_if_cancelled()
                 log.exception("%s: driver failed; starting it again", dev_id)
             self.restarts[dev_id] += 1
             await asyncio.sleep(backoff_s(self.restarts[dev_id], _RESTART_DELAYS_S, rng))

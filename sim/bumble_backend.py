@@ -14,7 +14,10 @@ Each client instance brings up its own central (a bumble ``Device`` on a fresh
 controller on the link) when it connects and removes it when the link goes
 down, so several clients can be connected at once. Addresses are the
 peripherals' *random* static addresses (``F0:..``); the bumble central
-connects to ``Address(address)`` which is random by default.
+connects to ``Address(address)`` which is random by default. A device that
+leaves the air (a central whose connect failed or was cancelled, a patch that
+stopped) ends its links as a real peer's supervision timeout would: bumble's
+link alone would leave the other end holding a link to nobody.
 
 Only what the gateway uses is implemented: connect (with MTU exchange and
 full discovery), read/write characteristic and descriptor, notifications and
@@ -25,6 +28,7 @@ not supported (the simulated patch needs none).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from typing import Any
@@ -36,6 +40,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_str
+from bumble import hci, ll
 from bumble.controller import Controller
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic
@@ -44,12 +49,16 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-__all__ = ["BumbleBleakClient", "SimBleWorld"]
+__all__ = ["BumbleBleakClient", "SimBleWorld", "disconnect_bounded", "leave_the_air"]
 
 _LOGGER = logging.getLogger(__name__)
 
 MTU = 247
 """ATT MTU the central asks for (what a Pi + BlueZ typically negotiates with a patch)."""
+
+_VANISHED = hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR
+"""Why a link to a device that left the air ends (a real peer's supervision timeout)."""
+_DISCONNECT_S = 5.0  # a disconnect over the virtual air takes a few loop turns
 
 _PROPERTY_NAMES = {
     Characteristic.Properties.BROADCAST: "broadcast",
@@ -96,10 +105,17 @@ class SimBleWorld:
         return self.new_device("gateway-central", self.new_address(0xD0))
 
     def remove_device(self, device: Device) -> None:
-        """Detach a device's controller from the link (it can no longer be reached)."""
+        """Detach a device's controller from the link (it can no longer be reached).
+
+        Its links end as over a real radio when a device vanishes (a supervision timeout,
+        on both sides): its peers disconnect and advertise again. Also a link whose setup
+        is still on its way over the air (a central whose connect was cancelled as the
+        patch accepted it): it ends once it is up. Never a link left up to nobody: the
+        peer would never advertise again, and its own disconnect would wait for ever.
+        """
         controller = self._controllers.pop(id(device), None)
-        if controller is not None and controller in self.link.controllers:
-            self.link.remove_controller(controller)
+        if controller is not None:
+            leave_the_air(self.link, controller, _VANISHED)
 
     def jam(self) -> None:
         """Simulate a stuck host adapter: every connection attempt fails until reset."""
@@ -172,6 +188,7 @@ class BumbleBleakClient(BaseBleakClient):
                 await connection.gatt_client.request_mtu(MTU)
                 self.services = await self._discover(connection)
         except BaseException as exc:
+            self._connection = None  # (its link ends as the central leaves the air)
             self._teardown()
             if isinstance(exc, (TimeoutError, asyncio.CancelledError)):
                 raise
@@ -271,6 +288,40 @@ class BumbleBleakClient(BaseBleakClient):
         proxy = self._proxies[characteristic.handle]
         subscriber = self._notify.pop(characteristic.handle, None)
         await self._client().unsubscribe(proxy, subscriber)
+
+
+async def disconnect_bounded(connection: Connection | None) -> None:
+    """A simulated peripheral drops its link (if any): at most ``_DISCONNECT_S`` (bumble's
+    own wait for the disconnection has no limit; a stop must never hang on it)."""
+    if connection is None:
+        return
+    try:
+        async with asyncio.timeout(_DISCONNECT_S):
+            await connection.disconnect()
+    except TimeoutError:
+        _LOGGER.warning("the link to %s did not end within %g s", connection.peer_address,
+                        _DISCONNECT_S)  # fmt: skip
+    except Exception as exc:  # the link is gone already
+        _LOGGER.debug("disconnect: %r", exc)
+
+
+def leave_the_air(link: LocalLink, controller: Controller, reason: int) -> None:
+    """``controller`` leaves ``link``; each of its links ends with ``reason``, now and once
+    more after what is already on its way over the air (a CONNECT_IND sent just before,
+    which still brings a link up at the peer)."""
+    _end_links(controller, reason)
+    if controller in link.controllers:
+        link.remove_controller(controller)
+    asyncio.get_running_loop().call_soon(_end_links, controller, reason)
+
+
+def _end_links(controller: Controller, reason: int) -> None:
+    """Every LE link ``controller`` holds ends with ``reason``: its peer hears it over the
+    air (if still there), its own host (if any) by a disconnection event."""
+    for conn in list(controller.le_connections.values()):
+        with contextlib.suppress(Exception):  # (the peer may have left the air already)
+            conn.send_ll_control_pdu(ll.TerminateInd(reason))
+        controller.on_le_disconnected(conn, reason)
 
 
 def _full_uuid(uuid: Any) -> str:

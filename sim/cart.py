@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from core.tasks import cancel_and_wait
 from drivers.cart_protocol import (
     LEADS_12,
     CartDecoder,
@@ -128,9 +129,7 @@ class SimCart:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         for fd in (self._master, self._slave):
             if fd is not None:

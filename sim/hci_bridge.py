@@ -29,7 +29,7 @@ from bumble.device import Device
 from bumble.host import Host
 from bumble.transport.common import PacketParser, StreamPacketSink
 
-from sim.bumble_backend import BumbleBleakClient, SimBleWorld
+from sim.bumble_backend import BumbleBleakClient, SimBleWorld, leave_the_air
 
 __all__ = ["HciServer", "RemoteBleWorld"]
 
@@ -62,14 +62,8 @@ class _ControllerLink(asyncio.Protocol):
         if controller is None:
             return
         controller.host = None  # nobody to tell any more
-        for conn in list(controller.le_connections.values()):
-            # the central vanished: its links end for the peripherals
-            with contextlib.suppress(Exception):
-                controller.on_hci_disconnect_command(
-                    hci.HCI_Disconnect_Command(connection_handle=conn.handle, reason=_PEER_GONE)
-                )
-        if controller in self.world.link.controllers:
-            self.world.link.remove_controller(controller)
+        # the central vanished: its links end for the peripherals
+        leave_the_air(self.world.link, controller, _PEER_GONE)
 
 
 class HciServer:

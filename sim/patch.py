@@ -46,7 +46,7 @@ from drivers.patch_gatt import (
     encode_status,
     encode_symptom,
 )
-from sim.bumble_backend import SimBleWorld
+from sim.bumble_backend import SimBleWorld, disconnect_bounded
 from sim.synth import EcgSynth
 
 __all__ = ["SimPatch"]
@@ -289,10 +289,7 @@ class SimPatch:
         return self._connection is not None
 
     async def disconnect(self) -> None:
-        conn = self._connection
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
+        await disconnect_bounded(self._connection)
 
     async def press_button(self) -> SymptomPress:
         """The patient presses the patch: notified now if a gateway listens, else kept and

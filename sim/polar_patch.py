@@ -57,7 +57,7 @@ from drivers.polar_pmd import (
     PmdStatus,
     encode_ecg_frame,
 )
-from sim.bumble_backend import SimBleWorld
+from sim.bumble_backend import SimBleWorld, disconnect_bounded
 from sim.synth import EcgSynth
 
 __all__ = ["SimBlePatch"]
@@ -243,10 +243,7 @@ class SimBlePatch:
     # --- test hooks -----------------------------------------------------------------
     async def disconnect(self) -> None:
         """Drop the link from the patch side (the patch keeps advertising)."""
-        connection = self._connection
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.disconnect()
+        await disconnect_bounded(self._connection)
 
     def stall(self) -> None:
         """Stop sending ECG without telling anyone (a notify stall); the link stays up."""

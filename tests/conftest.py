@@ -17,26 +17,38 @@ broker started is terminated at teardown.
 
 ``mqtt_listener`` is a factory for a paho subscriber that records what arrives.
 The helpers themselves live in :mod:`tests.support`.
+
+After every async test (and its fixtures) the tasks it left running are cancelled; one
+that has not ended ``LEFTOVER_LIMIT_S`` later fails the test, named with its stack, and
+cannot hang the event loop's teardown (which waits for every task without a limit, past
+pytest-timeout, which fires once per test).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_asyncio import is_async_test
 
 from tests.support import (
+    LEFTOVER_LIMIT_S,
     MOSQUITTO,
     MOSQUITTO_PASSWD,
     START_LIMIT_S,
     Mosquitto,
     MqttListener,
+    bound_loop_teardown,
+    describe_task,
     free_port,
     make_client_cert,
     make_tls_files,
+    stop_leftover_tasks,
     wait_for,
 )
 
@@ -94,3 +106,45 @@ def mqtt_listener() -> Iterator[Callable[..., MqttListener]]:
     yield make
     for listener in listeners:
         listener.close()
+
+
+@pytest.fixture(autouse=True)
+def _async_tests_leave_no_task_running(request: pytest.FixtureRequest) -> None:
+    """For async tests only (a sync test has no event loop to keep clean): set up first,
+    so that its check runs after every other fixture's teardown."""
+    if is_async_test(request.node):
+        request.getfixturevalue("_no_task_left_running")
+
+
+@pytest.fixture
+async def _no_task_left_running(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """At the test's end: its leftover tasks cancelled and waited for (bounded); those
+    that outlive their cancellation fail the test, and never hang the loop's teardown."""
+    loop = asyncio.get_running_loop()
+    reported: list[asyncio.Task[object]] = []
+
+    def unhung() -> None:
+        """After the async part below, even one that was interrupted (pytest-timeout firing
+        in it: the test failed already, so this only tells, on stderr, never raises)."""
+        pending = bound_loop_teardown(loop)
+        if pending and not reported:
+            print(_report(pending, "still pending at the event loop's teardown"), file=sys.stderr)
+
+    request.addfinalizer(unhung)
+    yield
+    stuck = await stop_leftover_tasks()
+    if stuck:
+        reported.extend(stuck)
+        pytest.fail(_report(stuck, f"still running {LEFTOVER_LIMIT_S:g} s after being cancelled"),
+                    pytrace=False)  # fmt: skip
+
+
+def _report(tasks: list[asyncio.Task[object]], what: str) -> str:
+    names = ", ".join(t.get_name() for t in tasks)
+    stacks = "".join(describe_task(t) for t in tasks)
+    return (
+        f"{len(tasks)} task(s) the test left behind {what} (each swallowed its "
+        f"cancellation or waits for what never comes): {names}\n{stacks}(the event loop "
+        "is stopped at its teardown, so that it cannot hang: pytest-asyncio then warns "
+        "of an exception during the runner's teardown)"
+    )

@@ -1,6 +1,8 @@
 """Helpers shared by the whole suite (fixtures live in the conftest files and use these).
 
 - waiting without timing assertions: :func:`wait_for`;
+- what an async test left running, stopped at its end (:func:`stop_leftover_tasks`,
+  :func:`bound_loop_teardown`: the conftest's guard against a hung event-loop teardown);
 - a real mosquitto broker (:class:`Mosquitto`), TLS material made with ``cryptography``,
   and a paho subscriber that records what arrives (:class:`MqttListener`);
 - DSP inputs: :func:`blocks_of`, :func:`peak_search_cases`;
@@ -37,6 +39,7 @@ from hypothesis import strategies as st
 
 from core.block import SampleBlock
 from core.events import DeviceEvent, RecordingSink
+from core.tasks import cancel_and_wait
 from drivers import uuids
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -67,6 +70,62 @@ async def wait_for(predicate: Callable[[], bool], what: str, limit_s: float = 15
                 await asyncio.sleep(0.02)
     except TimeoutError:
         pytest.fail(f"gave up waiting for: {what}")
+
+
+# --- what an async test left running ---------------------------------------------------
+LEFTOVER_LIMIT_S = 10.0
+"""How long the tasks an async test left running get to end once cancelled."""
+
+
+async def stop_leftover_tasks(limit_s: float = LEFTOVER_LIMIT_S) -> list[asyncio.Task[Any]]:
+    """Cancel every task of the running loop but the caller's, once each (also those they
+    start as they end), and wait up to ``limit_s`` in all: the tasks still running then,
+    each of which outlived its cancellation."""
+    loop, me = asyncio.get_running_loop(), asyncio.current_task()
+    deadline = loop.time() + limit_s
+    cancelled: set[asyncio.Task[Any]] = set()
+    while left := {t for t in asyncio.all_tasks() if t is not me}:
+        for task in left - cancelled:
+            task.cancel()
+        cancelled |= left
+        if loop.time() >= deadline:
+            return sorted(left, key=asyncio.Task.get_name)
+        await asyncio.wait(left, timeout=deadline - loop.time())
+    return []
+
+
+def describe_task(task: asyncio.Task[Any]) -> str:
+    """A task's name and where it waits: its chain of awaits, innermost last (a suspended
+    task's own stack is only its outermost frame), for a failure report."""
+    lines = [f"- {task!r}, waiting in:"]
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = next((getattr(awaited, a) for a in _FRAME if getattr(awaited, a, None)), None)
+        if frame is None:  # a future's iterator, or a C awaitable: the end of the chain
+            lines.append(f"    {awaited!r}")
+            break
+        code = frame.f_code
+        lines.append(f'    File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}')
+        awaited = next((getattr(awaited, a) for a in _AWAITS if hasattr(awaited, a)), None)
+    return "\n".join(lines) + "\n"
+
+
+_FRAME = ("cr_frame", "gi_frame", "ag_frame")
+_AWAITS = ("cr_await", "gi_yieldfrom", "ag_await")
+
+
+def bound_loop_teardown(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """Tasks still pending on ``loop`` (between pytest-asyncio's runs: the loop is idle);
+    if any, the loop is stopped ``LEFTOVER_LIMIT_S`` from now. The runner's own teardown
+    cancels every task and waits for them without a limit: a task that swallows its
+    cancellation would hang it for ever. Stopped, it gives up (pytest-asyncio reports
+    that as a RuntimeWarning) and the suite goes on."""
+    if loop.is_closed():
+        return []
+    pending = sorted(asyncio.all_tasks(loop), key=asyncio.Task.get_name)  # (not done)
+    if pending:
+        loop.call_later(LEFTOVER_LIMIT_S, loop.stop)
+    return pending
 
 
 def free_port() -> int:
@@ -506,9 +565,7 @@ class RunningDriver:
 
     async def stop(self) -> None:
         if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancel_and_wait(self.task)
 
     def events(self, cls: type[DeviceEvent]) -> list:
         return self.sink.of(cls)

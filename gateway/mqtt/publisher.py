@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from core.counters import Counters
+from core.tasks import cancel_and_wait
 from gateway.config import MqttConfig
 from gateway.mqtt.client import LinkState, MqttClient
 from gateway.mqtt.codec import (
@@ -237,9 +238,7 @@ class Publisher:
         """
         self._exiting = True
         status_task, other = self._tasks[2], self._tasks[:2]
-        status_task.cancel()  # no "online" may follow the "offline"
-        with contextlib.suppress(asyncio.CancelledError):
-            await status_task
+        await cancel_and_wait(status_task)  # no "online" may follow the "offline"
         delivered = await self._say_offline()
         if not delivered and self.connected:
             log.warning("broker did not acknowledge the offline status before exit")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from core.events import DriverError, RecordingSink
+from core.tasks import cancel_and_wait
 from drivers.cart_driver import CartDriver, CartSettings
 from drivers.cart_protocol import FrameType
 from sim.cart import SimCart
@@ -29,9 +30,7 @@ async def _running(driver: CartDriver):
     try:
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
 
 def _kinds(sink: RecordingSink) -> list[str]:

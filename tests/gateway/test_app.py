@@ -199,3 +199,38 @@ async def test_the_centers_ack_reaches_the_gateways_status(
         m.json() for m in listener.on("ecg/v1/gw-a/p1/study") if m.json()["acknowledgements"]
     ]
     assert study["acknowledgements"][0]["by"] == "alice"
+
+
+class _StopTurnedIntoAnError:
+    """A driver whose library turns the gateway's stop into an error (never a bug to
+    restart for: the task is being cancelled)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self) -> None:
+        self.runs += 1
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("link library: operation aborted") from None
+
+
+async def test_a_device_stopped_is_not_restarted_when_its_stop_became_an_error(
+    tmp_path: Path,
+) -> None:
+    cfg = parse_config(
+        {
+            "gateway": {"id": "gw-s", "state_dir": str(tmp_path / "state")},
+            "mqtt": {"url": "mqtt://127.0.0.1:1", "insecure": True},
+        }
+    )
+    gw = Gateway(cfg)
+    gw.restarts = {"d1": 0}
+    driver = _StopTurnedIntoAnError()
+    task = asyncio.create_task(gw._keep_running("d1", driver))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=3.0)
+    assert done and task.cancelled()
+    assert gw.restarts == {"d1": 0} and driver.runs == 1

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from core.events import DriverError, RecordingSink
+from core.tasks import cancel_and_wait
 from drivers.cart_driver import CartDriver, CartSettings
 from gateway.app import Gateway
 from gateway.config import parse_config
@@ -187,9 +188,7 @@ async def test_a_power_cycle_and_a_new_rate_overwrite_nothing(
             )
             task = asyncio.create_task(intruder.run())
             await wait_for(lambda: intruder_sink.of(DriverError), "the second reader refused")
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             assert "open in another program" in intruder_sink.of(DriverError)[0].detail
             assert intruder.stats()["opens"] == 0
             cart.restart(fs=250)

@@ -745,3 +745,20 @@ async def test_a_second_gateway_with_the_same_id_is_reported_not_a_reconnect_sto
     assert lines and all("client id 'gw1'" in x and "second gateway" in x for x in lines)
     if broker_kind == "mini":
         assert any("Session taken over, 0x8E" in x for x in lines)
+
+
+async def test_a_stop_while_exiting_is_not_swallowed(
+    mosquitto: Callable[..., Mosquitto], outbox: Outbox
+) -> None:
+    """Cancelled while its exit waits for the status task to end, the publisher's exit
+    ends as cancelled: that task's CancelledError is not taken for ours (a stop swallowed
+    there let the gateway's stop run on into waits nobody would cancel again)."""
+    broker = mosquitto()
+    broker.stop()  # (no broker: nothing to say offline to)
+    pub = await Publisher(mqtt_config(broker), GW, outbox, **FAST).__aenter__()
+    exiting = asyncio.create_task(pub.__aexit__(None, None, None))
+    await asyncio.sleep(0)  # it cancelled the status task and waits for it
+    exiting.cancel()
+    done, _ = await asyncio.wait([exiting], timeout=5.0)
+    assert done and exiting.cancelled()
+    await pub.__aexit__(None, None, None)  # (the rest of the exit)
