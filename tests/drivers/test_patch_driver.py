@@ -41,6 +41,18 @@ def _quick_to_give_up(patch: SimPatch, time_scale: float) -> PatchSettings:
     )
 
 
+def _driving(world: SimBleWorld, patch: SimPatch, time_scale: float) -> tuple[Any, RunningDriver]:
+    """A patch driver for ``patch`` quick to give up and reconnect, started: (driver, run)."""
+    sink = RecordingSink()
+    drv = patch_driver(
+        _quick_to_give_up(patch, time_scale), sink, backend=world.backend(),
+        reconnect_delay_s=(0.05, 0.5),
+    )  # fmt: skip
+    run = RunningDriver(drv, sink)
+    run.start()
+    return drv, run
+
+
 async def _backfilled(drv: Any, target: int, limit_s: float, what: str) -> None:
     """Wait until the driver holds every sample before ``target`` (nothing missing)."""
     ledger = drv.session.stream.ledger
@@ -185,11 +197,8 @@ async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
     nothing is lost."""
     world = SimBleWorld()
     async with SimPatch(world, speed=5.0, memory_s=2 * 3600) as patch:
-        cfg = _quick_to_give_up(patch, 200.0)
-        sink = RecordingSink()
-        drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.5))
-        run = RunningDriver(drv, sink)
-        run.start()
+        drv, run = _driving(world, patch, 200.0)
+        sink = run.sink
         try:
             await wait_for(lambda: drv.stats()["samples"] > 250 * 10, "10 s of ECG", 30)
             left_at = patch.next_seq
@@ -328,11 +337,7 @@ async def test_presses_made_while_away_reach_the_gateway_on_return() -> None:
 
     world = SimBleWorld()
     async with SimPatch(world, speed=10.0, memory_s=600) as patch:
-        cfg = _quick_to_give_up(patch, 10.0)
-        sink = RecordingSink()
-        drv = patch_driver(cfg, sink, backend=world.backend(), reconnect_delay_s=(0.05, 0.5))
-        run = RunningDriver(drv, sink)
-        run.start()
+        drv, run = _driving(world, patch, 10.0)
         try:
             await wait_for(lambda: drv.stats()["samples"] > 250 * 5, "5 s of ECG", 30)
             await patch.go_away(20.0)

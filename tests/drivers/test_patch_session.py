@@ -107,6 +107,10 @@ class Link:
         self.perform(cmds)
         return cmds
 
+    def press(self, press: SymptomPress) -> None:
+        """The patch notifies a symptom press now."""
+        self.take(self.s.notified(uuids.PATCH_SYMPTOM, encode_symptom(press), self.now, self.mono))
+
     def tick(self, dt: float) -> list:
         self.mono += dt
         cmds = self.take(self.s.tick(self.now, self.mono))
@@ -447,11 +451,7 @@ def test_symptom_presses_are_deduplicated_and_an_impossible_sample_is_timed_by_t
     link.frame(0, 50)
     link.racp(_extent(0, 50))
     us_now = int((link.now - EPOCH_2000) * 1e6)
-
-    def notify(press: SymptomPress) -> None:
-        data = encode_symptom(press)
-        link.take(link.s.notified(uuids.PATCH_SYMPTOM, data, link.now, link.mono))
-
+    notify = link.press
     for _ in range(2):  # the patch re-sends presses made while the link was down
         notify(SymptomPress(1, 40, us_now))
     notify(SymptomPress(2, 10**9, us_now - 5_000_000))  # impossible sample, plausible time
@@ -473,10 +473,7 @@ def test_a_new_recordings_presses_are_new_even_when_their_ids_start_again() -> N
     link.frame(0, 5000)
     link.racp(_extent(0, 5000))
     us_now = int((link.now - EPOCH_2000) * 1e6)
-
-    def notify(press: SymptomPress) -> None:
-        link.take(link.s.notified(uuids.PATCH_SYMPTOM, encode_symptom(press), link.now, link.mono))
-
+    notify = link.press
     notify(SymptomPress(1, 4000, us_now))
     link.mono += 2.0
     for k in range(4):  # the patch restarts: its counter starts again at 0
