@@ -185,9 +185,24 @@ class _DeviceLifecycle:
     restarts: dict[str, int]
     cfg: GatewayConfig
     _build_devices: Callable[[], None]  # the Gateway's (below)
-    _keep_running: Callable[[str, Driver], Awaitable[None]]
     _save_positions: Callable[[], None]
     _put_study: Callable[..., None]
+
+    async def _keep_running(self, dev_id: str, driver: Driver) -> None:
+        """Run one driver; if it ever raises (a bug), log, wait and run it again. A driver
+        that ends, or raises, while its task is being stopped was stopped (a library on
+        the way swallowed the cancellation or turned it into an error): no restart."""
+        rng = random.Random()
+        while True:
+            try:
+                await driver.run()
+                stop_if_cancelled()
+                log.error("%s: driver returned; starting it again", dev_id)
+            except Exception:
+                stop_if_cancelled()
+                log.exception("%s: driver failed; starting it again", dev_id)
+            self.restarts[dev_id] += 1
+            await asyncio.sleep(backoff_s(self.restarts[dev_id], _RESTART_DELAYS_S, rng))
 
     def _start_devices(self) -> None:
         self.channels, self.drivers, self.restarts = {}, {}, {}
@@ -392,22 +407,6 @@ class Gateway(_DeviceLifecycle):
         }
 
     # --- background work ------------------------------------------------------------------------
-    async def _keep_running(self, dev_id: str, driver: Driver) -> None:
-        """Run one driver; if it ever raises (a bug), log, wait and run it again. A driver
-        that ends, or raises, while its task is being stopped was stopped (a library on
-        the way swallowed the cancellation or turned it into an error): no restart."""
-        rng = random.Random()
-        while True:
-            try:
-                await driver.run()
-                stop_if_cancelled()
-                log.error("%s: driver returned; starting it again", dev_id)
-            except Exception:
-                stop_if_cancelled()
-                log.exception("%s: driver failed; starting it again", dev_id)
-            self.restarts[dev_id] += 1
-            await asyncio.sleep(backoff_s(self.restarts[dev_id], _RESTART_DELAYS_S, rng))
-
     async def _study_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.study.period_s)
