@@ -86,6 +86,14 @@ class Link:
             elif isinstance(c, Write):
                 self.take(self.s.write_done(c.uuid, self.now, self.mono))
 
+    def streaming(self, end: int) -> Link:
+        """Connected, samples 0..``end`` received live and the extent answered: the
+        recording starts at 0 and nothing is owed."""
+        self.connect()
+        self.frame(0, end)
+        self.racp(_extent(0, end))
+        return self
+
     def connect(self) -> list:
         cmds = self.take(self.s.connected(PATCH_CHARACTERISTICS, 247, self.now, self.mono))
         self.perform(cmds)
@@ -137,9 +145,7 @@ def _done(first: int, end: int, status: RacpStatus = RacpStatus.SUCCESS) -> Racp
 def _asking(link: Link, end: int = 100) -> Link:
     """``link`` connected, samples 0..50 and ``end``..``end + 50`` received: 50..``end``
     is requested."""
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
+    link.streaming(50)
     link.frame(end, end + 50)
     link.tick(0.1)
     assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(50, end))
@@ -186,10 +192,7 @@ def test_a_patch_that_never_answers_racp_still_streams_live() -> None:
 
 
 def test_range_done_for_a_range_never_asked_is_ignored() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
+    link = Link().streaming(50)
     link.frame(100, 150)  # 50..100 missed
     link.tick(0.1)
     assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(50, 100))
@@ -201,10 +204,7 @@ def test_range_done_for_a_range_never_asked_is_ignored() -> None:
 
 
 def test_not_held_asks_the_extent_and_reports_the_exact_final_gap() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
+    link = Link().streaming(50)
     link.frame(1000, 1050)  # 50..1000 missed
     link.tick(0.1)
     link.frame(600, 1000, backfill=True)  # the patch holds only 600 on
@@ -334,10 +334,7 @@ def test_a_range_done_that_never_comes_is_aborted_asked_again_and_the_link_is_ke
 def test_backfill_frames_extend_the_wait_for_their_range_done() -> None:
     """A backfill longer than racp_timeout_s (2 s here) is not a silent one: every frame
     that brings samples of the requested range pushes the deadline on."""
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
+    link = Link().streaming(50)
     link.mono += 20.0  # away for 20 s
     live = 5050
     link.frame(live, live + 50)  # 50..5050 missed
@@ -363,10 +360,7 @@ def test_backfill_frames_extend_the_wait_for_their_range_done() -> None:
 
 
 def test_an_aborted_backfill_keeps_what_came_and_asks_for_the_rest() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
+    link = Link().streaming(50)
     link.frame(1050, 1100)
     link.tick(0.1)  # 50..1050 requested
     link.frame(50, 250, backfill=True)  # then the patch stalls
@@ -396,10 +390,7 @@ def test_a_range_never_delivered_is_given_up_as_a_final_gap() -> None:
 
 
 def test_link_lost_ends_every_wait_at_once_and_requests_again_on_reconnect() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
+    link = Link().streaming(50)
     link.frame(100, 150)
     link.tick(0.1)  # 50..100 requested
     link.take(link.s.link_lost("link lost", link.now, link.mono))
@@ -421,10 +412,7 @@ def test_silent_stream_disconnects() -> None:
 
 
 def test_live_frames_never_fill_a_hole() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
+    link = Link().streaming(50)
     link.frame(100, 150)
     link.frame(60, 80)  # a live frame going backwards into the hole: not trusted
     assert link.s.stream.ledger.missing == 50
@@ -446,10 +434,7 @@ def test_device_time_that_does_not_decode_or_is_absurd_is_ignored() -> None:
 
 
 def test_symptom_presses_are_deduplicated_and_an_impossible_sample_is_timed_by_the_clock() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 50)
-    link.racp(_extent(0, 50))
+    link = Link().streaming(50)
     us_now = int((link.now - EPOCH_2000) * 1e6)
     notify = link.press
     for _ in range(2):  # the patch re-sends presses made while the link was down
@@ -468,10 +453,7 @@ def test_a_new_recordings_presses_are_new_even_when_their_ids_start_again() -> N
     """A patch that restarts its recording may number its presses from 1 again: a press
     with an id seen before but another sample or time is a new press (the patient pressed
     again), reported, not dropped as a repeat; the same press sent again is still one."""
-    link = Link()
-    link.connect()
-    link.frame(0, 5000)
-    link.racp(_extent(0, 5000))
+    link = Link().streaming(5000)
     us_now = int((link.now - EPOCH_2000) * 1e6)
     notify = link.press
     notify(SymptomPress(1, 4000, us_now))
@@ -492,10 +474,7 @@ def test_electrode_contact_changes_are_lead_off_events() -> None:
     backfilled frame's history; what strips and events then report as lead_off."""
     from drivers.patch_gatt import PatchStatus, encode_status
 
-    link = Link()
-    link.connect()
-    link.frame(0, 100)
-    link.racp(_extent(0, 100))
+    link = Link().streaming(100)
 
     def status(off: bool) -> None:
         data = encode_status(PatchStatus(80, off, 10, 100))
@@ -525,10 +504,7 @@ def test_malformed_notifications_are_counted_not_raised() -> None:
 
 
 def test_one_absurd_live_frame_is_dropped_and_its_samples_backfilled() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 100)
-    link.racp(_extent(0, 100))
+    link = Link().streaming(100)
     link.mono += 0.4
     link.frame(0xFFFFFF00, 0xFFFFFF00 + 50)  # a corrupt frame that passed its CRC
     link.frame(150, 200)  # the stream goes on: 100..150 became a hole to backfill
@@ -538,10 +514,7 @@ def test_one_absurd_live_frame_is_dropped_and_its_samples_backfilled() -> None:
 
 
 def test_a_patch_that_restarts_its_counter_gets_a_new_stream_that_overwrites_nothing() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 5000)
-    link.racp(_extent(0, 5000))
+    link = Link().streaming(5000)
     link.mono += 2.0
     for k in range(4):  # the counter starts again at 0, frame after frame
         link.frame(k * 50, (k + 1) * 50)
@@ -559,10 +532,7 @@ def test_a_restarted_recordings_first_samples_are_backfilled_not_declared_lost()
     its sample 300): the new recording's samples 0..300 are still in its memory, so only
     the time before them is a gap, and they are backfilled right after it; no sample is
     both declared lost and delivered."""
-    link = Link()
-    link.connect()
-    link.frame(0, 5000)
-    link.racp(_extent(0, 5000))
+    link = Link().streaming(5000)
     link.mono += 2.0  # 500 samples of wall time since the old stream's head
     for k in range(4):  # the new recording's live frames, from its sample 300
         link.frame(300 + k * 50, 350 + k * 50)
@@ -583,10 +553,7 @@ def test_a_restarted_recordings_first_samples_are_backfilled_not_declared_lost()
 
 
 def test_unsolicited_backfill_beyond_the_head_is_refused() -> None:
-    link = Link()
-    link.connect()
-    link.frame(0, 100)
-    link.racp(_extent(0, 100))
+    link = Link().streaming(100)
     link.frame(250_000, 250_050, backfill=True)
     assert link.s.stats()["bad_notifications"] == 1
     assert link.s.stream.ledger.next_seq == 100 and link.s.stream.ledger.missing == 0
