@@ -312,13 +312,13 @@ class SimPatch:
         if not self.device.gatt_server.read_cccd(connection, self._symptom)[0] & 0x01:
             return  # connected, but Symptom not enabled (yet)
         while self._unsent:
-            with contextlib.suppress(Exception):
+            try:
                 await self.device.notify_subscriber(
                     connection, self._symptom, encode_symptom(self._unsent[0])
                 )
-                self._unsent.pop(0)
-                continue
-            return  # the link went away mid-send: kept for the next connection
+            except Exception:
+                return  # the link went away mid-send: kept for the next connection
+            self._unsent.pop(0)
 
     # --- link ---------------------------------------------------------------------------------
     def _on_connection(self, connection: Connection) -> None:
