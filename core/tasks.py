@@ -21,14 +21,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["cancel_and_wait", "stop_if_cancelled"]
+__all__ = ["cancel_and_wait", "really_cancelled", "stop_if_cancelled"]
+
+
+def really_cancelled() -> bool:
+    """Whether the current task is being cancelled (not just a cancelled future awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def stop_if_cancelled() -> None:
     """Raise CancelledError if the current task is being cancelled: a stop that a library
     swallowed on its way up (or turned into an error) is a stop all the same."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
+    if really_cancelled():
         raise asyncio.CancelledError
 
 

@@ -45,8 +45,9 @@ from core.events import (
 )
 from core.ratelog import RateLimitedLog
 from core.supervise import supervise
+from core.tasks import really_cancelled
 from drivers.ble_adapter import BleAdapter
-from drivers.ble_link import BleSettings, DeviceNotFound, connect, really_cancelled
+from drivers.ble_link import BleSettings, DeviceNotFound, connect
 from drivers.gatt_session import Command, Disconnect, GattSession, Output, Read, Subscribe, Write
 from drivers.patch_session import PatchSession, PatchSettings
 from drivers.polar_session import PolarSession, PolarSettings

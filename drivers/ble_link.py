@@ -24,7 +24,7 @@ from bleak_retry_connector import BleakClientWithServiceCache, establish_connect
 
 from drivers.ble_adapter import BleAdapter
 
-__all__ = ["BleSettings", "DeviceNotFound", "connect", "really_cancelled"]
+__all__ = ["BleSettings", "DeviceNotFound", "connect"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +115,3 @@ async def connect(
     return client, rssi
 
 
-def really_cancelled() -> bool:
-    """Whether the current task is being cancelled (not just a cancelled future awaited)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
