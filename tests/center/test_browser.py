@@ -249,6 +249,8 @@ def test_twelve_lead_layout_and_escalation_cue(
     heading = driver.find_element(By.TAG_NAME, "h1").text
     assert heading.startswith("Event raised by the gateway: pause 4.8 s")
     assert "auto: pause 4.8 s" in driver.find_element(By.CSS_SELECTOR, "#ecg text.press").text
+    windows = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#ecg text.window")]
+    assert windows == ["pre-trigger window 10 s", "post-trigger window 10 s"]
     facts = driver.find_element(By.ID, "facts").text
     assert "pause 4.8 s (automated; read it on the tracing)" in facts
     assert "16 N · 1 S · 1 V" in facts
@@ -257,6 +259,7 @@ def test_twelve_lead_layout_and_escalation_cue(
     wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#ecg text.beatclass"), "classes")
     marks = driver.find_elements(By.CSS_SELECTOR, "#ecg text.beatclass")
     assert sorted(m.text for m in marks) == ["S", "V"]
+    driver.save_screenshot(str(tmp_path / "strip-auto.png"))
 
 
 def test_supervisor_revokes_a_lost_gateway(driver, broker: CenterBroker, tmp_path: Path,  # type: ignore[no-untyped-def]

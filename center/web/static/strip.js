@@ -84,8 +84,9 @@
     if ((tr.type === "button" || tr.type === "auto") && tr.seq !== null && tr.seq !== undefined) {
       // the pre/post window as a band along the top of the row, the press as a dashed line
       const pre = Math.round((tr.pre_available_s ?? tr.pre_s ?? 0) * fs), post = Math.round((tr.post_s ?? 0) * fs);
-      for (const [a0, b0, color, text] of [[tr.seq - pre, tr.seq, "#0b5cad", `pre-press window ${tr.pre_available_s ?? tr.pre_s} s`],
-                                           [tr.seq, tr.seq + post, "#d98200", `post-press window ${tr.post_s} s`]]) {
+      const at = tr.type === "button" ? "press" : "trigger";  // an auto event has no press
+      for (const [a0, b0, color, text] of [[tr.seq - pre, tr.seq, "#0b5cad", `pre-${at} window ${tr.pre_available_s ?? tr.pre_s} s`],
+                                           [tr.seq, tr.seq + post, "#d98200", `post-${at} window ${tr.post_s} s`]]) {
         const a = Math.max(a0, first + i0), b = Math.min(b0, first + i1);
         if (b <= a) continue;
         g.append(svgEl("rect", { x: xOf(a) * k, y: yTop * k, width: (xOf(b) - xOf(a)) * k, height: 1.2 * k, class: "window",
