@@ -4,7 +4,9 @@
 task, writes what a cart sends (``docs/protocols/cart-serial.md``): a HELLO, 12
 leads at 500 Hz in ECG frames of 20 samples (every 40 ms), a staged exercise
 protocol (Bruce stages: STAGE at each change, heart rate rising, blood pressure
-at the end of each stage) and a heartbeat every second. The gateway's serial
+at the end of each stage) and a heartbeat every second. STOP stops the ECG frames (the
+acquisition and its sample counter go on, heartbeats too) and START resumes them at the
+current sample, after a HELLO and the current STAGE. The gateway's serial
 driver opens :attr:`SimCart.port` exactly as it would open ``/dev/ttyUSB0``.
 
 Test hooks: :meth:`corrupt_next_frame` flips a byte of the next ECG frame on
@@ -96,7 +98,7 @@ class SimCart:
         self._master: int | None = None
         self._slave: int | None = None
         self.port = ""
-        self.samples_sent = 0  # samples generated and handed to the line
+        self.samples_sent = 0  # samples acquired: the cart's sample counter
         self.frames_sent = 0
         self.overflow_bytes = 0  # bytes the pty would not take (nobody reading)
         self.stage = 0
@@ -114,6 +116,8 @@ class SimCart:
         self._glitches: list[int] = []
         self._keep = keep
         self._recorded = np.zeros((0, len(LEADS_12)), dtype=np.int32)
+        self.streaming = True
+        """ECG frames are sent (False after a STOP, until the next START)."""
         self.produced = 0  # samples produced since start, across restarts
         self.restarts_at: list[int] = [0]
         """Where each acquisition began, as an index into :attr:`recorded`."""
@@ -254,7 +258,8 @@ class SimCart:
             await asyncio.sleep(period)
 
     def _read_commands(self) -> None:
-        """Answer START (HELLO and the current stage again): the host just opened the port."""
+        """Answer START (HELLO and the current stage again, then ECG frames): the host just
+        opened the port; STOP stops the ECG frames (cart-serial.md)."""
         if self._master is None:
             return
         try:
@@ -264,7 +269,10 @@ class SimCart:
         for msg in self._commands.feed(data):
             if isinstance(msg, CommandMsg):
                 self.commands.append(msg.command)
-                if msg.command == FrameType.START:
+                if msg.command == FrameType.STOP:
+                    self.streaming = False
+                elif msg.command == FrameType.START:
+                    self.streaming = True
                     self._write(encode_hello(self._next_seq(), self.fs, self.serial, self.firmware))
                     self._write(self._stage_frame(self.stage))
 
@@ -285,6 +293,8 @@ class SimCart:
             self._store(uv)
         self.produced += self.frame_samples
         self.samples_sent += self.frame_samples
+        if not self.streaming:  # acquired while stopped: never sent
+            return
         self.frames_sent += 1
         if self._drop:
             self._drop -= 1

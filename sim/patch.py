@@ -7,11 +7,15 @@ record access control point exactly as the profile's table says: REPORT_EXTENT,
 REQUEST_RANGE with frames on the Backfill characteristic followed by RANGE_DONE
 (NOT_HELD for what it no longer holds or has not recorded yet, BUSY while another
 backfill runs, INVALID for an empty range or a malformed command), and ABORT.
+Frames are sized by the connection's ATT MTU (at most ``frame_samples`` live and 100
+backfilled samples; 7 before an MTU exchange), and Status is notified when the contact
+or the battery changes.
 
 Test hooks: :meth:`disconnect` (drop the link from the patch side),
-:meth:`press_button`, ``recorded`` (every sample recorded, µV, by seq),
-``racp_commands`` (every command received), ``backfill_frame_delay_s``; and for a
-misbehaving patch: ``device_time_bytes``, ``on_racp`` with :meth:`answer`, :meth:`send`.
+:meth:`press_button`, :meth:`set_lead_off`, :meth:`set_battery`, ``recorded`` (every
+sample recorded, µV, by seq), ``racp_commands`` (every command received),
+``backfill_frame_delay_s``; and for a misbehaving patch: ``device_time_bytes``,
+``on_racp`` with :meth:`answer`, :meth:`send`.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ from sim.synth import EcgSynth
 __all__ = ["SimPatch"]
 
 _LOGGER = logging.getLogger(__name__)
-_BACKFILL_SAMPLES = 100  # 8-byte header + 200 bytes: fits the 247-byte MTU with room
+_BACKFILL_SAMPLES = 100  # per backfill frame at most (6 + 200 bytes): fits an MTU of 247
+_FRAME_HEADER = 6  # bytes before an ECG frame's samples (patch-gatt.md)
+_ATT_OVERHEAD = 3  # a notification carries at most ATT_MTU - 3 bytes
 _READVERTISE_S = 1.0  # wall-clock seconds without a connection before advertising is re-armed
 
 
@@ -123,6 +129,9 @@ class SimPatch:
         """Test hook: sees each RACP command first; True means it handled it (answered with
         :meth:`answer`, or chose not to), and the patch does nothing more."""
         self._stopping = False
+        self.lead_off = False
+        """Electrode contact lost (:meth:`set_lead_off`): Status and live frames say so."""
+        self.battery_percent = 80
         self._build_gatt()
 
     # --- GATT ---------------------------------------------------------------------------
@@ -182,7 +191,29 @@ class SimPatch:
 
     def status(self) -> PatchStatus:
         used = min(100, int(100 * min(self.next_seq, self.capacity) / self.capacity))
-        return PatchStatus(80, False, used, self.next_seq)
+        return PatchStatus(self.battery_percent, self.lead_off, used, self.next_seq)
+
+    def frame_limit(self) -> int:
+        """Most samples a frame may carry on the current link: the ATT MTU in force decides
+        (7 at the default 23, 119 at 247), as patch-gatt.md requires of a patch."""
+        mtu = self._connection.att_mtu if self._connection is not None else 23
+        return max(1, (mtu - _ATT_OVERHEAD - _FRAME_HEADER) // 2)
+
+    async def set_lead_off(self, off: bool) -> None:
+        """The electrodes lose (True) or regain contact: Status is notified at once and
+        live frames carry the lead-off flag while it lasts."""
+        self.lead_off = off
+        await self._notify_status()
+
+    async def set_battery(self, percent: int) -> None:
+        """The battery charge changes: Status is notified."""
+        self.battery_percent = percent
+        await self._notify_status()
+
+    async def _notify_status(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):  # the link went away: read on reconnect
+                await self.device.notify_subscribers(self._status, encode_status(self.status()))
 
     @property
     def started_utc(self) -> float:
@@ -351,12 +382,12 @@ class SimPatch:
         task.add_done_callback(self._tasks.discard)
 
     async def _stream(self) -> None:
-        n = self.frame_samples
         try:
             while True:
+                n = min(self.frame_samples, self.frame_limit())
                 while self.next_seq - self._live_from >= n:
                     a = self._live_from
-                    frame = encode_ecg_frame(a, self.recorded[a : a + n])
+                    frame = encode_ecg_frame(a, self.recorded[a : a + n], lead_off=self.lead_off)
                     await self.device.notify_subscribers(self._ecg, frame)
                     self._live_from += n
                     self.frames_live += 1
@@ -413,10 +444,9 @@ class SimPatch:
     async def _send_range(self, first: int, end: int) -> None:
         a, b = max(first, self.oldest), min(end, self.next_seq)
         sent = a  # samples [a, sent) sent so far
-        n = _BACKFILL_SAMPLES  # backfill frames fill the ATT MTU
         try:
             while sent < b and not self._abort:
-                k = min(sent + n, b)
+                k = min(sent + min(_BACKFILL_SAMPLES, self.frame_limit()), b)
                 frame = encode_ecg_frame(sent, self.recorded[sent:k], backfill=True)
                 await self.device.notify_subscribers(self._backfill, frame)
                 self.frames_backfill += 1

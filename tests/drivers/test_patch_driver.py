@@ -350,3 +350,25 @@ async def test_presses_made_while_away_reach_the_gateway_on_return() -> None:
             await run.stop()
         got = run.events(ButtonPressed)
         assert [(p.press_id, p.seq) for p in got] == [(p.press_id, p.seq) for p in pressed]
+
+
+async def test_electrodes_off_and_on_again_reach_the_gateway_as_lead_off_events() -> None:
+    """The patch loses skin contact and regains it (its Status notifications, its live
+    frames' flag): the driver reports one LeadOff naming the lead, then one with none."""
+    from core.events import LeadOff
+
+    world = SimBleWorld()
+    async with SimPatch(world, speed=10.0, memory_s=600) as patch:
+        drv, run = _driving(world, patch, 10.0)
+        try:
+            await wait_for(lambda: drv.stats()["samples"] > 250 * 3, "3 s of ECG", 30)
+            await patch.set_lead_off(True)
+            await wait_for(lambda: len(run.events(LeadOff)) == 1, "electrodes off", 30)
+            at = drv.stats()["samples"]
+            await wait_for(lambda: drv.stats()["samples"] > at + 250, "1 s more", 30)
+            await patch.set_lead_off(False)
+            await wait_for(lambda: len(run.events(LeadOff)) == 2, "contact again", 30)
+            await asyncio.sleep(0.3)  # no further change is invented
+        finally:
+            await run.stop()
+        assert [bool(e.leads) for e in run.events(LeadOff)] == [True, False]

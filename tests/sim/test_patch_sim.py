@@ -132,3 +132,49 @@ async def test_every_racp_case_is_answered_as_documented() -> None:
             assert r == _done(RacpStatus.SUCCESS, start, start + 10)
         finally:
             await central.client.disconnect()
+
+
+async def test_frames_fit_the_mtu_and_contact_is_notified(monkeypatch) -> None:
+    """At the default ATT MTU of 23 a frame holds at most 7 samples, live or backfilled
+    (patch-gatt.md "Size and MTU"); a loss of contact is notified on Status and flagged in
+    live frames until contact is back."""
+    from bleak import BleakClient
+
+    import sim.bumble_backend
+    from drivers.patch_gatt import decode_status
+    from sim.bumble_backend import SimBleWorld
+    from sim.patch import SimPatch
+
+    monkeypatch.setattr(sim.bumble_backend, "MTU", 23)  # a central that never exchanges
+    world = SimBleWorld()
+    async with SimPatch(world, speed=10.0, frame_samples=50) as patch:
+        await wait_for(lambda: patch.next_seq > 500, "2 s of recording")
+        central = Central(BleakClient(patch.address, backend=world.backend()))
+        live, status = [], []
+        await central.start()
+        try:
+            assert patch.frame_limit() == 7
+            await central.client.start_notify(
+                uuids.PATCH_ECG, lambda _c, d: live.append(decode_ecg_frame(d))
+            )
+            await central.client.start_notify(
+                uuids.PATCH_STATUS, lambda _c, d: status.append(decode_status(d))
+            )
+            a = patch.next_seq - 400
+            r = await central.ask(encode_request_range(a, a + 200))
+            assert r == _done(RacpStatus.SUCCESS, a, a + 200)
+            assert central.sent() == 200
+            assert max(b - a for a, b in central.backfilled) == 7
+            await wait_for(lambda: len(live) >= 5, "live frames")
+            assert max(f.samples_uv.size for f in live) <= 7
+            await patch.set_lead_off(True)
+            await wait_for(lambda: status and status[-1].lead_off, "Status: lead off")
+            n = len(live)
+            await wait_for(lambda: len(live) > n + 2, "live frames while off")
+            assert all(f.lead_off for f in live[n + 1 :])
+            await patch.set_lead_off(False)
+            await wait_for(lambda: not status[-1].lead_off, "Status: contact again")
+            await patch.set_battery(41)
+            await wait_for(lambda: status[-1].battery_percent == 41, "Status: battery")
+        finally:
+            await central.client.disconnect()
