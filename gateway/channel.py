@@ -92,7 +92,7 @@ class DeviceChannel:
 
     def stats(self) -> dict[str, Any]:
         """The channel's counters and the pipeline's, read now."""
-        return {**self.counters.snapshot(), "pipeline": self.pipeline.counters.snapshot()}
+        return {**self.counters.snapshot(), "pipeline": self.pipeline.stats()}
 
     # --- the sink ------------------------------------------------------------------------------
     def on_block(self, block: SampleBlock) -> None:

@@ -94,7 +94,8 @@ class DevicePipeline:
         self.settings = settings
         self.reorder = BlockReorderer(settings.backfill_wait_s)
         self.counters = Counters(
-            "blocks samples strips events analysed_late st_errors new_streams auto_events"
+            "blocks samples strips events analysed_late st_errors new_streams auto_events",
+            "owed_strips_made owed_strips_never_made",  # of the streams before this one
         )
         self._s: _Stream | None = None
         self._gaps: deque[Gap] = deque(maxlen=_GAPS_KEPT)
@@ -106,6 +107,16 @@ class DevicePipeline:
         self._bp: BloodPressure | None = None
         self._bps: deque[tuple[int, BloodPressure]] = deque(maxlen=64)  # (seq, measurement)
         self._lead_off: LeadOff | None = None
+
+    def stats(self) -> dict[str, int]:
+        """The counters now, the owed periodic strips (:mod:`~gateway.pipeline.windows`:
+        strips of a hole analysis gave up waiting for, made when late samples fill it, or
+        never made when none come in time) counted over every stream so far."""
+        out = self.counters.snapshot()
+        if self._s is not None:
+            out["owed_strips_made"] += self._s.windows.created_late
+            out["owed_strips_never_made"] += self._s.windows.owed_dropped
+        return out
 
     def take_quality_s(self) -> tuple[float, float]:
         """Seconds of signal judged for quality since the last call and how many of them
@@ -130,6 +141,8 @@ class DevicePipeline:
             # goes out as it stands, then everything starts afresh
             out += self.flush()
             self.counters.add("new_streams")
+            self.counters.add("owed_strips_made", s.windows.created_late)
+            self.counters.add("owed_strips_never_made", s.windows.owed_dropped)
             self.reorder = BlockReorderer(self.settings.backfill_wait_s)
             s = None
         if s is None:

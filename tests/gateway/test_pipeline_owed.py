@@ -110,6 +110,8 @@ def test_a_hole_backfilled_after_the_wait_gives_every_strip_inside_it_once_in_or
     assert all(s.gaps == () for s in inside)
     seqs = [s.block.seq for s in _strips(out)]
     assert len(seqs) == len(set(seqs))
+    stats = p.stats()  # what the status shows
+    assert stats["owed_strips_made"] == len(inside) and stats["owed_strips_never_made"] == 0
 
 
 # --- the scheduler alone ------------------------------------------------------------------
