@@ -51,6 +51,7 @@ from gateway.pipeline.windows import PendingWindow, WindowScheduler
 __all__ = ["DevicePipeline", "PipelineOutput", "StripReady"]
 
 _GAPS_KEPT = 1000
+_UNPLACED_MAX = 256  # presses kept before the first block (a patient presses a few)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class DevicePipeline:
         self.counters = Counters(
             "blocks samples strips events analysed_late st_errors new_streams auto_events",
             "owed_strips_made owed_strips_never_made",  # of the streams before this one
+            "presses_dropped",  # more than _UNPLACED_MAX presses before any sample
         )
         self._s: _Stream | None = None
         self._gaps: deque[Gap] = deque(maxlen=_GAPS_KEPT)
@@ -107,6 +109,7 @@ class DevicePipeline:
         self._bp: BloodPressure | None = None
         self._bps: deque[tuple[int, BloodPressure]] = deque(maxlen=64)  # (seq, measurement)
         self._lead_off: LeadOff | None = None
+        self._unplaced: list[ButtonPressed] = []  # presses waiting for a first block
 
     def stats(self) -> dict[str, int]:
         """The counters now, the owed periodic strips (:mod:`~gateway.pipeline.windows`:
@@ -160,6 +163,10 @@ class DevicePipeline:
             out += self._send_late(s)
         for ordered in self.reorder.push(block):
             self._analyse(s, ordered, out)
+        if self._unplaced and self._head is not None:  # presses from before the first block
+            held, self._unplaced = self._unplaced, []
+            for press in held:
+                self._on_button(press)
         return out
 
     def on_event(self, event: DeviceEvent) -> list[PipelineOutput]:
@@ -243,9 +250,17 @@ class DevicePipeline:
         return b.seq + int(round((event.time - b.start) * b.fs))
 
     def _on_button(self, press: ButtonPressed) -> None:
+        """An event window around the press; one that cannot be placed yet (no sample
+        number, and no live block to date it by) waits for the first block: a patient's
+        press is never dropped."""
         seq = self._seq_at(press)
-        if seq is not None and self._s is not None:
-            self._s.windows.button(press, seq, self._s.analysis.history.first_seq)
+        if seq is None or self._s is None:
+            if len(self._unplaced) < _UNPLACED_MAX:
+                self._unplaced.append(press)
+            else:
+                self.counters.add("presses_dropped")
+            return
+        self._s.windows.button(press, seq, self._s.analysis.history.first_seq)
 
     def _on_stage(self, event: StageChanged) -> None:
         seq = self._seq_at(event)

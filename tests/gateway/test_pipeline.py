@@ -413,3 +413,24 @@ def test_a_cart_is_classified_on_lead_ii_and_v1_a_patch_on_its_lead() -> None:
     assert StreamAnalysis(250.0, ("ECG",), PipelineSettings()).classifier.leads == (0,)
     assert beat_classifier(250.0, ("V1", "V5"), qrs_lead(("V1", "V5"))).leads == (1, 0)
     assert beat_classifier(250.0, ("V1",), 0).leads == (0,)
+
+
+def test_a_press_before_the_first_sample_waits_for_it_and_is_never_dropped() -> None:
+    """A device that kept a press while no gateway listened may notify it before any ECG:
+    the press has no sample number and nothing to date it by yet. It becomes an event
+    once the first block arrives (placed by its date: 3 s before the stream's first
+    sample, so 2 s of its 5 s after the press were recorded); one before it is kept too."""
+    fs = 250.0
+    p = DevicePipeline("p", _cfg())
+    out = p.on_event(ButtonPressed(source="p", time=T0 - 3.0, seq=None, press_id=1))
+    out += p.on_event(ButtonPressed(source="p", time=T0 + 4.0, seq=None, press_id=2))
+    for b in _blocks(fs, 30, 25):
+        out += p.on_block(b)
+    out += p.flush()
+    events = sorted((s for s in _strips(out) if s.kind == "event"), key=lambda s: s.block.seq)
+    assert [e.trigger.press_id for e in events] == [1, 2]
+    early, later = events
+    assert early.block.seq == 0 and early.block.n == int(2 * fs)  # what exists after it
+    assert early.trigger.seq == int(-3 * fs)
+    assert later.trigger.seq == int(4 * fs)  # its 5 s before, from the first sample on
+    assert later.block.seq == 0 and later.block.n == int(9 * fs)
