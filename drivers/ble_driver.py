@@ -234,10 +234,15 @@ class BleDriver:
         return _End("link lost")
 
     async def _close(self, client: BleakClient) -> None:
-        """Stopping: the session's last words (best effort, bounded)."""
+        """Stopping: what the session still holds goes to the sink (events such as presses
+        it could not place yet), then its last words to the device (best effort, bounded)."""
+        outputs = self.session.closing()
+        for out in outputs:
+            if isinstance(out, DeviceEvent):
+                self._event(out)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                for cmd in self.session.closing():
+                for cmd in outputs:
                     if isinstance(cmd, Write):
                         await client.write_gatt_char(cmd.uuid, cmd.data, response=True)
 

@@ -10,13 +10,19 @@ its answer on the control point (refused or unanswered: the session failed). The
   timestamps say was never received (PMD has no backfill);
 - Heart Rate Measurement → ``HeartRate`` events, and ``RrGapSeen`` for the beats
   never heard while the link was down (:class:`~drivers.gatt_standard.RrTracker`);
-- no ECG frame for ``silence_timeout_s``: disconnect (a BlueZ notify stall).
+- no ECG frame for ``silence_timeout_s``: disconnect (a BlueZ notify stall);
+- symptom-button presses → ``ButtonPressed`` at the sample their device time falls on. A
+  press notified before the first ECG frame of a gateway run (a device that kept it while
+  no gateway listened) is held until a frame relates the device's clock to the samples,
+  and released unplaced (dated by its arrival) if the link ends first: a press is never
+  dropped. A press notified twice (same counter and device time) is reported once.
 
 At a stop the shell writes STOP ECG (:meth:`PolarSession.closing`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +43,7 @@ from drivers import uuids
 from drivers.ble_link import BleSettings
 from drivers.gatt_session import Characteristics, Disconnect, Output, Read, Subscribe, Write
 from drivers.gatt_standard import (
+    ButtonPress,
     GattDecodeError,
     RrTracker,
     decode_battery_level,
@@ -63,9 +70,13 @@ _INFO = {
     uuids.FIRMWARE_REVISION: "firmware",
 }
 _COUNTERS = """connects reconnects disconnects watchdog_trips frames_ok frames_malformed samples
-gaps samples_missed values_malformed start_refused rr_gaps rr_missing_beats"""
+gaps samples_missed values_malformed start_refused rr_gaps rr_missing_beats
+presses presses_repeated presses_unplaced"""
 # values_malformed: bad HR / battery / button / control point values; rr_gaps: stretches of
-# beats the Heart Rate service never delivered (link down), rr_missing_beats: their beats
+# beats the Heart Rate service never delivered (link down), rr_missing_beats: their beats;
+# presses_unplaced: presses reported without a sample number (no ECG frame to place them by)
+_PRESSES_KEPT = 64  # (counter, device time) of the last presses, to tell a repeat
+_PRESS_AHEAD_S = 10.0  # a press dated further past the newest sample is not believed
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,8 @@ class PolarSession:
         self._streaming = False
         self._last_frame = 0.0
         self._delivered = False
+        self._presses_held: list[tuple[ButtonPress, float]] = []  # (press, arrival time)
+        self._presses_seen: deque[tuple[int, int]] = deque(maxlen=_PRESSES_KEPT)
 
     # --- the shell's events --------------------------------------------------------------
     def connected(
@@ -118,16 +131,18 @@ class PolarSession:
         if uuids.PMD_CONTROL_POINT not in chars or uuids.PMD_DATA not in chars:
             return [*out, Disconnect("no Polar PMD service", failed=True)]
         out += [Subscribe(uuids.PMD_CONTROL_POINT), Subscribe(uuids.PMD_DATA)]
+        # optional characteristics, used as far as their declared properties allow
         out += [
-            Subscribe(u) for u in (uuids.HEART_RATE_MEASUREMENT, uuids.PATCH_BUTTON) if u in chars
+            Subscribe(u)
+            for u in (uuids.HEART_RATE_MEASUREMENT, uuids.PATCH_BUTTON)
+            if _can(chars, u, "notify", "indicate")
         ]
-        battery = chars.get(uuids.BATTERY_LEVEL)
-        if battery is not None:
+        if _can(chars, uuids.BATTERY_LEVEL, "read"):
             out.append(Read(uuids.BATTERY_LEVEL))
-            if "notify" in battery:
-                out.append(Subscribe(uuids.BATTERY_LEVEL))
-        self._info, self._info_due = {}, {u for u in _INFO if u in chars}
-        out += [Read(u) for u in _INFO if u in chars]
+        if _can(chars, uuids.BATTERY_LEVEL, "notify"):
+            out.append(Subscribe(uuids.BATTERY_LEVEL))
+        self._info, self._info_due = {}, {u for u in _INFO if _can(chars, u, "read")}
+        out += [Read(u) for u in _INFO if u in self._info_due]
         self._awaiting_start = True
         return [*out, Write(uuids.PMD_CONTROL_POINT, start_ecg_command())]
 
@@ -159,7 +174,7 @@ class PolarSession:
                 level = decode_battery_level(data)
                 return [BatteryLevel(source=self.source, time=now, percent=level.percent)]
             if uuid == uuids.PATCH_BUTTON:
-                return [self._button(data, now)]
+                return self._button(data, now)
         except (PmdDecodeError, GattDecodeError) as exc:
             return [self._bad_value(uuid, exc, now)]
         return []
@@ -181,11 +196,13 @@ class PolarSession:
         self._streaming, self._start_deadline, self._awaiting_start = False, None, False
         self.counters.add("disconnects")
         out = self._rr_gap(self._rr.link_lost(), now)
+        out += self._release_presses()
         return [*out, Disconnected(source=self.source, time=now, reason=reason)]
 
     def closing(self) -> list[Output]:
-        """The driver is stopping: stop the ECG stream (best effort)."""
-        return [Write(uuids.PMD_CONTROL_POINT, stop_command())]
+        """The driver is stopping: stop the ECG stream (best effort); presses still held
+        are reported unplaced."""
+        return [*self._release_presses(), Write(uuids.PMD_CONTROL_POINT, stop_command())]
 
     @property
     def delivered(self) -> bool:
@@ -204,6 +221,7 @@ class PolarSession:
             **self.counters.snapshot(),
             "frames_duplicate": self.stream.duplicates,
             "timestamps_rejected": self.stream.timestamps_rejected,
+            "clock_steps": self.stream.clock_steps,
             "rr_beats": self._rr.beats,
         }
 
@@ -219,7 +237,7 @@ class PolarSession:
                 )
             ]
         if not items:
-            return []
+            return self._place_held_presses()
         self.counters.add("frames_ok")
         self._last_frame = mono
         for item in items:
@@ -229,7 +247,7 @@ class PolarSession:
             else:
                 self.counters.add("gaps")
                 self.counters.add("samples_missed", item.n_samples)
-        return list(items)
+        return [*items, *self._place_held_presses()]
 
     def _control_point(self, data: bytes, now: float, mono: float) -> list[Output]:
         resp = parse_control_response(data)
@@ -264,11 +282,29 @@ class PolarSession:
         self.counters.add("rr_missing_beats", gap.beats_missing)
         return [gap]
 
-    def _button(self, data: bytes, now: float) -> ButtonPressed:
+    def _button(self, data: bytes, now: float) -> list[Output]:
         press = decode_button_press(data)
+        key = (press.press_id, press.device_time_ns)
+        if key in self._presses_seen:  # notified again (e.g. after a reconnection)
+            self.counters.add("presses_repeated")
+            return []
+        self._presses_seen.append(key)
+        self.counters.add("presses")
+        if not self.stream.has_clock:
+            self._presses_held.append((press, now))  # no frame yet to place it by
+            return []
+        return [self._pressed(press, now)]
+
+    def _pressed(self, press: ButtonPress, now: float) -> ButtonPressed:
+        """The event of a press, at the sample its device time falls on; unplaced (seq
+        None, dated ``now``) when that is before the first sample or implausibly far
+        past the newest one (the pipeline then places it by its date)."""
         seq = self.stream.seq_of_device_time(press.device_time_ns)
-        if seq is None or seq < 0:
+        ahead = int(_PRESS_AHEAD_S * self.stream.fs)
+        if seq is not None and not 0 <= seq <= self.stream.next_seq + ahead:
             seq = None
+        if seq is None:
+            self.counters.add("presses_unplaced")
         when = self.stream.utc_of(seq) if seq is not None else now
         return ButtonPressed(
             source=self.source,
@@ -278,10 +314,33 @@ class PolarSession:
             device_time=press.device_time_posix,
         )
 
+    def _place_held_presses(self) -> list[Output]:
+        if not self._presses_held or not self.stream.has_clock:
+            return []
+        held, self._presses_held = self._presses_held, []
+        return [self._pressed(p, t) for p, t in held]
+
+    def _release_presses(self) -> list[Output]:
+        """Presses still held (no frame came to place them): reported as they stand."""
+        held, self._presses_held = self._presses_held, []
+        out: list[Output] = []
+        for press, t in held:
+            self.counters.add("presses_unplaced")
+            out.append(ButtonPressed(source=self.source, time=t, seq=None,
+                                     press_id=press.press_id,
+                                     device_time=press.device_time_posix))  # fmt: skip
+        return out
+
     def _bad_value(self, uuid: str, exc: Exception, now: float) -> DriverError:
         n = self.counters.add("values_malformed")
         what = _VALUE_NAMES.get(uuid, uuid)
         return DriverError(source=self.source, time=now, what=what, detail=str(exc), count=n)
+
+
+def _can(chars: Characteristics, uuid: str, *properties: str) -> bool:
+    """The device has ``uuid`` and declares one of ``properties`` for it."""
+    declared = chars.get(uuid)
+    return declared is not None and any(p in declared for p in properties)
 
 
 _VALUE_NAMES = {

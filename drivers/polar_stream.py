@@ -33,10 +33,17 @@ class PmdEcgStream:
     nothing is missing before that next frame, the held frame was contiguous and is
     delivered in place; if samples are missing, the loss is next to a frame whose own time
     is unknown (before it or after it, nobody can tell), so the held frame's samples go
-    into the gap with the lost ones rather than under numbers that may be wrong. A
-    timestamp that goes back by more than ``reset_after_s`` is a device restart: the time
-    missed is measured by the host clock. A frame whose timestamp does not advance (a
-    repeat) is dropped and counted in :attr:`duplicates`.
+    into the gap with the lost ones rather than under numbers that may be wrong. Two
+    out-of-line frames in a row whose timestamps agree with each other are a device clock
+    that stepped forward: the held frame is believed after all, the clock is followed
+    from it, and the samples missed at the step are measured by the host clock.
+
+    A timestamp that goes back is a device clock set back, or a device restart (by more
+    than ``reset_after_s``): the clock is followed from it, and the samples missed are
+    measured by the host clock (under ``host_jitter_s`` of them is arrival jitter, not a
+    loss). Every such step is counted in :attr:`clock_steps`. A frame that does not
+    advance the clock and holds the same samples as the frame before (a repeat) is
+    dropped, and counted in :attr:`duplicates`.
 
     UTC times: at the first frame the host time ``now`` is taken as the time of that
     frame's last sample; every later sample ``s`` is at ``start + s / fs``, so block
@@ -52,6 +59,7 @@ class PmdEcgStream:
         slack_s: float = 5.0,
         jitter_samples: int = 2,
         time_scale: float = 1.0,
+        host_jitter_s: float = 0.25,
     ) -> None:
         self.source = source
         self.fs = float(fs)
@@ -60,8 +68,10 @@ class PmdEcgStream:
         self.slack_s = slack_s
         self.jitter_samples = jitter_samples
         self.time_scale = time_scale  # device clock speed vs real time (simulations only)
+        self.host_jitter_s = host_jitter_s
         self.duplicates = 0
         self.timestamps_rejected = 0
+        self.clock_steps = 0
         self._period_ns = 1e9 / self.fs
         self._start_utc: float | None = None  # UTC of seq 0
         self._next_seq = 0
@@ -71,6 +81,16 @@ class PmdEcgStream:
         self._gap_reason = "pmd timestamp jump"
         self._untrusted = False  # the frame just judged had a timestamp not believed
         self._held: PmdEcgFrame | None = None  # such a frame, until the next one places it
+        self._suspect: tuple[int, float, float] | None = None  # its (timestamp, arrival,
+        # arrival of the frame before it): a clock step if the next frame agrees with it
+        self._step_missing: int | None = None  # a step just confirmed: missed before it
+        self._last_uv: np.ndarray | None = None  # the last frame's samples: tells a repeat
+
+    @property
+    def has_clock(self) -> bool:
+        """A frame has related the device's clock to sample numbers (device times, e.g.
+        of button presses, can be placed)."""
+        return self._last_ts is not None
 
     @property
     def next_seq(self) -> int:
@@ -118,8 +138,19 @@ class PmdEcgStream:
             if missing is None:
                 continue
             held, self._held = self._held, None
+            step, self._step_missing = self._step_missing, None
             if held is not None:  # the frame before had an untrusted time: place it now
-                if missing > 0:
+                if step is not None:  # its time was right: the device clock stepped
+                    if step > 0:
+                        if run:
+                            out.append(self._block(run, run_seq))
+                            run = []
+                        out.append(self._gap(step))
+                    if not run:
+                        run_seq = self._next_seq
+                    run.append(held.samples_uv)
+                    self._next_seq += held.n
+                elif missing > 0:
                     missing += held.n  # lost next to it: its samples go into the gap
                 else:
                     if not run:
@@ -155,25 +186,53 @@ class PmdEcgStream:
         """Samples missed before ``frame`` (0 if contiguous), None to drop it."""
         self._untrusted = False
         if self._last_ts is None:
-            self._last_ts = frame.timestamp_ns
+            self._last_ts, self._last_uv = frame.timestamp_ns, frame.samples_uv
             return self._first(frame, now)
         dt_ns = frame.timestamp_ns - self._last_ts
-        host_ns = (now - self._last_now + self.slack_s) * 1e9 * 1.02 * self.time_scale
-        if dt_ns < -self.reset_after_s * 1e9:  # the device clock went back: a restart
-            self._last_ts = frame.timestamp_ns
-            self._gap_reason = "device restarted (pmd clock went back)"
-            return max(0, round((now - self._last_now) * self.fs) - frame.n)
-        if dt_ns <= 0:
-            self.duplicates += 1
+        last, self._last_uv = self._last_uv, frame.samples_uv
+        if dt_ns <= 0 and last is not None and np.array_equal(frame.samples_uv, last):
+            self.duplicates += 1  # the same frame again
             return None
-        if dt_ns > host_ns + frame.n * self._period_ns:  # the device cannot be that far ahead
+        if dt_ns <= 0:  # the device clock went back: set back, or the device restarted
+            self._suspect = None
+            return self._clock_step(frame, now, self._last_now, dt_ns < -self.reset_after_s * 1e9)
+        if dt_ns > self._host_allows(now, self._last_now, frame.n):
+            suspect, self._suspect = self._suspect, None
+            if suspect is not None and self._held is not None:
+                ts, at, before = suspect  # agrees with the frame held: a step forward
+                if 0 < frame.timestamp_ns - ts <= self._host_allows(now, at, frame.n):
+                    self._last_ts = ts
+                    self._step_missing = self._clock_step(self._held, at, before, False)
+                    return self._missing_before(frame, now)
             self.timestamps_rejected += 1
             self._untrusted = True
+            self._suspect = (frame.timestamp_ns, now, self._last_now)
             self._last_ts += round(frame.n * self._period_ns)
             return 0
+        self._suspect = None
         self._last_ts = frame.timestamp_ns
         missing = round(dt_ns / self._period_ns) - frame.n
         return missing if missing > self.jitter_samples else 0
+
+    def _host_allows(self, now: float, since: float, n: int) -> float:
+        """Most ns the device clock can have advanced from a frame received at ``since``
+        to the end of a frame of ``n`` samples received at ``now``."""
+        host_ns = (now - since + self.slack_s) * 1e9 * 1.02 * self.time_scale
+        return host_ns + n * self._period_ns
+
+    def _clock_step(self, frame: PmdEcgFrame, now: float, since: float, restart: bool) -> int:
+        """The device clock stepped at ``frame`` (received at ``now``; the frame before at
+        ``since``): it is followed from there, and the samples missed are measured by the
+        host clock (0 within ``host_jitter_s``)."""
+        self.clock_steps += 1
+        self._last_ts = frame.timestamp_ns
+        missing = round((now - since) * self.fs * self.time_scale) - frame.n
+        if missing <= self.host_jitter_s * self.fs:
+            return 0
+        self._gap_reason = (
+            "device restarted (pmd clock went back)" if restart else "pmd clock stepped"
+        )
+        return missing
 
     def _first(self, frame: PmdEcgFrame, now: float) -> int:
         """Place the first frame: at 0, or after a previous run's samples by the clock."""
@@ -184,8 +243,10 @@ class PmdEcgStream:
             return 0
         self._next_seq = pos.next_seq
         self._start_utc = pos.utc - pos.next_seq / self.fs
-        self._gap_reason = "gateway not running"
-        return max(0, round((first_sample_utc - pos.utc) * self.fs))
+        missing = max(0, round((first_sample_utc - pos.utc) * self.fs))
+        if missing:
+            self._gap_reason = "gateway not running"
+        return missing
 
     def _block(self, run: list[np.ndarray], seq: int) -> SampleBlock:
         uv = np.concatenate(run) if len(run) > 1 else run[0]

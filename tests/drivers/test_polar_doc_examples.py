@@ -146,11 +146,16 @@ def check_button_press(ex: dict[str, Any]) -> None:
     assert encode_button_press(ButtonPress(ex["press_id"], ex["device_time_ns"])) == ex["bytes"]
 
 
+def _samples(offset_ns: int, n: int) -> np.ndarray:
+    """A frame's samples, µV: the same for the same timestamp, different otherwise."""
+    return np.random.default_rng(offset_ns % 2**32).integers(-5000, 5000, n).astype(np.int32)
+
+
 def check_pmd_stream(ex: dict[str, Any]) -> None:
     stream = PmdEcgStream("doc", fs=130)
     got: list[list[Any]] = []
     for offset_ns, n, arrival in ex["frames"]:
-        frame = PmdEcgFrame(ex["t0_ns"] + offset_ns, np.zeros(n, dtype=np.int32))
+        frame = PmdEcgFrame(ex["t0_ns"] + offset_ns, _samples(offset_ns, n))
         for item in stream.feed_frames([frame], arrival):
             if isinstance(item, SampleBlock):
                 got.append(["block", item.seq, item.end_seq])
@@ -160,6 +165,7 @@ def check_pmd_stream(ex: dict[str, Any]) -> None:
     assert got == ex["expect"]
     assert stream.duplicates == ex["duplicates"]
     assert stream.timestamps_rejected == ex["timestamps_rejected"]
+    assert stream.clock_steps == ex.get("clock_steps", 0)
     if "press_offset_ns" in ex:
         assert stream.seq_of_device_time(ex["t0_ns"] + ex["press_offset_ns"]) == ex["press_seq"]
 

@@ -375,3 +375,43 @@ def test_resume_numbers_on_after_a_gateway_restart() -> None:
     (gap,) = gaps
     assert gap.first_seq == 5000 and gap.reason == "gateway not running"
     assert blocks[0].seq == gap.end_seq and blocks[0].start == pytest.approx(1060.0 - 72 / FS)
+
+
+def test_a_clock_set_back_loses_nothing_and_a_restart_reason_does_not_stick() -> None:
+    """The device clock set back 1 s mid-stream: the frame is a clock step, not a repeat
+    (its samples are new), numbering goes on from the new clock; a restart the host clock
+    says cost nothing leaves no reason behind for the next ordinary gap."""
+    frames = make_frames(6)
+    stream = PmdEcgStream("dev")
+    back = [PmdEcgFrame(f.timestamp_ns - 10**9, f.samples_uv) for f in frames[1:3]]
+    out = stream.feed_frames([frames[0]], 100.0)
+    out += stream.feed_frames([back[0]], 100.56) + stream.feed_frames([back[1]], 101.12)
+    blocks, gaps = blocks_and_gaps(out)
+    assert gaps == [] and stream.clock_steps == 1 and stream.duplicates == 0
+    assert [(b.seq, b.n) for b in blocks] == [(0, 73), (73, 73), (146, 73)]
+    # a restart (clock back 60 s) that arrives on time, then a frame lost in the air
+    later = [PmdEcgFrame(f.timestamp_ns - 60 * 10**9, f.samples_uv) for f in frames[3:6]]
+    out = stream.feed_frames([later[0]], 101.68) + stream.feed_frames([later[2]], 102.8)
+    _, gaps = blocks_and_gaps(out)
+    assert [(g.first_seq, g.n_samples, g.reason) for g in gaps] == [
+        (292, 73, "pmd timestamp jump")
+    ]
+
+
+def test_a_clock_set_forward_is_followed_and_later_losses_are_still_found() -> None:
+    """The device clock set forward 60 s: the first frame after the step is held, the
+    next agrees with it, so the clock is followed from there; a 30 s disconnection
+    afterwards is measured exactly (before, every later timestamp was rejected and no
+    loss was seen any more)."""
+    frames = make_frames(4)
+    stream = PmdEcgStream("dev")
+    step = 60 * 10**9
+    moved = [PmdEcgFrame(f.timestamp_ns + step, f.samples_uv) for f in frames[1:]]
+    out = stream.feed_frames([frames[0]], 100.0)
+    out += stream.feed_frames([moved[0]], 100.56) + stream.feed_frames([moved[1]], 101.12)
+    away = PmdEcgFrame(moved[2].timestamp_ns + 30 * 10**9, moved[2].samples_uv)
+    out += stream.feed_frames([away], 131.68)
+    blocks, gaps = blocks_and_gaps(out)
+    assert stream.clock_steps == 1 and stream.timestamps_rejected == 1
+    assert [(b.seq, b.n) for b in blocks] == [(0, 73), (73, 146), (219 + 30 * FS, 73)]
+    assert [(g.first_seq, g.n_samples) for g in gaps] == [(219, 30 * FS)]
