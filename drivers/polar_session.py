@@ -52,6 +52,7 @@ from drivers.gatt_standard import (
 )
 from drivers.polar_pmd import (
     PmdDecodeError,
+    PmdMeasurement,
     PmdOp,
     PmdStatus,
     parse_control_response,
@@ -144,7 +145,8 @@ class PolarSession:
         self._info, self._info_due = {}, {u for u in _INFO if _can(chars, u, "read")}
         out += [Read(u) for u in _INFO if u in self._info_due]
         self._awaiting_start = True
-        return [*out, Write(uuids.PMD_CONTROL_POINT, start_ecg_command())]
+        start = start_ecg_command(int(self.stream.fs))
+        return [*out, Write(uuids.PMD_CONTROL_POINT, start)]
 
     def read_done(self, uuid: str, data: bytes, now: float, mono: float) -> list[Output]:
         if uuid == uuids.BATTERY_LEVEL:
@@ -251,7 +253,8 @@ class PolarSession:
 
     def _control_point(self, data: bytes, now: float, mono: float) -> list[Output]:
         resp = parse_control_response(data)
-        if resp.op == PmdOp.START and self._awaiting_start:
+        ecg_started = resp.op == PmdOp.START and resp.measurement == PmdMeasurement.ECG
+        if ecg_started and self._awaiting_start:
             self._awaiting_start, self._start_deadline = False, None
             if resp.status not in _OK_START:
                 self.counters.add("start_refused")

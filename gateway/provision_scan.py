@@ -77,8 +77,10 @@ def classify(service_uuids: list[str], name: str = "") -> str | None:
     found = {u.lower() for u in service_uuids}
     for uuid, profile in _PROFILE_BY_SERVICE:
         if uuid in found:
+            if profile == "heart_rate" and name.lower().startswith("polar h10"):
+                return "polar_pmd"  # H10s often advertise HR only; PMD is in their GATT
             return profile
-    if name.lower().startswith("polar h10"):  # H10s often advertise HR only; PMD is in GATT
+    if name.lower().startswith("polar h10"):
         return "polar_pmd"
     return None
 

@@ -82,3 +82,20 @@ def test_optional_characteristics_are_used_only_as_they_declare() -> None:
     assert Subscribe(uuids.PATCH_BUTTON) in ops and Subscribe(uuids.BATTERY_LEVEL) in ops
     assert Read(uuids.BATTERY_LEVEL) not in ops and Read(uuids.MODEL_NUMBER) not in ops
     assert Read(uuids.SERIAL_NUMBER) in ops
+
+
+def test_only_an_answer_to_start_ecg_starts_the_stream() -> None:
+    """A success for another measurement type (PPG here) is not START ECG's answer: the
+    session keeps waiting, and fails when the start timeout passes."""
+    from drivers.gatt_session import Disconnect
+
+    s = PolarSession(PolarSettings("p", "AA:BB:CC:DD:EE:FF"))
+    s.connected(PMD, 247, 1000.0, 0.0)
+    s.write_done(uuids.PMD_CONTROL_POINT, 1000.0, 0.0)
+    assert s.notified(uuids.PMD_CONTROL_POINT, bytes.fromhex("f0020100"), 1000.1, 0.1) == []
+    (end,) = s.tick(1006.0, 6.0)
+    assert isinstance(end, Disconnect) and "not answered" in end.reason
+    s.connected(PMD, 247, 1010.0, 10.0)
+    s.write_done(uuids.PMD_CONTROL_POINT, 1010.0, 10.0)
+    s.notified(uuids.PMD_CONTROL_POINT, bytes.fromhex("f0020000"), 1010.1, 10.1)
+    assert s.tick(1014.0, 14.0) == []  # started: the silence watchdog waits for frames
