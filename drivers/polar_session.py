@@ -299,16 +299,20 @@ class PolarSession:
         return [self._pressed(press, now)]
 
     def _pressed(self, press: ButtonPress, now: float) -> ButtonPressed:
-        """The event of a press, at the sample its device time falls on; unplaced (seq
-        None, dated ``now``) when that is before the first sample or implausibly far
-        past the newest one (the pipeline then places it by its date)."""
+        """The event of a press, at the sample its device time falls on. Before the first
+        sample it has no sample number but is dated by the device clock; implausibly far
+        past the newest sample it is not believed and is dated by its arrival (``now``).
+        The pipeline places a press without a sample number by its date."""
         seq = self.stream.seq_of_device_time(press.device_time_ns)
-        ahead = int(_PRESS_AHEAD_S * self.stream.fs)
-        if seq is not None and not 0 <= seq <= self.stream.next_seq + ahead:
+        when = now
+        if seq is not None and seq < 0:
+            when, seq = self.stream.utc_of(seq), None
+        elif seq is not None and seq > self.stream.next_seq + _PRESS_AHEAD_S * self.stream.fs:
             seq = None
+        elif seq is not None:
+            when = self.stream.utc_of(seq)
         if seq is None:
             self.counters.add("presses_unplaced")
-        when = self.stream.utc_of(seq) if seq is not None else now
         return ButtonPressed(
             source=self.source,
             time=when,

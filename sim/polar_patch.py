@@ -4,7 +4,8 @@ It looks like a Polar H10 with our symptom button added:
 
 * Polar PMD (control point read/write/indicate, data notify). After a START
   ECG command it streams synthetic ECG (:class:`sim.synth.EcgSynth`)
-  as PMD frames of ``samples_per_frame`` samples (73 like an H10), paced by a
+  as PMD frames of ``samples_per_frame`` samples (73 like an H10; fewer when the
+  connection's ATT MTU cannot carry them), paced by a
   simulated device clock that runs ``speed`` times faster than the wall clock.
   Streaming stops on STOP or when the link drops; a new START resumes at the
   device clock's current time, so the samples missed meanwhile show as a jump
@@ -15,7 +16,8 @@ It looks like a Polar H10 with our symptom button added:
   changes it.
 * Device Information (0x180A): manufacturer, model, serial, firmware.
 * ecg-gateway patch event service: :meth:`SimBlePatch.press_button` notifies a
-  :class:`drivers.gatt_standard.ButtonPress`.
+  :class:`drivers.gatt_standard.ButtonPress`; a press made while no gateway listens is
+  kept and notified when one subscribes again.
 
 Test hooks: :meth:`disconnect` drops the link (the patch re-advertises),
 :meth:`stall` silently stops the ECG stream (the link stays up),
@@ -109,6 +111,7 @@ class SimBlePatch:
         self.hr_bpm = hr_bpm
         self.address = world.new_address(0xF0)
         self.press_count = 0
+        self._unsent: list[ButtonPress] = []  # presses no gateway has been notified of
         self.frames_sent = 0
         self.rr_sent: list[tuple[float, float]] = []
         """Every RR interval sent by the Heart Rate service: (beat time s, RR s)."""
@@ -166,6 +169,7 @@ class SimBlePatch:
         self._button = Characteristic(
             UUID(uuids.PATCH_BUTTON), props.NOTIFY, Characteristic.READABLE, b""
         )
+        self._button.on(self._button.EVENT_SUBSCRIPTION, self._on_button_subscription)
 
         def text(short: int, value: str) -> Characteristic:
             return Characteristic(
@@ -263,11 +267,28 @@ class SimBlePatch:
         self._corrupt_pending += count
 
     async def press_button(self) -> ButtonPress:
-        """Notify a symptom-button press; returns what was sent."""
+        """A symptom-button press: notified now, or kept and notified once a gateway
+        subscribes again (polar-pmd.md allows it); returns the press."""
         self.press_count += 1
         press = ButtonPress(press_id=self.press_count, device_time_ns=self.device_time_ns())
-        await self.device.notify_subscribers(self._button, encode_button_press(press))
+        self._unsent.append(press)
+        await self._notify_presses()
         return press
+
+    def _on_button_subscription(self, _bearer: object, notify: bool, _indicate: bool) -> None:
+        if notify:
+            self._spawn(self._notify_presses())
+
+    async def _notify_presses(self) -> None:
+        """Notify the kept presses, oldest first, while someone listens."""
+        while self._unsent and self._connection is not None:
+            try:
+                await self.device.notify_subscribers(
+                    self._button, encode_button_press(self._unsent[0])
+                )
+            except Exception:  # the link went away mid-send: kept for the next connection
+                return
+            self._unsent.pop(0)
 
     async def set_battery(self, percent: int) -> None:
         """Change the battery level and notify subscribers."""
@@ -357,10 +378,13 @@ class SimBlePatch:
             _LOGGER.debug("sim patch stream ended: %r", exc)
 
     def _frame_size(self, n: int) -> int:
-        if not self.frame_sizes:
-            return n
-        self._size_i += 1
-        return self.frame_sizes[(self._size_i - 1) % len(self.frame_sizes)]
+        """Samples in the next frame: the configured size, at most what the connection's
+        ATT MTU carries (a notification holds MTU - 3 bytes; a frame 10 + 3 n)."""
+        if self.frame_sizes:
+            self._size_i += 1
+            n = self.frame_sizes[(self._size_i - 1) % len(self.frame_sizes)]
+        mtu = self._connection.att_mtu if self._connection is not None else 23
+        return max(1, min(n, (mtu - 3 - 10) // 3))
 
     async def _send_frame(self, n: int) -> None:
         k0 = self._next_sample

@@ -151,6 +151,24 @@ async def test_disconnect_reconnect_reports_exact_gap(
     assert kinds == ["connected", "disconnected", "connected"]
 
 
+async def test_a_press_made_while_disconnected_arrives_at_its_sample(
+    driver: RunningDriver, patch: SimBlePatch
+) -> None:
+    """The patient presses while the link is down: the device keeps the press and
+    notifies it when the gateway subscribes again; the gateway places it by its device
+    time on the samples' numbering (the device clock kept running)."""
+    await wait_for(lambda: driver.samples >= 2 * 130, "ECG flowing")
+    await patch.disconnect()
+    press = await patch.press_button()  # nobody listens: kept
+    await wait_for(lambda: driver.events(ButtonPressed), "the press, after reconnecting")
+    (button,) = driver.events(ButtonPressed)
+    k0 = min(patch.sent)
+    at = (press.device_time_ns - patch._sample_time_ns(k0)) * 130 / 1e9  # its sample
+    assert button.press_id == 1 and button.seq is not None
+    assert abs(button.seq - at) <= 1
+    assert driver.driver.stats()["presses_repeated"] == 0
+
+
 @pytest.mark.timeout(120)
 async def test_many_disconnects_gap_ledger_equals_truly_missed(
     driver: RunningDriver, patch: SimBlePatch
