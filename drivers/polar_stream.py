@@ -133,6 +133,22 @@ class PmdEcgStream:
         out: list[SampleBlock | Gap] = []
         run: list[np.ndarray] = []
         run_seq = self._next_seq
+
+        def take(samples: np.ndarray) -> None:
+            """Samples that follow on: numbered next, into the current block."""
+            nonlocal run_seq
+            if not run:
+                run_seq = self._next_seq
+            run.append(samples)
+            self._next_seq += samples.shape[0]
+
+        def lose(n: int) -> None:
+            """``n`` samples missed: the block so far, then the gap."""
+            if run:
+                out.append(self._block(run, run_seq))
+                run.clear()
+            out.append(self._gap(n))
+
         for frame in frames:
             missing = self._missing_before(frame, now)
             if missing is None:
@@ -142,34 +158,19 @@ class PmdEcgStream:
             if held is not None:  # the frame before had an untrusted time: place it now
                 if step is not None:  # its time was right: the device clock stepped
                     if step > 0:
-                        if run:
-                            out.append(self._block(run, run_seq))
-                            run = []
-                        out.append(self._gap(step))
-                    if not run:
-                        run_seq = self._next_seq
-                    run.append(held.samples_uv)
-                    self._next_seq += held.n
+                        lose(step)
+                    take(held.samples_uv)
                 elif missing > 0:
                     missing += held.n  # lost next to it: its samples go into the gap
                 else:
-                    if not run:
-                        run_seq = self._next_seq
-                    run.append(held.samples_uv)
-                    self._next_seq += held.n
+                    take(held.samples_uv)
             if self._untrusted:  # (its own ``missing`` is 0: it cannot be judged)
                 self._held = frame
                 self._last_now = now
                 continue
             if missing > 0:
-                if run:
-                    out.append(self._block(run, run_seq))
-                    run = []
-                out.append(self._gap(missing))
-            if not run:
-                run_seq = self._next_seq
-            run.append(frame.samples_uv)
-            self._next_seq += frame.n
+                lose(missing)
+            take(frame.samples_uv)
             self._last_now = now
         if run:
             out.append(self._block(run, run_seq))
