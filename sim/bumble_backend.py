@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -41,6 +42,7 @@ from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_str
 from bumble import hci, ll
+from bumble.att import ATT_Error
 from bumble.controller import Controller
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic
@@ -258,20 +260,25 @@ class BumbleBleakClient(BaseBleakClient):
     async def read_gatt_char(
         self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
-        return bytearray(await self._client().read_value(characteristic.handle))
+        with _att_errors():
+            return bytearray(await self._client().read_value(characteristic.handle))
 
     async def read_gatt_descriptor(
         self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
-        return bytearray(await self._client().read_value(descriptor.handle))
+        with _att_errors():
+            return bytearray(await self._client().read_value(descriptor.handle))
 
     async def write_gatt_char(
         self, characteristic: BleakGATTCharacteristic, data: Any, response: bool
     ) -> None:
-        await self._client().write_value(characteristic.handle, bytes(data), with_response=response)
+        with _att_errors():
+            handle = characteristic.handle
+            await self._client().write_value(handle, bytes(data), with_response=response)
 
     async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: Any) -> None:
-        await self._client().write_value(descriptor.handle, bytes(data), with_response=True)
+        with _att_errors():
+            await self._client().write_value(descriptor.handle, bytes(data), with_response=True)
 
     async def start_notify(
         self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
@@ -282,12 +289,23 @@ class BumbleBleakClient(BaseBleakClient):
             callback(bytearray(value))
 
         self._notify[characteristic.handle] = subscriber
-        await self._client().subscribe(proxy, subscriber, prefer_notify=True)
+        with _att_errors():
+            await self._client().subscribe(proxy, subscriber, prefer_notify=True)
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
         proxy = self._proxies[characteristic.handle]
         subscriber = self._notify.pop(characteristic.handle, None)
         await self._client().unsubscribe(proxy, subscriber)
+
+
+@contextlib.contextmanager
+def _att_errors() -> Iterator[None]:
+    """An ATT error response from the peripheral, raised as bleak raises it over BlueZ (a
+    ``BleakError`` naming the error), not as bumble's own exception type."""
+    try:
+        yield
+    except ATT_Error as exc:
+        raise BleakError(f"ATT error 0x{exc.error_code:02x} ({exc.error_name})") from exc
 
 
 async def disconnect_bounded(connection: Connection | None) -> None:
