@@ -127,10 +127,19 @@ class QrsFront:
     def candidates(self, horizon: int) -> list[Candidate] | None:
         """The measured candidates in [scan position, ``horizon``), in order, and the scan
         moved to ``horizon``; None when there is nothing new to scan."""
+        slots = self.peaks(horizon)
+        if slots is None:
+            return None
+        return [self._path.candidate(self.base + i) for i in slots]
+
+    def peaks(self, horizon: int) -> list[int] | None:
+        """The candidate peaks in [scan position, ``horizon``) as history slots (sample -
+        :attr:`base`), in order, and the scan moved to ``horizon``; None when there is
+        nothing new to scan."""
         if horizon <= self.scan_from:
             return None
         a, b = self.scan_window(horizon)
-        found = [self._path.candidate(i) for i in self._peaks(a, b)] if b > a else []
+        found = self._peaks(a, b) if b > a else []
         self.scan_from = horizon
         return found
 
@@ -141,14 +150,15 @@ class QrsFront:
         return max(self.scan_from, self.start + 1), min(horizon, self.end - 1)
 
     def _peaks(self, a: int, b: int) -> list[int]:
+        """Slots of the candidate peaks in samples [a, b)."""
         assert self.start is not None
         found, self.found = self.found, None
         if found is not None and found[0] == a and found[1] == b:  # found with the block
-            return [self.base + i for i in found[2]]
+            return found[2]
         first, stop, base = self.start - self.base, self.pos, self.base
         if not math.isfinite(self.csum[stop - 1]):  # NaN or inf in the segment: exact search
-            return [base + i for i in _local_peaks(self.e, a - base, b - base, self.r, first, stop)]
-        return [base + i for i in self._path.peaks(a - base, b - base, first, stop)]
+            return _local_peaks(self.e, a - base, b - base, self.r, first, stop)
+        return self._path.peaks(a - base, b - base, first, stop)
 
     def block_views(self, n: int) -> tuple[np.ndarray, ...]:
         """Views of the history for a block of ``n`` samples (made once per size)."""

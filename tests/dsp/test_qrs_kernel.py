@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,9 @@ from dsp.qrs_front import _local_peaks
 from tests.support import blocks_of, peak_search_cases
 
 kernel = pytest.importorskip("dsp._qrs_kernel", reason="compiled QRS kernel not built")
+
+MITDB = Path(__file__).resolve().parents[3] / "shared" / "data" / "mitdb"
+MITDB_RECORDS = sorted(p.stem for p in MITDB.glob("*.dat")) or ["100"]
 
 
 def _stream(x: np.ndarray, fs: float, sizes: list[int], compiled: bool) -> Beats:
@@ -409,3 +413,50 @@ def test_noise_kept_for_search_back_stays_bounded() -> None:
     assert beats >= 25
     assert ref_held >= 45_000
     assert 0 < held <= QrsDecider(fs).window + 1
+
+
+def _record(name: str) -> tuple[np.ndarray, float]:
+    wfdb = pytest.importorskip("wfdb")
+    path = MITDB / name
+    if not path.with_suffix(".dat").exists():
+        pytest.skip("shared MIT-BIH data not here")
+    rec = wfdb.rdrecord(str(path))
+    return rec.p_signal, float(rec.fs)
+
+
+def _whole_record_identical(name: str) -> None:
+    """Both channels at 1 s blocks (float32 2-lead blocks, as the gateway gives them) and at
+    random block sizes (float64 arrays): compiled == numpy + QrsDecider, field by field,
+    each beat reported by the same call."""
+    signal, fs = _record(name)
+    rng = np.random.default_rng(int(name))
+    sizes = [*rng.integers(1, 1500, 400).tolist(), 1, 2, 3]
+    for lead in (0, 1):
+
+        def seconds(compiled: bool, lead: int = lead) -> list[Beats]:
+            det = QrsDetector(fs, lead, compiled=compiled)
+            parts = [det.process(b) for b in blocks_of(signal, fs, [int(fs)])]
+            return [*parts, det.finish()]
+
+        def random_cuts(compiled: bool, lead: int = lead) -> list[Beats]:
+            det = QrsDetector(fs, compiled=compiled)
+            parts, pos, i = [], 0, 0
+            while pos < len(signal):
+                n = sizes[i % len(sizes)]
+                parts.append(det.process_array(signal[pos : pos + n, lead], pos))
+                pos, i = pos + n, i + 1
+            return [*parts, det.finish()]
+
+        for run in (seconds, random_cuts):
+            reference, compiled = run(False), run(True)
+            # each beat reported by the same call (the same latency), and the same beats
+            assert [len(p) for p in compiled] == [len(p) for p in reference]
+            reference_beats = Beats.concat(reference, fs)
+            assert len(reference_beats) > 1000
+            _assert_same(Beats.concat(compiled, fs), reference_beats)
+
+
+@pytest.mark.parametrize("name", MITDB_RECORDS)
+def test_every_mitdb_record_compiled_equals_reference(name: str) -> None:
+    """Every record of the shared MIT-BIH set, whole (about 15 s for the 24)."""
+    _whole_record_identical(name)
