@@ -7,8 +7,8 @@
  * does, sample for sample and in the same floating-point order, what the numpy code in
  * dsp/qrs.py does, so both give bit-identical beats (tests/dsp/test_qrs_kernel.py checks).
  * A one-second block is a few hundred samples: what these save is numpy's per-call cost.
- * The decisions (dsp/qrs_decide.py) are here too, as a Decider object: no Python object per
- * candidate or per beat.
+ * The decisions (dsp/qrs_decide.py) are here too, as a Decider object, and front() can hand
+ * a block's candidates straight to one: no Python object per candidate or per beat.
  *
  * No I/O. The only state is a Decider's; the functions allocate nothing beyond the returned
  * Python objects.
@@ -101,12 +101,10 @@ PyDoc_STRVAR(peaks_doc,
              "the largest of e[max(i - r, first) : min(i + r + 1, stop)]. For finite e only;\n"
              "needs first < a and b < stop.");
 
-/* Candidate peaks in [a, b) of the feature e (see peaks()), or NULL with an exception. */
-static PyObject *peak_list(const double *e, Py_ssize_t a, Py_ssize_t b, Py_ssize_t r,
-                           Py_ssize_t first, Py_ssize_t stop) {
-    PyObject *out = PyList_New(0);
-    if (out == NULL) return NULL;
-    for (Py_ssize_t i = a; i < b; i++) {
+/* The first candidate peak in [i, b) of the feature e (see peaks()), or b if none. */
+static Py_ssize_t next_peak(const double *e, Py_ssize_t i, Py_ssize_t b, Py_ssize_t r,
+                            Py_ssize_t first, Py_ssize_t stop) {
+    for (; i < b; i++) {
         const double v = e[i];
         /* the largest of its window is not below its right neighbour: test that first */
         if (!(v > e[i - 1]) || !(v > 0.0) || !(v >= e[i + 1])) continue;
@@ -119,7 +117,18 @@ static PyObject *peak_list(const double *e, Py_ssize_t a, Py_ssize_t b, Py_ssize
                 break;
             }
         }
-        if (!top) continue;
+        if (top) return i;
+    }
+    return b;
+}
+
+/* Candidate peaks in [a, b) of the feature e (see peaks()), or NULL with an exception. */
+static PyObject *peak_list(const double *e, Py_ssize_t a, Py_ssize_t b, Py_ssize_t r,
+                           Py_ssize_t first, Py_ssize_t stop) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = next_peak(e, a, b, r, first, stop); i < b;
+         i = next_peak(e, i + 1, b, r, first, stop)) {
         PyObject *idx = PyLong_FromSsize_t(i);
         if (idx == NULL || PyList_Append(out, idx) < 0) {
             Py_XDECREF(idx);
@@ -824,7 +833,8 @@ static inline double sections(const double *sos, double *z, Py_ssize_t from, Py_
 /* Two SOS cascades over the same input x[0:n], into ya and yb, states za and zb (sections x 2)
  * updated in place. Each is scipy.signal.sosfilt's recurrence (transposed direct form II)
  * operation for operation; the two independent recurrences are interleaved so that the
- * processor overlaps their latencies (about twice as fast as one after the other). */
+ * processor overlaps their latencies (about twice as fast as one after the other). x may be
+ * yb or ya (each x[i] is read before y[i] is written). */
 static void sosfilt_pair(const double *sa, Py_ssize_t na, double *za, double *ya,
                          const double *sb, Py_ssize_t nb, double *zb, double *yb,
                          const double *x, Py_ssize_t n) {
@@ -861,48 +871,147 @@ static int sos_args(Py_buffer *sos, Py_buffer *z, Py_ssize_t *n_sections) {
     return 1;
 }
 
+/* Samples: a 1-D float32 or float64 array of the machine's byte order, any stride. */
+static int samples_view(PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_STRIDES | PyBUF_FORMAT) < 0) return 0;
+    const char *f = view->format;
+    if (view->ndim != 1 || f == NULL || f[0] == '\0' || f[1] != '\0' ||
+        !((f[0] == 'f' && view->itemsize == 4) || (f[0] == 'd' && view->itemsize == 8))) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "samples must be a 1-D float32 or float64 array");
+        return 0;
+    }
+    return 1;
+}
+
+/* The samples of a samples_view() as float64 into out (exact: a float32 widens without
+ * rounding). */
+static void samples_copy(const Py_buffer *v, double *out) {
+    const char *p = (const char *)v->buf;
+    const Py_ssize_t n = v->shape[0], step = v->strides[0];
+    if (v->itemsize == 4) {
+        for (Py_ssize_t i = 0; i < n; i++, p += step) {
+            float x;
+            memcpy(&x, p, sizeof x);
+            out[i] = (double)x;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++, p += step) memcpy(out + i, p, sizeof(double));
+    }
+}
+
+/* Whether every sample of a samples_view() is finite. */
+static int samples_finite(const Py_buffer *v) {
+    const char *p = (const char *)v->buf;
+    const Py_ssize_t n = v->shape[0], step = v->strides[0];
+    if (v->itemsize == 4) {
+        for (Py_ssize_t i = 0; i < n; i++, p += step) {
+            float x;
+            memcpy(&x, p, sizeof x);
+            if (!isfinite(x)) return 0;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++, p += step) {
+            double x;
+            memcpy(&x, p, sizeof x);
+            if (!isfinite(x)) return 0;
+        }
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(all_finite_doc,
+             "all_finite(x) -> bool\n\n"
+             "Whether every sample of x (1-D float32 or float64, any stride) is finite.");
+
+static PyObject *all_finite(PyObject *self, PyObject *arg) {
+    Py_buffer xv;
+    if (!samples_view(arg, &xv)) return NULL;
+    const int all = samples_finite(&xv);
+    PyBuffer_Release(&xv);
+    return PyBool_FromLong(all);
+}
+
 PyDoc_STRVAR(front_doc,
              "front(buf, cap, done, h, n, w, fresh, x, qrs_sos, qrs_zi, amp_sos, amp_zi,\n"
-             "      a, b, r, first) -> list[int] | None\n\n"
+             "      a, b, r, first[, decider, base, locate, frac, horizon])\n\n"
              "One block into the history: move the last h samples of the previous block (of\n"
-             "``done`` samples) to the front, filter x (n float64) into f and amp with the two\n"
-             "SOS cascades (states updated in place), then :func:`feature`; return\n"
-             "peaks(buf, cap, a, b, r, first, h + n) ([] when b <= a), or None when the running\n"
-             "sum is no longer finite (NaN or inf in the segment: the caller searches itself).");
+             "``done`` samples) to the front, filter x (n samples, 1-D float32 or float64, any\n"
+             "stride) into f and amp with the two SOS cascades (states updated in place), then\n"
+             ":func:`feature`. Without a decider: return peaks(buf, cap, a, b, r, first, h + n)\n"
+             "([] when b <= a). With one: give it those peaks as Decider.scan(buf, cap, base,\n"
+             "base + first, locate, frac, peaks, horizon, False) would, and return its pending\n"
+             "count. Either way, None when the running sum is no longer finite and b > a (NaN or\n"
+             "inf in the segment: the caller searches itself; nothing was decided).");
+
+/* front()'s scan with a decider: each peak of [a, b) decided, then scanned_to(horizon). */
+static int front_decide(Decider *d, const double *buf, Py_ssize_t cap, Py_ssize_t a,
+                        Py_ssize_t b, Py_ssize_t r, Py_ssize_t first, Py_ssize_t stop,
+                        long long base, long long locate, double frac, long long horizon) {
+    if (b > a) {
+        const double *e = buf + ROW_E * cap;
+        for (Py_ssize_t i = next_peak(e, a, b, r, first, stop); i < b;
+             i = next_peak(e, i + 1, b, r, first, stop)) {
+            if (decide_slot(d, buf, cap, base, base + first, locate, frac, i) < 0) return -1;
+        }
+    }
+    return scanned_to(d, horizon, 0);
+}
 
 static PyObject *front(PyObject *self, PyObject *args) {
-    Py_buffer view, xv, qs, qz, as_, az;
+    Py_buffer view, qs, qz, as_, az, xv = {0};
     Py_ssize_t cap, done, h, n, w, nq, na, a, b, r, first;
     int fresh;
-    if (!PyArg_ParseTuple(args, "w*nnnnnpy*y*w*y*w*nnnn", &view, &cap, &done, &h, &n, &w, &fresh,
-                          &xv, &qs, &qz, &as_, &az, &a, &b, &r, &first))
+    PyObject *x_obj, *decider = Py_None;
+    long long base = 0, locate = 0, horizon = 0;
+    double frac = 0.0;
+    if (!PyArg_ParseTuple(args, "w*nnnnnpOy*w*y*w*nnnn|OLLdL", &view, &cap, &done, &h, &n, &w,
+                          &fresh, &x_obj, &qs, &qz, &as_, &az, &a, &b, &r, &first, &decider,
+                          &base, &locate, &frac, &horizon))
         return NULL;
     PyObject *result = NULL;
     double *buf = history(&view, cap);
-    if (buf == NULL || !sos_args(&qs, &qz, &nq) || !sos_args(&as_, &az, &na)) goto done;
-    if (xv.len != (Py_ssize_t)(n * sizeof(double)) || done < 0 || !in_range(done, done + h, cap) ||
+    if (buf == NULL || !sos_args(&qs, &qz, &nq) || !sos_args(&as_, &az, &na) ||
+        !samples_view(x_obj, &xv))
+        goto done;
+    if (xv.shape[0] != n || done < 0 || !in_range(done, done + h, cap) ||
         !in_range(h - (w > 1 ? w : 1), h + n, cap)) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "x must hold n float64");
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "x must hold n samples");
         goto done;
     }
+    if (decider != Py_None) {
+        if (!PyObject_TypeCheck(decider, &DeciderType)) {
+            PyErr_SetString(PyExc_TypeError, "decider must be a Decider or None");
+            goto done;
+        }
+        if (!ready((Decider *)decider) || !index_ok(base) || !index_ok(first) ||
+            !index_ok(locate) || !index_ok(horizon))
+            goto done;
+    }
+    if (b > a && !peak_bounds(cap, a, b, r, first, h + n)) goto done;
     if (done) {
         for (int row = 0; row < N_ROWS; row++)
             memmove(buf + row * cap, buf + row * cap + done, (size_t)h * sizeof(double));
     }
-    const double *x = (const double *)xv.buf;
+    /* the samples as float64 into amp's place, which the filter then overwrites in place */
+    double *x = buf + ROW_AMP * cap + h;
+    samples_copy(&xv, x);
     sosfilt_pair((const double *)qs.buf, nq, (double *)qz.buf, buf + ROW_F * cap + h,
-                 (const double *)as_.buf, na, (double *)az.buf, buf + ROW_AMP * cap + h, x, n);
+                 (const double *)as_.buf, na, (double *)az.buf, x, x, n);
     feature_loop(buf, cap, h, n, w, fresh);
-    if (b <= a) {
-        result = PyList_New(0);
-    } else if (!isfinite(buf[ROW_CSUM * cap + h + n - 1])) {
+    if (b > a && !isfinite(buf[ROW_CSUM * cap + h + n - 1])) {
         Py_INCREF(Py_None);
         result = Py_None;
-    } else if (peak_bounds(cap, a, b, r, first, h + n)) {
-        result = peak_list(buf + ROW_E * cap, a, b, r, first, h + n);
+    } else if (decider != Py_None) {
+        Decider *d = (Decider *)decider;
+        result = pending(d, front_decide(d, buf, cap, a, b, r, first, h + n, base, locate, frac,
+                                         horizon));
+    } else {
+        result = b > a ? peak_list(buf + ROW_E * cap, a, b, r, first, h + n) : PyList_New(0);
     }
 done:
-    release_all((Py_buffer *[]){&view, &xv, &qs, &qz, &as_, &az, NULL});
+    if (xv.obj != NULL) PyBuffer_Release(&xv);
+    release_all((Py_buffer *[]){&view, &qs, &qz, &as_, &az, NULL});
     return result;
 }
 
@@ -1531,6 +1640,7 @@ static PyMethodDef methods[] = {
     {"sosfilt", sosfilt, METH_VARARGS, sosfilt_doc},
     {"feature", feature, METH_VARARGS, feature_doc},
     {"front", front, METH_VARARGS, front_doc},
+    {"all_finite", all_finite, METH_O, all_finite_doc},
     {"sosfilt2", sosfilt2, METH_VARARGS, sosfilt2_doc},
     {"peaks", peaks, METH_VARARGS, peaks_doc},
     {"candidate", candidate, METH_VARARGS, candidate_doc},

@@ -13,8 +13,8 @@ block by block with explicit state, in two readable parts:
 :class:`QrsDetector` joins them: it feeds each block to the front, hands the candidates
 to the decider in sample order, and restarts both after a gap in the sequence numbers.
 With the optional C kernel (``dsp._qrs_kernel``) both run compiled, the decisions by a C
-copy of :class:`~dsp.qrs_decide.QrsDecider` (the readable rules, and the fallback):
-bit-identical beats.
+copy of :class:`~dsp.qrs_decide.QrsDecider` (the readable rules, and the fallback) that
+takes a block's candidates in the same call that filters it: bit-identical beats.
 Every decision depends only on sample indices, never on how the stream was cut into
 blocks: a record processed in chunks of any size gives exactly the beats one pass gives
 (the tests check this). A beat is reported at most :attr:`QrsDetector.latency_s`
@@ -23,7 +23,6 @@ seconds after its R peak was received.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,7 +149,7 @@ class QrsDetector:
         x = np.asarray(x_mv)
         if x.shape[0] == 0:
             return self.decisions.no_beats
-        if math.isfinite(float(np.add.reduce(x))):  # the usual block: no hole inside
+        if self.front.all_finite(x):  # the usual block: no hole inside
             self._take(x, seq)
         else:
             for a, b in runs_of(np.isfinite(x), 0):
@@ -230,19 +229,22 @@ class _Reference:
 
 class _Compiled:
     """The same decisions compiled (``dsp._qrs_kernel.Decider``, see
-    :func:`~dsp.qrs_decide.compiled_decider`): each scan's peaks are measured and decided in
-    one C call, and the beats found wait there until :meth:`beats` takes them as arrays."""
+    :func:`~dsp.qrs_decide.compiled_decider`): the kernel's front hands it each block's
+    candidates in the same C call, other scans give it their peaks, and the beats found wait
+    there until :meth:`beats` takes them as arrays."""
 
     def __init__(self, front: QrsFront, kernel: Any) -> None:
         self.front = front
         self.rules = compiled_decider(kernel, front.fs)
+        front.decider = self.rules
         self.no_beats = Beats.empty(front.fs)
 
     def new_segment(self, start: int) -> None:
         self.rules.new_segment(start)
 
     def scan(self, horizon: int, final: bool) -> None:
-        """Decide the candidates before ``horizon`` (``final``: the segment ends there)."""
+        """Decide the candidates before ``horizon`` (``final``: the segment ends there);
+        nothing to do when the block's own scan was decided as it came."""
         fr = self.front
         slots = fr.peaks(horizon)
         if slots is not None:

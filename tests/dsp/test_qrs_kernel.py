@@ -73,6 +73,23 @@ def test_compiled_equals_numpy(mitdb119: dict, sizes: list[int], bad: float | No
     _assert_same(_stream(x, fs, sizes, compiled=True), numpy_beats)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", ">f8", "float16", "int16"])
+def test_compiled_reads_samples_of_any_type(mitdb119: dict, dtype: str) -> None:
+    """Samples as they come (strided columns; types the kernel reads itself or not): the
+    compiled detector reports the numpy detector's beats."""
+    fs = mitdb119["fs"]
+    x = np.repeat(mitdb119["mv"][:8000, None] * 100, 2, axis=1).astype(dtype)[:, 1]
+
+    def run(compiled: bool) -> Beats:
+        det = QrsDetector(fs, compiled=compiled)
+        parts = [det.process_array(x[i : i + 300], i) for i in range(0, len(x), 300)]
+        return Beats.concat([*parts, det.finish()], fs)
+
+    reference = run(False)
+    assert len(reference) > 10
+    _assert_same(run(True), reference)
+
+
 def test_compiled_equals_numpy_across_a_gap(mitdb119: dict) -> None:
     fs = mitdb119["fs"]
     x = mitdb119["mv"]
@@ -116,6 +133,26 @@ def test_bad_arguments_raise_instead_of_reading_out_of_bounds() -> None:
         kernel.sosfilt2(sos, np.zeros(2), sos, np.zeros(2), *np.zeros((2, 4)), np.zeros(3))
     with pytest.raises(TypeError):
         kernel.feature(np.zeros((6, 100)).T.copy().T, 100, 10, 10, 5, False)  # not contiguous
+    # samples: 1-D float32 or float64 of this machine's byte order, any stride
+    for x in (np.zeros((2, 3)), np.zeros(3, np.int64), np.zeros(3, ">f8"), np.zeros(3, "f2")):
+        with pytest.raises(TypeError):
+            kernel.all_finite(x)
+    assert kernel.all_finite(np.zeros((5, 2), np.float32)[:, 1])
+    assert not kernel.all_finite(np.array([0.0, np.inf])[::-1])
+    z = np.zeros((2, 2))
+    front = (buf, 100, 0, 30, 10, 5, False)
+    tail = (sos2 := np.array([[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]] * 2), z, sos2, z.copy(), 31, 35, 5, 0)
+    kernel.front(*front, np.zeros(10), *tail)  # the arguments below are all that is wrong
+    with pytest.raises(ValueError):
+        kernel.front(*front, np.zeros(9), *tail)  # x shorter than n
+    with pytest.raises(TypeError):
+        kernel.front(*front, np.zeros(10, np.int32), *tail)
+    with pytest.raises(IndexError):
+        kernel.front(buf, 100, 0, 30, 80, 5, False, np.zeros(80), *tail)  # past the end
+    with pytest.raises(IndexError):
+        kernel.front(*front, np.zeros(10), *tail[:4], 31, 40, 5, 0)  # b >= h + n
+    with pytest.raises(TypeError):
+        kernel.front(*front, np.zeros(10), *tail, object(), 0, 10, 0.3, 40)  # not a Decider
 
 
 def test_bad_decider_arguments_raise_instead_of_reading_out_of_bounds() -> None:
