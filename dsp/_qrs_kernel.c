@@ -860,6 +860,37 @@ static void sosfilt_pair(const double *sa, Py_ssize_t na, double *za, double *ya
     }
 }
 
+/* sosfilt_pair for two cascades of two sections each (the detector's: the QRS band-pass, and
+ * the 0.5 Hz high-pass then 40 Hz low-pass), the same operations in the same order with the
+ * coefficients and states held in registers across the block instead of being stored and
+ * loaded again at every sample (the loads and stores are on the recurrences' critical path). */
+static void sosfilt_pair_2x2(const double *sa, double *za, double *ya, const double *sb,
+                             double *zb, double *yb, const double *x, Py_ssize_t n) {
+    const double a0 = sa[0], a1 = sa[1], a2 = sa[2], a4 = sa[4], a5 = sa[5];
+    const double a6 = sa[6], a7 = sa[7], a8 = sa[8], a10 = sa[10], a11 = sa[11];
+    const double b0 = sb[0], b1 = sb[1], b2 = sb[2], b4 = sb[4], b5 = sb[5];
+    const double b6 = sb[6], b7 = sb[7], b8 = sb[8], b10 = sb[10], b11 = sb[11];
+    double za0 = za[0], za1 = za[1], za2 = za[2], za3 = za[3];
+    double zb0 = zb[0], zb1 = zb[1], zb2 = zb[2], zb3 = zb[3];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double xi = x[i];
+        const double ay = a0 * xi + za0, by = b0 * xi + zb0; /* first sections */
+        za0 = a1 * xi - a4 * ay + za1;
+        zb0 = b1 * xi - b4 * by + zb1;
+        za1 = a2 * xi - a5 * ay;
+        zb1 = b2 * xi - b5 * by;
+        const double ay2 = a6 * ay + za2, by2 = b6 * by + zb2; /* second sections */
+        za2 = a7 * ay - a10 * ay2 + za3;
+        zb2 = b7 * by - b10 * by2 + zb3;
+        za3 = a8 * ay - a11 * ay2;
+        zb3 = b8 * by - b11 * by2;
+        ya[i] = ay2;
+        yb[i] = by2;
+    }
+    za[0] = za0, za[1] = za1, za[2] = za2, za[3] = za3;
+    zb[0] = zb0, zb[1] = zb1, zb[2] = zb2, zb[3] = zb3;
+}
+
 /* A read-only float64 SOS array (sections x 6) and its writable state (sections x 2). */
 static int sos_args(Py_buffer *sos, Py_buffer *z, Py_ssize_t *n_sections) {
     if (sos->len % (Py_ssize_t)(6 * sizeof(double)) != 0 || sos->len == 0 ||
@@ -996,8 +1027,12 @@ static PyObject *front(PyObject *self, PyObject *args) {
     /* the samples as float64 into amp's place, which the filter then overwrites in place */
     double *x = buf + ROW_AMP * cap + h;
     samples_copy(&xv, x);
-    sosfilt_pair((const double *)qs.buf, nq, (double *)qz.buf, buf + ROW_F * cap + h,
-                 (const double *)as_.buf, na, (double *)az.buf, x, x, n);
+    if (nq == 2 && na == 2)
+        sosfilt_pair_2x2((const double *)qs.buf, (double *)qz.buf, buf + ROW_F * cap + h,
+                         (const double *)as_.buf, (double *)az.buf, x, x, n);
+    else
+        sosfilt_pair((const double *)qs.buf, nq, (double *)qz.buf, buf + ROW_F * cap + h,
+                     (const double *)as_.buf, na, (double *)az.buf, x, x, n);
     feature_loop(buf, cap, h, n, w, fresh);
     if (b > a && !isfinite(buf[ROW_CSUM * cap + h + n - 1])) {
         Py_INCREF(Py_None);

@@ -103,6 +103,28 @@ def test_compiled_equals_numpy_across_a_gap(mitdb119: dict) -> None:
     _assert_same(run(True), run(False))
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 2500), min_size=1, max_size=8),
+    scale=st.sampled_from([1.0, 1e-30, 1e30]),
+)
+def test_compiled_front_history_equals_numpy_front(
+    mitdb119: dict, sizes: list[int], scale: float
+) -> None:
+    """After every block, the compiled front's history (filters, slope, running sum,
+    feature, amplitude and its slope) is the numpy front's, bit for bit: the filters'
+    recurrences in the same order, whatever the block sizes (and at extreme scales)."""
+    fs = mitdb119["fs"]
+    x = mitdb119["mv"][:6000] * scale
+    fronts = [QrsDetector(fs, compiled=c) for c in (True, False)]
+    for b in blocks_of(x, fs, sizes):
+        for det in fronts:
+            det.process(b)
+        (c, n) = (det.front for det in fronts)
+        assert (c.base, c.pos) == (n.base, n.pos)
+        assert c.buf[:, : c.pos].tobytes() == n.buf[:, : n.pos].tobytes()
+
+
 @settings(max_examples=200, deadline=None)
 @given(case=peak_search_cases())
 def test_peaks_equal_plain_rule(case: tuple | None) -> None:
