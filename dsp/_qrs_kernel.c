@@ -7,8 +7,11 @@
  * does, sample for sample and in the same floating-point order, what the numpy code in
  * dsp/qrs.py does, so both give bit-identical beats (tests/dsp/test_qrs_kernel.py checks).
  * A one-second block is a few hundred samples: what these save is numpy's per-call cost.
+ * The decisions (dsp/qrs_decide.py) are here too, as a Decider object, and front() can hand
+ * a block's candidates straight to one: no Python object per candidate or per beat.
  *
- * No state, no I/O, no allocation beyond the returned Python objects.
+ * No I/O. The only state is a Decider's; the functions allocate nothing beyond the returned
+ * Python objects.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,6 +35,11 @@ static int in_range(Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t cap) {
         return 0;
     }
     return 1;
+}
+
+/* Release every buffer of a NULL-terminated list (the views a function parsed). */
+static void release_all(Py_buffer *const *views) {
+    for (; *views != NULL; views++) PyBuffer_Release(*views);
 }
 
 /* numpy's argmax over x[0:n]: the first NaN if any, else the first occurrence of the max. */
@@ -93,12 +101,10 @@ PyDoc_STRVAR(peaks_doc,
              "the largest of e[max(i - r, first) : min(i + r + 1, stop)]. For finite e only;\n"
              "needs first < a and b < stop.");
 
-/* Candidate peaks in [a, b) of the feature e (see peaks()), or NULL with an exception. */
-static PyObject *peak_list(const double *e, Py_ssize_t a, Py_ssize_t b, Py_ssize_t r,
-                           Py_ssize_t first, Py_ssize_t stop) {
-    PyObject *out = PyList_New(0);
-    if (out == NULL) return NULL;
-    for (Py_ssize_t i = a; i < b; i++) {
+/* The first candidate peak in [i, b) of the feature e (see peaks()), or b if none. */
+static Py_ssize_t next_peak(const double *e, Py_ssize_t i, Py_ssize_t b, Py_ssize_t r,
+                            Py_ssize_t first, Py_ssize_t stop) {
+    for (; i < b; i++) {
         const double v = e[i];
         /* the largest of its window is not below its right neighbour: test that first */
         if (!(v > e[i - 1]) || !(v > 0.0) || !(v >= e[i + 1])) continue;
@@ -111,7 +117,18 @@ static PyObject *peak_list(const double *e, Py_ssize_t a, Py_ssize_t b, Py_ssize
                 break;
             }
         }
-        if (!top) continue;
+        if (top) return i;
+    }
+    return b;
+}
+
+/* Candidate peaks in [a, b) of the feature e (see peaks()), or NULL with an exception. */
+static PyObject *peak_list(const double *e, Py_ssize_t a, Py_ssize_t b, Py_ssize_t r,
+                           Py_ssize_t first, Py_ssize_t stop) {
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = next_peak(e, a, b, r, first, stop); i < b;
+         i = next_peak(e, i + 1, b, r, first, stop)) {
         PyObject *idx = PyLong_FromSsize_t(i);
         if (idx == NULL || PyList_Append(out, idx) < 0) {
             Py_XDECREF(idx);
@@ -152,6 +169,39 @@ PyDoc_STRVAR(candidate_doc,
              "|amp| (its offset from lo and value), the span (samples) where amp's slope exceeds\n"
              "``frac`` of its steepest, the steepest QRS-band slope, and the feature at the peak.");
 
+/* What candidate() returns: the measurements of one candidate's window. */
+typedef struct {
+    Py_ssize_t r_rel; /* offset of the largest |amp| from lo */
+    double amplitude, width, slope, peak;
+} Measured;
+
+/* Measure the window [lo, hi) of the history (0 <= lo < hi <= cap, checked by the caller). */
+static Measured measure(const double *buf, Py_ssize_t cap, Py_ssize_t lo, Py_ssize_t hi,
+                        double frac) {
+    const double *amp = buf + ROW_AMP * cap, *as = buf + ROW_AMP_SLOPE * cap;
+    const double *d = buf + ROW_D * cap, *e = buf + ROW_E * cap;
+    const Py_ssize_t n = hi - lo;
+    Measured m;
+    m.r_rel = argmax(amp + lo, n, 1);
+    m.amplitude = amp[lo + m.r_rel];
+    m.width = 0.0;
+    if (n > 1) {
+        const double *slope = as + lo + 1;
+        const double thr = frac * slope[argmax(slope, n - 1, 0)];
+        Py_ssize_t first = -1, last = -1;
+        for (Py_ssize_t i = 0; i < n - 1; i++) {
+            if (slope[i] > thr) {
+                if (first < 0) first = i;
+                last = i;
+            }
+        }
+        if (first >= 0) m.width = (double)(last - first + 1);
+    }
+    m.slope = d[lo + argmax(d + lo, n, 0)];
+    m.peak = e[hi - 1];
+    return m;
+}
+
 static PyObject *candidate(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t cap, lo, hi;
@@ -164,29 +214,606 @@ static PyObject *candidate(PyObject *self, PyObject *args) {
         PyBuffer_Release(&view);
         return NULL;
     }
-    const double *amp = buf + ROW_AMP * cap, *as = buf + ROW_AMP_SLOPE * cap;
-    const double *d = buf + ROW_D * cap, *e = buf + ROW_E * cap;
-    const Py_ssize_t n = hi - lo;
-    const Py_ssize_t r_rel = argmax(amp + lo, n, 1);
-    double width = 0.0;
-    if (n > 1) {
-        const double *slope = as + lo + 1;
-        const double thr = frac * slope[argmax(slope, n - 1, 0)];
-        Py_ssize_t first = -1, last = -1;
-        for (Py_ssize_t i = 0; i < n - 1; i++) {
-            if (slope[i] > thr) {
-                if (first < 0) first = i;
-                last = i;
-            }
-        }
-        if (first >= 0) width = (double)(last - first + 1);
-    }
-    const double steepest = d[lo + argmax(d + lo, n, 0)];
-    PyObject *res = Py_BuildValue("ndddd", r_rel, amp[lo + r_rel], width, steepest, e[hi - 1]);
+    const Measured m = measure(buf, cap, lo, hi, frac);
     PyBuffer_Release(&view);
-    return res;
+    return Py_BuildValue("ndddd", m.r_rel, m.amplitude, m.width, m.slope, m.peak);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * The detector's decisions: dsp.qrs_decide.QrsDecider, whose module docstring states the
+ * rules. The same rules, candidate by candidate, with the same comparisons and the same
+ * floating-point operations in the same order, so both accept the same beats with the same
+ * numbers (tests/dsp/test_qrs_kernel.py feeds both the same candidate streams and whole
+ * MIT-BIH records). Each function names the Python method it mirrors.
+ *
+ * The state is a Decider object: the rules' constants, fixed-size histories (levels, RR
+ * intervals, widths) and three growable lists: the learning period's candidates (one per
+ * sample at most), the noise candidates a search-back may still take (those in [deadline -
+ * window, deadline]: at most window + 1, see noise()) and the accepted beats the caller
+ * has not taken yet. Sample indices are int64 and must stay within +/- 2^62 (so that no
+ * difference or deadline overflows); candidates must come in sample order.
+ * ------------------------------------------------------------------------------------- */
+
+enum { HISTORY_MAX = 32 };            /* longest level, width or RR history */
+#define INDEX_MAX (1LL << 62)         /* |sample index| allowed */
+#define CONSTANT_MAX (1LL << 40)      /* largest rule constant, samples */
+
+typedef struct { /* dsp.qrs_decide.Candidate */
+    long long idx;    /* sample index of the energy peak */
+    double peak;      /* feature value at the peak */
+    double slope;     /* steepest QRS-band slope in its window */
+    long long r_idx;  /* R-peak location */
+    double amplitude; /* mV at r_idx (0.5-40 Hz signal) */
+    double width;     /* samples of steep slope around R */
+} Candidate;
+
+typedef struct { /* an accepted candidate, as dsp.qrs.Beats reports it */
+    long long seq;
+    double amplitude_mv, rr_s, width_s;
+    char ventricular;
+} Beat;
+
+/* A growable list of candidates; items [first, end) are held (dropping the oldest moves
+ * first, so that a search-back's "later" list is a suffix). */
+typedef struct {
+    Candidate *item;
+    Py_ssize_t first, end, cap;
+} Candidates;
+
+typedef struct { /* a growable list of beats */
+    Beat *item;
+    Py_ssize_t n, cap;
+} Beats;
+
+/* Room for one more item in a list of ``cap`` items of ``size`` bytes (doubled when full). */
+static int reserve(void **items, Py_ssize_t *cap, Py_ssize_t used, size_t size) {
+    if (used < *cap) return 0;
+    const Py_ssize_t grown = *cap ? 2 * *cap : 16;
+    void *p = PyMem_Realloc(*items, (size_t)grown * size);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *items = p;
+    *cap = grown;
+    return 0;
+}
+
+static int candidates_push(Candidates *l, const Candidate *c) {
+    if (l->end == l->cap && l->first > 0) { /* full: first move the held ones to the front */
+        memmove(l->item, l->item + l->first, (size_t)(l->end - l->first) * sizeof(Candidate));
+        l->end -= l->first;
+        l->first = 0;
+    }
+    if (reserve((void **)&l->item, &l->cap, l->end, sizeof(Candidate)) < 0) return -1;
+    l->item[l->end++] = *c;
+    return 0;
+}
+
+static void candidates_clear(Candidates *l) { l->first = l->end = 0; }
+
+/* --- dsp.qrs_decide.RunningMedian --------------------------------------------------------
+ * The last ``size`` values in arrival order, and the same values in a list kept sorted by
+ * Python's bisect.insort (insertion after equal values) with the oldest removed at
+ * bisect_left: the same operations, so even a NaN would land, and be removed, as there. */
+typedef struct {
+    int size, n, oldest;              /* capacity, values held, ring index of the oldest */
+    double order[HISTORY_MAX];        /* arrival order: a ring */
+    double sorted[HISTORY_MAX + 1];   /* one more: the new value goes in before the oldest goes */
+} RunningMedian;
+
+/* bisect.bisect_right(a[0:n], x) (where insort puts x). */
+static int bisect_right(const double *a, int n, double x) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (x < a[mid]) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+/* bisect.bisect_left(a[0:n], x). */
+static int bisect_left(const double *a, int n, double x) {
+    int lo = 0, hi = n;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (a[mid] < x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* RunningMedian.append: insort the value; past ``size`` values, delete the oldest from the
+ * sorted list where bisect_left finds it (IndexError, as Python's del, if that is past the
+ * end: only possible with NaNs in the list). */
+static int median_append(RunningMedian *m, double v) {
+    double *s = m->sorted;
+    const int len = m->n, at = bisect_right(s, len, v);
+    memmove(s + at + 1, s + at, (size_t)(len - at) * sizeof(double));
+    s[at] = v;
+    if (len < m->size) {
+        m->order[(m->oldest + len) % m->size] = v;
+        m->n = len + 1;
+        return 0;
+    }
+    const double old = m->order[m->oldest]; /* popleft, then append v */
+    m->order[m->oldest] = v;
+    m->oldest = (m->oldest + 1) % m->size;
+    const int gone = bisect_left(s, len + 1, old);
+    if (gone == len + 1) {
+        PyErr_SetString(PyExc_IndexError, "list assignment index out of range");
+        return -1;
+    }
+    memmove(s + gone, s + gone + 1, (size_t)(len - gone) * sizeof(double));
+    return 0;
+}
+
+/* RunningMedian.scale: every value times ``factor``. */
+static void median_scale(RunningMedian *m, double factor) {
+    for (int i = 0; i < m->n; i++) {
+        m->order[(m->oldest + i) % m->size] *= factor;
+        m->sorted[i] *= factor;
+    }
+}
+
+/* RunningMedian.median: the middle value, or the mean of the middle two; 0.0 when empty. */
+static double median_of(const RunningMedian *m) {
+    const double *v = m->sorted;
+    const int n = m->n;
+    if (!n) return 0.0;
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void median_clear(RunningMedian *m) { m->n = m->oldest = 0; }
+
+/* --- the decider ----------------------------------------------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    /* the rules' constants: QrsDecider's attributes (samples) and module constants */
+    double fs;
+    long long refractory, t_wave, learn, rr_cap, window;
+    double threshold, searchback_rr, wide;
+    int rr_history;
+    PyObject *learnt_levels; /* dsp.qrs_decide.learnt_levels: rule 1's levels, by numpy */
+    /* kept from segment to segment */
+    int trained;
+    RunningMedian sig, noi; /* recent QRS and noise peak levels */
+    /* this segment's (new_segment) */
+    long long start, newest; /* first sample; index of the newest candidate (order check) */
+    int has_newest;
+    Candidates learning, noise; /* _learning; _noise_since_beat (what a search-back may take) */
+    int has_last;               /* _last_beat and _last_r are set */
+    long long last_beat, last_r;
+    double last_slope;
+    long long rr[HISTORY_MAX]; /* _rr: the last rr_history intervals, oldest first */
+    int rr_n;
+    RunningMedian widths; /* QRS widths of the last beats */
+    int has_deadline;
+    long long deadline;
+    Beats out; /* accepted, not yet taken */
+} Decider;
+
+/* QrsDecider.new_segment: beat history forgotten, the learnt levels kept. */
+static void new_segment(Decider *d, long long start) {
+    d->start = start;
+    d->has_newest = 0;
+    candidates_clear(&d->learning);
+    candidates_clear(&d->noise);
+    d->has_last = 0;
+    d->last_slope = 0.0;
+    d->rr_n = 0;
+    median_clear(&d->widths);
+    d->has_deadline = 0;
+}
+
+/* QrsDecider.thr1, rule 2: NPK + 0.3125 (SPK - NPK) from the median levels. */
+static double thr1(const Decider *d) {
+    const double spk = median_of(&d->sig), npk = median_of(&d->noi);
+    return npk + d->threshold * (spk - npk);
+}
+
+/* min(mean of the last RR intervals, rr_cap) as _accept computes it in Python: ``sum(rr) /
+ * len(rr)`` divides the exact integer sum, correctly rounded, as one IEEE division does
+ * while the sum is below 2^53. Intervals are positive, so once the partial sum reaches
+ * rr_cap * n the mean is at least rr_cap, and min() gives rr_cap's value either way (a mean
+ * of exactly rr_cap is the same number). With no interval the mean is fs. */
+static double capped_mean_rr(const Decider *d) {
+    const double cap = (double)d->rr_cap;
+    if (!d->rr_n) return cap < d->fs ? cap : d->fs;
+    const long long limit = d->rr_cap * d->rr_n;
+    long long sum = 0;
+    for (int i = 0; i < d->rr_n; i++) {
+        if (d->rr[i] >= limit - sum) return cap;
+        sum += d->rr[i];
+    }
+    const double mean = (double)sum / (double)d->rr_n;
+    return cap < mean ? cap : mean;
+}
+
+/* QrsDecider._noise: a noise peak feeds the noise level, and is kept for a search-back. Only
+ * candidates a search-back can still take are kept: none before the first beat (no deadline
+ * yet, and the first beat forgets them), and none before deadline - window. Proof that this
+ * changes no decision: between two beats the deadline only grows (a failed search-back
+ * moves it on), so a pool's oldest index (deadline - window) only grows; the next beat is
+ * either a candidate decided after these (the noise is then forgotten) or a search-back's
+ * pick, at or after that pool's oldest index, and only candidates after it stay. */
+static int noise(Decider *d, const Candidate *c) {
+    if (median_append(&d->noi, c->peak) < 0) return -1;
+    if (!d->has_deadline) return 0;
+    Candidates *l = &d->noise;
+    while (l->first < l->end && l->item[l->first].idx < d->deadline - d->window) l->first++;
+    return candidates_push(l, c);
+}
+
+/* QrsDecider._accept: the candidate is a beat; update the RR and width histories, report it
+ * (RR from the previous R peak, ventricular when much wider than the median of the last
+ * widths, rule 6) and set the search-back deadline (rule 5). */
+static int accept(Decider *d, const Candidate *c) {
+    double rr = NAN;
+    if (d->has_last) {
+        if (d->rr_n == d->rr_history) {
+            memmove(d->rr, d->rr + 1, (size_t)(d->rr_n - 1) * sizeof(long long));
+            d->rr_n--;
+        }
+        d->rr[d->rr_n++] = c->idx - d->last_beat;
+        rr = (double)(c->r_idx - d->last_r);
+    }
+    const char wide = d->widths.n >= 4 && c->width > d->wide * median_of(&d->widths);
+    if (median_append(&d->widths, c->width) < 0) return -1;
+    d->has_last = 1;
+    d->last_beat = c->idx;
+    d->last_r = c->r_idx;
+    d->last_slope = c->slope;
+    d->noise.first = d->noise.end; /* _noise_since_beat = [] */
+    d->deadline = c->idx + (long long)ceil(d->searchback_rr * capped_mean_rr(d));
+    d->has_deadline = 1;
+    Beats *o = &d->out;
+    if (reserve((void **)&o->item, &o->cap, o->n, sizeof(Beat)) < 0) return -1;
+    o->item[o->n++] = (Beat){c->r_idx, c->amplitude, rr / d->fs, c->width / d->fs, wide};
+    return 0;
+}
+
+/* QrsDecider._decide: refractory (rule 3), threshold (rule 2), T wave (rule 4). */
+static int decide(Decider *d, const Candidate *c) {
+    if (d->has_last && c->idx - d->last_beat < d->refractory) return 0;
+    if (c->peak > thr1(d)) {
+        const int near = d->has_last && c->idx - d->last_beat < d->t_wave;
+        if (near && c->slope < 0.5 * d->last_slope) return noise(d, c); /* a T wave */
+        if (median_append(&d->sig, c->peak) < 0) return -1;
+        return accept(d, c);
+    }
+    return noise(d, c);
+}
+
+/* QrsDecider.search_back_until, rule 5: every search-back whose deadline falls before
+ * ``upto``: the largest noise candidate in [deadline - window, deadline] above THR1 / 2 (the
+ * first of equals) is a beat; with none, the signal level is halved and the wait restarts. */
+static int search_back_until(Decider *d, long long upto) {
+    while (d->trained && d->has_deadline && d->deadline < upto) {
+        const long long deadline = d->deadline, oldest = deadline - d->window;
+        const double thr2 = 0.5 * thr1(d);
+        Candidates *l = &d->noise;
+        Py_ssize_t best = -1;
+        for (Py_ssize_t i = l->first; i < l->end; i++) {
+            const Candidate *c = l->item + i;
+            if (oldest <= c->idx && c->idx <= deadline && c->peak > thr2 &&
+                (best < 0 || c->peak > l->item[best].peak))
+                best = i;
+        }
+        if (best < 0) {
+            median_scale(&d->sig, 0.5);
+            d->deadline = deadline + d->window;
+            continue;
+        }
+        const Candidate c = l->item[best];
+        if (median_append(&d->sig, c.peak) < 0 || accept(d, &c) < 0) return -1;
+        l->first = best + 1; /* accept forgot the noise but for those after the beat */
+    }
+    return 0;
+}
+
+/* QrsDecider.train, rule 1: levels from the learning period (when none were learnt), then
+ * the candidates held decided in order. */
+static int train(Decider *d) {
+    Candidates *held = &d->learning;
+    d->trained = 1;
+    if (held->first == held->end) return 0;
+    if (d->sig.n == 0) {
+        PyObject *peaks = PyList_New(held->end - held->first);
+        if (peaks == NULL) return -1;
+        for (Py_ssize_t i = held->first; i < held->end; i++) {
+            PyObject *v = PyFloat_FromDouble(held->item[i].peak);
+            if (v == NULL) {
+                Py_DECREF(peaks);
+                return -1;
+            }
+            PyList_SET_ITEM(peaks, i - held->first, v);
+        }
+        PyObject *levels = PyObject_CallOneArg(d->learnt_levels, peaks);
+        Py_DECREF(peaks);
+        double top, low;
+        if (levels == NULL) return -1;
+        const int ok = PyTuple_Check(levels) && PyArg_ParseTuple(levels, "dd", &top, &low);
+        if (!ok && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "learnt_levels must return (signal, noise)");
+        Py_DECREF(levels);
+        if (!ok || median_append(&d->sig, top) < 0 || median_append(&d->noi, low) < 0) return -1;
+    }
+    /* nothing below adds to the learning list: decide its items in place, then empty it */
+    for (Py_ssize_t i = held->first; i < held->end; i++) {
+        const Candidate c = held->item[i];
+        if (search_back_until(d, c.idx) < 0 || decide(d, &c) < 0) return -1;
+    }
+    candidates_clear(held);
+    return 0;
+}
+
+static int index_ok(long long i) {
+    if (i <= -INDEX_MAX || i >= INDEX_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "sample index beyond +/- 2**62");
+        return 0;
+    }
+    return 1;
+}
+
+/* QrsDecider.candidate: held while learning, else search back if due, then decided. */
+static int on_candidate(Decider *d, const Candidate *c) {
+    if (!index_ok(c->idx) || !index_ok(c->r_idx)) return -1;
+    if (d->has_newest && c->idx <= d->newest) {
+        PyErr_SetString(PyExc_ValueError, "candidates must come in sample order");
+        return -1;
+    }
+    d->newest = c->idx;
+    d->has_newest = 1;
+    if (!d->trained) {
+        if (c->idx < d->start + d->learn) return candidates_push(&d->learning, c);
+        if (train(d) < 0) return -1;
+    }
+    if (d->has_deadline && d->deadline < c->idx && search_back_until(d, c->idx) < 0) return -1;
+    return decide(d, c);
+}
+
+/* QrsDecider.scanned_to: every candidate before ``horizon`` given; train or search back if
+ * due (``final``: the segment ends there, no search-back is forced yet). */
+static int scanned_to(Decider *d, long long horizon, int final) {
+    if (!index_ok(horizon)) return -1;
+    if (!d->trained && horizon >= d->start + d->learn && train(d) < 0) return -1;
+    if (!final && d->has_deadline && d->deadline < horizon) return search_back_until(d, horizon);
+    return 0;
+}
+
+/* QrsDecider.end_segment: the segment ends at ``end``; decide what is held. */
+static int end_segment(Decider *d, long long end) {
+    if (!index_ok(end)) return -1;
+    if (!d->trained && d->learning.first < d->learning.end && train(d) < 0) return -1;
+    return search_back_until(d, end);
+}
+
+/* --- the Python type ---------------------------------------------------------------------- */
+PyDoc_STRVAR(Decider_doc,
+             "Decider(fs, refractory, t_wave, learn, rr_cap, window, threshold, searchback_rr,\n"
+             "        wide, rr_history, level_history, width_history, learnt_levels)\n\n"
+             "dsp.qrs_decide.QrsDecider's rules and state, compiled: the same constants (samples,\n"
+             "as QrsDecider computes them), learnt_levels the function that sets the levels\n"
+             "from the learning period's peaks. Beats accepted are held until take().");
+
+static int Decider_init(Decider *d, PyObject *args, PyObject *kwds) {
+    static char *names[] = {"fs", "refractory", "t_wave", "learn", "rr_cap", "window",
+                            "threshold", "searchback_rr", "wide", "rr_history",
+                            "level_history", "width_history", "learnt_levels", NULL};
+    int level_history, width_history;
+    PyObject *levels;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "dLLLLLdddiiiO", names, &d->fs, &d->refractory,
+                                     &d->t_wave, &d->learn, &d->rr_cap, &d->window,
+                                     &d->threshold, &d->searchback_rr, &d->wide, &d->rr_history,
+                                     &level_history, &width_history, &levels))
+        return -1;
+    const long long constants[] = {d->refractory, d->t_wave, d->learn, d->rr_cap, d->window};
+    for (int i = 0; i < 5; i++) {
+        if (constants[i] < 0 || constants[i] > CONSTANT_MAX) {
+            PyErr_SetString(PyExc_ValueError, "Decider: a constant outside [0, 2**40] samples");
+            return -1;
+        }
+    }
+    const int histories[] = {d->rr_history, level_history, width_history};
+    for (int i = 0; i < 3; i++) {
+        if (histories[i] < 1 || histories[i] > HISTORY_MAX) {
+            PyErr_SetString(PyExc_ValueError, "Decider: histories of 1 to 32 values");
+            return -1;
+        }
+    }
+    /* the wait after a beat, ceil(searchback_rr * min(mean RR, rr_cap)), stays bounded */
+    const double longest_wait = d->searchback_rr * (double)d->rr_cap;
+    if (!(d->fs > 0) || !isfinite(d->fs) || !(longest_wait >= 0) ||
+        !(longest_wait <= (double)CONSTANT_MAX) || !PyCallable_Check(levels)) {
+        PyErr_SetString(PyExc_ValueError, "Decider: fs > 0, searchback_rr * rr_cap in [0, "
+                                          "2**40] and a callable learnt_levels");
+        return -1;
+    }
+    Py_INCREF(levels);
+    Py_XSETREF(d->learnt_levels, levels);
+    d->sig.size = d->noi.size = level_history;
+    d->widths.size = width_history;
+    median_clear(&d->sig);
+    median_clear(&d->noi);
+    d->trained = 0;
+    d->out.n = 0;
+    new_segment(d, 0);
+    return 0;
+}
+
+static void Decider_dealloc(Decider *d) {
+    PyMem_Free(d->learning.item);
+    PyMem_Free(d->noise.item);
+    PyMem_Free(d->out.item);
+    Py_XDECREF(d->learnt_levels);
+    Py_TYPE(d)->tp_free((PyObject *)d);
+}
+
+/* The object is usable: __init__ ran (a subclass could skip it). */
+static int ready(Decider *d) {
+    if (d->learnt_levels == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Decider.__init__ was not called");
+        return 0;
+    }
+    return 1;
+}
+
+/* The number of beats waiting for take(), or NULL after an error. */
+static PyObject *pending(Decider *d, int status) {
+    return status < 0 ? NULL : PyLong_FromSsize_t(d->out.n);
+}
+
+static PyObject *Decider_new_segment(Decider *d, PyObject *args) {
+    long long start;
+    if (!ready(d) || !PyArg_ParseTuple(args, "L", &start) || !index_ok(start)) return NULL;
+    new_segment(d, start);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Decider_candidate(Decider *d, PyObject *args) {
+    Candidate c;
+    if (!ready(d) || !PyArg_ParseTuple(args, "LddLdd", &c.idx, &c.peak, &c.slope, &c.r_idx,
+                                       &c.amplitude, &c.width))
+        return NULL;
+    return pending(d, on_candidate(d, &c));
+}
+
+static PyObject *Decider_scanned_to(Decider *d, PyObject *args) {
+    long long horizon;
+    int final;
+    if (!ready(d) || !PyArg_ParseTuple(args, "Lp", &horizon, &final)) return NULL;
+    return pending(d, scanned_to(d, horizon, final));
+}
+
+static PyObject *Decider_end_segment(Decider *d, PyObject *args) {
+    long long end;
+    if (!ready(d) || !PyArg_ParseTuple(args, "L", &end)) return NULL;
+    return pending(d, end_segment(d, end));
+}
+
+/* The candidate at history slot i (sample base + i), measured as candidate() does on the
+ * window from max(sample - locate, start), given to on_candidate. */
+static int decide_slot(Decider *d, const double *buf, Py_ssize_t cap, long long base,
+                       long long start, long long locate, double frac, Py_ssize_t i) {
+    const long long idx = base + (i >= 0 && i < cap ? i : 0);
+    const long long from = idx - locate > start ? idx - locate : start;
+    const long long lo = from - base, hi = (long long)i + 1; /* as dsp.qrs_front computes them */
+    if (i < 0 || i >= cap || lo < 0 || hi - lo < 1) {
+        PyErr_SetString(PyExc_IndexError, "a candidate's window outside the history");
+        return -1;
+    }
+    const Measured m = measure(buf, cap, (Py_ssize_t)lo, (Py_ssize_t)hi, frac);
+    const Candidate c = {idx, m.peak, m.slope, from + m.r_rel, m.amplitude, m.width};
+    return on_candidate(d, &c);
+}
+
+/* Decider.scan: each slot of the list decided, then scanned_to. */
+static int scan_slots(Decider *d, const double *buf, Py_ssize_t cap, long long base,
+                      long long start, long long locate, double frac, PyObject *slots,
+                      long long horizon, int final) {
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(slots); k++) {
+        const Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(slots, k));
+        if (i == -1 && PyErr_Occurred()) return -1;
+        if (decide_slot(d, buf, cap, base, start, locate, frac, i) < 0) return -1;
+    }
+    return scanned_to(d, horizon, final);
+}
+
+static PyObject *Decider_scan(Decider *d, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t cap;
+    long long base, start, locate, horizon;
+    double frac;
+    PyObject *slots;
+    int final;
+    if (!ready(d) || !PyArg_ParseTuple(args, "w*nLLLdO!Lp", &view, &cap, &base, &start, &locate,
+                                       &frac, &PyList_Type, &slots, &horizon, &final))
+        return NULL;
+    const double *buf = history(&view, cap);
+    int status = -1;
+    if (buf != NULL && index_ok(base) && index_ok(start) && index_ok(locate))
+        status = scan_slots(d, buf, cap, base, start, locate, frac, slots, horizon, final);
+    PyBuffer_Release(&view);
+    return pending(d, status);
+}
+
+static PyObject *Decider_take(Decider *d, PyObject *args) {
+    Py_buffer sv, fv, wv;
+    if (!ready(d) || !PyArg_ParseTuple(args, "w*w*w*", &sv, &fv, &wv)) return NULL;
+    PyObject *result = NULL;
+    const Py_ssize_t n = d->out.n;
+    if (sv.len != n * (Py_ssize_t)sizeof(long long) || fv.len != 3 * n * (Py_ssize_t)sizeof(double) ||
+        wv.len != n) {
+        PyErr_SetString(PyExc_ValueError, "take: seq int64 (n), floats float64 (3, n), wide bool (n)");
+    } else {
+        long long *seq = (long long *)sv.buf;
+        double *amp = (double *)fv.buf, *rr = amp + n, *width = rr + n;
+        char *wide = (char *)wv.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const Beat *b = d->out.item + i;
+            seq[i] = b->seq;
+            amp[i] = b->amplitude_mv;
+            rr[i] = b->rr_s;
+            width[i] = b->width_s;
+            wide[i] = b->ventricular;
+        }
+        d->out.n = 0;
+        result = PyLong_FromSsize_t(n);
+    }
+    release_all((Py_buffer *[]){&sv, &fv, &wv, NULL});
+    return result;
+}
+
+static PyObject *Decider_get_trained(Decider *d, void *closure) { return PyBool_FromLong(d->trained); }
+static PyObject *Decider_get_thr1(Decider *d, void *closure) { return PyFloat_FromDouble(thr1(d)); }
+static PyObject *Decider_get_held(Decider *d, void *closure) {
+    return PyLong_FromSsize_t(d->noise.end - d->noise.first);
+}
+static PyObject *Decider_get_pending(Decider *d, void *closure) { return PyLong_FromSsize_t(d->out.n); }
+
+static PyGetSetDef Decider_getset[] = {
+    {"trained", (getter)Decider_get_trained, NULL, "The levels were learnt.", NULL},
+    {"thr1", (getter)Decider_get_thr1, NULL, "THR1 of the current levels.", NULL},
+    {"held", (getter)Decider_get_held, NULL, "Noise candidates kept for a search-back.", NULL},
+    {"pending", (getter)Decider_get_pending, NULL, "Beats waiting for take().", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Decider_methods[] = {
+    {"new_segment", (PyCFunction)Decider_new_segment, METH_VARARGS,
+     "new_segment(start): QrsDecider.new_segment."},
+    {"candidate", (PyCFunction)Decider_candidate, METH_VARARGS,
+     "candidate(idx, peak, slope, r_idx, amplitude, width) -> pending: QrsDecider.candidate."},
+    {"scanned_to", (PyCFunction)Decider_scanned_to, METH_VARARGS,
+     "scanned_to(horizon, final) -> pending: QrsDecider.scanned_to."},
+    {"end_segment", (PyCFunction)Decider_end_segment, METH_VARARGS,
+     "end_segment(end) -> pending: QrsDecider.end_segment."},
+    {"scan", (PyCFunction)Decider_scan, METH_VARARGS,
+     "scan(buf, cap, base, start, locate, frac, slots, horizon, final) -> pending\n\n"
+     "The candidates at history slots ``slots`` (list of int, sample - base, in order),\n"
+     "each measured as candidate() does (window from max(sample - locate, start)), given\n"
+     "to candidate(); then scanned_to(horizon, final)."},
+    {"take", (PyCFunction)Decider_take, METH_VARARGS,
+     "take(seq, floats, wide) -> n\n\n"
+     "Move the n pending beats into seq (int64, n), floats (float64 (3, n): amplitude mV,\n"
+     "RR s, width s) and wide (bool, n)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject DeciderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dsp._qrs_kernel.Decider",
+    .tp_doc = Decider_doc,
+    .tp_basicsize = sizeof(Decider),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Decider_init,
+    .tp_dealloc = (destructor)Decider_dealloc,
+    .tp_methods = Decider_methods,
+    .tp_getset = Decider_getset,
+};
 
 /* One sample x through sections [from, to) of an SOS cascade (state z updated): scipy's
  * transposed direct form II, operation for operation. */
@@ -206,7 +833,8 @@ static inline double sections(const double *sos, double *z, Py_ssize_t from, Py_
 /* Two SOS cascades over the same input x[0:n], into ya and yb, states za and zb (sections x 2)
  * updated in place. Each is scipy.signal.sosfilt's recurrence (transposed direct form II)
  * operation for operation; the two independent recurrences are interleaved so that the
- * processor overlaps their latencies (about twice as fast as one after the other). */
+ * processor overlaps their latencies (about twice as fast as one after the other). x may be
+ * yb or ya (each x[i] is read before y[i] is written). */
 static void sosfilt_pair(const double *sa, Py_ssize_t na, double *za, double *ya,
                          const double *sb, Py_ssize_t nb, double *zb, double *yb,
                          const double *x, Py_ssize_t n) {
@@ -232,6 +860,37 @@ static void sosfilt_pair(const double *sa, Py_ssize_t na, double *za, double *ya
     }
 }
 
+/* sosfilt_pair for two cascades of two sections each (the detector's: the QRS band-pass, and
+ * the 0.5 Hz high-pass then 40 Hz low-pass), the same operations in the same order with the
+ * coefficients and states held in registers across the block instead of being stored and
+ * loaded again at every sample (the loads and stores are on the recurrences' critical path). */
+static void sosfilt_pair_2x2(const double *sa, double *za, double *ya, const double *sb,
+                             double *zb, double *yb, const double *x, Py_ssize_t n) {
+    const double a0 = sa[0], a1 = sa[1], a2 = sa[2], a4 = sa[4], a5 = sa[5];
+    const double a6 = sa[6], a7 = sa[7], a8 = sa[8], a10 = sa[10], a11 = sa[11];
+    const double b0 = sb[0], b1 = sb[1], b2 = sb[2], b4 = sb[4], b5 = sb[5];
+    const double b6 = sb[6], b7 = sb[7], b8 = sb[8], b10 = sb[10], b11 = sb[11];
+    double za0 = za[0], za1 = za[1], za2 = za[2], za3 = za[3];
+    double zb0 = zb[0], zb1 = zb[1], zb2 = zb[2], zb3 = zb[3];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double xi = x[i];
+        const double ay = a0 * xi + za0, by = b0 * xi + zb0; /* first sections */
+        za0 = a1 * xi - a4 * ay + za1;
+        zb0 = b1 * xi - b4 * by + zb1;
+        za1 = a2 * xi - a5 * ay;
+        zb1 = b2 * xi - b5 * by;
+        const double ay2 = a6 * ay + za2, by2 = b6 * by + zb2; /* second sections */
+        za2 = a7 * ay - a10 * ay2 + za3;
+        zb2 = b7 * by - b10 * by2 + zb3;
+        za3 = a8 * ay - a11 * ay2;
+        zb3 = b8 * by - b11 * by2;
+        ya[i] = ay2;
+        yb[i] = by2;
+    }
+    za[0] = za0, za[1] = za1, za[2] = za2, za[3] = za3;
+    zb[0] = zb0, zb[1] = zb1, zb[2] = zb2, zb[3] = zb3;
+}
+
 /* A read-only float64 SOS array (sections x 6) and its writable state (sections x 2). */
 static int sos_args(Py_buffer *sos, Py_buffer *z, Py_ssize_t *n_sections) {
     if (sos->len % (Py_ssize_t)(6 * sizeof(double)) != 0 || sos->len == 0 ||
@@ -243,53 +902,151 @@ static int sos_args(Py_buffer *sos, Py_buffer *z, Py_ssize_t *n_sections) {
     return 1;
 }
 
-/* Release every buffer of a NULL-terminated list (the views a function parsed). */
-static void release_all(Py_buffer *const *views) {
-    for (; *views != NULL; views++) PyBuffer_Release(*views);
+/* Samples: a 1-D float32 or float64 array of the machine's byte order, any stride. */
+static int samples_view(PyObject *obj, Py_buffer *view) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_STRIDES | PyBUF_FORMAT) < 0) return 0;
+    const char *f = view->format;
+    if (view->ndim != 1 || f == NULL || f[0] == '\0' || f[1] != '\0' ||
+        !((f[0] == 'f' && view->itemsize == 4) || (f[0] == 'd' && view->itemsize == 8))) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "samples must be a 1-D float32 or float64 array");
+        return 0;
+    }
+    return 1;
+}
+
+/* The samples of a samples_view() as float64 into out (exact: a float32 widens without
+ * rounding). */
+static void samples_copy(const Py_buffer *v, double *out) {
+    const char *p = (const char *)v->buf;
+    const Py_ssize_t n = v->shape[0], step = v->strides[0];
+    if (v->itemsize == 4) {
+        for (Py_ssize_t i = 0; i < n; i++, p += step) {
+            float x;
+            memcpy(&x, p, sizeof x);
+            out[i] = (double)x;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++, p += step) memcpy(out + i, p, sizeof(double));
+    }
+}
+
+/* Whether every sample of a samples_view() is finite. */
+static int samples_finite(const Py_buffer *v) {
+    const char *p = (const char *)v->buf;
+    const Py_ssize_t n = v->shape[0], step = v->strides[0];
+    if (v->itemsize == 4) {
+        for (Py_ssize_t i = 0; i < n; i++, p += step) {
+            float x;
+            memcpy(&x, p, sizeof x);
+            if (!isfinite(x)) return 0;
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++, p += step) {
+            double x;
+            memcpy(&x, p, sizeof x);
+            if (!isfinite(x)) return 0;
+        }
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(all_finite_doc,
+             "all_finite(x) -> bool\n\n"
+             "Whether every sample of x (1-D float32 or float64, any stride) is finite.");
+
+static PyObject *all_finite(PyObject *self, PyObject *arg) {
+    Py_buffer xv;
+    if (!samples_view(arg, &xv)) return NULL;
+    const int all = samples_finite(&xv);
+    PyBuffer_Release(&xv);
+    return PyBool_FromLong(all);
 }
 
 PyDoc_STRVAR(front_doc,
              "front(buf, cap, done, h, n, w, fresh, x, qrs_sos, qrs_zi, amp_sos, amp_zi,\n"
-             "      a, b, r, first) -> list[int] | None\n\n"
+             "      a, b, r, first[, decider, base, locate, frac, horizon])\n\n"
              "One block into the history: move the last h samples of the previous block (of\n"
-             "``done`` samples) to the front, filter x (n float64) into f and amp with the two\n"
-             "SOS cascades (states updated in place), then :func:`feature`; return\n"
-             "peaks(buf, cap, a, b, r, first, h + n) ([] when b <= a), or None when the running\n"
-             "sum is no longer finite (NaN or inf in the segment: the caller searches itself).");
+             "``done`` samples) to the front, filter x (n samples, 1-D float32 or float64, any\n"
+             "stride) into f and amp with the two SOS cascades (states updated in place), then\n"
+             ":func:`feature`. Without a decider: return peaks(buf, cap, a, b, r, first, h + n)\n"
+             "([] when b <= a). With one: give it those peaks as Decider.scan(buf, cap, base,\n"
+             "base + first, locate, frac, peaks, horizon, False) would, and return its pending\n"
+             "count. Either way, None when the running sum is no longer finite and b > a (NaN or\n"
+             "inf in the segment: the caller searches itself; nothing was decided).");
+
+/* front()'s scan with a decider: each peak of [a, b) decided, then scanned_to(horizon). */
+static int front_decide(Decider *d, const double *buf, Py_ssize_t cap, Py_ssize_t a,
+                        Py_ssize_t b, Py_ssize_t r, Py_ssize_t first, Py_ssize_t stop,
+                        long long base, long long locate, double frac, long long horizon) {
+    if (b > a) {
+        const double *e = buf + ROW_E * cap;
+        for (Py_ssize_t i = next_peak(e, a, b, r, first, stop); i < b;
+             i = next_peak(e, i + 1, b, r, first, stop)) {
+            if (decide_slot(d, buf, cap, base, base + first, locate, frac, i) < 0) return -1;
+        }
+    }
+    return scanned_to(d, horizon, 0);
+}
 
 static PyObject *front(PyObject *self, PyObject *args) {
-    Py_buffer view, xv, qs, qz, as_, az;
+    Py_buffer view, qs, qz, as_, az, xv = {0};
     Py_ssize_t cap, done, h, n, w, nq, na, a, b, r, first;
     int fresh;
-    if (!PyArg_ParseTuple(args, "w*nnnnnpy*y*w*y*w*nnnn", &view, &cap, &done, &h, &n, &w, &fresh,
-                          &xv, &qs, &qz, &as_, &az, &a, &b, &r, &first))
+    PyObject *x_obj, *decider = Py_None;
+    long long base = 0, locate = 0, horizon = 0;
+    double frac = 0.0;
+    if (!PyArg_ParseTuple(args, "w*nnnnnpOy*w*y*w*nnnn|OLLdL", &view, &cap, &done, &h, &n, &w,
+                          &fresh, &x_obj, &qs, &qz, &as_, &az, &a, &b, &r, &first, &decider,
+                          &base, &locate, &frac, &horizon))
         return NULL;
     PyObject *result = NULL;
     double *buf = history(&view, cap);
-    if (buf == NULL || !sos_args(&qs, &qz, &nq) || !sos_args(&as_, &az, &na)) goto done;
-    if (xv.len != (Py_ssize_t)(n * sizeof(double)) || done < 0 || !in_range(done, done + h, cap) ||
+    if (buf == NULL || !sos_args(&qs, &qz, &nq) || !sos_args(&as_, &az, &na) ||
+        !samples_view(x_obj, &xv))
+        goto done;
+    if (xv.shape[0] != n || done < 0 || !in_range(done, done + h, cap) ||
         !in_range(h - (w > 1 ? w : 1), h + n, cap)) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "x must hold n float64");
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "x must hold n samples");
         goto done;
     }
+    if (decider != Py_None) {
+        if (!PyObject_TypeCheck(decider, &DeciderType)) {
+            PyErr_SetString(PyExc_TypeError, "decider must be a Decider or None");
+            goto done;
+        }
+        if (!ready((Decider *)decider) || !index_ok(base) || !index_ok(first) ||
+            !index_ok(locate) || !index_ok(horizon))
+            goto done;
+    }
+    if (b > a && !peak_bounds(cap, a, b, r, first, h + n)) goto done;
     if (done) {
         for (int row = 0; row < N_ROWS; row++)
             memmove(buf + row * cap, buf + row * cap + done, (size_t)h * sizeof(double));
     }
-    const double *x = (const double *)xv.buf;
-    sosfilt_pair((const double *)qs.buf, nq, (double *)qz.buf, buf + ROW_F * cap + h,
-                 (const double *)as_.buf, na, (double *)az.buf, buf + ROW_AMP * cap + h, x, n);
+    /* the samples as float64 into amp's place, which the filter then overwrites in place */
+    double *x = buf + ROW_AMP * cap + h;
+    samples_copy(&xv, x);
+    if (nq == 2 && na == 2)
+        sosfilt_pair_2x2((const double *)qs.buf, (double *)qz.buf, buf + ROW_F * cap + h,
+                         (const double *)as_.buf, (double *)az.buf, x, x, n);
+    else
+        sosfilt_pair((const double *)qs.buf, nq, (double *)qz.buf, buf + ROW_F * cap + h,
+                     (const double *)as_.buf, na, (double *)az.buf, x, x, n);
     feature_loop(buf, cap, h, n, w, fresh);
-    if (b <= a) {
-        result = PyList_New(0);
-    } else if (!isfinite(buf[ROW_CSUM * cap + h + n - 1])) {
+    if (b > a && !isfinite(buf[ROW_CSUM * cap + h + n - 1])) {
         Py_INCREF(Py_None);
         result = Py_None;
-    } else if (peak_bounds(cap, a, b, r, first, h + n)) {
-        result = peak_list(buf + ROW_E * cap, a, b, r, first, h + n);
+    } else if (decider != Py_None) {
+        Decider *d = (Decider *)decider;
+        result = pending(d, front_decide(d, buf, cap, a, b, r, first, h + n, base, locate, frac,
+                                         horizon));
+    } else {
+        result = b > a ? peak_list(buf + ROW_E * cap, a, b, r, first, h + n) : PyList_New(0);
     }
 done:
-    release_all((Py_buffer *[]){&view, &xv, &qs, &qz, &as_, &az, NULL});
+    if (xv.obj != NULL) PyBuffer_Release(&xv);
+    release_all((Py_buffer *[]){&view, &qs, &qz, &as_, &az, NULL});
     return result;
 }
 
@@ -918,6 +1675,7 @@ static PyMethodDef methods[] = {
     {"sosfilt", sosfilt, METH_VARARGS, sosfilt_doc},
     {"feature", feature, METH_VARARGS, feature_doc},
     {"front", front, METH_VARARGS, front_doc},
+    {"all_finite", all_finite, METH_O, all_finite_doc},
     {"sosfilt2", sosfilt2, METH_VARARGS, sosfilt2_doc},
     {"peaks", peaks, METH_VARARGS, peaks_doc},
     {"candidate", candidate, METH_VARARGS, candidate_doc},
@@ -936,4 +1694,15 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__qrs_kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__qrs_kernel(void) {
+    if (PyType_Ready(&DeciderType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&DeciderType);
+    if (PyModule_AddObject(m, "Decider", (PyObject *)&DeciderType) < 0) {
+        Py_DECREF(&DeciderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

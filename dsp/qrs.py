@@ -12,6 +12,9 @@ block by block with explicit state, in two readable parts:
 
 :class:`QrsDetector` joins them: it feeds each block to the front, hands the candidates
 to the decider in sample order, and restarts both after a gap in the sequence numbers.
+With the optional C kernel (``dsp._qrs_kernel``) both run compiled, the decisions by a C
+copy of :class:`~dsp.qrs_decide.QrsDecider` (the readable rules, and the fallback) that
+takes a block's candidates in the same call that filters it: bit-identical beats.
 Every decision depends only on sample indices, never on how the stream was cut into
 blocks: a record processed in chunks of any size gives exactly the beats one pass gives
 (the tests check this). A beat is reported at most :attr:`QrsDetector.latency_s`
@@ -20,15 +23,15 @@ seconds after its R peak was received.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from core.block import SampleBlock
 from core.ranges import runs_of
-from dsp.qrs_decide import Candidate, QrsDecider
-from dsp.qrs_front import QrsFront, compiled_kernel
+from dsp.qrs_decide import Candidate, QrsDecider, compiled_decider
+from dsp.qrs_front import _WIDTH_SLOPE, QrsFront, compiled_kernel
 
 __all__ = ["Beats", "QrsDetector", "detect_beats"]
 
@@ -109,9 +112,10 @@ class QrsDetector:
     lead
         Index of the lead to analyse in each block.
     compiled
-        Use the compiled inner loops (``dsp._qrs_kernel``): None (default) when they
-        were built, True to require them, False for the numpy code. Both give
-        bit-identical beats; the compiled loops save numpy's per-call cost.
+        Use the compiled inner loops and decisions (``dsp._qrs_kernel``): None (default)
+        when they were built, True to require them, False for the numpy code and
+        :class:`~dsp.qrs_decide.QrsDecider`. Both give bit-identical beats; the compiled
+        code saves numpy's and Python's per-call cost.
     """
 
     def __init__(self, fs: float, lead: int = 0, *, compiled: bool | None = None) -> None:
@@ -123,13 +127,14 @@ class QrsDetector:
         self.fs = float(fs)
         self.lead = lead
         self.front = QrsFront(self.fs, kernel)
-        self.decider = QrsDecider(self.fs)
+        self.decisions: _Reference | _Compiled = (
+            _Reference(self.front) if kernel is None else _Compiled(self.front, kernel)
+        )
         f = self.front
         #: Longest time from receiving an R peak to reporting it, s.
-        self.latency_s = (f.r + f.locate + self.decider.window + 1) / fs
+        self.latency_s = (f.r + f.locate + QrsDecider(self.fs).window + 1) / fs
         self.gaps = 0
         self._next_seq: int | None = None
-        self._no_beats = Beats.empty(fs)
 
     def process(self, block: SampleBlock) -> Beats:
         """Take one block; return the beats now final (possibly from earlier blocks)."""
@@ -143,54 +148,72 @@ class QrsDetector:
         segment before ends and detection starts afresh after it."""
         x = np.asarray(x_mv)
         if x.shape[0] == 0:
-            return self._no_beats
-        out: list[Candidate] = []
-        if math.isfinite(float(np.add.reduce(x))):  # the usual block: no hole inside
-            self._take(x, seq, out)
+            return self.decisions.no_beats
+        if self.front.all_finite(x):  # the usual block: no hole inside
+            self._take(x, seq)
         else:
             for a, b in runs_of(np.isfinite(x), 0):
-                self._take(x[a:b], seq + a, out)
-        return self._beats(out)
+                self._take(x[a:b], seq + a)
+        return self.decisions.beats()
 
-    def _take(self, x: np.ndarray, seq: int, out: list[Candidate]) -> None:
+    def _take(self, x: np.ndarray, seq: int) -> None:
         """Finite samples ``x`` from ``seq`` on."""
         n = x.shape[0]
         if self._next_seq is None or seq != self._next_seq:
             if self._next_seq is not None:
-                self._end_segment(out)
+                self._end_segment()
                 self.gaps += 1
             self.front.reset(seq)
-            self.decider.new_segment(seq)
+            self.decisions.new_segment(seq)
         self._next_seq = seq + n
         self.front.append(x)
-        self._scan(self.front.end - self.front.r, False, out)
+        self.decisions.scan(self.front.end - self.front.r, False)
 
     def finish(self) -> Beats:
         """End of the stream: decide the remaining candidates (no more look-ahead)."""
-        out: list[Candidate] = []
-        self._end_segment(out)
-        return self._beats(out)
+        self._end_segment()
+        return self.decisions.beats()
 
-    def _scan(self, horizon: int, final: bool, out: list[Candidate]) -> None:
+    def _end_segment(self) -> None:
+        if self.front.start is None:
+            return
+        end = self.front.end
+        self.decisions.scan(end, True)
+        self.decisions.end_segment(end)
+        self.front.scan_from = end
+
+
+class _Reference:
+    """The decisions by :class:`QrsDecider` (the readable rules), on the front's measured
+    candidates; the beats found wait in :attr:`out` until :meth:`beats`."""
+
+    def __init__(self, front: QrsFront) -> None:
+        self.front = front
+        self.rules = QrsDecider(front.fs)
+        self.out: list[Candidate] = []
+        self.no_beats = Beats.empty(front.fs)
+
+    def new_segment(self, start: int) -> None:
+        self.rules.new_segment(start)
+
+    def scan(self, horizon: int, final: bool) -> None:
+        """Decide the candidates before ``horizon`` (``final``: the segment ends there)."""
         found = self.front.candidates(horizon)
         if found is None:
             return
         for c in found:
-            self.decider.candidate(c, out)
-        self.decider.scanned_to(horizon, final, out)
+            self.rules.candidate(c, self.out)
+        self.rules.scanned_to(horizon, final, self.out)
 
-    def _end_segment(self, out: list[Candidate]) -> None:
-        if self.front.start is None:
-            return
-        end = self.front.end
-        self._scan(end, True, out)
-        self.decider.end_segment(end, out)
-        self.front.scan_from = end
+    def end_segment(self, end: int) -> None:
+        self.rules.end_segment(end, self.out)
 
-    def _beats(self, cands: list[Candidate]) -> Beats:
+    def beats(self) -> Beats:
+        """The beats found since the last call."""
+        cands, self.out = self.out, []
         if not cands:
-            return self._no_beats
-        fs = self.fs  # x / fs in Python is the same IEEE division numpy does
+            return self.no_beats
+        fs = self.front.fs  # x / fs in Python is the same IEEE division numpy does
         rows = [(c.r_idx, c.amplitude, c.rr / fs, c.width / fs, c.ventricular) for c in cands]
         seq, amp, rr, width, wide = zip(*rows, strict=True)
         floats = np.array((amp, rr, width))  # one array, three rows: fewer numpy calls
@@ -202,6 +225,43 @@ class QrsDetector:
             floats[2],
             np.array(wide, dtype=bool),
         )
+
+
+class _Compiled:
+    """The same decisions compiled (``dsp._qrs_kernel.Decider``, see
+    :func:`~dsp.qrs_decide.compiled_decider`): the kernel's front hands it each block's
+    candidates in the same C call, other scans give it their peaks, and the beats found wait
+    there until :meth:`beats` takes them as arrays."""
+
+    def __init__(self, front: QrsFront, kernel: Any) -> None:
+        self.front = front
+        self.rules = compiled_decider(kernel, front.fs)
+        front.decider = self.rules
+        self.no_beats = Beats.empty(front.fs)
+
+    def new_segment(self, start: int) -> None:
+        self.rules.new_segment(start)
+
+    def scan(self, horizon: int, final: bool) -> None:
+        """Decide the candidates before ``horizon`` (``final``: the segment ends there);
+        nothing to do when the block's own scan was decided as it came."""
+        fr = self.front
+        slots = fr.peaks(horizon)
+        if slots is not None:
+            fr_args = (fr.buf, fr.cap, fr.base, fr.start, fr.locate, _WIDTH_SLOPE)
+            self.rules.scan(*fr_args, slots, horizon, final)
+
+    def end_segment(self, end: int) -> None:
+        self.rules.end_segment(end)
+
+    def beats(self) -> Beats:
+        """The beats found since the last call."""
+        n = self.rules.pending
+        if not n:
+            return self.no_beats
+        seq, floats, wide = np.empty(n, np.int64), np.empty((3, n)), np.empty(n, bool)
+        self.rules.take(seq, floats, wide)
+        return Beats(seq, self.front.fs, floats[0], floats[1], floats[2], wide)
 
 
 def detect_beats(signal_mv: np.ndarray, fs: float) -> np.ndarray:

@@ -29,10 +29,11 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Candidate", "QrsDecider", "RunningMedian"]
+__all__ = ["Candidate", "QrsDecider", "RunningMedian", "compiled_decider", "learnt_levels"]
 
 _LEARN_S = 2.0
 _REFRACTORY_S = 0.200
@@ -58,6 +59,15 @@ class Candidate:
     rr: float = float("nan")  # samples since the previous beat's R peak
     width: float = 0.0  # samples of steep slope around R
     ventricular: bool = False
+
+
+def learnt_levels(peaks: list[float]) -> tuple[float, float]:
+    """Rule 1: the signal and noise levels from the learning period's candidate peaks (the
+    highest; the mean of those under 30 % of it, or 0). Also the compiled decider's."""
+    p = np.array(peaks)
+    top = float(p.max())
+    low = p[p < 0.3 * top]
+    return top, float(low.mean()) if low.size else 0.0
 
 
 class RunningMedian:
@@ -165,12 +175,10 @@ class QrsDecider:
         self.trained = True
         if not held:
             return
-        peaks = np.array([c.peak for c in held])
-        top = float(peaks.max())
-        low = peaks[peaks < 0.3 * top]
         if not self._sig:  # keep levels learned before a gap
+            top, low = learnt_levels([c.peak for c in held])
             self._sig.append(top)
-            self._noi.append(float(low.mean()) if low.size else 0.0)
+            self._noi.append(low)
             self._thr = None
         for c in held:
             self.search_back_until(c.idx, out)
@@ -243,3 +251,23 @@ class QrsDecider:
                 self._sig.scale(0.5)
                 self._thr = None
                 self._deadline = deadline + self.window
+
+
+def compiled_decider(kernel: Any, fs: float) -> Any:
+    """These rules compiled (``dsp._qrs_kernel.Decider``), with the constants here."""
+    rules = QrsDecider(fs)
+    return kernel.Decider(
+        fs=rules.fs,
+        refractory=rules.refractory,
+        t_wave=rules.t_wave,
+        learn=rules.learn,
+        rr_cap=rules.rr_cap,
+        window=rules.window,
+        threshold=_THRESHOLD,
+        searchback_rr=_SEARCHBACK_RR,
+        wide=_WIDE,
+        rr_history=_RR_HISTORY,
+        level_history=_LEVEL_HISTORY,
+        width_history=_WIDTH_HISTORY,
+        learnt_levels=learnt_levels,
+    )

@@ -20,7 +20,9 @@ views each block size needs are made once.
 Two interchangeable paths compute the same numbers: :class:`_Compiled` (the optional C
 kernel ``dsp._qrs_kernel``, built at install when a C compiler is there) and
 :class:`_Numpy`. Which one runs is chosen when the detector is made; nothing is tried
-or probed at import. The tests check that both give bit-identical beats.
+or probed at import. The tests check that both give bit-identical beats. The compiled
+path reads the samples as they come (float32 or float64, any stride) and can hand each
+block's candidates straight to the compiled decider (:mod:`dsp.qrs_decide`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _MWI_S = 0.150
 _REFRACTORY_S = 0.200
 _WIDTH_SLOPE = 0.3  # QRS width: span where the slope exceeds 30 % of its peak
 _ROWS = 6  # f, |slope| d, running sum of d, feature e, amp, |slope| of amp
+_KERNEL_SAMPLES = (np.dtype(np.float32), np.dtype(np.float64))  # what the kernel reads as is
 
 
 def compiled_kernel() -> object | None:
@@ -81,7 +84,14 @@ class QrsFront:
         self.qrs_f, self.amp_f = (SosFilter(sos, 1) for sos in detector_sos(fs))
         # history kept ahead of each block: what decisions read (keep) plus the look-ahead
         self.hist_n = self.keep + self.r
+        #: The compiled decider (``dsp._qrs_kernel.Decider``) to which the kernel hands each
+        #: block's candidates in the same call, or None: they wait for :meth:`peaks`.
+        self.decider: object | None = None
         self._path = _Compiled(self, kernel) if kernel is not None else _Numpy(self)
+        #: ``all_finite(x)``: whether every sample of a block is (the usual block: no hole).
+        self.all_finite = self._path.all_finite
+        #: ``append(x)``: filter a block and compute its feature, straight into the history.
+        self.append = self._path.append
         self.alloc(self.hist_n + int(np.ceil(fs)))
         self.reset(None)
 
@@ -120,17 +130,22 @@ class QrsFront:
         return self.base + self.pos
 
     # --- per block --------------------------------------------------------------------------
-    def append(self, x: np.ndarray) -> None:
-        """Filter a block and compute its feature, straight into the history."""
-        self._path.append(x)
-
     def candidates(self, horizon: int) -> list[Candidate] | None:
         """The measured candidates in [scan position, ``horizon``), in order, and the scan
         moved to ``horizon``; None when there is nothing new to scan."""
+        slots = self.peaks(horizon)
+        if slots is None:
+            return None
+        return [self._path.candidate(self.base + i) for i in slots]
+
+    def peaks(self, horizon: int) -> list[int] | None:
+        """The candidate peaks in [scan position, ``horizon``) as history slots (sample -
+        :attr:`base`), in order, and the scan moved to ``horizon``; None when there is
+        nothing new to scan."""
         if horizon <= self.scan_from:
             return None
         a, b = self.scan_window(horizon)
-        found = [self._path.candidate(i) for i in self._peaks(a, b)] if b > a else []
+        found = self._peaks(a, b) if b > a else []
         self.scan_from = horizon
         return found
 
@@ -141,14 +156,15 @@ class QrsFront:
         return max(self.scan_from, self.start + 1), min(horizon, self.end - 1)
 
     def _peaks(self, a: int, b: int) -> list[int]:
+        """Slots of the candidate peaks in samples [a, b)."""
         assert self.start is not None
         found, self.found = self.found, None
         if found is not None and found[0] == a and found[1] == b:  # found with the block
-            return [self.base + i for i in found[2]]
+            return found[2]
         first, stop, base = self.start - self.base, self.pos, self.base
         if not math.isfinite(self.csum[stop - 1]):  # NaN or inf in the segment: exact search
-            return [base + i for i in _local_peaks(self.e, a - base, b - base, self.r, first, stop)]
-        return [base + i for i in self._path.peaks(a - base, b - base, first, stop)]
+            return _local_peaks(self.e, a - base, b - base, self.r, first, stop)
+        return self._path.peaks(a - base, b - base, first, stop)
 
     def block_views(self, n: int) -> tuple[np.ndarray, ...]:
         """Views of the history for a block of ``n`` samples (made once per size)."""
@@ -192,6 +208,10 @@ class _Numpy:
 
     def __init__(self, front: QrsFront) -> None:
         self.front = front
+
+    @staticmethod
+    def all_finite(x: np.ndarray) -> bool:
+        return math.isfinite(float(np.add.reduce(x)))
 
     def append(self, x: np.ndarray) -> None:
         fr = self.front
@@ -242,14 +262,22 @@ class _Numpy:
 
 class _Compiled:
     """The compiled path: one C call per block filters, computes the feature and finds
-    the peaks the next scan will ask for."""
+    the peaks the detector's scan after the block asks for; with a compiled decider
+    (:attr:`QrsFront.decider`), it measures and decides them too, and the scan is done."""
 
     def __init__(self, front: QrsFront, kernel: object) -> None:
         self.front = front
         self.k = kernel
 
+    def all_finite(self, x: np.ndarray) -> bool:
+        if x.dtype in _KERNEL_SAMPLES:
+            return self.k.all_finite(x)  # type: ignore[attr-defined]
+        return _Numpy.all_finite(x)
+
     def append(self, x: np.ndarray) -> None:
         fr = self.front
+        if x.dtype not in _KERNEL_SAMPLES:
+            x = x.astype(np.float64)
         h, n = fr.hist_n, x.shape[0]
         done = fr.pos - h
         if h + n > fr.cap:  # a block larger than any before: grow, then filter here
@@ -265,18 +293,25 @@ class _Compiled:
             return
         if done:
             fr.base += done
-        x64 = np.ascontiguousarray(x, dtype=np.float64)
-        first = x64[:1]
+        first = x[:1]  # starts the filters' states (float32 widens exactly)
         assert fr.start is not None
         fr.pos = h + n
-        a, b = fr.scan_window(fr.end - fr.r)
-        found = self.k.front(  # type: ignore[attr-defined]
+        horizon = fr.end - fr.r  # the detector's scan after this block
+        a, b = fr.scan_window(horizon)
+        base = fr.base
+        args = (
             fr.buf, fr.cap, done, h, n, fr.w, fr.fresh,
-            x64, fr.qrs_f.sos, fr.qrs_f.state(first), fr.amp_f.sos, fr.amp_f.state(first),
-            a - fr.base, b - fr.base, fr.r, fr.start - fr.base,
+            x, fr.qrs_f.sos, fr.qrs_f.state(first), fr.amp_f.sos, fr.amp_f.state(first),
+            a - base, b - base, fr.r, fr.start - base,
         )  # fmt: skip
-        fr.found = None if found is None else (a, b, found)
         fr.fresh = False
+        fr.found = None
+        if fr.decider is not None and horizon > fr.scan_from:  # that scan, done and decided
+            if self.k.front(*args, fr.decider, base, fr.locate, _WIDTH_SLOPE, horizon) is not None:
+                fr.scan_from = horizon
+            return
+        found = self.k.front(*args)  # type: ignore[attr-defined]
+        fr.found = None if found is None else (a, b, found)
 
     def peaks(self, a: int, b: int, first: int, stop: int) -> list[int]:
         fr = self.front
