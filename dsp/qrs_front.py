@@ -45,11 +45,20 @@ _ROWS = 6  # f, |slope| d, running sum of d, feature e, amp, |slope| of amp
 _KERNEL_SAMPLES = (np.dtype(np.float32), np.dtype(np.float64))  # what the kernel reads as is
 
 
+#: What the Python side calls in ``dsp._qrs_kernel``.
+_KERNEL_NAMES = ("Decider", "all_finite", "beat", "candidate", "feature", "forest", "front",
+                 "nearest", "peaks", "pwave", "sosfilt", "sosfilt2")  # fmt: skip
+
+
 def compiled_kernel() -> object | None:
-    """The compiled kernel module, or None when it was not built (asked when needed)."""
+    """The compiled kernel module, or None when it was not built (asked when needed). A
+    build older than this code (one without every function the Python side calls, say a
+    module left from a previous install) counts as not built: the numpy code runs."""
     try:
         from dsp import _qrs_kernel
     except ImportError:  # pragma: no cover - built wherever a C compiler was at install
+        return None
+    if not all(hasattr(_qrs_kernel, name) for name in _KERNEL_NAMES):
         return None
     return _qrs_kernel
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -515,7 +516,30 @@ def _whole_record_identical(name: str) -> None:
             _assert_same(Beats.concat(compiled, fs), reference_beats)
 
 
-@pytest.mark.parametrize("name", MITDB_RECORDS)
+#: Whole records compared in the default suite (the hardest for detectors); the rest are
+#: soak runs (``-m soak``: about 15 s for the 24).
+_EVERY_RUN = ("108", "207")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in _EVERY_RUN else pytest.param(n, marks=pytest.mark.soak) for n in MITDB_RECORDS],
+)
 def test_every_mitdb_record_compiled_equals_reference(name: str) -> None:
-    """Every record of the shared MIT-BIH set, whole (about 15 s for the 24)."""
+    """Every record of the shared MIT-BIH set, whole."""
     _whole_record_identical(name)
+
+
+def test_a_kernel_older_than_the_code_counts_as_not_built(monkeypatch) -> None:
+    """A module left from a previous build, without a function this code calls, is not
+    used: the numpy path runs (and gives the same beats)."""
+    import types
+
+    import dsp
+    from dsp.qrs_front import compiled_kernel
+
+    old = types.ModuleType("dsp._qrs_kernel")
+    old.front = lambda *a: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dsp._qrs_kernel", old)
+    monkeypatch.setattr(dsp, "_qrs_kernel", old, raising=False)
+    assert compiled_kernel() is None
