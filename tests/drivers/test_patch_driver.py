@@ -94,6 +94,7 @@ async def test_forced_disconnects_lose_nothing() -> None:
         assert not sink.gaps
 
 
+@pytest.mark.soak  # 30 s; the default suite forces 10 (test_forced_disconnects_lose_nothing)
 @pytest.mark.timeout(240)
 async def test_ten_minutes_with_100_disconnects_at_random_moments_lose_nothing() -> None:
     """10 simulated minutes (20x real time), 100 forced disconnects at random moments.
@@ -190,6 +191,7 @@ async def test_stuck_adapter_is_reset_and_nothing_is_lost() -> None:
         _exactly_the_recording(sink, patch, target)
 
 
+@pytest.mark.soak  # 30 s; the default suite backfills a patch away longer than its memory
 @pytest.mark.timeout(180)
 async def test_patch_away_for_an_hour_comes_back_with_every_sample() -> None:
     """The patient leaves the gateway for one simulated hour (at 200x real time while away,
