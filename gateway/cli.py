@@ -227,8 +227,9 @@ def _cmd_recordings(args: argparse.Namespace) -> int:
     columns = f"{'duration':>9} {'missing':>9} {'center':<16}"
     print(f"{'device':<16} {'start (UTC)':<24} {columns} record")
     for r in records:
-        h, rest = divmod(round(r.duration_s), 3600)
-        missing = f"{100 * r.missing / r.samples:.2f} %" if r.samples else "-"
+        heard = r.samples - r.before_first  # from the stream's first sample received
+        h, rest = divmod(round(heard / r.fs if r.fs else 0.0), 3600)
+        missing = f"{100 * r.missing / heard:.2f} %" if heard > 0 else "-"
         rel = r.path.relative_to(Path(root) / r.device_id) if r.path.is_relative_to(root) else None
         center = upload.get(f"{r.device_id}/{rel}", "-")
         print(

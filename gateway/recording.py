@@ -15,6 +15,13 @@ tools every ECG lab reads) under ``<state_dir>/recordings/<device>/``:
   never arrived reads as missing (NaN to WFDB readers) — a gap is visible in the file
   itself. The header gives the length written so far (updated at each sync), so a
   record can be read while it grows;
+- a stream's records begin where the device's numbering puts them, so a device first heard
+  mid-record (a cart or a Polar strap streams only while it is heard; it was streaming
+  before) leaves "no sample" rows before the first sample received. Those were never sent
+  to this gateway, and are not a loss while it listened (a patch's earlier samples come by
+  backfill, and what it no longer held is in the gap ledger): the header of the record
+  holding that sample says so (``# first sample received: N``), and
+  :func:`summarize_records` counts them apart from the missing ones;
 - values in µV (gain 1000 adu/mV, 16 bit: +/- 32.767 mV), leads named as the device
   names them; the header gives the UTC time of the record's first sample (from the
   device clock mapping when the record was created);
@@ -57,6 +64,7 @@ log = logging.getLogger(__name__)
 
 _NO_SAMPLE = -32768  # WFDB format 16 "invalid sample"
 _GAIN = 1000.0  # adu per mV: 1 µV resolution
+_HEARD = "# first sample received:"  # header line: where the stream began (see above)
 _MAX_OPEN = 4  # signal files kept open (the current hour and a few being backfilled)
 
 
@@ -102,6 +110,8 @@ class RecordingStore:
         self._extent: dict[int, int] = {}  # record index -> samples in its signal file
         self._header_len: dict[int, int] = {}  # record index -> length its header states
         self._start: dict[int, float] = {}  # record index -> UTC of its first sample
+        self._first_heard: int | None = None  # a new stream's first sample received
+        self._heard_in: dict[int, int] = {}  # record index -> first sample received in it
         self._dirty: set[int] = set()
         self._last_sync = clock()
         self.samples_written = 0
@@ -148,14 +158,17 @@ class RecordingStore:
             self.device_id, block.fs, block.leads, self._fs, self._leads, self.root,
         )  # fmt: skip
         self.close()
-        for table in (self._extent, self._header_len, self._start):
+        for table in (self._extent, self._header_len, self._start, self._heard_in):
             table.clear()
         self._dirty.clear()
         self._begin(block, self.base / f"{block.fs:g}Hz_from_{block.seq}", block.seq)
 
-    def _begin(self, block: SampleBlock, root: Path, origin: int) -> None:
+    def _begin(self, block: SampleBlock, root: Path, origin: int, new: bool = True) -> None:
+        """Records go under ``root`` from ``origin`` on; ``new``: the stream begins with
+        ``block`` (not one a restarted gateway goes on with)."""
         self.root, self._origin = root, origin
         self._fs, self._leads = block.fs, block.leads
+        self._first_heard = block.seq if new else None
 
     def _adopt(self, block: SampleBlock) -> None:
         """The first block of this run: go on in the stream folder whose records have its
@@ -167,7 +180,7 @@ class RecordingStore:
         if fs == block.fs and leads == block.leads:
             folder = hea.parent
             origin = 0 if folder == self.base else int(folder.name.rpartition("_")[2])
-            return self._begin(block, folder, origin)
+            return self._begin(block, folder, origin, new=False)
         self._fs, self._leads = fs, leads  # the previous stream's: this block starts a new one
         return self._new_stream(block)
 
@@ -239,6 +252,12 @@ class RecordingStore:
         frame = 2 * len(self._leads)
         if k not in self._start:
             self._start[k] = float(block.time_of(self._origin + k * self._record_len))
+        first = self._origin + k * self._record_len
+        heard = self._first_heard
+        if heard is not None and first <= heard < first + self._record_len:
+            self._heard_in[k] = heard
+        elif k not in self._heard_in and (said := _heard_said(self.root / f"{name}.hea")):
+            self._heard_in[k] = said  # written by a previous run: kept
         if dat.exists():  # a restarted gateway (or a record closed earlier) goes on
             fd = os.open(dat, os.O_RDWR)
             self._extent[k] = min(os.fstat(fd).st_size // frame, self._record_len)
@@ -269,6 +288,9 @@ class RecordingStore:
             lines.append(f"{name}.dat 16 {_GAIN:g}(0)/mV 16 0 0 0 0 {lead}")
         lines.append(f"# ecg-gateway recording of device {self.device_id}; times UTC")
         lines.append("# samples never received are WFDB 'no sample' (-32768)")
+        if k in self._heard_in:
+            lines.append(f"{_HEARD} {self._heard_in[k]} (the rows before it were sent before "
+                         "the gateway first heard the device)")  # fmt: skip
         tmp = self.root / f"{name}.hea.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -322,7 +344,8 @@ class RecordSummary:
     leads: tuple[str, ...]
     start_utc: str  # as the header gives it: "HH:MM:SS.mmm DD/MM/YYYY"
     samples: int
-    missing: int  # samples where no lead was recorded
+    missing: int  # samples where no lead was recorded, after the first sample received
+    before_first: int = 0  # "no sample" rows before the stream's first sample received
 
     @property
     def duration_s(self) -> float:
@@ -344,10 +367,15 @@ def summarize_records(root: Path) -> list[RecordSummary]:
             device, _, first = name.rpartition("_")
             dat = hea.with_suffix(".dat")
             n_leads, samples = int(nsig), int(length)
-            missing = 0
+            missing = before = 0
             if samples and dat.exists():
                 data = np.memmap(dat, dtype="<i2", mode="r")[: samples * n_leads]
-                missing = int((data.reshape(-1, n_leads) == _NO_SAMPLE).all(axis=1).sum())
+                hole = (data.reshape(-1, n_leads) == _NO_SAMPLE).all(axis=1)
+                heard = _heard_said(hea)
+                if heard is not None:  # rows before it that never came: not a loss
+                    lead = int(np.argmin(hole)) if not hole.all() else hole.size
+                    before = min(lead, max(heard - int(first), 0))
+                missing = int(hole.sum()) - before
             out.append(
                 RecordSummary(
                     hea.with_suffix(""),
@@ -358,6 +386,7 @@ def summarize_records(root: Path) -> list[RecordSummary]:
                     " ".join(when),
                     samples,
                     missing,
+                    before,
                 )
             )
         except (OSError, ValueError, IndexError):
@@ -403,6 +432,17 @@ def _newest_header(base: Path) -> tuple[Path, float, tuple[str, ...]] | None:
             return hea, float(lines[0].split()[2]), leads
         except (OSError, ValueError, IndexError):
             continue
+    return None
+
+
+def _heard_said(hea: Path) -> int | None:
+    """The first sample received that a record's header states, if it states one."""
+    try:
+        for line in hea.read_text().splitlines():
+            if line.startswith(_HEARD):
+                return int(line[len(_HEARD) :].split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
     return None
 
 

@@ -195,3 +195,33 @@ def test_recordings_command_lists_records_with_what_is_missing(tmp_path: Path, c
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("device") and len(printed) == 4
     assert "25.00 %" in printed[1] and printed[1].endswith("p1_000000000000")
+
+
+def test_a_device_first_heard_mid_record_is_not_missing_what_it_sent_before(
+    tmp_path: Path, capsys
+) -> None:
+    """A cart first heard at its sample 2600, in records of 2000: the record holding it
+    starts at 2000 with 600 "no sample" rows the gateway was never sent. Its header says
+    where the stream began, and the summary counts those rows apart from the missing ones
+    (a second of real loss after it is missing); a restarted gateway keeps the header line."""
+    from gateway.cli import main
+    from gateway.recording import summarize_records
+
+    x = _signal(5000)
+    store = RecordingStore(tmp_path / "c1", "c1", file_s=8.0)
+    for a in range(2600, 3600, 100):
+        if not 3000 <= a < 3200:  # 200 samples lost while the gateway listened
+            store.write(_block(x[a - 2600 : a - 2500], a))
+    store.close()
+    again = RecordingStore(tmp_path / "c1", "c1", file_s=8.0)  # the gateway restarted
+    again.write(_block(x[1000:1100], 3600))
+    again.close()
+    hea = (tmp_path / "c1" / "c1_000000002000.hea").read_text()
+    assert "# first sample received: 2600" in hea
+    (found,) = summarize_records(tmp_path)
+    assert (found.first_seq, found.samples, found.before_first, found.missing) == (
+        2000, 1700, 600, 200
+    )  # fmt: skip
+    assert main(["recordings", "--dir", str(tmp_path)]) == 0
+    row = capsys.readouterr().out.splitlines()[1]
+    assert "18.18 %" in row and "0:00:04" in row  # 200 of the 1100 rows from sample 2600
