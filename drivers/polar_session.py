@@ -116,6 +116,7 @@ class PolarSession:
         self._streaming = False
         self._last_frame = 0.0
         self._delivered = False
+        self._malformed: dict[str, int] = {}  # malformed values per kind (error name)
         self._presses_held: list[tuple[ButtonPress, float]] = []  # (press, arrival time)
         self._presses_seen: deque[tuple[int, int]] = deque(maxlen=_PRESSES_KEPT)
 
@@ -339,8 +340,11 @@ class PolarSession:
         return out
 
     def _bad_value(self, uuid: str, exc: Exception, now: float) -> DriverError:
-        n = self.counters.add("values_malformed")
+        """A malformed value: counted in all (``values_malformed``) and per kind (the
+        event's count: "battery: ... (3 so far)" counts bad battery values only)."""
+        self.counters.add("values_malformed")
         what = _VALUE_NAMES.get(uuid, uuid)
+        n = self._malformed[what] = self._malformed.get(what, 0) + 1
         return DriverError(source=self.source, time=now, what=what, detail=str(exc), count=n)
 
 

@@ -99,3 +99,20 @@ def test_only_an_answer_to_start_ecg_starts_the_stream() -> None:
     s.write_done(uuids.PMD_CONTROL_POINT, 1010.0, 10.0)
     s.notified(uuids.PMD_CONTROL_POINT, bytes.fromhex("f0020000"), 1010.1, 10.1)
     assert s.tick(1014.0, 14.0) == []  # started: the silence watchdog waits for frames
+
+
+def test_each_kind_of_malformed_value_is_counted_on_its_own() -> None:
+    s = PolarSession(PolarSettings("p", "AA:BB:CC:DD:EE:FF"))
+    s.connected({**PMD, **BUTTON}, 247, 1000.0, 0.0)
+    counts = [
+        (e.what, e.count)
+        for uuid, value in (
+            (uuids.BATTERY_LEVEL, b"\xff"),
+            (uuids.BATTERY_LEVEL, b"\xfe"),
+            (uuids.PATCH_BUTTON, b"\x01"),
+            (uuids.BATTERY_LEVEL, b""),
+        )
+        for e in s.notified(uuid, value, 1000.1, 0.1)
+    ]
+    assert counts == [("battery", 1), ("battery", 2), ("button", 1), ("battery", 3)]
+    assert s.stats()["values_malformed"] == 4
