@@ -1,8 +1,11 @@
 """The conversation with a patch of our profile, as a pure state machine (no I/O).
 
 One :class:`PatchSession` lives as long as its driver (across connections): it owns
-the recording's :class:`~drivers.patch_stream.PatchStream` and gap ledger. Per
-connection (``docs/protocols/patch-gatt.md``):
+the recording's :class:`~drivers.patch_stream.PatchStream` and gap ledger, and
+orchestrates two conversations: the data side (here) and the record access control
+point (RACP), :class:`~drivers.patch_backfill.BackfillRequests`, which asks the patch for
+the extent of its memory and for every missing range. Per connection
+(``docs/protocols/patch-gatt.md``):
 
 1. read Device Time (anchors sample numbers to UTC; a value that does not decode or
    lies more than ``max_clock_error_s`` from the gateway's clock is counted and
@@ -12,22 +15,17 @@ connection (``docs/protocols/patch-gatt.md``):
 3. ask REPORT_EXTENT. The first answer of a recording tells where the recording
    starts (live blocks that arrived before it are held until then, at most
    ``racp_timeout_s``, so analysis starts at the oldest sample); every answer turns
-   what the patch no longer holds into final gaps;
-4. request every missing range, one at a time, each answer matched to the request
-   it answers (a RANGE_DONE outside the requested range is counted and ignored);
-   NOT_HELD or a partial answer asks the extent again; ABORTED and INVALID retry after
-   ``racp_retry_s``; a range whose requests bring none of it ``max_requests`` times in
-   a row (INVALID, ABORTED, no answer) is given up as a final gap. BUSY (the patch still
-   runs another backfill, e.g. one of the previous link) is no refusal: the running
-   procedure is ABORTed and the range asked again after a backoff (``racp_retry_s``
-   doubling up to ``_BUSY_BACKOFF_CAP_S``); only a patch that has answered BUSY to every
-   request for ``busy_give_up_s`` (across reconnections) gets its ranges given up;
-5. each backfill frame that brings samples of the requested range extends the wait for
-   its RANGE_DONE by ``racp_timeout_s`` (a long backfill is not a silent one); no
-   answer and no frame within ``racp_timeout_s``: counted, and a REQUEST_RANGE is
-   ABORTed (the patch may be stuck in it) before it is asked again, on the same link
-   (the link is *not* dropped for it; live data keeps flowing); the link lost: every
-   wait ends at once and requested ranges become pending again;
+   what the patch no longer holds into final gaps (judged and applied here, in
+   :meth:`PatchSession._extent`; an impossible extent is asked again);
+4. request every missing range, one at a time, and handle each answer, its absence
+   (``racp_timeout_s``), BUSY, retries (``racp_retry_s``) and give-ups
+   (``max_requests``, ``busy_give_up_s``): :mod:`drivers.patch_backfill` (its module
+   docstring has the rules); backfill frames that bring samples of the requested range
+   tell it the backfill is under way; the link lost: every wait ends at once and
+   requested ranges become pending again;
+5. a live sample number impossible for the time since the head moved, consistently
+   for ``_RESTART_FRAMES`` frames: the patch restarted its recording (the old stream
+   ends, what it owed is lost, the new one is numbered on after it and its extent asked);
 6. no ECG for ``silence_timeout_s``: disconnect (a BlueZ notify stall).
 
 Symptom presses are de-duplicated by their press id, sample number and time together (a
@@ -62,23 +60,18 @@ from core.events import (
 from core.units import EPOCH_2000
 from drivers import uuids
 from drivers.ble_link import BleSettings
-from drivers.gatt_session import Characteristics, Disconnect, Output, Read, Subscribe, Write
+from drivers.gatt_session import Characteristics, Disconnect, Output, Read, Subscribe
+from drivers.patch_backfill import BackfillPolicy, BackfillRequests
 from drivers.patch_gatt import (
     FS,
     EcgFrame,
     PatchDecodeError,
-    RacpOp,
-    RacpResponse,
-    RacpStatus,
     SymptomPress,
     decode_device_time,
     decode_ecg_frame,
     decode_racp_response,
     decode_status,
     decode_symptom,
-    encode_abort,
-    encode_report_extent,
-    encode_request_range,
 )
 from drivers.patch_stream import LedgerEntry, PatchStream
 
@@ -92,8 +85,6 @@ _SLACK_S = 10.0  # a live frame may run ahead of the wall clock by this much (bu
 _BACK_S = 2.0  # a live frame may repeat this much of what came (seconds of samples)
 _RESTART_FRAMES = 3  # consecutive, consistent impossible live frames: the patch restarted
 _NO_SEQ = 0xFFFFFFFF  # never a sample number (a recording ends before it): "none", erased flash
-# After BUSY: racp_retry_s, doubling, at most this (s). No jitter: one gateway asks one patch.
-_BUSY_BACKOFF_CAP_S = 60.0
 _COUNTERS = """connects frames_live frames_backfill samples duplicate_samples ranges_requested
 restarts impossible_frames racp_busy
 samples_lost bad_notifications watchdog_trips racp_timeouts racp_unexpected racp_aborts
@@ -107,19 +98,6 @@ class PatchSettings(BleSettings):
     lead: str = "ECG"
 
 
-@dataclass(slots=True)
-class _Wait:
-    """The one RACP command in flight and what would answer it."""
-
-    op: RacpOp  # the response expected: EXTENT or RANGE_DONE
-    first: int = 0
-    end: int = 0
-    deadline: float | None = None  # monotonic s; set when the write completed
-    got: int = 0  # samples of [first, end) that arrived (new) while waiting
-    aborting: bool = False  # ABORT sent: the request went unanswered, or was answered BUSY
-    busy: bool = False  # the ABORT follows a BUSY: it stops another backfill (any range)
-
-
 class PatchSession:
     """Our patch profile's conversation (see the module docstring).
 
@@ -128,15 +106,10 @@ class PatchSession:
     settings
         The patch: id, address, lead name, ``silence_timeout_s`` (no ECG for that long:
         disconnect).
-    racp_timeout_s, racp_retry_s
-        Seconds without a RACP answer before asking again; before retrying after BUSY,
-        ABORTED or a timeout.
-    max_requests
-        A range whose requests bring none of it this many times in a row (refused,
-        aborted or unanswered) is given up as a final gap.
-    busy_give_up_s
-        Seconds a patch may answer BUSY to every request (ABORTed and asked again with
-        backoff each time) before the ranges it is asked for are given up as final gaps.
+    racp_timeout_s, racp_retry_s, max_requests, busy_give_up_s
+        The RACP conversation's :class:`~drivers.patch_backfill.BackfillPolicy`
+        (``timeout_s``, ``retry_s``, ``max_requests``, ``busy_give_up_s``);
+        ``racp_timeout_s`` also bounds how long live blocks are held for the first EXTENT.
     max_clock_error_s
         Device Time further than this from the gateway's clock is ignored.
     """
@@ -157,20 +130,12 @@ class PatchSession:
         self.counters = Counters(_COUNTERS)
         self.silence_timeout_s = settings.silence_timeout_s
         self.time_scale = settings.time_scale
-        self.racp_timeout_s = racp_timeout_s
-        self.racp_retry_s = racp_retry_s
-        self.max_requests = max_requests
-        self.busy_give_up_s = busy_give_up_s
-        self._busy = 0  # requests answered BUSY in a row (across links)
-        self._busy_since = 0.0  # monotonic s of the first of them
+        policy = BackfillPolicy(racp_timeout_s, racp_retry_s, max_requests, busy_give_up_s)
+        self.backfill = BackfillRequests(settings.id, self.stream, self.counters, policy)
         self.max_clock_error_s = max_clock_error_s
         self._started = False  # the recording's first sample is known (first EXTENT)
         self._held: list[SampleBlock] | None = []  # live blocks waiting for the first EXTENT
         self._hold_until: float | None = None
-        self._wait: _Wait | None = None
-        self._need_extent = False
-        self._retry_at = 0.0
-        self._queue: deque[tuple[int, int]] = deque()
         self._link = False
         self._subscribed = False
         self._last_data = 0.0
@@ -190,9 +155,7 @@ class PatchSession:
         """The link is up with these characteristics: read the clock first."""
         self.counters.add("connects")
         self._link, self._subscribed, self._delivered = True, False, False
-        self._wait, self._need_extent, self._retry_at = None, False, 0.0
-        self._queue.clear()
-        self.stream.ledger.retry()
+        self.backfill.connected()
         missing = [u for u in _REQUIRED if u not in chars]
         out: list[Output] = [Connected(source=self.source, time=now, detail=self.address, mtu=mtu)]
         if missing:
@@ -207,16 +170,16 @@ class PatchSession:
         out: list[Output] = self._set_time(data, now)
         subscribe = [uuids.PATCH_RACP, uuids.PATCH_ECG, uuids.PATCH_BACKFILL, *self._optional]
         out += [Subscribe(u) for u in subscribe]
-        return self._shift(out + self._ask_extent())
+        return self._shift(out + self.backfill.ask_extent())
 
     def write_done(self, uuid: str, now: float, mono: float) -> list[Output]:
         """A RACP command was written: its answer is due within ``racp_timeout_s``."""
         if not self._subscribed:  # the first write follows every subscription
             self._subscribed, self._last_data = True, mono
             if self._held is not None:
-                self._hold_until = mono + self.racp_timeout_s
-        if uuid == uuids.PATCH_RACP and self._wait is not None and self._wait.deadline is None:
-            self._wait.deadline = mono + self.racp_timeout_s
+                self._hold_until = mono + self.backfill.policy.timeout_s
+        if uuid == uuids.PATCH_RACP:
+            self.backfill.written(mono)
         return []
 
     def notified(self, uuid: str, data: bytes, now: float, mono: float) -> list[Output]:
@@ -232,7 +195,7 @@ class PatchSession:
     def _notified(self, uuid: str, data: bytes, now: float, mono: float) -> list[Output]:
         try:
             if uuid == uuids.PATCH_RACP:
-                return self._racp(decode_racp_response(data), now, mono)
+                return self.backfill.answer(decode_racp_response(data), now, mono, self._extent)
             if uuid == uuids.PATCH_SYMPTOM:
                 return self._symptom(data, now)
             if uuid == uuids.PATCH_STATUS:
@@ -265,25 +228,18 @@ class PatchSession:
     def _tick(self, now: float, mono: float) -> list[Output]:
         if not self._link:
             return []
-        out: list[Output] = []
         if self._subscribed and mono - self._last_data > self.silence_timeout_s:
             self.counters.add("watchdog_trips")
             return [Disconnect("silent stream", failed=not self._delivered)]
+        out: list[Output] = []
         if self._held is not None and self._hold_until is not None and mono > self._hold_until:
             out += self._release_held()  # no EXTENT yet: analysis starts at the live data
-        w = self._wait
-        if w is not None and w.deadline is not None and mono > w.deadline:
-            out += self._timed_out(w, now, mono)
-        if self._wait is None and mono >= self._retry_at:
-            out += self._ask_extent() if self._need_extent else self._request_next()
-        return out
+        return out + self.backfill.tick(now, mono)
 
     def link_lost(self, reason: str, now: float, mono: float) -> list[Output]:
         """The link is gone: every wait ends now; requested ranges are pending again."""
         self._link = self._subscribed = False
-        self._wait = None
-        self._queue.clear()
-        self.stream.ledger.retry()
+        self.backfill.link_lost()
         held = self._release_held() if self._held else []  # bounded: one link's worth
         return [*self._shift(held), Disconnected(source=self.source, time=now, reason=reason)]
 
@@ -389,13 +345,8 @@ class PatchSession:
         if head is None or (self.stream.ledger.next_seq or 0) > head:
             self._head_at = mono
         self.counters.add("duplicate_samples", self.stream.duplicates - before)
-        w = self._wait
-        if frame.backfill and w is not None and w.op == RacpOp.RANGE_DONE:
-            asked = sum(max(0, min(b.end_seq, w.end) - max(b.seq, w.first)) for b in blocks)
-            if asked:  # the backfill is under way: its end is not due yet
-                w.got += asked
-                if w.deadline is not None:
-                    w.deadline = mono + self.racp_timeout_s
+        if frame.backfill:
+            self.backfill.backfilled(blocks, mono)
         n = sum(b.n for b in blocks)
         if n:
             self.counters.add("samples", n)
@@ -428,8 +379,8 @@ class PatchSession:
         self._offset = new_zero
         self._floor = None
         self.stream = PatchStream(self.source, lead=self.stream.lead)
-        self._started, self._held, self._queue = False, None, deque()
-        self._wait, self._need_extent, self._retry_at = None, True, 0.0
+        self._started, self._held = False, None
+        self.backfill.restarted(self.stream)
         for f in frames:
             out += self._shift(self._frame(f, now, mono))
         return out
@@ -445,6 +396,42 @@ class PatchSession:
         held = self._held or []
         self._held = None if self._started else []
         return list(held)
+
+    def _extent(self, oldest: int, nxt: int, now: float) -> list[Output] | None:
+        """The patch holds samples ``[oldest, nxt)`` (its EXTENT answer, handed over by
+        :meth:`~drivers.patch_backfill.BackfillRequests.answer`; ``now``: UTC s): None if
+        that is impossible (``oldest > nxt``, or ``nxt`` more than ``_AHEAD_S`` of samples
+        past the head). The first of a recording starts it; what the patch no longer holds
+        becomes final gaps; samples up to ``nxt`` are due."""
+        ledger = self.stream.ledger
+        head = ledger.next_seq
+        if oldest > nxt or (head is not None and nxt > head + int(_AHEAD_S * FS)):
+            return None
+        out: list[Output] = []
+        held: list[Output] = []
+        if not self._started:
+            started = self._start(oldest, nxt, now)
+            oldest = started.first_seq
+            out, held = [started], self._release_held()
+        lost = self.stream.lost(oldest, now)
+        self.counters.add("samples_lost", sum(g.n_samples for g in lost))
+        # the losses before the blocks they free: analysis then knows them lost before
+        # it moves past them (no periodic strip queued over hours that will never come)
+        out += lost + held
+        if head is not None:  # samples up to now are due (no live data: nothing to judge by)
+            ledger.receive(nxt, nxt)
+        return out
+
+    def _start(self, oldest: int, nxt: int, now: float) -> RecordingStarted:
+        """The recording's first EXTENT: it starts at ``oldest`` (not before the floor of a
+        resumed recording); samples from there on are wanted."""
+        self._started = True
+        oldest = max(oldest, self._floor) if self._floor is not None else oldest
+        self.stream.ledger.want_from(oldest)
+        t = self.stream.utc_of(oldest) if self.stream.clock.anchored else now
+        return RecordingStarted(
+            source=self.source, time=t, seq=oldest, first_seq=oldest, end_seq=nxt
+        )
 
     def _symptom(self, data: bytes, now: float) -> list[Output]:
         press = decode_symptom(data)
@@ -474,157 +461,12 @@ class PatchSession:
         )
         return [*out, pressed]
 
-    # --- record access control point -----------------------------------------------------
-    def _ask_extent(self) -> list[Output]:
-        self._need_extent = False
-        self._wait = _Wait(RacpOp.EXTENT)
-        return [Write(uuids.PATCH_RACP, encode_report_extent())]
-
-    def _request_next(self) -> list[Output]:
-        if not self._queue:
-            self._queue.extend(self.stream.ledger.to_request())
-        if not self._queue:
-            return []
-        first, end = self._queue.popleft()
-        self.counters.add("ranges_requested")
-        self._wait = _Wait(RacpOp.RANGE_DONE, first, end)
-        return [Write(uuids.PATCH_RACP, encode_request_range(first, end))]
-
-    def _racp(self, r: RacpResponse, now: float, mono: float) -> list[Output]:
-        w = self._wait
-        if w is None or r.op != w.op:
-            return [self._unexpected(r, now)]
-        if r.op == RacpOp.EXTENT:
-            self._wait = None
-            return self._extent(r.first, r.end, now, mono)
-        nothing_ran = w.aborting and r.status == RacpStatus.INVALID and (r.first, r.end) == (0, 0)
-        stopped = w.busy and r.status == RacpStatus.ABORTED  # the other backfill: any range
-        if not (nothing_ran or stopped) and not (w.first <= r.first <= r.end <= w.end):
-            return [self._unexpected(r, now)]
-        self._wait = None
-        return self._range_done(w, r, now, mono)
-
-    def _extent(self, oldest: int, nxt: int, now: float, mono: float) -> list[Output]:
-        ledger = self.stream.ledger
-        head = ledger.next_seq
-        ahead = int(_AHEAD_S * FS)
-        if oldest > nxt or (head is not None and nxt > head + ahead):
-            self.counters.add("racp_unexpected")
-            self._retry_at, self._need_extent = mono + self.racp_retry_s, True
-            return [self._error("racp", f"impossible extent {oldest}..{nxt}", now)]
-        out: list[Output] = []
-        held: list[Output] = []
-        if not self._started:
-            self._started = True
-            oldest = max(oldest, self._floor) if self._floor is not None else oldest
-            ledger.want_from(oldest)
-            t = self.stream.utc_of(oldest) if self.stream.clock.anchored else now
-            out.append(
-                RecordingStarted(
-                    source=self.source, time=t, seq=oldest, first_seq=oldest, end_seq=nxt
-                )
-            )
-            held = self._release_held()
-        lost = self.stream.lost(oldest, now)
-        self.counters.add("samples_lost", sum(g.n_samples for g in lost))
-        # the losses before the blocks they free: analysis then knows them lost before
-        # it moves past them (no periodic strip queued over hours that will never come)
-        out += lost + held
-        if head is not None:  # samples up to now are due (no live data: nothing to judge by)
-            ledger.receive(nxt, nxt)
-        return out + self._request_next()
-
-    def _range_done(self, w: _Wait, r: RacpResponse, now: float, mono: float) -> list[Output]:
-        ledger = self.stream.ledger
-        ledger.retry(w.first, w.end)  # what the answer did not bring is asked again
-        if w.busy:  # the ABORT after a BUSY is answered: ask again when the backoff ends
-            return []
-        if r.status == RacpStatus.BUSY:
-            return self._busy_answer(w, now, mono)
-        self._busy = 0  # the patch took a request: no longer busy
-        if r.status == RacpStatus.SUCCESS and (r.first, r.end) == (w.first, w.end):
-            return self._request_next()
-        if r.status in (RacpStatus.NOT_HELD, RacpStatus.SUCCESS):  # partial: what is held?
-            return self._ask_extent()
-        # ABORTED, INVALID, or an ABORT that found nothing running: later
-        self._retry_at = mono + self.racp_retry_s
-        if w.aborting and r.status == RacpStatus.INVALID:
-            why = "no answer"  # our ABORT found nothing running: the request went unanswered
-        else:
-            why = "refused (INVALID)" if r.status == RacpStatus.INVALID else r.status.name
-        return self._fruitless(w, why, now)
-
-    def _busy_answer(self, w: _Wait, now: float, mono: float) -> list[Output]:
-        """BUSY: the patch runs another backfill (one the previous link asked for, say). It
-        is ABORTed and the range asked again after a backoff; the range is given up only
-        when every request of the last ``busy_give_up_s`` was answered BUSY."""
-        self.counters.add("racp_busy")
-        if not self._busy:
-            self._busy_since = mono
-        self._busy += 1
-        busy_s = mono - self._busy_since
-        if busy_s >= self.busy_give_up_s:
-            self._retry_at = mono + _BUSY_BACKOFF_CAP_S
-            why = f"BUSY to every request for {busy_s:.0f} s"
-            return self._give_up(w, f"patch did not backfill it ({why})", now)
-        delay = min(self.racp_retry_s * 2 ** min(self._busy - 1, 16), _BUSY_BACKOFF_CAP_S)
-        self._retry_at = mono + delay
-        self.counters.add("racp_aborts")
-        self._wait = _Wait(RacpOp.RANGE_DONE, w.first, w.end, aborting=True, busy=True)
-        detail = f"range {w.first}..{w.end}: BUSY ({self._busy} in a row): ABORT, retry {delay:g} s"
-        abort = Write(uuids.PATCH_RACP, encode_abort())
-        return [self._error("racp", detail, now, "racp_busy"), abort]
-
-    def _fruitless(self, w: _Wait, why: str, now: float) -> list[Output]:
-        """A request for ``[w.first, w.end)`` ended without all of it: if it brought none
-        of it, count that against its entries; ``max_requests`` in a row: give them up."""
-        ledger = self.stream.ledger
-        entries = ledger.within(w.first, w.end)
-        for e in entries:
-            e.fruitless = 0 if w.got else e.fruitless + 1
-        if w.got or not any(e.fruitless >= self.max_requests for e in entries):
-            return [self._error("racp", f"range {w.first}..{w.end}: {why}", now)]
-        reason = "patch refused backfill" if why.startswith("refused") else (
-            f"patch did not backfill it ({why})")  # fmt: skip
-        return self._give_up(w, reason, now)
-
-    def _give_up(self, w: _Wait, reason: str, now: float) -> list[Output]:
-        """``[w.first, w.end)`` is no longer asked for: final gaps with ``reason``."""
-        gaps = self.stream.gaps(self.stream.ledger.give_up(w.first, w.end), reason, now)
-        self.counters.add("samples_lost", sum(g.n_samples for g in gaps))
-        return list(gaps)
-
-    def _timed_out(self, w: _Wait, now: float, mono: float) -> list[Output]:
-        self.counters.add("racp_timeouts")
-        self._wait = None
-        self._retry_at = max(self._retry_at, mono + self.racp_retry_s)
-        what = "ABORT" if w.aborting else w.op.name
-        out = [self._error("racp", f"no answer to {what} within {self.racp_timeout_s:g} s",
-                           now, "racp_timeouts")]  # fmt: skip
-        if w.op == RacpOp.EXTENT:
-            self._need_extent = True
-            return out
-        if not w.aborting:  # the patch may be stuck in that backfill: stop it first
-            self.counters.add("racp_aborts")
-            self._wait = _Wait(RacpOp.RANGE_DONE, w.first, w.end, got=w.got, aborting=True)
-            return [*out, Write(uuids.PATCH_RACP, encode_abort())]
-        self.stream.ledger.retry(w.first, w.end)
-        if w.busy:  # the patch ignores ABORT while busy: the BUSY bound decides
-            return out
-        return out + self._fruitless(w, "no answer", now)
-
     # --- errors ----------------------------------------------------------------------------
-    def _unexpected(self, r: RacpResponse, now: float) -> DriverError:
-        self.counters.add("racp_unexpected")
-        return self._error("racp", f"unexpected {r.op.name} {r.first}..{r.end}", now)
-
     def _bad(self, uuid: str, detail: str, now: float) -> DriverError:
         self.counters.add("bad_notifications")
         return self._error(_NAMES.get(uuid, uuid), detail, now, "bad_notifications")
 
-    def _error(
-        self, what: str, detail: str, now: float, counter: str = "racp_unexpected"
-    ) -> DriverError:
+    def _error(self, what: str, detail: str, now: float, counter: str) -> DriverError:
         return DriverError(
             source=self.source, time=now, what=what, detail=detail, count=self.counters[counter]
         )
