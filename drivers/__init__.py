@@ -7,7 +7,8 @@ inside (see ``docs/architecture.md``):
   :mod:`drivers.patch_gatt`, :mod:`drivers.polar_pmd`, :mod:`drivers.gatt_standard`;
 - pure state: :mod:`drivers.cart_stream`, :mod:`drivers.patch_stream`,
   :mod:`drivers.polar_stream`, :mod:`drivers.clock`, and the conversations
-  :mod:`drivers.patch_session`, :mod:`drivers.polar_session`;
+  :mod:`drivers.patch_session` (with its RACP part, :mod:`drivers.patch_backfill`),
+  :mod:`drivers.polar_session`;
 - shells doing I/O: :mod:`drivers.ble_driver` (bleak), :mod:`drivers.cart_driver`
   (pyserial), with :mod:`drivers.ble_link` and :mod:`drivers.ble_adapter`.
 
