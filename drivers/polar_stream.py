@@ -81,8 +81,7 @@ class PmdEcgStream:
         self._gap_reason = "pmd timestamp jump"
         self._untrusted = False  # the frame just judged had a timestamp not believed
         self._held: PmdEcgFrame | None = None  # such a frame, until the next one places it
-        self._suspect: tuple[int, float, float] | None = None  # its (timestamp, arrival,
-        # arrival of the frame before it): a clock step if the next frame agrees with it
+        self._before_held = 0.0  # arrival of the frame before it (host s): measures a step
         self._step_missing: int | None = None  # a step just confirmed: missed before it
         self._last_uv: np.ndarray | None = None  # the last frame's samples: tells a repeat
 
@@ -195,22 +194,20 @@ class PmdEcgStream:
             self.duplicates += 1  # the same frame again
             return None
         if dt_ns <= 0:  # the device clock went back: set back, or the device restarted
-            self._suspect = None
             return self._clock_step(frame, now, self._last_now, dt_ns < -self.reset_after_s * 1e9)
-        if dt_ns > self._host_allows(now, self._last_now, frame.n):
-            suspect, self._suspect = self._suspect, None
-            if suspect is not None and self._held is not None:
-                ts, at, before = suspect  # agrees with the frame held: a step forward
-                if 0 < frame.timestamp_ns - ts <= self._host_allows(now, at, frame.n):
-                    self._last_ts = ts
-                    self._step_missing = self._clock_step(self._held, at, before, False)
-                    return self._missing_before(frame, now)
+        allowed = self._host_allows(now, self._last_now, frame.n)
+        if dt_ns > allowed:
+            held = self._held  # a frame held for its time (``_last_now``: its arrival)
+            if held is not None and 0 < frame.timestamp_ns - held.timestamp_ns <= allowed:
+                # the two agree: the device clock stepped forward at the held frame
+                before = self._before_held
+                self._step_missing = self._clock_step(held, self._last_now, before, False)
+                return self._missing_before(frame, now)
             self.timestamps_rejected += 1
             self._untrusted = True
-            self._suspect = (frame.timestamp_ns, now, self._last_now)
+            self._before_held = self._last_now
             self._last_ts += round(frame.n * self._period_ns)
             return 0
-        self._suspect = None
         self._last_ts = frame.timestamp_ns
         missing = round(dt_ns / self._period_ns) - frame.n
         return missing if missing > self.jitter_samples else 0
