@@ -312,6 +312,9 @@ class PolarSession:
             seq = None
         elif seq is not None:
             when = self.stream.utc_of(seq)
+        return self._press_event(press, when, seq)
+
+    def _press_event(self, press: ButtonPress, when: float, seq: int | None) -> ButtonPressed:
         if seq is None:
             self.counters.add("presses_unplaced")
         return ButtonPressed(
@@ -323,21 +326,14 @@ class PolarSession:
         )
 
     def _place_held_presses(self) -> list[Output]:
-        if not self._presses_held or not self.stream.has_clock:
-            return []
+        """Presses held for the first frame, placed now that one came (its caller)."""
         held, self._presses_held = self._presses_held, []
         return [self._pressed(p, t) for p, t in held]
 
     def _release_presses(self) -> list[Output]:
         """Presses still held (no frame came to place them): reported as they stand."""
         held, self._presses_held = self._presses_held, []
-        out: list[Output] = []
-        for press, t in held:
-            self.counters.add("presses_unplaced")
-            out.append(ButtonPressed(source=self.source, time=t, seq=None,
-                                     press_id=press.press_id,
-                                     device_time=press.device_time_posix))  # fmt: skip
-        return out
+        return [self._press_event(p, t, None) for p, t in held]
 
     def _bad_value(self, uuid: str, exc: Exception, now: float) -> DriverError:
         """A malformed value: counted in all (``values_malformed``) and per kind (the
