@@ -250,15 +250,15 @@ class RecordingStore:
         name = self.record_name(k)
         dat = self.root / f"{name}.dat"
         frame = 2 * len(self._leads)
-        if k not in self._start:
-            self._start[k] = float(block.time_of(self._origin + k * self._record_len))
         first = self._origin + k * self._record_len
+        if k not in self._start:
+            self._start[k] = float(block.time_of(first))
         heard = self._first_heard
         if heard is not None and first <= heard < first + self._record_len:
             self._heard_in[k] = heard
-        elif k not in self._heard_in and (said := _heard_said(self.root / f"{name}.hea")):
-            self._heard_in[k] = said  # written by a previous run: kept
         if dat.exists():  # a restarted gateway (or a record closed earlier) goes on
+            if k not in self._heard_in and (said := _heard_said(dat.with_suffix(".hea"))):
+                self._heard_in[k] = said  # written by a previous run: kept
             fd = os.open(dat, os.O_RDWR)
             self._extent[k] = min(os.fstat(fd).st_size // frame, self._record_len)
             self._header_len.setdefault(k, -1)
