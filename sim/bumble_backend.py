@@ -31,8 +31,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
@@ -51,7 +51,15 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-__all__ = ["BumbleBleakClient", "SimBleWorld", "disconnect_bounded", "leave_the_air"]
+__all__ = [
+    "BumbleBleakClient",
+    "SimBleWorld",
+    "disconnect_bounded",
+    "leave_the_air",
+    "notify_kept",
+]
+
+_T = TypeVar("_T")
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -306,6 +314,29 @@ def _att_errors() -> Iterator[None]:
         yield
     except ATT_Error as exc:
         raise BleakError(f"ATT error 0x{exc.error_code:02x} ({exc.error_name})") from exc
+
+
+async def notify_kept(
+    device: Device,
+    connection: Connection | None,
+    characteristic: Characteristic,
+    kept: list[_T],
+    encode: Callable[[_T], bytes],
+) -> None:
+    """A simulated peripheral notifies the values it kept (a patch's presses made while no
+    gateway listened), oldest first, on ``connection`` once it has enabled the
+    characteristic's notifications, each removed from ``kept`` once sent; what could not be
+    sent (nobody subscribed yet, or the link went away mid-send) stays kept."""
+    if connection is None or not kept:
+        return
+    if not device.gatt_server.read_cccd(connection, characteristic)[0] & 0x01:
+        return  # connected, but notifications not enabled (yet)
+    while kept:
+        try:
+            await device.notify_subscriber(connection, characteristic, encode(kept[0]))
+        except Exception:
+            return  # the link went away mid-send: kept for the next connection
+        kept.pop(0)
 
 
 async def disconnect_bounded(connection: Connection | None) -> None:

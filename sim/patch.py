@@ -50,7 +50,7 @@ from drivers.patch_gatt import (
     encode_status,
     encode_symptom,
 )
-from sim.bumble_backend import SimBleWorld, disconnect_bounded
+from sim.bumble_backend import SimBleWorld, disconnect_bounded, notify_kept
 from sim.synth import EcgSynth
 
 __all__ = ["SimPatch"]
@@ -337,19 +337,9 @@ class SimPatch:
 
     async def _notify_presses(self) -> None:
         """Every kept press, oldest first, to a subscribed gateway (kept until then)."""
-        connection = self._connection
-        if connection is None or not self._unsent:
-            return
-        if not self.device.gatt_server.read_cccd(connection, self._symptom)[0] & 0x01:
-            return  # connected, but Symptom not enabled (yet)
-        while self._unsent:
-            try:
-                await self.device.notify_subscriber(
-                    connection, self._symptom, encode_symptom(self._unsent[0])
-                )
-            except Exception:
-                return  # the link went away mid-send: kept for the next connection
-            self._unsent.pop(0)
+        await notify_kept(
+            self.device, self._connection, self._symptom, self._unsent, encode_symptom
+        )
 
     # --- link ---------------------------------------------------------------------------------
     def _on_connection(self, connection: Connection) -> None:

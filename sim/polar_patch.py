@@ -59,7 +59,7 @@ from drivers.polar_pmd import (
     PmdStatus,
     encode_ecg_frame,
 )
-from sim.bumble_backend import SimBleWorld, disconnect_bounded
+from sim.bumble_backend import SimBleWorld, disconnect_bounded, notify_kept
 from sim.synth import EcgSynth
 
 __all__ = ["SimBlePatch"]
@@ -280,15 +280,10 @@ class SimBlePatch:
             self._spawn(self._notify_presses())
 
     async def _notify_presses(self) -> None:
-        """Notify the kept presses, oldest first, while someone listens."""
-        while self._unsent and self._connection is not None:
-            try:
-                await self.device.notify_subscribers(
-                    self._button, encode_button_press(self._unsent[0])
-                )
-            except Exception:  # the link went away mid-send: kept for the next connection
-                return
-            self._unsent.pop(0)
+        """Every kept press, oldest first, to a subscribed gateway (kept until then)."""
+        await notify_kept(
+            self.device, self._connection, self._button, self._unsent, encode_button_press
+        )
 
     async def set_battery(self, percent: int) -> None:
         """Change the battery level and notify subscribers."""
