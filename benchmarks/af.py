@@ -208,7 +208,7 @@ def ec57(r: dict, eps: list[tuple[int, int]], n: int) -> EpisodeScore:
 
 
 def ec57_text(e: EpisodeScore) -> str:
-    return f"{e.duration_se:.1f} / {e.duration_ppv:.1f}"
+    return f"{e.duration_se:.2f} / {e.duration_ppv:.2f}"
 
 
 def load_ltafdb(data: Path) -> dict[str, dict]:

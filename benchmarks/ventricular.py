@@ -146,13 +146,13 @@ def cross_validate(
         )
     p = total(pooled)
     lines.append(
-        f"| all folds (held-out, pooled) | | | **{p.se:.1f} / {p.ppv:.1f}** "
+        f"| all folds (held-out, pooled) | | | **{p.se:.2f} / {p.ppv:.2f}** "
         f"(TP {p.tp}, FN {p.fn}, FP {p.fp}) |"
     )
     w = total(strict)
     lines.append(
-        f"| (the same, whole records, V on unclassifiable beats false) | | | {w.se:.1f} / "
-        f"{w.ppv:.1f} (TP {w.tp}, FN {w.fn}, FP {w.fp}) |"
+        f"| (the same, whole records, V on unclassifiable beats false) | | | {w.se:.2f} / "
+        f"{w.ppv:.2f} (TP {w.tp}, FN {w.fn}, FP {w.fp}) |"
     )
     return lines, p
 
