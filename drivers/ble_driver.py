@@ -13,7 +13,10 @@ or :class:`~drivers.polar_session.PolarSession`) and does what it says, nothing 
   :class:`~drivers.gatt_session.Disconnect`; then the session hears ``link_lost``;
 - reconnect forever through :func:`core.supervise.supervise`: a connection that
   delivered data is not a failure; outcomes go to the shared
-  :class:`~drivers.ble_adapter.BleAdapter`, which may power-cycle a stuck adapter.
+  :class:`~drivers.ble_adapter.BleAdapter`, which may power-cycle a stuck adapter. A
+  connection in which the device answered (a read, or any notification or indication:
+  a refusal of START too) proves the adapter works, whatever the device then did: one
+  device that keeps refusing cannot get the adapter of every other one power-cycled.
 
 A bug in a session (an exception from pure code) is logged, counted and ends that
 connection; it never escapes the driver, and never reaches another device.
@@ -108,6 +111,7 @@ class BleDriver:
         self._tick_s = tick_s
         self._connect_failures = 0
         self._session_errors = 0
+        self._heard = False  # the device answered in the current connection
         self._queue: asyncio.Queue[Command] = asyncio.Queue()
         self._end: asyncio.Future[_End] | None = None
         self._rng = random.Random()
@@ -149,7 +153,7 @@ class BleDriver:
         )
 
     async def _outcome(self, delivered: bool, error: BaseException | None) -> bool:
-        if delivered:
+        if delivered or self._heard:  # the adapter carried the device's answers
             self.adapter.success()
             return False
         if isinstance(error, DeviceNotFound):  # the patient is away: not the adapter
@@ -159,6 +163,7 @@ class BleDriver:
     # --- one connection ------------------------------------------------------------------
     async def _connection(self) -> bool:
         lost = asyncio.Event()
+        self._heard = False
         client, rssi = await self._connect(lost)
         if rssi is not None:
             self._event(SignalStrength(source=self.source, time=self._clock(), dbm=rssi))
@@ -266,6 +271,7 @@ class BleDriver:
     async def _do(self, client: BleakClient, cmd: Command) -> None:
         if isinstance(cmd, Read):
             data = bytes(await client.read_gatt_char(cmd.uuid))
+            self._heard = True
             self._feed(lambda now, mono: self.session.read_done(cmd.uuid, data, now, mono))
         elif isinstance(cmd, Subscribe):
             await client.start_notify(cmd.uuid, self._handler(cmd.uuid))
@@ -276,6 +282,7 @@ class BleDriver:
     def _handler(self, uuid: str) -> Callable[[Any, bytearray], None]:
         def on_notify(_char: Any, data: bytearray) -> None:
             raw = bytes(data)
+            self._heard = True
             self._feed(lambda now, mono: self.session.notified(uuid, raw, now, mono))
 
         return on_notify

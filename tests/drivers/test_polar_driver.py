@@ -315,3 +315,41 @@ async def test_heart_rate_service_gaps_match_the_beats_never_heard(world: SimBle
     for g, (a, b, _) in zip(gaps, runs, strict=True):
         assert abs(g.duration_s - (b - a)) < 0.4 * 60 / 90
     assert run.stat("rr_gaps") == 3
+
+
+async def test_a_device_refusing_start_does_not_get_the_adapter_reset(world: SimBleWorld) -> None:
+    """A strap that answers every START with an error ends each connection without data;
+    its answers prove the adapter works, so it never counts towards the power-cycle that
+    would cut every other device's link."""
+    from drivers.ble_adapter import AdapterHealth
+    from drivers.polar_pmd import PmdOp, PmdStatus
+
+    resets: list[float] = []
+
+    async def reset() -> None:
+        resets.append(time.monotonic())
+
+    health = AdapterHealth(failures_to_reset=1, min_span_s=0.0, cooldown_s=0.0)
+    adapter = BleAdapter(reset, health)
+    async with SimBlePatch(world, speed=SPEED, seed=3) as patch:
+        handle = patch._handle_command
+
+        def refuse_start(cmd: bytes) -> tuple[int, bytes]:
+            if cmd[:1] == bytes([PmdOp.START]):
+                return PmdStatus.NOT_SUPPORTED, b""
+            return handle(cmd)
+
+        patch._handle_command = refuse_start  # type: ignore[method-assign]
+        cfg = PolarSettings("patch-1", patch.address, time_scale=SPEED)
+        sink = RecordingSink()
+        drv = polar_driver(
+            cfg, sink, backend=world.backend(), adapter=adapter, reconnect_delay_s=(0.01, 0.05)
+        )
+        run = RunningDriver(drv, sink)
+        run.start()
+        try:
+            await wait_for(lambda: drv.stats()["connects"] >= 3, "three refused sessions", 30)
+        finally:
+            await run.stop()
+    assert run.samples == 0
+    assert resets == [] and health.failures == 0
