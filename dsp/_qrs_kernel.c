@@ -1245,6 +1245,9 @@ enum { P_LEADS, P_PRE, P_POST, P_LAG, P_SHIFT, P_LENGTH, P_ANCHOR, P_WAVE_PRE, P
 #define REF_PREMATURITY 0.92
 #define MAX_COUNT 512.0
 #define HORIZON 16.0
+#define BEAT_STATS 12    /* dsp.beat_measure.N_STATS: the running means this kernel folds */
+#define BEAT_FEATURES1 24 /* len(dsp.beat_measure.FEATURES[1]) ... */
+#define BEAT_FEATURES2 35 /* ... and [2]; hfs_z is always the last */
 
 PyDoc_STRVAR(beat_doc,
              "beat(params, state, ring, cap, r, prem, irr, out, scratch) -> int\n\n"
@@ -1260,7 +1263,7 @@ static PyObject *beat(PyObject *self, PyObject *args) {
         return NULL;
     PyObject *result = NULL;
     const long long *P = (const long long *)pv.buf;
-    if (pv.len != (Py_ssize_t)(N_PARAMS * sizeof(long long))) {
+    if (pv.len != (Py_ssize_t)(N_PARAMS * sizeof(long long)) || P[P_NSTATS] != BEAT_STATS) {
         PyErr_SetString(PyExc_ValueError, "params must be the layout's kernel_params");
         goto done;
     }
@@ -1270,7 +1273,7 @@ static PyObject *beat(PyObject *self, PyObject *args) {
     const Py_ssize_t qa = P[P_QA], qb = P[P_QB], sa = P[P_SA], sb = P[P_SB];
     const Py_ssize_t n0 = P[P_NOISE0], n1 = P[P_NOISE1], K = P[P_TEMPLATES], S = P[P_SIZE];
     const Py_ssize_t NS = P[P_NSTATS], A = 2 * sh + 1;
-    const Py_ssize_t nf = m > 1 ? 34 : 23;
+    const Py_ssize_t nf = m > 1 ? BEAT_FEATURES2 : BEAT_FEATURES1;
     const Py_ssize_t need_scratch = 2 * m * A * n + 2 * m * W + 2 * W + n + (2 * anchor);
     if (sv.len != (Py_ssize_t)((1 + K * S) * sizeof(double)) ||
         rv.len < (Py_ssize_t)(m * cap * sizeof(double)) || ov.len != (Py_ssize_t)(nf * sizeof(double)) ||
@@ -1345,6 +1348,17 @@ static PyObject *beat(PyObject *self, PyObject *args) {
             for (Py_ssize_t i = 0; i < n; i++) row[i] = x[a + i + lag] - x[a + i];
         }
         units_of(rows + ld * A * n, A, n, units + ld * A * n);
+    }
+    double hfs = NAN; /* high-frequency share of the first lead's slopes as placed */
+    {
+        const double *qs = rows + sh * n;
+        double dd = 0.0;
+        for (Py_ssize_t i = 0; i < n - lag; i++) {
+            const double d = qs[i + lag] - qs[i];
+            dd = i == 0 ? d * d : dd + d * d;
+        }
+        const double en = seqdot(qs, qs, n);
+        if (en > 0) hfs = dd / en;
     }
     double *blocks = state + 1;
     const Py_ssize_t k = (Py_ssize_t)state[0];
@@ -1452,6 +1466,7 @@ static PyObject *beat(PyObject *self, PyObject *args) {
             out[30] = out[28] / pymax(stat_or(rs[10], 0.05), 0.01);
             out[31] = (1.0 - out[23]) / pymax(1.0 - stat_or(rs[7], 0.95), 0.01);
         }
+        out[nf - 1] = hfs / pymax(stat_or(rs[11], hfs), 1e-9); /* hfs_z */
     }
     {   /* noise before the QRS, over the QRS's slopes as placed */
         const double *x = first + nlo;
@@ -1516,10 +1531,11 @@ static PyObject *beat(PyObject *self, PyObject *args) {
     {
         const double fold = 1.0 / pymin(T_COUNT(j), HORIZON);
         double *row = T_STATS(j);
-        const double values[11] = {out[0], out[3], out[7], out[15], out[17], out[9], out[10],
-                                   m > 1 ? out[23] : NAN, m > 1 ? out[31] : NAN,
-                                   m > 1 ? out[27] : NAN, m > 1 ? out[28] : NAN};
-        for (Py_ssize_t i = 0; i < NS && i < 11; i++) {
+        const double values[BEAT_STATS] = {out[0], out[3], out[7], out[15], out[17], out[9],
+                                           out[10], m > 1 ? out[23] : NAN,
+                                           m > 1 ? out[31] : NAN, m > 1 ? out[27] : NAN,
+                                           m > 1 ? out[28] : NAN, hfs};
+        for (Py_ssize_t i = 0; i < NS; i++) {
             const double v = values[i];
             if (isnan(v)) continue;
             row[i] = isnan(row[i]) ? v : row[i] + (v - row[i]) * fold;
@@ -1701,6 +1717,13 @@ PyMODINIT_FUNC PyInit__qrs_kernel(void) {
     Py_INCREF(&DeciderType);
     if (PyModule_AddObject(m, "Decider", (PyObject *)&DeciderType) < 0) {
         Py_DECREF(&DeciderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* what beat() measures, so that a build older than the Python code is not used */
+    PyObject *layout = Py_BuildValue("(iii)", BEAT_FEATURES1, BEAT_FEATURES2, BEAT_STATS);
+    if (layout == NULL || PyModule_AddObject(m, "beat_layout", layout) < 0) {
+        Py_XDECREF(layout);
         Py_DECREF(m);
         return NULL;
     }

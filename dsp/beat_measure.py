@@ -24,7 +24,9 @@ For each beat, in order (:class:`BeatMeasure`):
    amplitude, the QRS area ratio; and the same differences relative to what the
    reference's own beats show (a noisy patient's normal beats differ more); noise before
    the QRS; the share of recent beats in the beat's template; running means over the
-   beat's template of its beats' prematurity, correlation, spread and differences.
+   beat's template of its beats' prematurity, correlation, spread and differences; the
+   QRS slopes' high-frequency share (energy of their 8-ms differences over their energy)
+   over the reference template's running mean of it.
 
 The state (up to six templates of both leads and their running means) lives in one
 float64 array whose layout :class:`Layout` gives; two interchangeable paths compute each
@@ -71,10 +73,10 @@ _TWO = (
     "corr_b", "amplitude_b", "spread_b", "wave_corr_b", "qrs_diff_b", "st_diff_b",
     "qrs_diff_z_b", "st_diff_z_b", "corr_z_b", "t_corr_b", "t_corr_z_b",
 )  # fmt: skip
-FEATURES = {1: _ONE, 2: _ONE + _TWO}
+FEATURES = {1: (*_ONE, "hfs_z"), 2: (*_ONE, *_TWO, "hfs_z")}  # hfs_z: always last
 # template running means (NaN: none yet), in this order
 _STATS = ("prematurity", "corr", "spread", "qrs_diff_z", "corr_z", "qrs_diff", "st_diff",
-          "corr_b", "corr_z_b", "qrs_diff_b", "st_diff_b")  # fmt: skip
+          "corr_b", "corr_z_b", "qrs_diff_b", "st_diff_b", "hfs")  # fmt: skip
 N_STATS = len(_STATS)
 
 
@@ -286,7 +288,18 @@ def _lead_features(
         out[cols[5]] = float(_sum(np.abs(wv[qa:qb]))) / max(ref_area, 1e-9)
 
 
-def _compare(lay: Layout, state: np.ndarray, b: _Beat, out: np.ndarray) -> tuple[int, float, int]:
+def _hfs(lay: Layout, b: _Beat) -> float:
+    """The high-frequency share of the first lead's QRS slopes as placed: the energy of
+    their differences ``lag`` apart over their energy (NaN for flat slopes)."""
+    s = b.rows[0, lay.shift]
+    d = s[lay.lag :] - s[: -lay.lag]
+    e = float(_sum(s * s))
+    return float(_sum(d * d)) / e if e > 0 else math.nan
+
+
+def _compare(
+    lay: Layout, state: np.ndarray, b: _Beat, hfs: float, out: np.ndarray
+) -> tuple[int, float, int]:
     """Features against the templates (none yet: left NaN); returns (best template or
     -1, its correlation, the alignment the beat is learnt at)."""
     sh = lay.shift
@@ -330,6 +343,7 @@ def _compare(lay: Layout, state: np.ndarray, b: _Beat, out: np.ndarray) -> tuple
         out[29] = out[27] / max(_stat(ref_stats[9], 0.05), 0.01)
         out[30] = out[28] / max(_stat(ref_stats[10], 0.05), 0.01)
         out[31] = (1.0 - out[23]) / max(1.0 - _stat(ref_stats[7], 0.95), 0.01)
+    out[-1] = hfs / max(_stat(ref_stats[11], hfs), 1e-9)  # hfs_z (1 with no mean yet)
     return j, best, at
 
 
@@ -368,7 +382,7 @@ def _learn(lay: Layout, state: np.ndarray, b: _Beat, j: int, best: float, at: in
     return j
 
 
-def _running_means(lay: Layout, state: np.ndarray, j: int, out: np.ndarray) -> None:
+def _running_means(lay: Layout, state: np.ndarray, j: int, hfs: float, out: np.ndarray) -> None:
     """Fold the beat's values into template ``j``'s running means (NaN values are not
     folded) and write the template features."""
     m = lay.leads
@@ -377,7 +391,7 @@ def _running_means(lay: Layout, state: np.ndarray, j: int, out: np.ndarray) -> N
     row = stats[j]
     values = (out[0], out[3], out[7], out[15], out[17], out[9], out[10],
               out[23] if m > 1 else math.nan, out[31] if m > 1 else math.nan,
-              out[27] if m > 1 else math.nan, out[28] if m > 1 else math.nan)  # fmt: skip
+              out[27] if m > 1 else math.nan, out[28] if m > 1 else math.nan, hfs)  # fmt: skip
     for i, v in enumerate(values):
         if v == v:
             old = row[i]
@@ -415,7 +429,8 @@ def measure_numpy(
     out[:] = math.nan
     out[0] = prem
     out[1] = irr
-    j, best, at = _compare(lay, state, b, out)
+    hfs = _hfs(lay, b)
+    j, best, at = _compare(lay, state, b, hfs, out)
     # noise before the QRS (slopes), over the QRS's slopes as placed
     lag, n = lay.lag, lay.length
     ns = b.nseg[lag:] - b.nseg[:-lag]
@@ -424,5 +439,5 @@ def measure_numpy(
         math.sqrt(float(_sum(qs * qs)) / n), 1e-9
     )
     j = _learn(lay, state, b, j, best, at)
-    _running_means(lay, state, j, out)
+    _running_means(lay, state, j, hfs, out)
     return j + (TEMPLATES if out[13] == 1.0 else 0)

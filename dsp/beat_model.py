@@ -38,7 +38,7 @@ NEUTRAL = {
     "prematurity": 1.0, "irregularity": 0.0, "pause": 1.0, "corr": 1.0, "corr_dominant": 1.0,
     "references": 1.0, "amplitude": 1.0, "spread": 1.0, "wave_corr": 1.0, "qrs_diff": 0.0,
     "st_diff": 0.0, "area": 1.0, "share": 1.0, "is_reference": 1.0, "noise": 0.1,
-    "qrs_diff_z": 1.0, "st_diff_z": 1.0, "corr_z": 1.0,
+    "qrs_diff_z": 1.0, "st_diff_z": 1.0, "corr_z": 1.0, "hfs_z": 1.0,
 }  # fmt: skip
 
 

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from dsp.beat_measure import FEATURES, N_STATS
 from dsp.filters import SosFilter, band_edges
 from dsp.qrs_decide import Candidate
 from dsp.sos import butter_sos
@@ -48,17 +49,22 @@ _KERNEL_SAMPLES = (np.dtype(np.float32), np.dtype(np.float64))  # what the kerne
 #: What the Python side calls in ``dsp._qrs_kernel``.
 _KERNEL_NAMES = ("Decider", "all_finite", "beat", "candidate", "feature", "forest", "front",
                  "nearest", "peaks", "pwave", "sosfilt", "sosfilt2")  # fmt: skip
+#: What its ``beat`` must measure: (features with one lead, with two, running means).
+_BEAT_LAYOUT = (len(FEATURES[1]), len(FEATURES[2]), N_STATS)
 
 
 def compiled_kernel() -> object | None:
     """The compiled kernel module, or None when it was not built (asked when needed). A
     build older than this code (one without every function the Python side calls, say a
-    module left from a previous install) counts as not built: the numpy code runs."""
+    module left from a previous install, or one whose beat() measures other features)
+    counts as not built: the numpy code runs."""
     try:
         from dsp import _qrs_kernel
     except ImportError:  # pragma: no cover - built wherever a C compiler was at install
         return None
     if not all(hasattr(_qrs_kernel, name) for name in _KERNEL_NAMES):
+        return None
+    if getattr(_qrs_kernel, "beat_layout", None) != _BEAT_LAYOUT:
         return None
     return _qrs_kernel
 

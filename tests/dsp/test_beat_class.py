@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsp.beat_class import BeatClassifier, ClassifiedBeats, Rules, decide
-from dsp.beat_measure import FEATURES
+from dsp.beat_measure import FEATURES, Layout, _Beat, _hfs, measure_numpy
 from dsp.beat_model import LEAF_UNIT, Forest, forest_for
 from dsp.qrs import Beats, QrsDetector
 from tests.support import blocks_of
@@ -126,3 +127,60 @@ def test_missing_samples_make_q_not_an_error() -> None:
     out = cls.process(blocks[3], beats)  # blocks 1 and 2 never arrived
     out2 = cls.finish()
     assert out.labels + out2.labels == ("Q", "Q")
+
+
+def _periodic_beats(fs: float, beats: int, leads: int = 1) -> tuple[np.ndarray, list[int]]:
+    """A ring of identical beats (one period tiled, so every beat's windows are the same
+    samples) and the columns of their R peaks."""
+    period = int(0.8 * fs)
+    t = np.arange(period) / fs
+    one = (
+        1.2 * np.exp(-(((t - 0.4) / 0.012) ** 2)) - 0.3 * np.exp(-(((t - 0.43) / 0.01) ** 2))
+        + 0.25 * np.exp(-(((t - 0.7) / 0.04) ** 2))
+    )  # fmt: skip
+    ring = np.tile(one, beats + 2)[None, :].repeat(leads, axis=0) * np.arange(1, leads + 1)[:, None]
+    return np.ascontiguousarray(ring), [period * (i + 1) + int(0.4 * fs) for i in range(beats)]
+
+
+def test_hfs_is_the_slopes_high_frequency_share() -> None:
+    """hfs: energy of the nominal first-lead slopes' differences ``lag`` apart over theirs."""
+    lay = Layout.at(360.0, 1)
+    n, lag, sh = lay.length, lay.lag, lay.shift
+    assert lag == 3 and n > 2 * lag  # odd: an alternating vector's differences are +-2
+    rows = np.zeros((1, 2 * sh + 1, n))
+    rows[0, sh] = (-1.0) ** np.arange(n)
+    rows[0, sh + 1] = 5.0  # other alignments are not read
+    beat = _Beat(0, np.ones(1), np.zeros((1, 1)), np.zeros(1), False, rows, rows)
+    assert _hfs(lay, beat) == 4.0 * (n - lag) / n
+    rows[0, sh] = np.linspace(0.0, 1.0, n)  # a ramp: differences all lag / (n - 1)
+    s = rows[0, sh]
+    assert _hfs(lay, beat) == pytest.approx((n - lag) * (lag / (n - 1)) ** 2 / float(s @ s))
+    rows[0, sh] = 0.0  # flat: no share
+    assert math.isnan(_hfs(lay, beat))
+
+
+@pytest.mark.parametrize("leads", [1, 2])
+def test_hfs_z_against_the_reference_templates_mean(leads: int) -> None:
+    """hfs_z (always the last feature) is NaN with no template yet, 1 for a beat identical
+    to its reference once the reference has a mean of it, its ratio to that mean otherwise,
+    and 1 when the reference has no mean yet; the mean is the template's last stat."""
+    fs = 360.0
+    lay = Layout.at(fs, leads)
+    ring, rs = _periodic_beats(fs, 4, leads)
+    state, out = lay.new_state(), np.full(lay.n_features, -1.0)
+    col = FEATURES[leads].index("hfs_z")
+    assert col == lay.n_features - 1 == (23 if leads == 1 else 34)
+    stats = lay.views(state)[-1]
+    assert measure_numpy(lay, state, ring, rs[0], 1.0, 0.0, out) >= 0
+    assert math.isnan(out[col])  # no template to compare with
+    h = float(stats[0, -1])  # the first beat's hfs, taken as is
+    assert h > 0 and math.isfinite(h)
+    measure_numpy(lay, state, ring, rs[1], 1.0, 0.0, out)
+    assert out[col] == 1.0 and stats[0, -1] == h  # identical beats: the same hfs
+    stats[0, -1] = 2.0 * h
+    measure_numpy(lay, state, ring, rs[2], 1.0, 0.0, out)
+    assert out[col] == 0.5  # read before the beat is folded in ...
+    assert stats[0, -1] == 2.0 * h + (h - 2.0 * h) * (1.0 / 3.0)  # ... then folded, rate 1/3
+    stats[0, -1] = math.nan
+    measure_numpy(lay, state, ring, rs[3], 1.0, 0.0, out)
+    assert out[col] == 1.0 and stats[0, -1] == h  # no mean: the beat's own hfs

@@ -531,8 +531,9 @@ def test_every_mitdb_record_compiled_equals_reference(name: str) -> None:
 
 
 def test_a_kernel_older_than_the_code_counts_as_not_built(monkeypatch) -> None:
-    """A module left from a previous build, without a function this code calls, is not
-    used: the numpy path runs (and gives the same beats)."""
+    """A module left from a previous build, without a function this code calls or whose
+    beat() measures other features, is not used: the numpy path runs (and gives the same
+    beats)."""
     import types
 
     import dsp
@@ -542,4 +543,13 @@ def test_a_kernel_older_than_the_code_counts_as_not_built(monkeypatch) -> None:
     old.front = lambda *a: None  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dsp._qrs_kernel", old)
     monkeypatch.setattr(dsp, "_qrs_kernel", old, raising=False)
+    assert compiled_kernel() is None
+    # every function there, but a beat() that measures fewer features (before hfs_z)
+    for name in dir(kernel):
+        if not name.startswith("_"):
+            setattr(old, name, getattr(kernel, name))
+    assert compiled_kernel() is old
+    old.beat_layout = (23, 34, 11)  # type: ignore[attr-defined]
+    assert compiled_kernel() is None
+    del old.beat_layout
     assert compiled_kernel() is None
