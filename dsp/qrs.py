@@ -31,7 +31,7 @@ import numpy as np
 from core.block import SampleBlock
 from core.ranges import runs_of
 from dsp.qrs_decide import Candidate, QrsDecider, compiled_decider
-from dsp.qrs_front import _WIDTH_SLOPE, QrsFront, compiled_kernel
+from dsp.qrs_front import WIDTH_SLOPE, QrsFront, compiled_kernel
 
 __all__ = ["Beats", "QrsDetector", "detect_beats"]
 
@@ -248,7 +248,7 @@ class _Compiled:
         fr = self.front
         slots = fr.peaks(horizon)
         if slots is not None:
-            fr_args = (fr.buf, fr.cap, fr.base, fr.start, fr.locate, _WIDTH_SLOPE)
+            fr_args = (fr.buf, fr.cap, fr.base, fr.start, fr.locate, WIDTH_SLOPE)
             self.rules.scan(*fr_args, slots, horizon, final)
 
     def end_segment(self, end: int) -> None:

@@ -36,12 +36,12 @@ from dsp.filters import SosFilter, band_edges
 from dsp.qrs_decide import Candidate
 from dsp.sos import butter_sos
 
-__all__ = ["QrsFront", "compiled_kernel"]
+__all__ = ["WIDTH_SLOPE", "QrsFront", "compiled_kernel"]
 
 _QRS_BAND_HZ = (5.0, 18.0)
 _MWI_S = 0.150
 _REFRACTORY_S = 0.200
-_WIDTH_SLOPE = 0.3  # QRS width: span where the slope exceeds 30 % of its peak
+WIDTH_SLOPE = 0.3  # QRS width: span where the slope exceeds 30 % of its peak
 _ROWS = 6  # f, |slope| d, running sum of d, feature e, amp, |slope| of amp
 _KERNEL_SAMPLES = (np.dtype(np.float32), np.dtype(np.float64))  # what the kernel reads as is
 
@@ -268,7 +268,7 @@ class _Numpy:
         width = 0.0
         if hi - lo > 1:  # QRS width: span where the slope exceeds a share of its steepest
             slope = fr.amp_slope[lo + 1 : hi]  # = np.abs(np.diff(amp))
-            steep = (slope > _WIDTH_SLOPE * _max(slope)).nonzero()[0].tolist()
+            steep = (slope > WIDTH_SLOPE * _max(slope)).nonzero()[0].tolist()
             if steep:
                 width = float(steep[-1] - steep[0] + 1)
         peak, slope_max = fr.e.item(hi - 1), _max(fr.d[lo:hi])
@@ -322,7 +322,7 @@ class _Compiled:
         fr.fresh = False
         fr.found = None
         if fr.decider is not None and horizon > fr.scan_from:  # that scan, done and decided
-            if self.k.front(*args, fr.decider, base, fr.locate, _WIDTH_SLOPE, horizon) is not None:
+            if self.k.front(*args, fr.decider, base, fr.locate, WIDTH_SLOPE, horizon) is not None:
                 fr.scan_from = horizon
             return
         found = self.k.front(*args)  # type: ignore[attr-defined]
@@ -338,7 +338,7 @@ class _Compiled:
         base = fr.base
         lo, hi = max(idx - fr.locate, fr.start) - base, idx - base + 1
         r_rel, amplitude, width, slope, peak = self.k.candidate(  # type: ignore[attr-defined]
-            fr.buf, fr.cap, lo, hi, _WIDTH_SLOPE
+            fr.buf, fr.cap, lo, hi, WIDTH_SLOPE
         )
         return Candidate(idx, peak, slope, base + lo + r_rel, amplitude, width=width)
 
