@@ -39,7 +39,8 @@ def chain_seconds(x: np.ndarray, fs: float, block_s: float) -> tuple[float, dict
         for i in range(0, x.size, n)
     ]
     filt, qrs, hr = EcgFilter(fs, 1), QrsDetector(fs), HeartRateTracker()
-    episodes, quality, classes = EpisodeTracker(fs), QualityTracker(fs, 1), BeatClassifier(fs)
+    episodes, quality = EpisodeTracker(fs, quality=True), QualityTracker(fs, 1)
+    classes = BeatClassifier(fs)
     parts = dict.fromkeys(("filter", "qrs", "classes", "rhythm+hr", "quality"), 0.0)
     clock = time.process_time
     for b in blocks:  # in the order and with the inputs of gateway/pipeline/analysis.py

@@ -58,6 +58,12 @@ suppression and fusion with the heart rate — in our own form:
    last 16-interval window that was irregular on its own (the mean falls slowly
    after a very irregular stretch). AF already there at the first verdict of a
    stream (or after a gap) is placed at the stream's first beat.
+7. **Noise.** A beat found in unusable signal (``noisy``: the caller's quality
+   verdict) is no evidence of rhythm: the intervals that start or end on it are
+   left out of everything (the irregularity windows, the Poincaré plot, the
+   median intervals), so a stretch of noise holds the last verdict. Muscle noise
+   at 12 dB added to the 22 MIT-BIH records without AF made 1,800 s of false AF
+   before this rule and none with it (BENCHMARKS.md).
 
 The thresholds were chosen by cross-validation over records of the Long-Term AF
 Database (BENCHMARKS.md gives the folds and per-fold results): ``ENTER`` before
@@ -245,7 +251,8 @@ class AfDetector:
         self.fs = float(fs)
         self._beats: deque[int] = deque(maxlen=AVERAGE // 2 + WINDOW // 2 + 2)
         self._ref = _Window(REF_BEATS)  # raw intervals before the one being judged
-        self._pending: tuple[int, bool, float | None] | None = None  # (rr, ventricular, p)
+        # the interval waiting for the next one: (rr, touches V, P-wave score, touches noise)
+        self._pending: tuple[int, bool, float | None, bool] | None = None
         self._prev_premature = False
         self._kept: deque[int | None] = deque(maxlen=max(LAGS))  # last judged, None = left out
         self._lag = [_Window(WINDOW) for _ in LAGS]
@@ -256,12 +263,13 @@ class AfDetector:
         self._values: deque[float] = deque(maxlen=AVERAGE)
         self._last_value: float | None = None
         self._last_wide = False
+        self._last_noisy = False
         self.active = False
         self._onset = self._last_irregular = 0
         self._first_seq: int | None = None
         self.state = AfState(0.0, float("nan"))
 
-    def start(self, seq: int, ventricular: bool = False) -> None:
+    def start(self, seq: int, ventricular: bool = False, noisy: bool = False) -> None:
         """First beat of a stream, or first after a gap: forget the past."""
         self._beats.clear()
         self._ref.clear()
@@ -277,9 +285,14 @@ class AfDetector:
         self._first_seq = seq  # until the first verdict of this stream
         self._beats.append(seq)
         self._last_wide = bool(ventricular)
+        self._last_noisy = bool(noisy)
 
     def push(
-        self, seq: int, ventricular: bool = False, p_wave: float | None = None
+        self,
+        seq: int,
+        ventricular: bool = False,
+        p_wave: float | None = None,
+        noisy: bool = False,
     ) -> AfChange | None:
         """The next beat; returns the change of AF state it confirmed, if any.
 
@@ -291,31 +304,39 @@ class AfDetector:
             The beat is ventricular (its intervals are left out).
         p_wave
             Optional P-wave score of the beat, 0..1 (None: not known).
+        noisy
+            The beat was found in unusable signal (its intervals are left out of
+            everything, step 7 of the module docstring).
         """
         if not self._beats:
-            self.start(seq, ventricular)
+            self.start(seq, ventricular, noisy)
             return None
         rr = seq - self._beats[-1]
         self._beats.append(seq)
         touches_v = bool(ventricular) or self._last_wide
         self._last_wide = bool(ventricular)
-        pending, self._pending = self._pending, (rr, touches_v, p_wave)
+        touches_noise = noisy or self._last_noisy
+        self._last_noisy = noisy
+        pending, self._pending = self._pending, (rr, touches_v, p_wave, touches_noise)
         if pending is not None:
             self._judge_interval(pending, rr)
-        self._ref.push(rr)
+        if not touches_noise:
+            self._ref.push(rr)
         return self._decide()
 
-    def _judge_interval(self, pending: tuple[int, bool, float | None], next_rr: int) -> None:
+    def _judge_interval(
+        self, pending: tuple[int, bool, float | None, bool], next_rr: int
+    ) -> None:
         """Keep or leave out the pending interval now that the next one is known, and
         slide it into the windows."""
-        rr, touches_v, p_wave = pending
+        rr, touches_v, p_wave, noise = pending
         premature = split = missed = False
         if self._ref.count == REF_BEATS:
             ref = self._ref.median()
             premature = rr < PREMATURE * ref and next_rr >= COMPENSATORY * ref
             split = abs(rr + next_rr - ref) < SPLIT * ref and min(rr, next_rr) < SPLIT_SHORT * ref
             missed = abs(rr - 2 * ref) < MISSED * ref
-        keep = not (touches_v or premature or split or missed or self._prev_premature)
+        keep = not (touches_v or noise or premature or split or missed or self._prev_premature)
         self._prev_premature = premature or split  # the pause, or the split's second part
         value = rr if keep else None
         for lag, window in zip(LAGS, self._lag, strict=True):
@@ -323,9 +344,10 @@ class AfDetector:
             window.push(abs(rr - before) if value is not None and before is not None else None)
         self._kept.append(value)
         self._kept_rr.push(value)
-        self._spread.push(rr)
-        self._all_rr.push(rr)
-        self._p.push(p_wave)
+        if not noise:
+            self._spread.push(rr)
+            self._all_rr.push(rr)
+        self._p.push(None if noise else p_wave)
         self._last_value = self._irregularity()
 
     def _irregularity(self) -> float | None:

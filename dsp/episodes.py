@@ -39,8 +39,10 @@ usable lead (:class:`~dsp.quality.QualityWindow`). An open episode is reported
 again (:class:`EpisodeUpdated`) when its rate extremes moved by 10 bpm.
 
 Bounded: the tracker keeps only open episodes, the last 8 intervals and labels, and
-the last 5 minutes of quality windows. Decisions depend only on the beats, never on
-how the stream was cut. Measurements for monitoring staff, not a diagnosis.
+the last 5 minutes of quality windows (and, with ``quality=True``, the beats of the
+second whose window is not judged yet). Decisions depend only on the beats and the
+quality windows, never on how the stream was cut. Beats in unusable signal do not count
+towards AF (:mod:`dsp.af`, step 7). Measurements for monitoring staff, not a diagnosis.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ TRIGGER_REASON = MappingProxyType(
     }
 )
 _QUALITY_KEEP_S = 300.0
+_HOLD_MAX_S = 60.0  # beats wait at most this long behind the newest for their quality
 _UPDATE_BPM = 10.0
 
 
@@ -201,11 +204,22 @@ class RhythmLimits:
 
 class EpisodeTracker:
     """Streaming episodes for one device (see the module docstring): beats sampled at
-    ``fs`` (Hz; positions are sample numbers) judged against ``limits``."""
+    ``fs`` (Hz; positions are sample numbers) judged against ``limits``.
 
-    def __init__(self, fs: float, limits: RhythmLimits = RhythmLimits()) -> None:
+    ``quality``: the caller passes every quality window of the stream as it is judged
+    (:class:`~dsp.quality.QualityTracker`, as the gateway and ``analyze`` do). Each beat
+    then waits (under a second, usually) until the window holding it is known, so that
+    whether it fell in unusable signal — for AF, whether it counts at all — never depends
+    on how the stream was cut into blocks. Without it (beats only, e.g. from an
+    annotation file) beats are judged as they come, in usable signal unless a window
+    passed so far says otherwise."""
+
+    def __init__(
+        self, fs: float, limits: RhythmLimits = RhythmLimits(), quality: bool = False
+    ) -> None:
         self.limits = limits
         self.fs = float(fs)
+        self.quality = quality
         self.counts = BeatCounts()
         self._rules = (
             PauseRule(fs, limits.pause_s),
@@ -218,6 +232,9 @@ class EpisodeTracker:
         self._rate: deque[float] = deque(maxlen=4)  # for the extremes
         self._last: int | None = None
         self._bad: deque[tuple[int, int]] = deque()  # unusable windows, recent
+        self._judged_to = 0  # one past the last sample the quality windows covered
+        # beats waiting for the quality window that holds them (quality=True)
+        self._held: deque[tuple[int, float, str, float | None, tuple]] = deque()
 
     @property
     def current(self) -> dict[str, EpisodeChange]:
@@ -239,11 +256,31 @@ class EpisodeTracker:
         seqs, rrs = beats.seq.tolist(), beats.rr_s.tolist()
         p_waves = beats.p_wave.tolist() if beats.p_wave is not None else [None] * len(seqs)
         for s, rr_s, label, p in zip(seqs, rrs, beats.labels, p_waves, strict=True):
-            self._beat(int(s), rr_s, label, None if p != p else p, rules, out)
+            self._held.append((int(s), rr_s, label, None if p != p else p, rules))
+        self._release(out, final=not self.quality)
         return out
 
+    def _release(self, out: list[EpisodeChange], final: bool) -> None:
+        """Judge the held beats whose quality window is known (all when ``final``, or
+        when the oldest is more than ``_HOLD_MAX_S`` behind the newest: quality that
+        never comes does not hold the rhythm up)."""
+        held = self._held
+        limit = self._judged_to
+        if held and held[-1][0] - held[0][0] > _HOLD_MAX_S * self.fs:
+            limit = max(limit, held[-1][0] - int(_HOLD_MAX_S * self.fs))
+        while held and (final or held[0][0] < limit):
+            s, rr_s, label, p, rules = held.popleft()
+            self._beat(s, rr_s, label, p, rules, out)
+
     def finish(self, end_seq: int) -> list[EpisodeChange]:
-        """End of the recording (or a gap): close every open episode at ``end_seq``."""
+        """End of the recording (or a gap): judge the beats still held, close every open
+        episode at ``end_seq``."""
+        out: list[EpisodeChange] = []
+        self._release(out, final=True)
+        return out + self._close(end_seq)
+
+    def _close(self, end_seq: int) -> list[EpisodeChange]:
+        """Close every open episode at ``end_seq`` and forget the stream (a gap)."""
         out: list[EpisodeChange] = []
         for kind in list(self._open):
             self._end(kind, end_seq, out)
@@ -265,7 +302,7 @@ class EpisodeTracker:
     ) -> None:
         if self._last is None or rr_s != rr_s:  # first beat of a stream, or after a gap
             if self._last is not None:
-                out += self.finish(self._last)
+                out += self._close(self._last)
             rr = None
         else:
             rr = s - self._last
@@ -280,7 +317,7 @@ class EpisodeTracker:
             if bpm == bpm:
                 o.lo, o.hi = min(o.lo, bpm), max(o.hi, bpm)
         for rule in rules:
-            for verdict in rule.beat(s, rr, label, p_wave):
+            for verdict in rule.beat(s, rr, label, p_wave, bad):
                 self._apply(verdict, bpm, bad, out)
         for o in self._open.values():
             lo, hi = o.reported
@@ -331,6 +368,7 @@ class EpisodeTracker:
     # --- signal quality ------------------------------------------------------------------
     def _note_quality(self, windows: Iterable[QualityWindow]) -> None:
         for w in windows:
+            self._judged_to = max(self._judged_to, w.end_seq)
             if not w.usable:
                 self._bad.append((w.first_seq, w.end_seq))
         if self._bad and self._last is not None:

@@ -1,9 +1,10 @@
 """The per-beat rules behind :class:`dsp.episodes.EpisodeTracker`, one small class each.
 
 Each rule sees every beat (sample number, interval in samples or None at a stream's
-start, class label, P-wave score or None) and returns :class:`Verdict` s: an episode
-of its kind starts or ends. Rules keep only a few beats of state; ``reset()``
-forgets the stream (a gap).
+start, class label, P-wave score or None, whether it fell in unusable signal) and
+returns :class:`Verdict` s: an episode of its kind starts or ends. Only the AF rule
+uses the last: a beat in noise is no evidence of the rhythm's irregularity. Rules keep
+only a few beats of state; ``reset()`` forgets the stream (a gap).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class PauseRule:
         pass
 
     def beat(
-        self, s: int, rr: int | None, label: str, p_wave: float | None = None
+        self, s: int, rr: int | None, label: str, p_wave: float | None = None, noisy: bool = False
     ) -> list[Verdict]:
         if rr is None or rr < self._min:
             return []
@@ -78,7 +79,7 @@ class RateRule:
         self._open = dict.fromkeys(self.limits, False)
 
     def beat(
-        self, s: int, rr: int | None, label: str, p_wave: float | None = None
+        self, s: int, rr: int | None, label: str, p_wave: float | None = None, noisy: bool = False
     ) -> list[Verdict]:
         out: list[Verdict] = []
         if rr is not None:
@@ -126,15 +127,15 @@ class AfRule:
         self._rvr = False
 
     def beat(
-        self, s: int, rr: int | None, label: str, p_wave: float | None = None
+        self, s: int, rr: int | None, label: str, p_wave: float | None = None, noisy: bool = False
     ) -> list[Verdict]:
         out: list[Verdict] = []
         ectopic = label != "N"  # V, S and Q beats' intervals are left out
         self._beats.append(s)
         if rr is None:
-            self._af.start(s, ectopic)
+            self._af.start(s, ectopic, noisy)
             return out
-        change = self._af.push(s, ectopic, p_wave)
+        change = self._af.push(s, ectopic, p_wave, noisy)
         if change is not None:
             st = change.state
             details = {**st.details(), "mean_rate_bpm": round(st.rate_bpm, 1)}
@@ -188,7 +189,7 @@ class EctopyRule:
         self._last = None
 
     def beat(
-        self, s: int, rr: int | None, label: str, p_wave: float | None = None
+        self, s: int, rr: int | None, label: str, p_wave: float | None = None, noisy: bool = False
     ) -> list[Verdict]:
         out: list[Verdict] = []
         self._labels.append(label)

@@ -145,7 +145,7 @@ def analyze_signal(
     second = 1 if x.shape[1] > 1 else None
     det, quality = QrsDetector(fs), QualityTracker(fs, len(leads))
     cls = BeatClassifier(fs, len(leads), 0, second_lead=second)
-    rt = RhythmTracker(EpisodeTracker(fs, limits or RhythmLimits()))
+    rt = RhythmTracker(EpisodeTracker(fs, limits or RhythmLimits(), quality=True))
     step = max(int(round(fs)), 1)
     parts: list[ClassifiedBeats] = []
     runs = list(runs_of(np.isfinite(x).all(axis=1), 0))  # the recorded stretches

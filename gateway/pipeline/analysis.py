@@ -57,7 +57,7 @@ def beat_classifier(fs: float, leads: Sequence[str], lead: int) -> BeatClassifie
 
 
 def _tracker(fs: float, s: PipelineSettings) -> EpisodeTracker:
-    return EpisodeTracker(fs, s.rhythm)
+    return EpisodeTracker(fs, s.rhythm, quality=True)
 
 
 class StreamAnalysis:

@@ -138,3 +138,22 @@ def test_detection_errors_in_sinus_rhythm_are_not_af(
     monkeypatch.setattr(af, "MISSED", 0.0)
     monkeypatch.setattr(af, "SPLIT", 0.0)
     assert any(_changes(AfDetector(FS), seq) for seq in streams)
+
+
+def test_beats_in_noise_are_no_evidence() -> None:
+    """Irregular intervals between beats found in unusable signal never start AF; AF
+    under way holds through them (the last verdict stands) and ends after them."""
+    rng = np.random.default_rng(11)
+    irregular = rng.uniform(0.4, 1.1, 400)
+    d = AfDetector(FS)
+    assert [c for s in _seq(irregular) if (c := d.push(s, noisy=True))] == []
+    assert not d.active and d.state.spread != d.state.spread  # nothing judged
+
+    rr = np.concatenate([np.full(60, 0.8), irregular, np.full(100, 0.8)])
+    seq = _seq(rr)
+    noisy = np.zeros(len(seq), bool)
+    noisy[200:300] = True  # 100 beats of noise inside the AF
+    d = AfDetector(FS)
+    changes = [c for s, n in zip(seq, noisy.tolist()) if (c := d.push(s, noisy=n))]
+    assert [c.began for c in changes] == [True, False]
+    assert changes[1].seq > seq[300]  # ended after the noise, by the sinus beats

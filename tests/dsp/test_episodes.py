@@ -222,3 +222,67 @@ def test_mitdb_207_vt_from_reference_beats() -> None:
     assert ref and vt
     assert all(any(abs(e.start_seq - s) < 720 for e in vt) for s in ref)
     assert t.counts.couplets > 0
+
+
+def _windows(end: int, bad: list[tuple[int, int]]) -> list[QualityWindow]:
+    """1-s quality windows (250 samples) up to ``end``; those meeting a ``bad`` span are
+    unusable."""
+    out = []
+    for s in range(0, end + 250, 250):
+        unusable = any(a < s + 250 and s < b for a, b in bad)
+        index = np.zeros(1) if unusable else np.ones(1)
+        out.append(QualityWindow(s, s + 250, index, np.zeros(1, bool), np.zeros(1, bool), index))
+    return out
+
+
+def _quality_run(b: ClassifiedBeats, windows: list[QualityWindow]) -> list[EpisodeChange]:
+    t = EpisodeTracker(FS, quality=True)
+    return t.process(b, windows) + t.finish(int(b.seq[-1]))
+
+
+def test_af_is_not_called_from_beats_in_unusable_signal() -> None:
+    """Irregular beats in noise (false detections, missed beats) are no AF: their
+    intervals are left out; the same beats in usable signal are AF."""
+    b = train([("N", 0.8, 60), ("N", 0, 300), ("N", 0.8, 60)], np.random.default_rng(5))
+    noise = [(int(b.seq[60]), int(b.seq[360]))]
+    assert len(ended(_quality_run(b, _windows(int(b.seq[-1]), [])), "af")) == 1
+    assert ended(_quality_run(b, _windows(int(b.seq[-1]), noise)), "af") == []
+
+
+def test_af_holds_through_a_stretch_of_noise() -> None:
+    b = train([("N", 0.8, 60), ("N", 0, 400), ("N", 0.8, 80)], np.random.default_rng(6))
+    noise = [(int(b.seq[200]), int(b.seq[260]))]  # 60 beats of noise inside the AF
+    (af,) = ended(_quality_run(b, _windows(int(b.seq[-1]), noise)), "af")
+    (clean,) = ended(_quality_run(b, _windows(int(b.seq[-1]), [])), "af")
+    assert af.start_seq == clean.start_seq and abs(af.end_seq - clean.end_seq) < 10 * FS
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(50, 3000), min_size=1, max_size=12), st.integers(0, 400))
+def test_quality_waiting_chunked_equals_whole(sizes: list[int], lag: int) -> None:
+    """Blocks of any size, the quality windows of each block as they complete and the
+    beats ``lag`` samples (plus a beat) behind, as a classifier gives them: the same
+    changes as all at once."""
+    b = _mixed()
+    end = int(b.seq[-1]) + 1
+    bad = [(int(b.seq[20]), int(b.seq[40])), (int(b.seq[90]), int(b.seq[110]))]
+    windows = _windows(end, bad)
+    whole = _quality_run(b, windows)
+    t = EpisodeTracker(FS, quality=True)
+    parts: list[EpisodeChange] = []
+    pos, i, wi, bi = 0, 0, 0, 0
+    while pos < end:
+        pos = min(pos + sizes[i % len(sizes)], end)
+        i += 1
+        done = [w for w in windows[wi:] if w.end_seq <= pos]
+        wi += len(done)
+        ready = int(np.searchsorted(b.seq, pos - lag, side="left"))
+        ready = max(min(ready, len(b) - 1), bi)  # one beat behind: its class waits
+        sl = slice(bi, ready)
+        parts += t.process(ClassifiedBeats(b.seq[sl], b.labels[sl], FS, b.rr_s[sl]), done)
+        bi = ready
+    sl = slice(bi, len(b))
+    parts += t.process(ClassifiedBeats(b.seq[sl], b.labels[sl], FS, b.rr_s[sl]), windows[wi:])
+    parts += t.finish(int(b.seq[-1]))
+    assert parts == whole
+    assert any(c.in_unusable_signal for c in whole)
