@@ -154,6 +154,7 @@ def test_beats_in_noise_are_no_evidence() -> None:
     noisy = np.zeros(len(seq), bool)
     noisy[200:300] = True  # 100 beats of noise inside the AF
     d = AfDetector(FS)
-    changes = [c for s, n in zip(seq, noisy.tolist()) if (c := d.push(s, noisy=n))]
+    pairs = zip(seq, noisy.tolist(), strict=True)
+    changes = [c for s, n in pairs if (c := d.push(s, noisy=n))]
     assert [c.began for c in changes] == [True, False]
     assert changes[1].seq > seq[300]  # ended after the noise, by the sinus beats
