@@ -13,11 +13,13 @@ files next to each other in ``--out``:
   that one too (``--second-channel``, default the first other channel: the two-lead
   forest, trained on MIT-BIH's second channel beside MLII, as a 12-lead cart's stream is
   classified on II and V1); ``--second-channel none`` judges one lead, as a patch does;
-- ``<name>.rhy``: rhythm changes as ``+`` with aux notes ``(AFIB``, ``(VT``,
+- ``<name>.rhy``: rhythm changes as ``+`` with aux notes ``(VT``, ``(AFIB``,
   ``(SVTA`` (a supraventricular run), ``(B`` (bigeminy), ``(T`` (trigeminy),
   ``(SBR`` (rate below the bradycardia limit), ``(TACHY`` (rate above the
   tachycardia limit, rhythm not otherwise labelled; not a PhysioNet code), ``(N``
-  (none of these), by that priority; and pauses as ``"`` notes ``PAUSE 3.4 s``.
+  (none of these), by that priority (a ventricular run inside AF is marked ``(VT``,
+  then ``(AFIB`` again, as the MIT-BIH annotators do); and pauses as ``"`` notes
+  ``PAUSE 3.4 s``.
 
 ``--beats ANNOTATOR`` (e.g. ``--beats atr``) skips detection: the rhythm analysis
 runs on the beats of that annotation file of the record, with the classes of its
@@ -58,8 +60,8 @@ __all__ = [
 ]
 
 _AUX = {
-    "af": "(AFIB",
     "vt": "(VT",
+    "af": "(AFIB",
     "svt": "(SVTA",
     "bigeminy": "(B",
     "trigeminy": "(T",

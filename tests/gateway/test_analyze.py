@@ -225,3 +225,18 @@ def test_analyze_a_missing_record_names_the_path(tmp_path: Path) -> None:
     r = _analyze_in_a_process(["half"], tmp_path)  # a header whose signal file is missing
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "half: cannot read the record" in r.stderr
+
+
+def test_a_ventricular_run_inside_af_is_marked_then_af_again() -> None:
+    """As the MIT-BIH annotators mark 203: (AFIB, (VT for the run, (AFIB again."""
+    from dsp.rhythm import RhythmEpisode
+    from gateway.analyze import AnalysisResult
+
+    episodes = [
+        RhythmEpisode("af", 1000, 9000, 0.9, {}),
+        RhythmEpisode("vt", 4000, 4500, 1.0, {}),
+    ]
+    res = AnalysisResult(np.zeros(0, np.int64), episodes, 10_000, 250.0)
+    assert res.rhythm_changes() == [
+        (0, "(N"), (1000, "(AFIB"), (4000, "(VT"), (4500, "(AFIB"), (9000, "(N"),
+    ]
