@@ -35,10 +35,8 @@ Kinds (:data:`KINDS`) and their rules:
 Every change carries the episode's extremes (lowest and highest rate, bpm, each
 the median of 4 intervals), a confidence (0..1), details, and whether it was found
 in unusable signal: more than half of its beats fell in quality windows with no
-usable lead (:class:`~dsp.quality.QualityWindow`); for a pause, more than half of its
-silence (beats lost in noise look like a pause: the event is flagged, never dropped).
-An open episode is reported again (:class:`EpisodeUpdated`) when its rate extremes
-moved by 10 bpm.
+usable lead (:class:`~dsp.quality.QualityWindow`). An open episode is reported
+again (:class:`EpisodeUpdated`) when its rate extremes moved by 10 bpm.
 
 Bounded: the tracker keeps only open episodes, the last 8 intervals and labels, and
 the last 5 minutes of quality windows (and, with ``quality=True``, the beats of the
@@ -333,8 +331,6 @@ class EpisodeTracker:
             hi = v.details.get("max_rate_bpm", bpm)
             details = dict(v.details)
             o = _Open(self._next_id, v.kind, v.start, v.confidence, details, lo, hi, (lo, hi))
-            if v.start_only and v.end is not None:  # a pause: judged by its silence, not its
-                bad = 2 * self._unusable_span(v.start, v.end) > v.end - v.start  # last beat
             o.beats, o.unusable = 1, int(bad)
             self._next_id += 1
             self._open[v.kind] = o
@@ -382,8 +378,3 @@ class EpisodeTracker:
 
     def _unusable(self, s: int) -> bool:
         return any(a <= s < b for a, b in self._bad)
-
-    def _unusable_span(self, start: int, end: int) -> int:
-        """Samples of ``[start, end)`` in windows of unusable signal (a pause whose silence
-        is mostly noise may be beats the detector could not see)."""
-        return sum(max(0, min(b, end) - max(a, start)) for a, b in self._bad)

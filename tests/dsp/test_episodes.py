@@ -286,16 +286,3 @@ def test_quality_waiting_chunked_equals_whole(sizes: list[int], lag: int) -> Non
     parts += t.finish(int(b.seq[-1]))
     assert parts == whole
     assert any(c.in_unusable_signal for c in whole)
-
-
-def test_a_pause_mostly_in_noise_is_flagged_not_dropped() -> None:
-    """Beats lost in noise look like a pause: it is still reported (it may be real), with
-    ``in_unusable_signal`` when most of its silence was unusable signal."""
-    b = train([("N", 0.8, 20), ("N", 5.0, 1), ("N", 0.8, 20)])
-    a, e = int(b.seq[19]), int(b.seq[20])
-    (clean,) = ended(_quality_run(b, _windows(int(b.seq[-1]), [])), "pause")
-    (noisy,) = ended(_quality_run(b, _windows(int(b.seq[-1]), [(a + 250, e - 250)])), "pause")
-    (edge,) = ended(_quality_run(b, _windows(int(b.seq[-1]), [(a, a + 250)])), "pause")
-    assert (clean.start_seq, clean.end_seq) == (noisy.start_seq, noisy.end_seq) == (a, e)
-    assert noisy.in_unusable_signal and not clean.in_unusable_signal
-    assert not edge.in_unusable_signal  # one noisy second of five
