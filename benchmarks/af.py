@@ -211,6 +211,11 @@ def ec57_text(e: EpisodeScore) -> str:
     return f"{e.duration_se:.2f} / {e.duration_ppv:.2f}"
 
 
+def ec57_total(rows: list[EpisodeScore]) -> EpisodeScore:
+    """The comparisons of several records pooled (gross, as EC57 reports them)."""
+    return sum(rows[1:], rows[0])
+
+
 def load_ltafdb(data: Path) -> dict[str, dict]:
     import wfdb
 
@@ -267,13 +272,13 @@ def cross_validate(recs: dict[str, dict], folds: int) -> tuple[list[str], dict]:
             f"| {f + 1} | {' '.join(test)} | {best[0]} / {best[1]} / {best[2]} | "
             "{:.1f} / {:.1f} / {:.2f} | {:.1f} / {:.1f} / {:.2f} | {} |".format(
                 *score(tr), false_af(tr), *score(held), false_af(held),
-                ec57_text(sum(held_ec57[1:], held_ec57[0])),
+                ec57_text(ec57_total(held_ec57)),
             )
         )  # fmt: skip
     se, ppv = score(pooled)
     pooled_false = false_af(pooled)
     bold = f"**{se:.1f} / {ppv:.1f} / {pooled_false:.2f}**"
-    e = ec57_text(sum(pooled_ec57[1:], pooled_ec57[0]))
+    e = ec57_text(ec57_total(pooled_ec57))
     lines.append(f"| all folds (held-out, pooled) | | | | {bold} | **{e}** |")
     best = max(grid, key=lambda g: choice_key([rows[k, g] for k in names]))
     lines.append(f"| (choice on all records) | | {best[0]} / {best[1]} / {best[2]} | | | |")
@@ -329,6 +334,7 @@ def ltafdb_section(data: Path, folds: int) -> list[str]:
     pairs = zip(recs.values(), rows, strict=True)
     non_af = sum(r["ref"].size / r["fs"] - row[0] for r, row in pairs)
     false = 100 * sum(row[1] - row[2] for row in rows) / non_af
+    all_ec57 = ec57_total(ec57_rows)
     return [
         f"Long-Term AF Database, {len(recs)} records, {hours:.0f} h, reference beats; "
         f"{folds}-fold cross-validation by record (grid enter {GRID_ENTER}, leave {GRID_LEAVE}, "
@@ -344,11 +350,8 @@ def ltafdb_section(data: Path, folds: int) -> list[str]:
         f"Se {se:.1f} %, "
         f"+P {ppv:.1f} %, false AF {false:.2f} % of non-AF time (CPU {cpu:.0f} s for "
         "the cross-validation and this run); by the standard's comparator (EC57, epicmp's "
-        f"rules) duration Se / +P {ec57_text(sum(ec57_rows[1:], ec57_rows[0]))} %, episode "
-        "Se / +P {:.1f} / {:.1f} %.".format(
-            sum(ec57_rows[1:], ec57_rows[0]).episode_se,
-            sum(ec57_rows[1:], ec57_rows[0]).episode_ppv,
-        ),
+        f"rules) duration Se / +P {ec57_text(all_ec57)} %, episode Se / +P "
+        f"{all_ec57.episode_se:.1f} / {all_ec57.episode_ppv:.1f} %.",
         "",
         "False AF of the defaults by the length of the non-AF stretch it falls in (the "
         "LTAFDB's paroxysmal records switch between AF and a few seconds of sinus rhythm "
@@ -407,7 +410,7 @@ def mitdb_section(data: Path) -> list[str]:
         print(rec, row, flush=True)
     se, ppv = score(rows)
     ref_t, got_t = sum(r[0] for r in rows), sum(r[1] for r in rows)
-    e = sum(ec57_rows[1:], ec57_rows[0])
+    e = ec57_total(ec57_rows)
     return [
         "MIT-BIH Arrhythmia, full signal path (channel 0, 1 s blocks), defaults. Left: AF "
         "time at 1-s resolution over the whole record. Right: the standard's comparator "

@@ -8,7 +8,7 @@ sensitivity Se = TP / (TP + FN) and positive predictivity +P = TP / (TP + FP).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 
@@ -213,14 +213,7 @@ class EpisodeScore:
         return 100.0 * self.test_true / n if n else float("nan")
 
     def __add__(self, other: EpisodeScore) -> EpisodeScore:
-        return EpisodeScore(*(a + b for a, b in zip(_fields(self), _fields(other), strict=True)))
-
-
-def _fields(s: EpisodeScore) -> tuple[int, ...]:
-    return (
-        s.ref_episodes, s.ref_found, s.test_episodes, s.test_true,
-        s.ref_duration, s.test_duration, s.se_overlap, s.ppv_overlap,
-    )  # fmt: skip
+        return EpisodeScore(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 def _overlap(a: int, b: int, episodes: list[tuple[int, int]]) -> int:

@@ -13,8 +13,8 @@ signal power = (peak-to-peak QRS amplitude / 2)^2 estimated from the reference
 beats, noise power = mean square of the noise. Reported per noise and SNR:
 gross Se and +P over the records, and the mean quality index.
 
-Then **false AF under noise** (``--af-records``, default every record without reference
-AF in ``--data``; ``--no-af`` skips it): each whole record, channel 0, with muscle and
+Then **false AF under noise** (every record of ``--data`` without reference AF;
+``--no-af`` skips it): each whole record, channel 0, with muscle and
 electrode-motion noise at 12 and 6 dB (seeded per record), through the full signal path
 of ``ecg-gateway analyze`` (:func:`gateway.analyze.analyze_signal`): seconds of AF
 detected, and how much of it was marked as found in unusable signal.

@@ -136,10 +136,11 @@ def cross_validate(
         train_names = [k for k in names if k not in test]
         forest = bm.train(recs, train_names, leads, copies)
         tr = total([scores(recs[k], labels_of(recs[k], forest))[0] for k in train_names])
-        held = [scores(recs[k], labels_of(recs[k], forest))[0] for k in test]
+        labelled = [(recs[k], labels_of(recs[k], forest)) for k in test]
+        held = [scores(r, lab)[0] for r, lab in labelled]
         te = total(held)
         pooled += held
-        strict += [whole_record_veb(recs[k], labels_of(recs[k], forest)) for k in test]
+        strict += [whole_record_veb(r, lab) for r, lab in labelled]
         lines.append(
             f"| {f + 1} | {' '.join(test)} | {tr.se:.1f} / {tr.ppv:.1f} "
             f"| {te.se:.1f} / {te.ppv:.1f} (TP {te.tp}, FN {te.fn}, FP {te.fp}) |"
