@@ -74,7 +74,11 @@ def trigger_note(trigger: Mapping[str, Any]) -> tuple[str | None, str | None]:
     episode = episode if isinstance(episode, Mapping) else {}
     parts = [REASON_LABELS.get(reason, reason), _measure(reason, episode)]
     note = " ".join(p for p in parts if p)
-    if episode.get("in_unusable_signal") is True:
+    inner = episode.get("details")
+    lost = _number(inner, "signal_lost_s", _MAX_PAUSE_S) if isinstance(inner, Mapping) else None
+    if reason == "pause" and lost:  # seconds of no signal at all: beats may be unseen
+        note += f", no signal for {lost:.1f} s of it"
+    elif episode.get("in_unusable_signal") is True:
         note += ", in unusable signal"
     if details.get("supersedes_episode") is not None:
         note += ", supersedes one of today's"

@@ -14,7 +14,13 @@ recorders do with their limited memory:
 - **At most** ``max_per_day`` **per reason** (3) in any 24 hours; past that, a new
   episode triggers only if it is more significant than the least significant of the
   day's (longer pause; slower bradycardia; faster VT, SVT, tachycardia or AF
-  response; longer AF), and the event says which one it supersedes.
+  response; longer AF), and the event says which one it supersedes. An episode found
+  in unusable signal ranks below every one found in usable signal: a stretch of lost
+  signal read as a long pause never takes the place of a real one.
+- **No contact, no pause**: a pause over time the device reported its electrodes off
+  (``lead_off_s`` in its details) is a technical condition the gateway reports as such
+  (the ``lead_off`` event, the device's health), not an arrhythmia: it raises no event
+  (counted in :attr:`AutoTriggerPolicy.lead_off`).
 
 Patient-triggered events never pass through this policy: nothing here limits them.
 Memory is bounded: candidates are the open episodes, events are those of the last
@@ -24,7 +30,7 @@ Memory is bounded: candidates are the open episodes, events are those of the las
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from dsp.episodes import TRIGGER_REASON, EpisodeChange, EpisodeEnded, EpisodeStarted
@@ -52,6 +58,8 @@ class AutoTrigger:
         The caller's "now" when decided, POSIX seconds.
     significance
         What "longest / fastest" compared (s, or bpm; larger is more significant).
+    in_unusable_signal
+        The episode was found in unusable signal (it ranks below every one that was not).
     supersedes
         Episode id of an earlier event of the same reason this one replaces in the
         day's quota (None when under the quota).
@@ -63,6 +71,12 @@ class AutoTrigger:
     at: float
     significance: float
     supersedes: int | None = None
+    in_unusable_signal: bool = False
+
+    @property
+    def rank(self) -> tuple[bool, float]:
+        """The order of the day's quota: usable signal first, then significance."""
+        return (not self.in_unusable_signal, self.significance)
 
 
 @dataclass(slots=True)
@@ -103,6 +117,7 @@ class AutoTriggerPolicy:
         self._spans: list[tuple[int, int | None, int]] = []  # events' (start, end, episode)
         self.merged = 0  # episodes that joined an event already raised
         self.suppressed = 0  # episodes over the day's quota and not more significant
+        self.lead_off = 0  # pauses over time without electrode contact: no event
 
     def update(
         self, changes: Iterable[EpisodeChange], now: float, now_seq: int
@@ -115,6 +130,9 @@ class AutoTriggerPolicy:
             if reason is None:
                 continue
             if isinstance(c, EpisodeStarted):
+                if c.details.get("lead_off_s"):
+                    self.lead_off += 1
+                    continue
                 self._candidates[c.id] = _Candidate(reason, c)
             elif c.id in self._candidates:
                 self._candidates[c.id].change = c
@@ -149,15 +167,16 @@ class AutoTriggerPolicy:
                 return None
         day = [(t, e) for t, e in self._fired.get(cand.reason, []) if now - t < _DAY_S]
         significance = self._significance(cand, now_seq)
-        supersedes = None
+        event = AutoTrigger(
+            cand.reason, c.id, c.start_seq, now, significance, None, c.in_unusable_signal
+        )
         if len(day) >= self.max_per_day:
-            weakest = min(range(len(day)), key=lambda i: day[i][1].significance)
-            if significance <= day[weakest][1].significance:
+            weakest = min(range(len(day)), key=lambda i: day[i][1].rank)
+            if event.rank <= day[weakest][1].rank:
                 self._fired[cand.reason] = day
                 self.suppressed += 1
                 return None
-            supersedes = day.pop(weakest)[1].episode_id
-        event = AutoTrigger(cand.reason, c.id, c.start_seq, now, significance, supersedes)
+            event = replace(event, supersedes=day.pop(weakest)[1].episode_id)
         day.append((now, event))
         self._fired[cand.reason] = day
         self._spans.append((c.start_seq, c.end_seq, c.id))

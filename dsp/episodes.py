@@ -27,7 +27,12 @@ Kinds (:data:`KINDS`) and their rules:
   normal beats then an ectopic one, repeated 4 times; lasting while the pattern
   holds;
 - ``pause``: an interval of at least ``pause_s`` (3 s); started and ended at once,
-  when the beat that ends it arrives;
+  when the beat that ends it arrives. The signal it spans is judged too: seconds
+  with no signal at all (every lead flat or saturated, :attr:`QualityWindow.lost
+  <dsp.quality.QualityWindow.lost>`) or while the device reported its electrodes off
+  (:meth:`EpisodeTracker.contact`) are given in its details (``signal_lost_s``,
+  ``lead_off_s``) and mark it as found in unusable signal: beats may have been
+  there, unseen;
 - ``brady`` / ``tachy``: the median rate of the last 8 intervals below
   ``brady_bpm`` / above ``tachy_bpm`` for 4 consecutive beats; left after 4 beats
   back inside.
@@ -232,6 +237,8 @@ class EpisodeTracker:
         self._rate: deque[float] = deque(maxlen=4)  # for the extremes
         self._last: int | None = None
         self._bad: deque[tuple[int, int]] = deque()  # unusable windows, recent
+        self._lost: deque[tuple[int, int]] = deque()  # windows with no signal, recent
+        self._lead_off: deque[list[int | None]] = deque()  # [first, end or None], recent
         self._judged_to = 0  # one past the last sample the quality windows covered
         # beats waiting for the quality window that holds them (quality=True)
         self._held: deque[tuple[int, float, str, float | None, tuple]] = deque()
@@ -271,6 +278,18 @@ class EpisodeTracker:
         while held and (final or held[0][0] < limit):
             s, rr_s, label, p, rules = held.popleft()
             self._beat(s, rr_s, label, p, rules, out)
+
+    def contact(self, seq: int, in_contact: bool) -> None:
+        """The device reports its electrodes' skin contact from sample ``seq`` on: lost
+        (False) or back (True). A pause over time without contact is flagged (see the
+        module docstring); call it before passing the beats after ``seq``."""
+        spans = self._lead_off
+        open_ = bool(spans) and spans[-1][1] is None
+        if not in_contact and not open_:
+            spans.append([seq, None])
+        elif in_contact and open_:
+            first = spans[-1][0]
+            spans[-1][1] = max(seq, first if first is not None else seq)
 
     def finish(self, end_seq: int) -> list[EpisodeChange]:
         """End of the recording (or a gap): judge the beats still held, close every open
@@ -330,6 +349,8 @@ class EpisodeTracker:
             lo = v.details.get("min_rate_bpm", bpm)
             hi = v.details.get("max_rate_bpm", bpm)
             details = dict(v.details)
+            if v.start_only and v.end is not None:  # a pause: what did the silence hold?
+                bad = self._judge_span(v.start, v.end, details) or bad
             o = _Open(self._next_id, v.kind, v.start, v.confidence, details, lo, hi, (lo, hi))
             o.beats, o.unusable = 1, int(bad)
             self._next_id += 1
@@ -371,10 +392,28 @@ class EpisodeTracker:
             self._judged_to = max(self._judged_to, w.end_seq)
             if not w.usable:
                 self._bad.append((w.first_seq, w.end_seq))
-        if self._bad and self._last is not None:
+            if w.lost:
+                self._lost.append((w.first_seq, w.end_seq))
+        if self._last is not None:
             horizon = self._last - int(_QUALITY_KEEP_S * self.fs)
-            while self._bad and self._bad[0][1] < horizon:
-                self._bad.popleft()
+            for spans in (self._bad, self._lost, self._lead_off):
+                while spans and spans[0][1] is not None and spans[0][1] < horizon:
+                    spans.popleft()
+
+    def _judge_span(self, first: int, end: int, details: dict[str, float]) -> bool:
+        """Seconds of ``[first, end)`` with no signal or no electrode contact, into
+        ``details``; True when there were any."""
+        found = False
+        for name, spans in (("signal_lost_s", self._lost), ("lead_off_s", self._lead_off)):
+            n = sum(
+                max(0, min(end, b if b is not None else end) - max(first, a))
+                for a, b in spans
+                if a is not None
+            )
+            if n:
+                details[name] = round(n / self.fs, 1)
+                found = True
+        return found
 
     def _unusable(self, s: int) -> bool:
         return any(a <= s < b for a, b in self._bad)

@@ -53,6 +53,13 @@ class QualityWindow:
         """True when at least one lead is usable (index >= 0.5)."""
         return bool((self.index >= USABLE).any())
 
+    @property
+    def lost(self) -> bool:
+        """True when no lead carries a signal at all: every lead flat or saturated (an
+        electrode off, an amplifier railed). A window can be unusable without being lost:
+        the silence of a real pause has no QRS-band power, but it is not flat."""
+        return bool((self.flat | self.saturated).all())
+
 
 class QualityTracker:
     """Streaming per-window quality for a stream of blocks.

@@ -284,7 +284,8 @@ class AutoEventsConfig(_Model):
     max_per_day: Annotated[int, Field(ge=1, le=1000)] = Field(
         3,
         description="Events per reason in any 24 h; past that only a more significant "
-        "episode (longer, faster, slower) raises one, naming the one it supersedes.",
+        "episode (longer, faster, slower) raises one, naming the one it supersedes; one "
+        "found in unusable signal ranks below any in usable signal.",
     )
     merge_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         60.0, description="An episode starting this close to a raised one joins its event, s."

@@ -129,6 +129,11 @@ class StreamAnalysis:
             return []
         return self.policy.update(changes, now=block.end, now_seq=block.end_seq)
 
+    @property
+    def pauses_lead_off(self) -> int:
+        """Pauses over time the device reported its electrodes off (no auto event)."""
+        return 0 if self.policy is None else self.policy.lead_off
+
     def _rate(self, beats: Beats, now_seq: int) -> None:
         self.beat_count += len(beats)
         bpm = float(self.hr.process(beats, now_seq).average_bpm)

@@ -40,7 +40,7 @@ from core.ranges import runs_of, subtract
 from dsp.auto_trigger import AutoTrigger
 from dsp.episodes import EpisodeChange
 from dsp.quality import QualityWindow
-from gateway.pipeline.analysis import StreamAnalysis, analyse_window
+from gateway.pipeline.analysis import StreamAnalysis, analyse_window, qrs_lead
 from gateway.pipeline.facts import StripFacts, Trigger, episode_facts, measure_strip
 from gateway.pipeline.late import LateWindow, LateWindows
 from gateway.pipeline.live import LiveChunk, LiveChunker
@@ -98,6 +98,7 @@ class DevicePipeline:
             "blocks samples strips events analysed_late st_errors new_streams auto_events",
             "owed_strips_made owed_strips_never_made",  # of the streams before this one
             "presses_dropped",  # more than _UNPLACED_MAX presses before any sample
+            "pauses_lead_off",  # pauses while the electrodes were off: no auto event
         )
         self._s: _Stream | None = None
         self._gaps: deque[Gap] = deque(maxlen=_GAPS_KEPT)
@@ -119,6 +120,7 @@ class DevicePipeline:
         if self._s is not None:
             out["owed_strips_made"] += self._s.windows.created_late
             out["owed_strips_never_made"] += self._s.windows.owed_dropped
+            out["pauses_lead_off"] += self._s.analysis.pauses_lead_off
         return out
 
     def take_quality_s(self) -> tuple[float, float]:
@@ -146,6 +148,7 @@ class DevicePipeline:
             self.counters.add("new_streams")
             self.counters.add("owed_strips_made", s.windows.created_late)
             self.counters.add("owed_strips_never_made", s.windows.owed_dropped)
+            self.counters.add("pauses_lead_off", s.analysis.pauses_lead_off)
             self.reorder = BlockReorderer(self.settings.backfill_wait_s)
             s = None
         if s is None:
@@ -182,6 +185,7 @@ class DevicePipeline:
                 self._bps.append((seq, event))
         elif isinstance(event, LeadOff):
             self._lead_off = event
+            self._contact(event)
         elif isinstance(event, RecordingStarted):
             # a patch with memory: analysis starts at its oldest sample, which arrives
             # by backfill after the first live ones
@@ -240,6 +244,15 @@ class DevicePipeline:
         self.counters.add("auto_events")
         when = float(block.time_of(t.start_seq))
         s.windows.auto(t.reason, t.start_seq, when, details, s.analysis.history.first_seq)
+
+    def _contact(self, event: LeadOff) -> None:
+        """The device's electrode contact, for the rhythm analysis (a pause while the
+        analysed lead was off is no pause of the heart): off when that lead is named."""
+        s, seq = self._s, self._seq_at(event)
+        if s is None or seq is None:
+            return  # before any sample: no beat yet for a pause to begin at
+        lead = s.leads[qrs_lead(s.leads)]
+        s.analysis.tracker.contact(seq, in_contact=lead not in event.leads)
 
     def _seq_at(self, event: DeviceEvent) -> int | None:
         if event.seq is not None:

@@ -54,6 +54,12 @@ def test_an_auto_event_keeps_its_reason_and_what_it_measured() -> None:
         ({"details": {"episode": {**episode, "in_unusable_signal": True},
                       "supersedes_episode": 3}},
          "pause 4.8 s, in unusable signal, supersedes one of today's"),
+        ({"details": {"episode": {**episode, "in_unusable_signal": True, "details": {
+            **episode.get("details", {}), "signal_lost_s": 3.0}}}},
+         "pause 4.8 s, no signal for 3.0 s of it"),
+        ({"details": {"episode": {**episode, "in_unusable_signal": True, "details": {
+            **episode.get("details", {}), "signal_lost_s": "lots"}}}},
+         "pause 4.8 s, in unusable signal"),
         ({"details": "garbage"}, "pause"),
     ]:  # fmt: skip
         body["trigger"] = {**trigger, **change}

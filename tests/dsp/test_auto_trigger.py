@@ -88,3 +88,33 @@ def test_same_input_same_decisions() -> None:
         return out
 
     assert decide() == decide()
+
+
+def _pause(i: int, at: float, length: float, unusable: bool = False, **details: float):
+    c = EpisodeStarted(
+        i, "pause", int(at * FS), int((at + length) * FS), 60.0, 60.0, 1.0,
+        MappingProxyType({"duration_s": length, **details}), unusable,
+    )  # fmt: skip
+    return [c, ended(c, at + length)]
+
+
+def test_a_pause_while_the_electrodes_were_off_raises_nothing() -> None:
+    """The device said its electrodes were off: a technical condition, not a pause."""
+    p = AutoTriggerPolicy(FS)
+    assert p.update(_pause(1, 0, 40.0, True, lead_off_s=38.0), 0.0, int(40 * FS)) == []
+    assert p.lead_off == 1 and p.suppressed == 0
+    [event] = p.update(_pause(2, 500, 3.5), 500.0, int(504 * FS))
+    assert event.episode_id == 2 and not event.in_unusable_signal
+
+
+def test_a_pause_in_unusable_signal_never_takes_a_real_ones_place() -> None:
+    """With the day's quota full, a long 'pause' over lost signal ranks below every pause
+    in usable signal, however long: it is the first replaced and replaces none."""
+    p = AutoTriggerPolicy(FS, max_per_day=2)
+    fired = p.update(_pause(1, 0, 30.0, True, signal_lost_s=29.0), 0.0, int(30 * FS))
+    fired += p.update(_pause(2, 1000, 3.2), 1000.0, int(1004 * FS))
+    assert [e.episode_id for e in fired] == [1, 2] and fired[0].in_unusable_signal
+    [real] = p.update(_pause(3, 2000, 3.1), 2000.0, int(2004 * FS))
+    assert real.supersedes == 1  # 3.1 s in usable signal over 30 s of lost signal
+    assert p.update(_pause(4, 3000, 60.0, True, signal_lost_s=59.0), 3000.0, int(3060 * FS)) == []
+    assert p.suppressed == 1

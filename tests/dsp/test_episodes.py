@@ -286,3 +286,43 @@ def test_quality_waiting_chunked_equals_whole(sizes: list[int], lag: int) -> Non
     parts += t.finish(int(b.seq[-1]))
     assert parts == whole
     assert any(c.in_unusable_signal for c in whole)
+
+
+def _flat_windows(end: int, flat: list[tuple[int, int]], noisy: list[tuple[int, int]]):
+    """1-s windows up to ``end``: inside ``flat`` spans no signal at all (flat); inside
+    ``noisy`` ones unusable but not flat (the silence of a real pause reads so)."""
+    out = []
+    for s in range(0, end + 250, 250):
+        lost = any(a <= s and s + 250 <= b for a, b in flat)
+        bad = lost or any(a <= s and s + 250 <= b for a, b in noisy)
+        index = np.zeros(1) if bad else np.ones(1)
+        out.append(QualityWindow(s, s + 250, index, np.full(1, lost), np.zeros(1, bool), index))
+    return out
+
+
+def test_a_pause_over_lost_signal_is_flagged_and_a_quiet_one_is_not() -> None:
+    """Seconds with no signal at all inside a pause: beats may have been there, unseen.
+    The QRS-free silence of a real pause (unusable by its index, not flat) is a pause."""
+    b = train([("N", 0.8, 20), ("N", 6.0, 1), ("N", 0.8, 20)])
+    a, e = int(b.seq[19]), int(b.seq[20])
+    (lost,) = ended(_quality_run(b, _flat_windows(e + 5000, [(a, e)], [])), "pause")
+    assert lost.in_unusable_signal and 5.0 <= lost.details["signal_lost_s"] <= 6.0
+    (quiet,) = ended(_quality_run(b, _flat_windows(e + 5000, [], [(a, e)])), "pause")
+    assert not quiet.in_unusable_signal and "signal_lost_s" not in quiet.details
+    assert quiet.details["duration_s"] == lost.details["duration_s"] == 6.0
+
+
+def test_a_pause_while_the_device_said_its_electrodes_were_off() -> None:
+    b = train([("N", 0.8, 20), ("N", 6.0, 1), ("N", 0.8, 20)])
+    a = int(b.seq[19])
+    t = EpisodeTracker(FS, quality=True)
+    first = ClassifiedBeats(b.seq[:20], b.labels[:20], FS, b.rr_s[:20])
+    rest = ClassifiedBeats(b.seq[20:], b.labels[20:], FS, b.rr_s[20:])
+    out = t.process(first, _windows(a + 250, []))
+    t.contact(a + 250, in_contact=False)
+    t.contact(a + 1250, in_contact=True)
+    out += t.process(rest, _windows(int(b.seq[-1]), [])[len(_windows(a + 250, [])) :])
+    out += t.finish(int(b.seq[-1]))
+    (pause,) = ended(out, "pause")
+    assert pause.details["lead_off_s"] == 4.0 and pause.in_unusable_signal
+    assert "signal_lost_s" not in pause.details

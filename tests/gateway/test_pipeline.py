@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from core.block import SampleBlock
-from core.events import BloodPressure, ButtonPressed, Gap, StageChanged
+from core.events import BloodPressure, ButtonPressed, Gap, LeadOff, StageChanged
 from gateway.payloads import build_strip_body, facts_json
 from gateway.pipeline import DevicePipeline, LiveChunk, PipelineSettings, StripReady
 from sim.synth import EcgSynth
@@ -312,6 +312,8 @@ def test_a_pause_raises_an_auto_event_around_its_onset() -> None:
     assert 60 * fs - fs <= t.seq <= 60 * fs + 0.2 * fs  # the last beat before the silence
     assert event.block.seq == t.seq - int(20 * fs) and event.block.n == int(30 * fs)
     assert t.details["episode"].kind == "pause"
+    # flat silence: beats may have been there unseen; marked, still raised (no lead-off)
+    assert t.details["episode"].details["signal_lost_s"] >= 3.0
     assert event.facts.beat_labels and len(event.facts.beat_labels) == len(event.facts.beats_seq)
     body = build_strip_body(
         event.block,
@@ -324,6 +326,26 @@ def test_a_pause_raises_an_auto_event_around_its_onset() -> None:
     )
     assert body["trigger"]["reason"] == "pause" and body["trigger"]["details"]["episode"]
     json.dumps(body, allow_nan=False)
+
+
+def test_a_pause_while_the_electrodes_were_off_raises_no_event() -> None:
+    """The same 4 s of silence, but the patch said its electrode was off meanwhile: no
+    pause of the heart, no auto event (the lead-off is reported as such); counted."""
+    fs = 250.0
+    synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=3)
+    x = np.concatenate(
+        [synth.generate(int(60 * fs)), np.zeros((int(4 * fs), 1)), synth.generate(int(50 * fs))]
+    )
+    p = DevicePipeline("p", _cfg(auto_pre_s=20.0, auto_post_s=10.0))
+    out = []
+    contact = {int(60 * fs): ("ECG",), int(64 * fs): ()}
+    for i in range(0, len(x), 25):
+        if i in contact:
+            out += p.on_event(LeadOff(source="p", time=T0 + i / fs, seq=i, leads=contact[i]))
+        out += p.on_block(SampleBlock(x[i : i + 25], fs, T0 + i / fs, i, ("ECG",), "p"))
+    out += p.flush()
+    assert [o for o in out if isinstance(o, StripReady) and o.kind == "event"] == []
+    assert p.stats()["pauses_lead_off"] == 1 and p.counters["auto_events"] == 0
 
 
 def test_an_episode_early_in_a_stream_gets_the_window_that_exists() -> None:
