@@ -19,7 +19,8 @@ files next to each other in ``--out``:
   tachycardia limit, rhythm not otherwise labelled; not a PhysioNet code), ``(N``
   (none of these), by that priority (a ventricular run inside AF is marked ``(VT``,
   then ``(AFIB`` again, as the MIT-BIH annotators do); and pauses as ``"`` notes
-  ``PAUSE 3.4 s``.
+  ``PAUSE 3.4 s`` (``PAUSE 5.8 s (no signal 1.2 s)`` when seconds of it had no signal
+  at all: beats may have come unseen).
 
 ``--beats ANNOTATOR`` (e.g. ``--beats atr``) skips detection: the rhythm analysis
 runs on the beats of that annotation file of the record, with the classes of its
@@ -288,13 +289,22 @@ def _from_annotations(record: str, annotator: str) -> tuple[AnalysisResult, floa
     return analyze_annotations(ann.sample, ann.symbol, n, fs), fs, Path(path).name
 
 
+def pause_note(e: RhythmEpisode) -> str:
+    """A pause's ``.rhy`` note: its length, and the seconds of it with no signal at all
+    (every lead flat or saturated: beats may have come unseen), e.g. ``PAUSE 5.8 s (no
+    signal 1.2 s)``."""
+    note = f"PAUSE {e.details['duration_s']:.1f} s"
+    lost = e.details.get("signal_lost_s")
+    return f"{note} (no signal {lost:.1f} s)" if lost else note
+
+
 def _write_rhythm(res: AnalysisResult, name: str, fs: float, out: Path) -> None:
     wfdb = _wfdb()
     changes = res.rhythm_changes()
     pauses = [e for e in res.episodes if e.kind == "pause"]
     rhy = sorted(
         [(s, "+", aux) for s, aux in changes]
-        + [(e.start_seq, '"', f"PAUSE {e.details['duration_s']:.1f} s") for e in pauses]
+        + [(e.start_seq, '"', pause_note(e)) for e in pauses]
     )
     wfdb.wrann(
         name,

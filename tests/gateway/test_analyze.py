@@ -240,3 +240,15 @@ def test_a_ventricular_run_inside_af_is_marked_then_af_again() -> None:
     assert res.rhythm_changes() == [
         (0, "(N"), (1000, "(AFIB"), (4000, "(VT"), (4500, "(AFIB"), (9000, "(N"),
     ]
+
+
+def test_a_pause_note_says_when_part_of_it_had_no_signal() -> None:
+    """A pause over seconds with no signal at all (flat, saturated) says so in .rhy: the
+    reader knows beats may have come unseen."""
+    from dsp.rhythm import RhythmEpisode
+    from gateway.analyze import pause_note
+
+    quiet = RhythmEpisode("pause", 100, 1600, details={"duration_s": 6.0})
+    lost = RhythmEpisode("pause", 100, 1600, details={"duration_s": 5.82, "signal_lost_s": 1.2})
+    assert pause_note(quiet) == "PAUSE 6.0 s"
+    assert pause_note(lost) == "PAUSE 5.8 s (no signal 1.2 s)"
