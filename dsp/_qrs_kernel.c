@@ -1076,6 +1076,78 @@ static PyObject *sosfilt2(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* numpy's pairwise sum of n doubles (numpy/_core/src/umath/loops_utils.h.src): under 8
+ * a plain loop, up to 128 eight accumulators, above that the halves (cut at a multiple
+ * of 8) summed apart. np.add.reduce over a contiguous row is this sum (numpy 2), which
+ * window_stats() reproduces so that its sums equal numpy's bit for bit (a test checks it
+ * against the numpy installed). */
+static double pairwise_sum(const double *a, Py_ssize_t n) {
+    if (n < 8) {
+        double res = 0.;
+        for (Py_ssize_t i = 0; i < n; i++) res += a[i];
+        return res;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int j = 0; j < 8; j++) r[j] = a[j];
+        Py_ssize_t i;
+        for (i = 8; i < n - (n % 8); i += 8)
+            for (int j = 0; j < 8; j++) r[j] += a[i + j];
+        double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; i++) res += a[i];
+        return res;
+    }
+    Py_ssize_t n2 = n / 2;
+    n2 -= n2 % 8;
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
+}
+
+PyDoc_STRVAR(window_stats_doc,
+             "window_stats(sos_a, zi_a, sos_b, zi_b, x) -> (hi, lo, n_hi, n_lo, e_a, e_b)\n\n"
+             "One lead's quality window in one pass: x (float64) filtered by the two SOS\n"
+             "cascades (states updated in place, as sosfilt2), its highest and lowest sample\n"
+             "and how many samples equal each, and the energies (sums of squares) of the two\n"
+             "filtered signals, summed as np.add.reduce sums (dsp.quality checks it bit for bit).");
+
+static PyObject *window_stats(PyObject *self, PyObject *args) {
+    Py_buffer sa, za, sb, zb, xv;
+    Py_ssize_t na, nb;
+    if (!PyArg_ParseTuple(args, "y*w*y*w*y*", &sa, &za, &sb, &zb, &xv)) return NULL;
+    PyObject *result = NULL;
+    double *y = NULL;
+    if (!sos_args(&sa, &za, &na) || !sos_args(&sb, &zb, &nb)) goto done;
+    if (xv.len % (Py_ssize_t)sizeof(double) != 0 || xv.len == 0) {
+        PyErr_SetString(PyExc_ValueError, "x must be a non-empty float64 array");
+        goto done;
+    }
+    const Py_ssize_t n = xv.len / (Py_ssize_t)sizeof(double);
+    const double *x = (const double *)xv.buf;
+    y = PyMem_Malloc(2 * (size_t)n * sizeof(double));
+    if (y == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    sosfilt_pair((const double *)sa.buf, na, (double *)za.buf, y, (const double *)sb.buf, nb,
+                 (double *)zb.buf, y + n, x, n);
+    double hi = x[0], lo = x[0];
+    for (Py_ssize_t i = 1; i < n; i++) {
+        /* as np.maximum / np.minimum: a NaN wins */
+        if (!(hi >= x[i])) hi = isnan(hi) ? hi : x[i];
+        if (!(lo <= x[i])) lo = isnan(lo) ? lo : x[i];
+    }
+    Py_ssize_t n_hi = 0, n_lo = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        n_hi += x[i] == hi;
+        n_lo += x[i] == lo;
+    }
+    for (Py_ssize_t i = 0; i < 2 * n; i++) y[i] = y[i] * y[i];
+    result = Py_BuildValue("ddnndd", hi, lo, n_hi, n_lo, pairwise_sum(y, n), pairwise_sum(y + n, n));
+done:
+    PyMem_Free(y);
+    release_all((Py_buffer *[]){&sa, &za, &sb, &zb, &xv, NULL});
+    return result;
+}
+
 PyDoc_STRVAR(sosfilt_doc,
              "sosfilt(sos, zi, y)\n\n"
              "Filter y (channels, n) float64 C-contiguous in place with one SOS cascade\n"
@@ -1693,6 +1765,7 @@ static PyMethodDef methods[] = {
     {"front", front, METH_VARARGS, front_doc},
     {"all_finite", all_finite, METH_O, all_finite_doc},
     {"sosfilt2", sosfilt2, METH_VARARGS, sosfilt2_doc},
+    {"window_stats", window_stats, METH_VARARGS, window_stats_doc},
     {"peaks", peaks, METH_VARARGS, peaks_doc},
     {"candidate", candidate, METH_VARARGS, candidate_doc},
     {"beat", beat, METH_VARARGS, beat_doc},

@@ -125,10 +125,18 @@ class QualityTracker:
         self._band.reset()
 
     def _judge(self, first: int, w: np.ndarray) -> QualityWindow:
-        # The window laid out (leads, n) and reduced per lead by ufuncs; the verdicts in
-        # plain Python on the few numbers per lead (numpy's per-call cost on arrays of
-        # one to twelve values exceeds the arithmetic).
-        leads, n = w.shape[1], w.shape[0]
+        n = w.shape[0]
+        if self._kernel is not None:  # one lead: filters and sums in one compiled pass
+            x1 = np.ascontiguousarray(w[:, 0], dtype=np.float64)
+            hp, band = self._hp, self._band
+            za, zb = hp.state(x1[:1]), band.state(x1[:1])
+            hi, lo, c_hi, c_lo, e_hf, e_band = self._kernel.window_stats(
+                hp.sos, za[0], band.sos, zb[0], x1
+            )
+            return self._verdict(first, n, [hi], [lo], [c_hi], [c_lo], [e_hf / n], [e_band / n])
+        # The window laid out (leads, n) and reduced per lead by ufuncs (the same sums as
+        # the kernel's, bit for bit: tests/dsp/test_quality.py).
+        leads = w.shape[1]
         x = np.ascontiguousarray(w.T, dtype=np.float64)  # (leads, n)
         ext = np.empty((2, leads))  # per lead: highest, lowest
         np.maximum.reduce(x, axis=1, out=ext[0])
@@ -138,6 +146,21 @@ class QualityTracker:
         y = self._filtered(x)
         np.multiply(y, y, out=y)
         p_hf, p_band = (_add(y, axis=2) / n).tolist()
+        return self._verdict(first, n, hi, lo, n_hi, n_lo, p_hf, p_band)
+
+    def _verdict(
+        self,
+        first: int,
+        n: int,
+        hi: list[float],
+        lo: list[float],
+        n_hi: list[int],
+        n_lo: list[int],
+        p_hf: list[float],
+        p_band: list[float],
+    ) -> QualityWindow:
+        """The window's verdict from per-lead numbers (in plain Python: numpy's per-call
+        cost on arrays of one to twelve values exceeds the arithmetic)."""
         flat, saturated, hf_ratio, index = [], [], [], []
         for h, lw, c_hi, c_lo, ph, pb in zip(hi, lo, n_hi, n_lo, p_hf, p_band, strict=True):
             is_flat = (h - lw) < _FLAT_MV
@@ -157,17 +180,10 @@ class QualityTracker:
             np.array(hf_ratio),
         )
 
-
     def _filtered(self, x: np.ndarray) -> np.ndarray:
-        """(2, leads, n): ``x`` (leads, n) high-passed, and band-passed. One lead through
-        the compiled kernel's two cascades in one pass (the same arithmetic as one cascade
-        at a time: bit-identical); otherwise one cascade after the other."""
+        """(2, leads, n): ``x`` (leads, n) high-passed, and band-passed, one cascade after
+        the other (the kernel's ``window_stats`` does both in one pass for one lead)."""
         y = np.empty((2, *x.shape))
-        if self._kernel is not None:
-            hp, band = self._hp, self._band
-            za, zb = hp.state(x[:, 0]), band.state(x[:, 0])
-            self._kernel.sosfilt2(hp.sos, za[0], band.sos, zb[0], x[0], y[0, 0], y[1, 0])
-            return y
         y[0] = x
         y[1] = x
         self._hp.filter_inplace(y[0])
