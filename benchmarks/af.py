@@ -84,7 +84,7 @@ def trace(seq: np.ndarray, ventricular: np.ndarray, fs: float) -> np.ndarray:
     """Run the detector over one stream of beats; per beat: (placed onset, mean
     irregularity or NaN, the beat's own irregularity or NaN, the middle of its window,
     the Poincaré spread)."""
-    det = af.AfDetector(fs)
+    det = af.AfDetector(fs, compiled=False)  # its Python state is read
     rows = np.full((seq.size, 5), np.nan)
     back = af.WINDOW // 2 + 2
     for i, (s, v) in enumerate(zip(seq.tolist(), ventricular.tolist(), strict=True)):

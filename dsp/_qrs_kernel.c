@@ -1759,6 +1759,392 @@ static PyObject *nearest(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* ------------------------------------------------------------------------------------
+ * dsp.af's AfDetector, compiled (AfCore): the same state and arithmetic, step for step,
+ * so that both give the same verdicts bit for bit (tests/dsp/test_af.py). The constants
+ * come from dsp/af.py at construction; None (a missing interval, P-wave score) is a flag.
+ * ------------------------------------------------------------------------------------ */
+#define AF_CAP 64 /* room of every window (dsp.af's are 3 to 32) */
+
+typedef struct {
+    double v[AF_CAP];        /* values in arrival order (a ring) */
+    unsigned char ok[AF_CAP]; /* 0: None */
+    int head, len, size;
+    double s[AF_CAP]; /* the valid values, sorted */
+    int ns;
+} AfWin;
+
+static void afwin_init(AfWin *w, int size) {
+    w->head = w->len = w->ns = 0;
+    w->size = size;
+}
+
+static void afwin_clear(AfWin *w) { w->head = w->len = w->ns = 0; }
+
+/* _Window.push: the oldest value leaves when full; a valid value joins the sorted list */
+static void afwin_push(AfWin *w, int ok, double x) {
+    if (w->len == w->size) {
+        const int old = w->head;
+        if (w->ok[old]) {
+            const int at = bisect_left(w->s, w->ns, w->v[old]);
+            memmove(w->s + at, w->s + at + 1, (size_t)(w->ns - at - 1) * sizeof(double));
+            w->ns--;
+        }
+        w->head = (w->head + 1) % w->size;
+        w->len--;
+    }
+    const int at = (w->head + w->len) % w->size;
+    w->v[at] = x;
+    w->ok[at] = (unsigned char)(ok != 0);
+    w->len++;
+    if (ok) {
+        const int k = bisect_right(w->s, w->ns, x);
+        memmove(w->s + k + 1, w->s + k, (size_t)(w->ns - k) * sizeof(double));
+        w->s[k] = x;
+        w->ns++;
+    }
+}
+
+static double afwin_median(const AfWin *w) {
+    const int n = w->ns;
+    return n % 2 ? w->s[n / 2] : 0.5 * (w->s[n / 2 - 1] + w->s[n / 2]);
+}
+
+/* math.fsum: the correctly rounded sum (CPython's msum with its half-even fix-up); the
+ * values here are finite */
+static double exact_sum(const double *v, int n) {
+    double p[AF_CAP];
+    int np_ = 0;
+    for (int k = 0; k < n; k++) {
+        double x = v[k];
+        int i = 0;
+        for (int j = 0; j < np_; j++) {
+            double y = p[j];
+            if (fabs(x) < fabs(y)) {
+                const double t = x;
+                x = y;
+                y = t;
+            }
+            const double hi = x + y, yr = hi - x, lo = y - yr;
+            if (lo != 0.0) p[i++] = lo;
+            x = hi;
+        }
+        np_ = i;
+        if (x != 0.0) p[np_++] = x;
+    }
+    double hi = 0.0, lo = 0.0;
+    if (np_ > 0) {
+        hi = p[--np_];
+        while (np_ > 0) {
+            const double x = hi, y = p[--np_];
+            hi = x + y;
+            const double yr = hi - x;
+            lo = y - yr;
+            if (lo != 0.0) break;
+        }
+        if (np_ > 0 && ((lo < 0.0 && p[np_ - 1] < 0.0) || (lo > 0.0 && p[np_ - 1] > 0.0))) {
+            const double y = lo * 2.0, x = hi + y, yr = x - hi;
+            if (y == yr) hi = x;
+        }
+    }
+    return hi;
+}
+
+#define AF_POINTS_MAX 63
+
+typedef struct {
+    PyObject_HEAD
+    /* constants (dsp/af.py) */
+    double fs, premature, compensatory, rate_rr_s, enter, leave, spread_min, spread_leave;
+    double p_weight, split, split_short, missed;
+    int window, ref_beats, min_pairs, average, points, beats_cap;
+    /* state */
+    long long beats[AF_CAP];
+    int beats_head, beats_len;
+    AfWin ref, lag[3], kept_rr, all_rr, p, distances;
+    int has_pending, pending_v, pending_noise, pending_has_p;
+    double pending_rr, pending_p;
+    int prev_premature;
+    double kept[3];
+    unsigned char kept_ok[3];
+    int kept_len; /* up to 3; kept[kept_len - 1] the newest */
+    double pts[2][AF_POINTS_MAX];
+    int pts_at, has_prev;
+    double prev_rr;
+    double values[AF_CAP];
+    int values_head, values_len;
+    int has_last, last_wide, last_noisy, active, has_first;
+    double last_value;
+    long long onset, last_irregular, first_seq;
+} AfCore;
+
+static long long af_beat(const AfCore *a, int i) { /* i >= 0 from the oldest, < 0 newest */
+    const int k = i >= 0 ? i : a->beats_len + i;
+    return a->beats[(a->beats_head + k) % a->beats_cap];
+}
+
+static void af_beat_append(AfCore *a, long long seq) {
+    if (a->beats_len == a->beats_cap) {
+        a->beats_head = (a->beats_head + 1) % a->beats_cap;
+        a->beats_len--;
+    }
+    a->beats[(a->beats_head + a->beats_len) % a->beats_cap] = seq;
+    a->beats_len++;
+}
+
+static void af_spread_clear(AfCore *a) {
+    for (int j = 0; j < a->points - 1; j++) a->pts[0][j] = a->pts[1][j] = INFINITY;
+    a->pts_at = 0;
+    a->has_prev = 0;
+    afwin_clear(&a->distances);
+}
+
+static void af_spread_push(AfCore *a, double rr) {
+    const double prev = a->prev_rr;
+    const int had = a->has_prev;
+    a->prev_rr = rr;
+    a->has_prev = 1;
+    if (!had) return;
+    const int m = a->points - 1;
+    double best = INFINITY;
+    for (int j = 0; j < m; j++) { /* as nearest() */
+        const double da = fabs(a->pts[0][j] - prev) / prev, db = fabs(a->pts[1][j] - rr) / rr;
+        const double d = da >= db ? da : db;
+        if (d < best) best = d;
+    }
+    if (best != INFINITY) afwin_push(&a->distances, 1, best);
+    a->pts[0][a->pts_at] = prev;
+    a->pts[1][a->pts_at] = rr;
+    a->pts_at = (a->pts_at + 1) % m;
+}
+
+static void af_start(AfCore *a, long long seq, int ventricular, int noisy) {
+    a->beats_head = a->beats_len = 0;
+    afwin_clear(&a->ref);
+    a->has_pending = 0;
+    a->prev_premature = 0;
+    a->kept_len = 0;
+    for (int k = 0; k < 3; k++) afwin_clear(&a->lag[k]);
+    afwin_clear(&a->kept_rr);
+    afwin_clear(&a->all_rr);
+    afwin_clear(&a->p);
+    af_spread_clear(a);
+    a->values_head = a->values_len = 0;
+    a->has_last = 0;
+    a->active = 0;
+    a->has_first = 1;
+    a->first_seq = seq;
+    af_beat_append(a, seq);
+    a->last_wide = ventricular != 0;
+    a->last_noisy = noisy != 0;
+}
+
+/* _irregularity: the rate-scaled irregularity of the window (unchanged when not judged) */
+static void af_irregularity(AfCore *a) {
+    int any = 0;
+    double low = 0.0;
+    for (int k = 0; k < 3; k++) {
+        if (a->lag[k].ns >= a->min_pairs) {
+            const double m = afwin_median(&a->lag[k]);
+            if (!any || m < low) low = m;
+            any = 1;
+        }
+    }
+    if (!any || !a->kept_rr.ns) return;
+    const double typical = afwin_median(&a->kept_rr), median_rr = afwin_median(&a->all_rr);
+    double value = low / typical * sqrt(a->rate_rr_s * a->fs / median_rr);
+    if (a->p.ns >= a->min_pairs) {
+        double score = afwin_median(&a->p);
+        score = score > 0.0 ? score : 0.0; /* min(max(score, 0), 1) */
+        score = score < 1.0 ? score : 1.0;
+        value *= 1.0 - a->p_weight * score;
+    }
+    a->last_value = value;
+    a->has_last = 1;
+}
+
+static void af_judge(AfCore *a, double next_rr) {
+    const double rr = a->pending_rr;
+    const int noise = a->pending_noise;
+    int premature = 0, split = 0, missed = 0;
+    if (a->ref.ns == a->ref_beats) {
+        const double ref = afwin_median(&a->ref);
+        premature = rr < a->premature * ref && next_rr >= a->compensatory * ref;
+        split = fabs(rr + next_rr - ref) < a->split * ref &&
+                (rr < next_rr ? rr : next_rr) < a->split_short * ref;
+        missed = fabs(rr - 2 * ref) < a->missed * ref;
+    }
+    const int keep =
+        !(a->pending_v || noise || premature || split || missed || a->prev_premature);
+    a->prev_premature = premature || split;
+    for (int lag = 1; lag <= 3; lag++) {
+        const int has_before = a->kept_len >= lag && a->kept_ok[a->kept_len - lag];
+        const double before = has_before ? a->kept[a->kept_len - lag] : 0.0;
+        const int ok = keep && has_before;
+        afwin_push(&a->lag[lag - 1], ok, ok ? fabs(rr - before) : 0.0);
+    }
+    if (a->kept_len == 3) { /* deque(maxlen=3).append */
+        a->kept[0] = a->kept[1];
+        a->kept[1] = a->kept[2];
+        a->kept_ok[0] = a->kept_ok[1];
+        a->kept_ok[1] = a->kept_ok[2];
+        a->kept_len = 2;
+    }
+    a->kept[a->kept_len] = rr;
+    a->kept_ok[a->kept_len] = (unsigned char)keep;
+    a->kept_len++;
+    afwin_push(&a->kept_rr, keep, rr);
+    if (!noise) {
+        af_spread_push(a, rr);
+        afwin_push(&a->all_rr, 1, rr);
+    }
+    afwin_push(&a->p, !noise && a->pending_has_p, a->pending_p);
+    af_irregularity(a);
+}
+
+/* _decide: 0 nothing judged, 1 judged (no change), 2 AF began, 3 AF ended; *seq, *state */
+static int af_decide(AfCore *a, long long *seq, double *st) {
+    if (!a->has_last) return 0;
+    const double value = a->last_value;
+    if (a->values_len == a->average) {
+        a->values_head = (a->values_head + 1) % a->average;
+        a->values_len--;
+    }
+    a->values[(a->values_head + a->values_len) % a->average] = value;
+    a->values_len++;
+    const int back = a->window / 2 + 2;
+    if (value > a->enter && a->beats_len >= back) a->last_irregular = af_beat(a, -back);
+    if (a->values_len < a->average) return 0;
+    double ordered[AF_CAP];
+    for (int k = 0; k < a->average; k++) ordered[k] = a->values[(a->values_head + k) % a->average];
+    const double mean = exact_sum(ordered, a->average) / a->average;
+    const double median_rr = afwin_median(&a->all_rr);
+    const double spread = a->distances.ns ? afwin_median(&a->distances) : NAN;
+    const double rate = median_rr != 0.0 ? 60.0 * a->fs / median_rr : NAN;
+    st[0] = mean;
+    st[1] = rate;
+    st[2] = spread;
+    const int had_first = a->has_first;
+    const long long first = a->first_seq;
+    a->has_first = 0;
+    if (!a->active && mean > a->enter && spread > a->spread_min) {
+        a->active = 1;
+        a->onset = had_first ? first : af_beat(a, 0);
+        *seq = a->onset;
+        return 2;
+    }
+    if (a->active && (mean < a->leave || spread < a->spread_leave * a->spread_min)) {
+        a->active = 0;
+        const long long late = a->last_irregular > a->onset ? a->last_irregular : a->onset;
+        const long long oldest = af_beat(a, 0);
+        *seq = oldest < late ? oldest : late;
+        return 3;
+    }
+    return 1;
+}
+
+static int AfCore_init(AfCore *a, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"fs", "window", "ref_beats", "premature", "compensatory",
+                         "min_pairs", "rate_rr_s", "average", "enter", "leave", "points",
+                         "spread_window", "spread", "spread_leave", "p_wave_weight", "split",
+                         "split_short", "missed", NULL};
+    int spread_window;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "diiddididdiidddddd", kw, &a->fs, &a->window, &a->ref_beats,
+            &a->premature, &a->compensatory, &a->min_pairs, &a->rate_rr_s, &a->average,
+            &a->enter, &a->leave, &a->points, &spread_window, &a->spread_min,
+            &a->spread_leave, &a->p_weight, &a->split, &a->split_short, &a->missed))
+        return -1;
+    a->beats_cap = a->average / 2 + a->window / 2 + 2;
+    if (a->window < 4 || a->window > AF_CAP || a->ref_beats < 1 || a->ref_beats > AF_CAP ||
+        a->average < 1 || a->average > AF_CAP || a->beats_cap > AF_CAP || a->points < 2 ||
+        a->points - 1 > AF_POINTS_MAX || spread_window < 1 || spread_window > AF_CAP ||
+        !(a->fs > 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "AfCore: window sizes out of range");
+        return -1;
+    }
+    afwin_init(&a->ref, a->ref_beats);
+    for (int k = 0; k < 3; k++) afwin_init(&a->lag[k], a->window);
+    afwin_init(&a->kept_rr, a->window);
+    afwin_init(&a->all_rr, a->window);
+    afwin_init(&a->p, a->window);
+    afwin_init(&a->distances, spread_window);
+    af_spread_clear(a);
+    a->beats_head = a->beats_len = 0;
+    a->has_pending = a->prev_premature = a->kept_len = 0;
+    a->values_head = a->values_len = 0;
+    a->has_last = a->last_wide = a->last_noisy = a->active = a->has_first = 0;
+    a->onset = a->last_irregular = a->first_seq = 0;
+    return 0;
+}
+
+static PyObject *AfCore_start(AfCore *a, PyObject *args) {
+    long long seq;
+    int ventricular, noisy;
+    if (!PyArg_ParseTuple(args, "Lpp", &seq, &ventricular, &noisy)) return NULL;
+    af_start(a, seq, ventricular, noisy);
+    Py_RETURN_NONE;
+}
+
+static PyObject *AfCore_push(AfCore *a, PyObject *args) {
+    long long seq;
+    int ventricular, noisy;
+    double p_wave;
+    if (!PyArg_ParseTuple(args, "Lpdp", &seq, &ventricular, &p_wave, &noisy)) return NULL;
+    if (a->beats_len == 0) {
+        af_start(a, seq, ventricular, noisy);
+        Py_RETURN_NONE;
+    }
+    const double rr = (double)(seq - af_beat(a, -1));
+    af_beat_append(a, seq);
+    const int touches_v = ventricular || a->last_wide;
+    a->last_wide = ventricular != 0;
+    const int touches_noise = noisy || a->last_noisy;
+    a->last_noisy = noisy != 0;
+    if (a->has_pending) af_judge(a, rr);
+    a->has_pending = 1;
+    a->pending_rr = rr;
+    a->pending_v = touches_v;
+    a->pending_p = p_wave;
+    a->pending_has_p = !isnan(p_wave);
+    a->pending_noise = touches_noise;
+    if (!touches_noise) afwin_push(&a->ref, 1, rr);
+    long long at = 0;
+    double st[3];
+    const int what = af_decide(a, &at, st);
+    if (what == 0) Py_RETURN_NONE;
+    return Py_BuildValue("iLddd", what - 1, at, st[0], st[1], st[2]);
+}
+
+static PyObject *AfCore_get_active(AfCore *a, void *closure) { return PyBool_FromLong(a->active); }
+
+static PyMethodDef AfCore_methods[] = {
+    {"start", (PyCFunction)AfCore_start, METH_VARARGS,
+     "start(seq, ventricular, noisy): first beat of a stream (AfDetector.start)."},
+    {"push", (PyCFunction)AfCore_push, METH_VARARGS,
+     "push(seq, ventricular, p_wave, noisy) -> None | (change, seq, irregularity, rate_bpm,\n"
+     "spread): AfDetector.push (p_wave NaN: none). None: not judged; change 0: judged, no\n"
+     "change; 1: AF began at seq; 2: AF ended at seq."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef AfCore_getset[] = {
+    {"active", (getter)AfCore_get_active, NULL, "AF is under way.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject AfCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dsp._qrs_kernel.AfCore",
+    .tp_doc = "dsp.af.AfDetector's state and steps, compiled (see dsp/af.py).",
+    .tp_basicsize = sizeof(AfCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)AfCore_init,
+    .tp_methods = AfCore_methods,
+    .tp_getset = AfCore_getset,
+};
+
 static PyMethodDef methods[] = {
     {"sosfilt", sosfilt, METH_VARARGS, sosfilt_doc},
     {"feature", feature, METH_VARARGS, feature_doc},
@@ -1784,12 +2170,18 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__qrs_kernel(void) {
-    if (PyType_Ready(&DeciderType) < 0) return NULL;
+    if (PyType_Ready(&DeciderType) < 0 || PyType_Ready(&AfCoreType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&DeciderType);
     if (PyModule_AddObject(m, "Decider", (PyObject *)&DeciderType) < 0) {
         Py_DECREF(&DeciderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&AfCoreType);
+    if (PyModule_AddObject(m, "AfCore", (PyObject *)&AfCoreType) < 0) {
+        Py_DECREF(&AfCoreType);
         Py_DECREF(m);
         return NULL;
     }

@@ -244,11 +244,25 @@ class AfDetector:
     Notes
     -----
     Push every beat of a stream with :meth:`push`; call :meth:`start` for the first
-    beat after a gap. Memory and time per beat are constant.
+    beat after a gap. Memory and time per beat are constant. ``compiled``: run the
+    steps in the compiled kernel when it is built (``dsp._qrs_kernel.AfCore``: the same
+    state and arithmetic, the same verdicts bit for bit; tests/dsp/test_af.py); False
+    keeps them in Python, whose state a benchmark may read.
     """
 
-    def __init__(self, fs: float) -> None:
+    def __init__(self, fs: float, compiled: bool = True) -> None:
         self.fs = float(fs)
+        kernel: Any = compiled_kernel() if compiled else None
+        self._core: Any = None
+        if kernel is not None:
+            self._core = kernel.AfCore(
+                fs=self.fs, window=WINDOW, ref_beats=REF_BEATS, premature=PREMATURE,
+                compensatory=COMPENSATORY, min_pairs=MIN_PAIRS, rate_rr_s=RATE_RR_S,
+                average=AVERAGE, enter=ENTER, leave=LEAVE, points=POINTS,
+                spread_window=SPREAD_WINDOW, spread=SPREAD, spread_leave=SPREAD_LEAVE,
+                p_wave_weight=P_WAVE_WEIGHT, split=SPLIT, split_short=SPLIT_SHORT,
+                missed=MISSED,
+            )  # fmt: skip
         self._beats: deque[int] = deque(maxlen=AVERAGE // 2 + WINDOW // 2 + 2)
         self._ref = _Window(REF_BEATS)  # raw intervals before the one being judged
         # the interval waiting for the next one: (rr, touches V, P-wave score, touches noise)
@@ -271,6 +285,10 @@ class AfDetector:
 
     def start(self, seq: int, ventricular: bool = False, noisy: bool = False) -> None:
         """First beat of a stream, or first after a gap: forget the past."""
+        self.active = False
+        if self._core is not None:
+            self._core.start(seq, bool(ventricular), bool(noisy))
+            return
         self._beats.clear()
         self._ref.clear()
         self._pending = None
@@ -308,6 +326,17 @@ class AfDetector:
             The beat was found in unusable signal (its intervals are left out of
             everything, step 7 of the module docstring).
         """
+        if self._core is not None:
+            p = math.nan if p_wave is None else p_wave
+            judged = self._core.push(seq, bool(ventricular), p, bool(noisy))
+            if judged is None:
+                return None
+            what, at, irregularity, rate, spread = judged
+            self.state = state = AfState(irregularity, rate, spread)
+            if not what:
+                return None
+            self.active = what == 1
+            return AfChange(self.active, at, state)
         if not self._beats:
             self.start(seq, ventricular, noisy)
             return None

@@ -47,8 +47,8 @@ _KERNEL_SAMPLES = (np.dtype(np.float32), np.dtype(np.float64))  # what the kerne
 
 
 #: What the Python side calls in ``dsp._qrs_kernel``.
-_KERNEL_NAMES = ("Decider", "all_finite", "beat", "candidate", "feature", "forest", "front",
-                 "nearest", "peaks", "pwave", "sosfilt", "sosfilt2", "window_stats")  # fmt: skip
+_KERNEL_NAMES = ("AfCore", "Decider", "all_finite", "beat", "candidate", "feature", "forest",
+                 "front", "nearest", "peaks", "pwave", "sosfilt", "window_stats")  # fmt: skip
 #: What its ``beat`` must measure: (features with one lead, with two, running means).
 _BEAT_LAYOUT = (len(FEATURES[1]), len(FEATURES[2]), N_STATS)
 

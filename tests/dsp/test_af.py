@@ -158,3 +158,61 @@ def test_beats_in_noise_are_no_evidence() -> None:
     changes = [c for s, n in pairs if (c := d.push(s, noisy=n))]
     assert [c.began for c in changes] == [True, False]
     assert changes[1].seq > seq[300]  # ended after the noise, by the sinus beats
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 600),  # RR, samples (0.004-2.4 s)
+            st.booleans(),  # ventricular
+            st.one_of(st.none(), st.floats(-0.5, 1.5)),  # P-wave score
+            st.integers(0, 19),  # 0: noisy; 1: a gap (start); else an ordinary beat
+        ),
+        min_size=1,
+        max_size=400,
+    ),
+    st.integers(0, 3),
+)
+def test_compiled_detector_equals_python(beats: list, rhythm: int) -> None:
+    """The compiled AfCore and the Python steps give the same changes and states, bit for
+    bit, over any beats: ventricular, noisy, P-wave scores, gaps; regular, irregular or
+    ectopic RR (``rhythm`` scales a random walk)."""
+    fast, slow = AfDetector(FS), AfDetector(FS, compiled=False)
+    if fast._core is None:
+        pytest.skip("compiled kernel not built")
+    rng = np.random.default_rng(len(beats) + rhythm)
+    seq = 1000
+    for rr, ventricular, p_wave, what in beats:
+        seq += 150 + rr if rhythm == 0 else max(1, int(200 + rr * rhythm * rng.random()))
+        got = []
+        for d in (fast, slow):
+            if what == 1:
+                d.start(seq, ventricular, False)
+                got.append(None)
+            else:
+                got.append(d.push(seq, ventricular, p_wave, noisy=what == 0))
+        assert got[0] == got[1]
+        assert fast.active == slow.active
+        a, b = fast.state, slow.state
+        for x, y in ((a.irregularity, b.irregularity), (a.rate_bpm, b.rate_bpm),
+                     (a.spread, b.spread)):  # fmt: skip
+            assert x == y or (math.isnan(x) and math.isnan(y))
+
+
+def test_compiled_detector_equals_python_on_af_and_ectopy() -> None:
+    """Long streams that do change state: AF entering and leaving, ectopy, noise."""
+    rng = np.random.default_rng(11)
+    rr = np.concatenate([
+        0.8 + 0.01 * rng.standard_normal(200), rng.uniform(0.4, 1.1, 600),
+        _mixed_ectopy(rng, 300), rng.uniform(0.35, 0.9, 400), np.full(100, 0.7),
+    ])  # fmt: skip
+    seq = _seq(rr)
+    v = rng.random(len(seq)) < 0.05
+    noisy = rng.random(len(seq)) < 0.03
+    fast, slow = AfDetector(FS), AfDetector(FS, compiled=False)
+    if fast._core is None:
+        pytest.skip("compiled kernel not built")
+    a = [fast.push(s, bool(x), 0.4, bool(n)) for s, x, n in zip(seq, v, noisy, strict=True)]
+    b = [slow.push(s, bool(x), 0.4, bool(n)) for s, x, n in zip(seq, v, noisy, strict=True)]
+    assert a == b and sum(c is not None for c in a) >= 2
