@@ -293,14 +293,20 @@ def test_a_failing_st_measurement_never_costs_the_event(monkeypatch) -> None:
     assert p.counters["st_errors"] >= 1
 
 
-def test_a_pause_raises_an_auto_event_around_its_onset() -> None:
-    """4 s without a beat: an event the gateway raises by itself (trigger.type auto, reason
-    pause) with the configured window around the pause's onset, its facts measured."""
+def _four_silent_seconds() -> tuple[float, np.ndarray]:
+    """A minute of synthetic sinus rhythm at 250 Hz, 4 s of flat zeros, 50 s more."""
     fs = 250.0
     synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=3)
     x = np.concatenate(
         [synth.generate(int(60 * fs)), np.zeros((int(4 * fs), 1)), synth.generate(int(50 * fs))]
     )
+    return fs, x
+
+
+def test_a_pause_raises_an_auto_event_around_its_onset() -> None:
+    """4 s without a beat: an event the gateway raises by itself (trigger.type auto, reason
+    pause) with the configured window around the pause's onset, its facts measured."""
+    fs, x = _four_silent_seconds()
     p = DevicePipeline("p", _cfg(auto_pre_s=20.0, auto_post_s=10.0))
     out = []
     for i in range(0, len(x), 25):
@@ -331,11 +337,7 @@ def test_a_pause_raises_an_auto_event_around_its_onset() -> None:
 def test_a_pause_while_the_electrodes_were_off_raises_no_event() -> None:
     """The same 4 s of silence, but the patch said its electrode was off meanwhile: no
     pause of the heart, no auto event (the lead-off is reported as such); counted."""
-    fs = 250.0
-    synth = EcgSynth(fs, ("ECG",), hr_bpm=70, seed=3)
-    x = np.concatenate(
-        [synth.generate(int(60 * fs)), np.zeros((int(4 * fs), 1)), synth.generate(int(50 * fs))]
-    )
+    fs, x = _four_silent_seconds()
     p = DevicePipeline("p", _cfg(auto_pre_s=20.0, auto_post_s=10.0))
     out = []
     contact = {int(60 * fs): ("ECG",), int(64 * fs): ()}
