@@ -238,7 +238,7 @@ class EpisodeTracker:
         self._last: int | None = None
         self._bad: deque[tuple[int, int]] = deque()  # unusable windows, recent
         self._lost: deque[tuple[int, int]] = deque()  # windows with no signal, recent
-        self._lead_off: deque[list[int | None]] = deque()  # [first, end or None], recent
+        self._lead_off: deque[tuple[int, int | None]] = deque()  # (first, end: None if on)
         self._judged_to = 0  # one past the last sample the quality windows covered
         # beats waiting for the quality window that holds them (quality=True)
         self._held: deque[tuple[int, float, str, float | None, tuple]] = deque()
@@ -286,10 +286,10 @@ class EpisodeTracker:
         spans = self._lead_off
         open_ = bool(spans) and spans[-1][1] is None
         if not in_contact and not open_:
-            spans.append([seq, None])
+            spans.append((seq, None))
         elif in_contact and open_:
-            first = spans[-1][0]
-            spans[-1][1] = max(seq, first if first is not None else seq)
+            first = spans.pop()[0]
+            spans.append((first, max(seq, first)))
 
     def finish(self, end_seq: int) -> list[EpisodeChange]:
         """End of the recording (or a gap): judge the beats still held, close every open
@@ -405,11 +405,7 @@ class EpisodeTracker:
         ``details``; True when there were any."""
         found = False
         for name, spans in (("signal_lost_s", self._lost), ("lead_off_s", self._lead_off)):
-            n = sum(
-                max(0, min(end, b if b is not None else end) - max(first, a))
-                for a, b in spans
-                if a is not None
-            )
+            n = sum(max(0, min(end, end if b is None else b) - max(first, a)) for a, b in spans)
             if n:
                 details[name] = round(n / self.fs, 1)
                 found = True
