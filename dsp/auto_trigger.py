@@ -58,11 +58,11 @@ class AutoTrigger:
         The caller's "now" when decided, POSIX seconds.
     significance
         What "longest / fastest" compared (s, or bpm; larger is more significant).
-    in_unusable_signal
-        The episode was found in unusable signal (it ranks below every one that was not).
     supersedes
         Episode id of an earlier event of the same reason this one replaces in the
         day's quota (None when under the quota).
+    in_unusable_signal
+        The episode was found in unusable signal (it ranks below every one that was not).
     """
 
     reason: str
