@@ -95,9 +95,7 @@ class WindowScheduler:
             seq=seq,
             press_id=press.press_id,
         )
-        if oldest is not None and first < oldest:
-            trigger = trigger.but(pre_available_s=round((seq - oldest) / self.fs, 3))
-            first = oldest
+        first, trigger = self._held_from(first, seq, oldest, trigger)
         self._queue(PendingWindow("event", first, seq + self._samples(s.event_post_s), trigger))
 
     def stage_ended(
@@ -110,7 +108,7 @@ class WindowScheduler:
     ) -> None:
         """``stage`` (begun at ``stage_start``) ended at sample ``seq``, UTC ``time``: a
         strip of its last ``strip_duration_s``."""
-        first = seq - self._dur
+        first = max(seq - self._dur, 0)
         if stage_start is not None:
             first = max(first, stage_start)
         trigger = Trigger(
@@ -133,10 +131,19 @@ class WindowScheduler:
             details=details,
         )
         first, end = seq - self._samples(s.auto_pre_s), seq + self._samples(s.auto_post_s)
-        if oldest is not None and first < oldest:
-            trigger = trigger.but(pre_available_s=round((seq - oldest) / self.fs, 3))
-            first = oldest
+        first, trigger = self._held_from(first, seq, oldest, trigger)
         self._queue(PendingWindow("event", first, end, trigger))
+
+    def _held_from(
+        self, first: int, seq: int, oldest: int | None, trigger: Trigger
+    ) -> tuple[int, Trigger]:
+        """An event window's start no earlier than the first sample held (``oldest``; none
+        held yet: the stream's sample 0, before which there is nothing), and its trigger
+        saying how much came before ``seq`` when that cut it short."""
+        lowest = max(oldest if oldest is not None else 0, 0)
+        if first >= lowest:
+            return first, trigger
+        return lowest, trigger.but(pre_available_s=round(max(seq - lowest, 0) / self.fs, 3))
 
     def lost(self, first_seq: int, end_seq: int) -> None:
         """``[first_seq, end_seq)`` will never arrive: no periodic strip inside it."""

@@ -412,6 +412,23 @@ def test_a_lost_range_ahead_in_one_advance_queues_no_strip_inside_it() -> None:
     assert w.created == len(strips) + 4
 
 
+def test_an_event_before_any_sample_is_held_starts_at_sample_0() -> None:
+    """A press (or an episode) a few samples into a stream while nothing is held yet (a
+    patch's memory still on its way): its window starts at sample 0, not before it, and
+    says how much came before the press. (Found by the patch fuzz: a window starting
+    at a negative sample number made the pipeline raise when its late samples came.)"""
+    from gateway.pipeline.windows import WindowScheduler
+
+    fs = 250.0
+    w = WindowScheduler(_cfg(), fs, 0)
+    w.button(_press("p", T0, 100, 1), 100, None)
+    w.auto("pause", 50, T0, {}, None)
+    w.stage_ended(StageChanged(source="p", time=T0, stage="1"), None, 40, T0, None)
+    windows = w.pending
+    assert [p.first_seq for p in windows] == [0, 0, 0]
+    assert [p.trigger.pre_available_s for p in windows[:2]] == [0.4, 0.2]
+
+
 def test_a_window_with_no_sample_builds_no_detector(monkeypatch) -> None:
     """A strip wholly over a loss (held for backfill, then given up) is nothing to
     measure: no detector is built for it (that was the whole cost, per window)."""
