@@ -25,7 +25,6 @@ The quality index is 1 for clean signal and falls towards 0 as these get worse;
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from core.block import SampleBlock
 from dsp.filters import SosFilter
+from dsp.qrs_decide import RunningMedian
 from dsp.qrs_front import compiled_kernel
 from dsp.sos import butter_sos
 
@@ -96,7 +96,7 @@ class QualityTracker:
         self._next_seq: int | None = None
         self._win_start: int | None = None
         # per lead: the QRS-band power of its last windows with a signal (arrival order)
-        self._usual: list[deque[float]] = [deque(maxlen=USUAL_WINDOWS) for _ in range(n_leads)]
+        self._usual = [RunningMedian(USUAL_WINDOWS) for _ in range(n_leads)]
 
     def process(self, block: SampleBlock) -> list[QualityWindow]:
         """Take a block; return the windows it completed."""
@@ -179,7 +179,7 @@ class QualityTracker:
             is_sat = clipped or max(h, -lw) > _RAIL_MV
             if not (is_flat or is_sat) and pb == pb:
                 usual.append(pb)
-            ratio = ph / (ph + (max(pb, _median(usual)) + 1e-12))
+            ratio = ph / (ph + (max(pb, usual.median()) + 1e-12))
             flat.append(is_flat)
             saturated.append(is_sat)
             hf_ratio.append(ratio)
@@ -206,11 +206,3 @@ class QualityTracker:
 
 _add = np.add.reduce
 
-
-def _median(values: deque[float]) -> float:
-    """Median of a few values (0.0 when none)."""
-    v = sorted(values)
-    k = len(v)
-    if not k:
-        return 0.0
-    return v[k // 2] if k % 2 else 0.5 * (v[k // 2 - 1] + v[k // 2])
