@@ -357,13 +357,15 @@ static void median_scale(RunningMedian *m, double factor) {
     }
 }
 
-/* RunningMedian.median: the middle value, or the mean of the middle two; 0.0 when empty. */
-static double median_of(const RunningMedian *m) {
-    const double *v = m->sorted;
-    const int n = m->n;
+/* The median of v[0:n], sorted: the middle value, or the mean of the middle two; 0.0 when
+ * empty (RunningMedian.median, dsp.af's _Window.median). */
+static double sorted_median(const double *v, int n) {
     if (!n) return 0.0;
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
+
+/* RunningMedian.median */
+static double median_of(const RunningMedian *m) { return sorted_median(m->sorted, m->n); }
 
 static void median_clear(RunningMedian *m) { m->n = m->oldest = 0; }
 
@@ -1731,6 +1733,19 @@ done:
     return result;
 }
 
+/* dsp.af's Poincare spread: the Chebyshev distance from (prev, rr) to the nearest of the
+ * m points (a[j], b[j]), each coordinate relative to the new point's (inf when none). */
+static double nearest_point(const double *a, const double *b, Py_ssize_t m, double prev,
+                            double rr) {
+    double best = INFINITY;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        const double da = fabs(a[j] - prev) / prev, db = fabs(b[j] - rr) / rr;
+        const double d = da >= db ? da : db;
+        if (d < best) best = d;
+    }
+    return best;
+}
+
 PyDoc_STRVAR(nearest_doc,
              "nearest(points, prev, rr) -> float\n\n"
              "dsp.af's Poincare spread: the Chebyshev distance from (prev, rr) to the nearest\n"
@@ -1746,14 +1761,8 @@ static PyObject *nearest(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "nearest: points must be (2, m) float64");
     } else {
         const Py_ssize_t m = pv.len / (Py_ssize_t)(2 * sizeof(double));
-        const double *a = (const double *)pv.buf, *b = a + m;
-        double best = INFINITY;
-        for (Py_ssize_t j = 0; j < m; j++) {
-            const double da = fabs(a[j] - prev) / prev, db = fabs(b[j] - rr) / rr;
-            const double d = da >= db ? da : db;
-            if (d < best) best = d;
-        }
-        result = PyFloat_FromDouble(best);
+        const double *a = (const double *)pv.buf;
+        result = PyFloat_FromDouble(nearest_point(a, a + m, m, prev, rr));
     }
     PyBuffer_Release(&pv);
     return result;
@@ -1805,10 +1814,7 @@ static void afwin_push(AfWin *w, int ok, double x) {
     }
 }
 
-static double afwin_median(const AfWin *w) {
-    const int n = w->ns;
-    return n % 2 ? w->s[n / 2] : 0.5 * (w->s[n / 2 - 1] + w->s[n / 2]);
-}
+static double afwin_median(const AfWin *w) { return sorted_median(w->s, w->ns); }
 
 /* math.fsum: the correctly rounded sum (CPython's msum with its half-even fix-up); the
  * values here are finite */
@@ -1906,12 +1912,7 @@ static void af_spread_push(AfCore *a, double rr) {
     a->has_prev = 1;
     if (!had) return;
     const int m = a->points - 1;
-    double best = INFINITY;
-    for (int j = 0; j < m; j++) { /* as nearest() */
-        const double da = fabs(a->pts[0][j] - prev) / prev, db = fabs(a->pts[1][j] - rr) / rr;
-        const double d = da >= db ? da : db;
-        if (d < best) best = d;
-    }
+    const double best = nearest_point(a->pts[0], a->pts[1], m, prev, rr);
     if (best != INFINITY) afwin_push(&a->distances, 1, best);
     a->pts[0][a->pts_at] = prev;
     a->pts[1][a->pts_at] = rr;
