@@ -29,8 +29,9 @@ The features do not depend on the learned forest, so cross-validation retrains i
 22 records (numeric order) are dealt round-robin into ``k`` folds; for each fold the
 forest is trained (:func:`benchmarks.beat_model.train`, the same procedure and constants
 as the shipped weights) on the other folds' records only and scores the held-out
-records. The training records' noisy copies (:func:`benchmarks.beat_model.noisy`) join each
-fold's training set, as they join the shipped weights'; a held-out record is read clean.
+records. The training records' noisy copies (:func:`benchmarks.beat_model.noisy`: noise
+added, leads turned a little) join each fold's training set, as they join the shipped
+weights'; a held-out record is read clean.
 The shipped weights (trained on all 22 records) are scored too, in-sample.
 Speed: CPU time of the detector and the classifier (compiled kernel when built), x real
 time per lead.
@@ -259,7 +260,8 @@ def main() -> int:
         *report.header(", whole records, 1 s blocks."),
         "",
         f"Forest: {bm.TREES} trees of depth {bm.DEPTH}, rate {bm.RATE}, trained with "
-        f"{bm.NOISY_COPIES} noisy copies of each training record ({bm.NOISE_MV} mV); "
+        f"{bm.NOISY_COPIES} noisy copies of each training record ({bm.NOISE_MV} mV, leads "
+        f"turned by up to {bm.LEAD_TURN} rad); "
         f"decision {Rules()}.",
         "",
     ]

@@ -10,9 +10,9 @@ run it.
 
 The weights (``dsp/beat_weights.py``) are written by ``benchmarks/beat_model.py``,
 which trains them on the MIT-BIH development records' features (and on noisy copies
-of those records), and cross-validates the same procedure by record (BENCHMARKS.md,
-"Beat classes"). There is one forest per number of leads the classifier reads (one, or
-two).
+of those records seen through slightly turned leads), and cross-validates the same
+procedure by record (BENCHMARKS.md, "Beat classes"). There is one forest per number of
+leads the classifier reads (one, or two).
 
 Features missing for a beat (NaN: the first beats of a stream, a second lead that
 cannot be measured) read as the value a typical normal beat has (:data:`NEUTRAL`).
