@@ -93,6 +93,17 @@ def test_ventricular_beats_of_119(mitdb119: dict) -> None:
     assert got.features.shape == (len(got), len(FEATURES[1])) and len(got.scores) == len(got)
 
 
+def test_a_patch_worn_upside_down_gives_the_same_beats_and_classes(mitdb119: dict) -> None:
+    """An inverted lead (a patch turned round on the chest) changes nothing: the detector
+    and every feature read the QRS independently of its polarity."""
+    fs = mitdb119["fs"]
+    up = _run(mitdb119["mv"], fs, [int(fs)])
+    down = _run(-mitdb119["mv"], fs, [int(fs)])
+    assert np.array_equal(up.seq, down.seq) and up.labels == down.labels
+    assert up.features is not None and down.features is not None
+    assert np.allclose(up.features, down.features, equal_nan=True, rtol=1e-9, atol=1e-12)
+
+
 def test_two_lead_classifier_reads_the_second_lead(mitdb119: dict) -> None:
     fs = mitdb119["fs"]
     got = _run(_two_leads(mitdb119["mv"]), fs, [int(fs)], second_lead=1)
