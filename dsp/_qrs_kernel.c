@@ -1319,6 +1319,8 @@ enum { P_LEADS, P_PRE, P_POST, P_LAG, P_SHIFT, P_LENGTH, P_ANCHOR, P_WAVE_PRE, P
 #define REF_PREMATURITY 0.92
 #define MAX_COUNT 512.0
 #define HORIZON 16.0
+#define PTP_MIN_MV 0.02 /* dsp.beat_measure.PTP_MIN_MV, PTP_MAX_MV: a measurable beat */
+#define PTP_MAX_MV 20.0
 #define BEAT_STATS 12    /* dsp.beat_measure.N_STATS: the running means this kernel folds */
 #define BEAT_FEATURES1 24 /* len(dsp.beat_measure.FEATURES[1]) ... */
 #define BEAT_FEATURES2 35 /* ... and [2]; hfs_z is always the last */
@@ -1410,11 +1412,11 @@ static PyObject *beat(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_IndexError, "the beat's windows are not all in the ring");
         goto done;
     }
-    if (!(ptp[0] >= 0.02 && ptp[0] <= 8.0) || !finite[0] || !isfinite(seqsum(first + nlo, nn))) {
+    if (!(ptp[0] >= PTP_MIN_MV && ptp[0] <= PTP_MAX_MV) || !finite[0] || !isfinite(seqsum(first + nlo, nn))) {
         result = PyLong_FromLong(-1);
         goto done;
     }
-    const int lead_b = m > 1 && ptp[1] >= 0.02 && ptp[1] <= 8.0 && finite[1];
+    const int lead_b = m > 1 && ptp[1] >= PTP_MIN_MV && ptp[1] <= PTP_MAX_MV && finite[1];
     for (Py_ssize_t ld = 0; ld < m; ld++) {
         const double *x = ring + ld * cap + lo;
         for (Py_ssize_t a = 0; a < A; a++) {

@@ -52,6 +52,11 @@ ANCHOR_S = 0.10  # the anchor is searched this far either side of R, s
 WAVE_PRE_S = 0.10  # waveform window: before the anchor ...
 WAVE_POST_S = 0.30  # ... and after it, s
 LEVEL_S = 0.02  # the waveform's level: its first 20 ms
+# A beat is measurable when its QRS window's peak to peak (filtered, mV) is within these:
+# above the flat line of a lead off, below anything a heart makes on the skin (the tallest
+# QRS complexes, precordial leads of a thin patient or a large ventricular beat, stay under
+# about 10 mV) and within the range of every front end we read.
+PTP_MIN_MV, PTP_MAX_MV = 0.02, 20.0
 QRS_S = (-0.05, 0.08)  # the QRS part of the waveform, s from the anchor
 ST_S = (0.10, 0.30)  # the ST-T part
 NOISE_S = (-0.30, -0.15)  # noise is measured here (slopes), s from the anchor
@@ -246,14 +251,16 @@ def _read(lay: Layout, ring: np.ndarray, r: int) -> _Beat | None:
     window = ring[:, wlo : wlo + lay.wave + 2 * sh]
     nseg = first[s + lay.noise[0] - lag : s + lay.noise[1]]
     if not (
-        0.02 <= ptp[0] <= 8.0
+        PTP_MIN_MV <= ptp[0] <= PTP_MAX_MV
         and math.isfinite(float(_sum(window[0])))
         and math.isfinite(float(_sum(ext[0])))
         and math.isfinite(float(_sum(nseg)))
     ):
         return None
     lead_b = (
-        m > 1 and 0.02 <= ptp[1] <= 8.0 and math.isfinite(float(_sum(window[1]) + _sum(ext[1])))
+        m > 1
+        and PTP_MIN_MV <= ptp[1] <= PTP_MAX_MV
+        and math.isfinite(float(_sum(window[1]) + _sum(ext[1])))
     )
     slopes = ext[:, lag:] - ext[:, :-lag]  # (leads, length + 2 shift)
     idx = np.arange(2 * sh + 1)[:, None] + np.arange(n)
@@ -415,7 +422,7 @@ def measure_numpy(
     filtered, mV; columns ``r - before`` to ``r + after`` present) against the templates
     in ``state``, write its features into ``out`` (``prem`` and ``irr``, the timing
     features, are given; ``pause`` is left NaN: it is not known yet), learn it. The second
-    lead is used when there is one and it is measurable (finite, 0.02-8 mV peak to peak)
+    lead is used when there is one and it is measurable (finite, 0.02-20 mV peak to peak)
     for the beat and the reference; its features are NaN otherwise, and its template parts
     are learnt only from beats where it is measurable.
 

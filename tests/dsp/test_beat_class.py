@@ -104,6 +104,17 @@ def test_a_patch_worn_upside_down_gives_the_same_beats_and_classes(mitdb119: dic
     assert np.allclose(up.features, down.features, equal_nan=True, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("gain", [0.25, 4.0])
+def test_a_smaller_or_taller_ecg_gives_the_same_classes(mitdb119: dict, gain: float) -> None:
+    """A short patch bipole's small ECG, or a thin patient's tall one (119's ventricular
+    beats at 4 x are 10-15 mV peak to peak): the same beats, the same classes."""
+    fs = mitdb119["fs"]
+    ref = _run(mitdb119["mv"], fs, [int(fs)])
+    got = _run(gain * mitdb119["mv"], fs, [int(fs)])
+    assert np.array_equal(ref.seq, got.seq) and ref.labels == got.labels
+    assert "V" in ref.labels and "Q" not in got.labels
+
+
 def test_two_lead_classifier_reads_the_second_lead(mitdb119: dict) -> None:
     fs = mitdb119["fs"]
     got = _run(_two_leads(mitdb119["mv"]), fs, [int(fs)], second_lead=1)
