@@ -46,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.ec57 import BEAT_SYMBOLS, outside, vf_episodes
+from benchmarks.resample import resampled, samples_at
 from core.block import SampleBlock
 from dsp.beat_class import BeatClassifier, ClassifiedBeats
 from dsp.beat_measure import FEATURES
@@ -198,11 +199,13 @@ def load(
     records: list[str] | None = None,
     channel: int = 0,
     copy: int | None = None,
+    fs: float | None = None,
 ) -> dict[str, dict]:
     """Per record: the classifier's beats and features, the reference beats and what each
     detection matched; CPU times. ``channel``: the detector's lead (0 or 1; the other one is
     the second lead); ``copy``: read the record with noise added (:func:`noisy`), or not
-    (None)."""
+    (None); ``fs``: read it resampled to that rate (:mod:`benchmarks.resample`: what a device
+    sampling at ``fs`` Hz would give), or at its own (None)."""
     import wfdb
 
     out = {}
@@ -210,20 +213,22 @@ def load(
     for rec in names:
         r = wfdb.rdrecord(str(data / rec))
         ann = wfdb.rdann(str(data / rec), "atr")
-        fs = float(r.fs)
+        at = float(r.fs)
+        rate = fs or at
+        ann.sample = samples_at(ann.sample, at, rate)
         skip = excluded(ann)
         keep = [(s, y) for s, y in zip(ann.sample, ann.symbol, strict=True) if y in BEAT_SYMBOLS]
         ref = np.array([s for s, _ in keep], dtype=np.int64)
         sym = [y for _, y in keep]
-        signal = r.p_signal if copy is None else noisy(r.p_signal, fs, rec, copy)
-        x = signal[:, [channel, 1 - channel]].astype(np.float64)
-        beats, t_det, t_cls = classify(x, fs, second)
+        signal = r.p_signal if copy is None else noisy(r.p_signal, at, rec, copy)
+        x = resampled(signal[:, [channel, 1 - channel]].astype(np.float64), at, rate)
+        beats, t_det, t_cls = classify(x, rate, second)
         det_keep = np.isin(beats.seq, outside(beats.seq, skip))
         ref_keep = np.isin(ref, outside(ref, skip))
         assert beats.features is not None and beats.scores is not None
         out[rec] = {
-            "fs": fs,
-            "seconds": r.sig_len / fs,
+            "fs": rate,
+            "seconds": r.sig_len / at,
             "ref": ref[ref_keep],
             "sym": [y for y, k in zip(sym, ref_keep.tolist(), strict=True) if k],
             "seq": beats.seq[det_keep],
@@ -231,7 +236,7 @@ def load(
             "features": beats.features[det_keep],
             "scores": beats.scores[det_keep],
             "p_wave": np.asarray(beats.p_wave)[det_keep],
-            "matched": matched_symbols(ref, sym, beats.seq, fs)[det_keep],
+            "matched": matched_symbols(ref, sym, beats.seq, rate)[det_keep],
             "t": (t_det, t_cls),
         }
         print(rec if copy is None else f"{rec} (noisy copy {copy})", len(beats), flush=True)

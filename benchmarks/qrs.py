@@ -3,7 +3,7 @@
 Usage::
 
     python3 benchmarks/qrs.py [--data ../shared/data/mitdb] [--anchors] [--channel 0|1]
-                              [--markdown FILE]
+                              [--fs RATE] [--markdown FILE]
 
 Scores channel 0 (``--channel 1``: the other lead, V1 in most records) of every record
 in the directory, whole records; as EC57 prescribes,
@@ -13,6 +13,9 @@ runs as it does in the gateway: streaming, in 1-second blocks. With
 ``--anchors``, wfdb's xqrs and gqrs and, when installed, NeuroKit2's
 pantompkins1985 and kalidas2017 run on the same records in the same process.
 Speed is CPU time per record, as x real time (record seconds / CPU seconds).
+``--fs RATE`` reads every record resampled to RATE Hz, as a device sampling at that rate
+would give it (:mod:`benchmarks.resample`; 250 Hz: our patch, 130 Hz: a Polar H10), and
+scores against the reference beats moved to the same rate.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
 from benchmarks.ec57 import BEAT_SYMBOLS, Score, match_beats, outside, vf_episodes
+from benchmarks.resample import resampled, samples_at
 from core.block import SampleBlock
 from dsp.qrs import Beats, QrsDetector
 
@@ -77,6 +81,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/data/mitdb"))
     ap.add_argument("--anchors", action="store_true", help="also score wfdb and NeuroKit2")
     ap.add_argument("--channel", type=int, default=0, help="the lead scored (default 0)")
+    ap.add_argument("--fs", type=float, help="resample the records to this rate (Hz) first")
     ap.add_argument("--markdown", type=Path, help="write the tables (markdown) to this file")
     args = ap.parse_args()
 
@@ -95,11 +100,12 @@ def main() -> int:
         r = wfdb.rdrecord(str(args.data / rec), channels=[args.channel])
         ann = wfdb.rdann(str(args.data / rec), "atr")
         beats = zip(ann.sample, ann.symbol, strict=True)
-        ref = np.array([s for s, sym in beats if sym in BEAT_SYMBOLS])
-        vf = vf_episodes(ann.sample, ann.symbol)
+        at = float(r.fs)
+        fs = args.fs or at
+        ref = samples_at([s for s, sym in beats if sym in BEAT_SYMBOLS], at, fs)
+        vf = vf_episodes(samples_at(ann.sample, at, fs), ann.symbol)
         ref = outside(ref, vf)
-        x = r.p_signal[:, 0].astype(np.float64)
-        fs = float(r.fs)
+        x = resampled(r.p_signal[:, 0].astype(np.float64), at, fs)
         seconds += len(x) / fs
         row = [rec]
         for name, fn in detectors.items():
@@ -114,7 +120,8 @@ def main() -> int:
 
     lines = [
         *report.header(
-            f", {len(records)} records, channel {args.channel}, {seconds / 3600:.1f} h of ECG."
+            f", {len(records)} records, channel {args.channel}"
+            f"{f' resampled to {args.fs:g} Hz' if args.fs else ''}, {seconds / 3600:.1f} h of ECG."
         ),
         "",
         "| detector | gross Se % | gross +P % | TP | FN | FP | x real time (CPU) |",
