@@ -99,11 +99,11 @@ def main() -> int:
     for rec in records:
         r = wfdb.rdrecord(str(args.data / rec), channels=[args.channel])
         ann = wfdb.rdann(str(args.data / rec), "atr")
-        beats = zip(ann.sample, ann.symbol, strict=True)
         at = float(r.fs)
         fs = args.fs or at
-        ref = samples_at([s for s, sym in beats if sym in BEAT_SYMBOLS], at, fs)
-        vf = vf_episodes(samples_at(ann.sample, at, fs), ann.symbol)
+        sample = samples_at(ann.sample, at, fs)
+        ref = sample[np.array([sym in BEAT_SYMBOLS for sym in ann.symbol], dtype=bool)]
+        vf = vf_episodes(sample, ann.symbol)
         ref = outside(ref, vf)
         x = resampled(r.p_signal[:, 0].astype(np.float64), at, fs)
         seconds += len(x) / fs
