@@ -282,7 +282,8 @@ def main() -> int:
     lines = [
         *report.header(", whole records, 1 s blocks."),
         "",
-        f"Forest: {bm.TREES} trees of depth {bm.DEPTH}, rate {bm.RATE}, trained with "
+        f"Forest: {bm.TREES} trees of depth {bm.DEPTH}, rate {bm.RATE}, each tree on "
+        f"{bm.SUBSAMPLE:g} of the beats, trained with "
         f"{bm.NOISY_COPIES} noisy copies of each training record ({bm.NOISE_MV} mV, leads "
         f"turned by up to {bm.LEAD_TURN} rad); "
         f"decision {Rules()}.",
