@@ -17,11 +17,19 @@ absurd sample number (a counter glitch that passed the CRC), :meth:`restart` pow
 the cart (its counter starts again at 0, at the same or another sample rate), and with
 ``keep=True`` :attr:`recorded` holds every sample the cart produced, in production order
 (:attr:`restarts_at` says where each acquisition began).
+
+Before the host first opens the port (its first START) nobody is listening: what the pty
+will not take is lost, and a frame may be cut. After it, the cart holds what the line
+cannot take yet, whole frames, in a transmit buffer of :data:`TX_BUFFER_BYTES` (a serial
+driver's ring with flow control), so a host that stalls for a moment on a loaded machine
+loses nothing; beyond that buffer whole frames are dropped and counted in
+:attr:`SimCart.overflow_bytes`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import os
@@ -52,6 +60,9 @@ __all__ = ["BRUCE", "SimCart"]
 _PEAK_BPM = 185.0
 _ST_PER_STAGE_MV = 0.05  # simulated lateral ST depression per stage from stage 2, mV
 _ST_MAX_MV = 0.2
+
+TX_BUFFER_BYTES = 1 << 16
+"""Bytes the cart holds for a host that has opened the port but does not read yet."""
 
 #: Bruce protocol stages: (speed km/h, grade %), 3 minutes each in the clinic.
 BRUCE = ((2.7, 10.0), (4.0, 12.0), (5.5, 14.0), (6.8, 16.0), (8.0, 18.0), (8.9, 20.0), (9.7, 22.0))
@@ -100,7 +111,10 @@ class SimCart:
         self.port = ""
         self.samples_sent = 0  # samples acquired: the cart's sample counter
         self.frames_sent = 0
-        self.overflow_bytes = 0  # bytes the pty would not take (nobody reading)
+        self.overflow_bytes = 0  # bytes lost: nobody reading, or the buffer full
+        self._tx: collections.deque[bytes] = collections.deque()  # waiting for the line
+        self._tx_bytes = 0
+        self._host_opened = False  # a START was heard: hold what the line cannot take
         self.stage = 0
         self._stage_start = 0
         self._frame_seq = 0
@@ -200,15 +214,39 @@ class SimCart:
     def _write(self, data: bytes) -> None:
         if self._master is None or time.monotonic() < self._paused_until:
             return
+        if not self._host_opened:
+            self.overflow_bytes += len(data) - self._put(data)
+            return
+        if self._tx_bytes + len(data) > TX_BUFFER_BYTES:
+            self.overflow_bytes += len(data)
+            return
+        self._tx.append(data)
+        self._tx_bytes += len(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what waits for the line, whole frames in order, as far as it takes them."""
+        while self._tx:
+            head = self._tx[0]
+            written = self._put(head)
+            self._tx_bytes -= written
+            if written < len(head):
+                self._tx[0] = head[written:]
+                return
+            self._tx.popleft()
+
+    def _put(self, data: bytes) -> int:
+        """Bytes of ``data`` the pty took (0 when it is full or its other side is gone)."""
+        if self._master is None:
+            return 0
         try:
-            written = os.write(self._master, data)
+            return os.write(self._master, data)
         except BlockingIOError:
-            written = 0
+            return 0
         except OSError as exc:  # EIO: the other side is gone
             if exc.errno != errno.EIO:
                 raise
-            written = 0
-        self.overflow_bytes += len(data) - written
+            return 0
 
     def _stage_frame(self, stage: int) -> bytes:
         speed, grade = BRUCE[min(stage - 1, len(BRUCE) - 1)]
@@ -254,6 +292,7 @@ class SimCart:
                     self._next_stage()
                 if self.samples_sent % beat_samples < self.frame_samples:
                     self._write(encode_heartbeat(self._next_seq(), self.samples_sent))
+            self._flush()
             self._read_commands()
             await asyncio.sleep(period)
 
@@ -273,6 +312,12 @@ class SimCart:
                     self.streaming = False
                 elif msg.command == FrameType.START:
                     self.streaming = True
+                    self._host_opened = True
+                    # START resumes at the current sample: what waited for a host that
+                    # went away is not sent to the new one
+                    self.overflow_bytes += self._tx_bytes
+                    self._tx.clear()
+                    self._tx_bytes = 0
                     self._write(encode_hello(self._next_seq(), self.fs, self.serial, self.firmware))
                     self._write(self._stage_frame(self.stage))
 

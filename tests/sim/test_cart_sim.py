@@ -56,3 +56,25 @@ async def test_stop_stops_ecg_frames_and_start_resumes_them_at_the_current_sampl
     assert kinds[:2] == [HelloMsg, StageMsg] and EcgMsg in kinds
     first = next(m for m in resumed if isinstance(m, EcgMsg)).first_sample
     assert first >= beats[-1].at_sample  # the samples acquired while stopped are not sent
+
+
+
+async def test_a_host_that_stalls_after_start_loses_no_frame() -> None:
+    """After START the cart holds what the line cannot take, whole frames (flow control):
+    a host that reads nothing for 0.4 s (about 70 kB at 10 x, three times what the pty
+    holds) and then reads on gets every ECG frame, in order, none cut."""
+    async with SimCart(speed=10.0) as cart:
+        fd = os.open(cart.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        decoder = CartDecoder()
+        try:
+            os.write(fd, encode_command(FrameType.START))
+            await _read_for(fd, decoder, 0.2)  # what waited before START, maybe a cut frame
+            errors, lost = decoder.errors, cart.overflow_bytes
+            await asyncio.sleep(0.4)
+            got = await _read_for(fd, decoder, 0.5)
+        finally:
+            os.close(fd)
+    firsts = [m.first_sample for m in got if isinstance(m, EcgMsg)]
+    assert len(firsts) > 100
+    assert firsts == list(range(firsts[0], firsts[0] + 20 * len(firsts), 20))
+    assert decoder.errors == errors and cart.overflow_bytes == lost
