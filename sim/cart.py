@@ -18,12 +18,13 @@ the cart (its counter starts again at 0, at the same or another sample rate), an
 ``keep=True`` :attr:`recorded` holds every sample the cart produced, in production order
 (:attr:`restarts_at` says where each acquisition began).
 
-Before the host first opens the port (its first START) nobody is listening: what the pty
-will not take is lost, and a frame may be cut. After it, the cart holds what the line
-cannot take yet, whole frames, in a transmit buffer of :data:`TX_BUFFER_BYTES` (a serial
-driver's ring with flow control), so a host that stalls for a moment on a loaded machine
-loses nothing; beyond that buffer whole frames are dropped and counted in
-:attr:`SimCart.overflow_bytes`.
+Before the host first opens the port (its first START) nobody is listening: when the pty
+is full the cart's line forgets what it held (the pty's input is flushed), so a host that
+opens the port late finds the latest frames, whole and in order. After START the cart
+holds what the line cannot take yet, whole frames, in a transmit buffer of
+:data:`TX_BUFFER_BYTES` (a serial driver's ring with flow control), so a host that stalls
+for a moment on a loaded machine loses nothing; beyond that buffer whole frames are
+dropped and counted in :attr:`SimCart.overflow_bytes`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import collections
 import contextlib
 import errno
 import os
+import termios
 import time
 import tty
 from collections.abc import Callable
@@ -61,8 +63,9 @@ _PEAK_BPM = 185.0
 _ST_PER_STAGE_MV = 0.05  # simulated lateral ST depression per stage from stage 2, mV
 _ST_MAX_MV = 0.2
 
-TX_BUFFER_BYTES = 1 << 16
-"""Bytes the cart holds for a host that has opened the port but does not read yet."""
+TX_BUFFER_BYTES = 1 << 18
+"""Bytes the cart holds for a host that has opened the port but does not read yet (about
+14 s of 12-lead frames at 500 Hz)."""
 
 #: Bruce protocol stages: (speed km/h, grade %), 3 minutes each in the clinic.
 BRUCE = ((2.7, 10.0), (4.0, 12.0), (5.5, 14.0), (6.8, 16.0), (8.0, 18.0), (8.9, 20.0), (9.7, 22.0))
@@ -111,7 +114,8 @@ class SimCart:
         self.port = ""
         self.samples_sent = 0  # samples acquired: the cart's sample counter
         self.frames_sent = 0
-        self.overflow_bytes = 0  # bytes lost: nobody reading, or the buffer full
+        self.overflow_bytes = 0  # bytes a host that opened the port lost (buffer full)
+        self.forgotten = 0  # times the line forgot what nobody read before START
         self._tx: collections.deque[bytes] = collections.deque()  # waiting for the line
         self._tx_bytes = 0
         self._host_opened = False  # a START was heard: hold what the line cannot take
@@ -215,7 +219,10 @@ class SimCart:
         if self._master is None or time.monotonic() < self._paused_until:
             return
         if not self._host_opened:
-            self.overflow_bytes += len(data) - self._put(data)
+            if self._put(data) < len(data) and self._slave is not None:
+                termios.tcflush(self._slave, termios.TCIFLUSH)  # nobody listening
+                self.forgotten += 1
+                self._put(data)
             return
         if self._tx_bytes + len(data) > TX_BUFFER_BYTES:
             self.overflow_bytes += len(data)
@@ -282,6 +289,7 @@ class SimCart:
             stage_samples = max(int(self.stage_s * self.fs), 1)
             beat_samples = self.fs
             period = self.frame_samples / self.fs / self.speed
+            self._read_commands()  # a START heard before the next frames are written
             due = int((self._clock() - self._t0) * self.speed * self.fs)
             while self.samples_sent + self.frame_samples <= due:
                 for frame in self._pending:
@@ -293,7 +301,6 @@ class SimCart:
                 if self.samples_sent % beat_samples < self.frame_samples:
                     self._write(encode_heartbeat(self._next_seq(), self.samples_sent))
             self._flush()
-            self._read_commands()
             await asyncio.sleep(period)
 
     def _read_commands(self) -> None:
@@ -313,11 +320,6 @@ class SimCart:
                 elif msg.command == FrameType.START:
                     self.streaming = True
                     self._host_opened = True
-                    # START resumes at the current sample: what waited for a host that
-                    # went away is not sent to the new one
-                    self.overflow_bytes += self._tx_bytes
-                    self._tx.clear()
-                    self._tx_bytes = 0
                     self._write(encode_hello(self._next_seq(), self.fs, self.serial, self.firmware))
                     self._write(self._stage_frame(self.stage))
 

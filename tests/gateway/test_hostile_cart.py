@@ -73,10 +73,10 @@ def _accounted(
     recorded sample is the one the cart produced under its number, and every missing one
     is in a reported gap."""
     streams = read_recording(tmp_path / "state" / "recordings" / "cart-1")
-    # The simulated cart streams from its start, before the gateway opens the port: what it
-    # sent before then, and a partial first frame (the decoder resynchronises on the next
-    # delimiter), never reach the gateway, and the first record holds "no sample" rows from
-    # 0 to the first sample heard. Those are before the stream as the gateway knows it.
+    # The simulated cart streams from its start, before the gateway opens the port: what the
+    # pty could not hold before then never reaches the gateway, and the first record holds
+    # "no sample" rows from 0 to the first sample heard. Those are before the stream as the
+    # gateway knows it.
     lead = _leading_holes(next(iter(streams.values()))[1])
     if lost:
         ((first, rows),) = streams.values()
