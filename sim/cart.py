@@ -20,11 +20,13 @@ the cart (its counter starts again at 0, at the same or another sample rate), an
 
 Before the host first opens the port (its first START) nobody is listening: when the pty
 is full the cart's line forgets what it held (the pty's input is flushed), so a host that
-opens the port late finds the latest frames, whole and in order. After START the cart
-holds what the line cannot take yet, whole frames, in a transmit buffer of
-:data:`TX_BUFFER_BYTES` (a serial driver's ring with flow control), so a host that stalls
-for a moment on a loaded machine loses nothing; beyond that buffer whole frames are
-dropped and counted in :attr:`SimCart.overflow_bytes`.
+opens the port late finds the latest frames, whole and in order. After START what the pty
+cannot take yet waits, whole frames, in a queue of :data:`TX_BUFFER_BYTES`; beyond it
+whole frames are dropped and counted in :attr:`SimCart.overflow_bytes`. The protocol has
+no flow control: the queue stands in for the receive buffers of a real host's serial
+driver, which at 1x last seconds, where a pty holds about 20 kB, a few hundred
+milliseconds at the speeds tests run (so a host stalled for a moment on a loaded machine
+would otherwise lose frames no real line would).
 """
 
 from __future__ import annotations
