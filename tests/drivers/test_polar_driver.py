@@ -271,9 +271,9 @@ async def test_two_patches_share_one_adapter(world: SimBleWorld) -> None:
 async def test_heart_rate_service_gaps_match_the_beats_never_heard(world: SimBleWorld) -> None:
     """HRS has no sequence numbers: beats lost while the stream was stalled are found as
     RR gaps whose beat counts equal the truth and whose spans are right to within 0.4
-    of a beat. The patch runs at 2x and the driver's clock with it (RR intervals are device
+    of a beat. The patch runs at 4x and the driver's clock with it (RR intervals are device
     seconds; a gap is settled after 15 notifications of the chain after it)."""
-    speed = 2.0
+    speed = 4.0
     t0_wall, t0 = time.monotonic(), time.time()
     async with SimBlePatch(world, speed=speed, hr_bpm=90.0, seed=4) as patch:
         cfg = PolarSettings("patch-1", patch.address, silence_timeout_s=1.5)
