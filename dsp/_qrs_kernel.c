@@ -515,33 +515,31 @@ static int search_back_until(Decider *d, long long upto) {
     return 0;
 }
 
-/* QrsDecider.train, rule 1: levels from the learning period (when none were learnt), then
- * the candidates held decided in order. */
+/* QrsDecider.train, rule 1: levels from the learning period, then the candidates held
+ * decided in order. It runs once, in the first segment (later ones keep the levels). */
 static int train(Decider *d) {
     Candidates *held = &d->learning;
     d->trained = 1;
     if (held->first == held->end) return 0;
-    if (d->sig.n == 0) {
-        PyObject *peaks = PyList_New(held->end - held->first);
-        if (peaks == NULL) return -1;
-        for (Py_ssize_t i = held->first; i < held->end; i++) {
-            PyObject *v = PyFloat_FromDouble(held->item[i].peak);
-            if (v == NULL) {
-                Py_DECREF(peaks);
-                return -1;
-            }
-            PyList_SET_ITEM(peaks, i - held->first, v);
+    PyObject *peaks = PyList_New(held->end - held->first);
+    if (peaks == NULL) return -1;
+    for (Py_ssize_t i = held->first; i < held->end; i++) {
+        PyObject *v = PyFloat_FromDouble(held->item[i].peak);
+        if (v == NULL) {
+            Py_DECREF(peaks);
+            return -1;
         }
-        PyObject *levels = PyObject_CallOneArg(d->learnt_levels, peaks);
-        Py_DECREF(peaks);
-        double top, low;
-        if (levels == NULL) return -1;
-        const int ok = PyTuple_Check(levels) && PyArg_ParseTuple(levels, "dd", &top, &low);
-        if (!ok && !PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "learnt_levels must return (signal, noise)");
-        Py_DECREF(levels);
-        if (!ok || median_append(&d->sig, top) < 0 || median_append(&d->noi, low) < 0) return -1;
+        PyList_SET_ITEM(peaks, i - held->first, v);
     }
+    PyObject *levels = PyObject_CallOneArg(d->learnt_levels, peaks);
+    Py_DECREF(peaks);
+    double top, low;
+    if (levels == NULL) return -1;
+    const int ok = PyTuple_Check(levels) && PyArg_ParseTuple(levels, "dd", &top, &low);
+    if (!ok && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "learnt_levels must return (signal, noise)");
+    Py_DECREF(levels);
+    if (!ok || median_append(&d->sig, top) < 0 || median_append(&d->noi, low) < 0) return -1;
     /* nothing below adds to the learning list: decide its items in place, then empty it */
     for (Py_ssize_t i = held->first; i < held->end; i++) {
         const Candidate c = held->item[i];

@@ -170,16 +170,16 @@ class QrsDecider:
 
     # --- the rules -----------------------------------------------------------------------------
     def train(self, out: list[Candidate]) -> None:
-        """Set the levels from the learning period and decide the candidates held."""
+        """Set the levels from the learning period and decide the candidates held. It runs
+        once, in the first segment: later segments keep the levels (:meth:`new_segment`)."""
         held, self._learning = self._learning, []
         self.trained = True
         if not held:
             return
-        if not self._sig:  # keep levels learned before a gap
-            top, low = learnt_levels([c.peak for c in held])
-            self._sig.append(top)
-            self._noi.append(low)
-            self._thr = None
+        top, low = learnt_levels([c.peak for c in held])
+        self._sig.append(top)
+        self._noi.append(low)
+        self._thr = None
         for c in held:
             self.search_back_until(c.idx, out)
             self._decide(c, out)
