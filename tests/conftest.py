@@ -22,6 +22,10 @@ After every async test (and its fixtures) the tasks it left running are cancelle
 that has not ended ``LEFTOVER_LIMIT_S`` later fails the test, named with its stack, and
 cannot hang the event loop's teardown (which waits for every task without a limit, past
 pytest-timeout, which fires once per test).
+
+Property tests (hypothesis) draw new examples at every run by hand, so a bug can turn up
+any day; with ``HYPOTHESIS_PROFILE=ci`` (``.ci/run`` sets it) they draw the same examples
+at every run, so a red CI is a change's doing, not the draw's.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from pytest_asyncio import is_async_test
 
 from tests.support import (
@@ -51,6 +56,9 @@ from tests.support import (
     stop_leftover_tasks,
     wait_for,
 )
+
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 __all__ = ["free_port", "make_client_cert", "make_tls_files", "wait_for"]
 
