@@ -25,7 +25,10 @@ the extent of its memory and for every missing range. Per connection
    requested ranges become pending again;
 5. a live sample number impossible for the time since the head moved, consistently
    for ``_RESTART_FRAMES`` frames: the patch restarted its recording (the old stream
-   ends, what it owed is lost, the new one is numbered on after it and its extent asked);
+   ends, what it owed is lost, the new one is numbered on after it and its extent asked),
+   unless they run behind the head with numbers no recording begun since could reach: an
+   earlier frame numbered ahead of the counter had moved the head (reported; the stream
+   goes on by the patch's counter and the hole is backfilled);
 6. no ECG for ``silence_timeout_s``: disconnect (a BlueZ notify stall).
 
 Symptom presses are de-duplicated by their press id, sample number and time together (a
@@ -86,7 +89,7 @@ _BACK_S = 2.0  # a live frame may repeat this much of what came (seconds of samp
 _RESTART_FRAMES = 3  # consecutive, consistent impossible live frames: the patch restarted
 _NO_SEQ = 0xFFFFFFFF  # never a sample number (a recording ends before it): "none", erased flash
 _COUNTERS = """connects frames_live frames_backfill samples duplicate_samples ranges_requested
-restarts impossible_frames racp_busy
+restarts impossible_frames head_glitches racp_busy
 samples_lost bad_notifications watchdog_trips racp_timeouts racp_unexpected racp_aborts
 clock_rejected presses presses_repeated"""
 
@@ -146,6 +149,7 @@ class PatchSession:
         self._offset = 0  # stream seq = patch seq + offset (changes when the patch restarts)
         self._floor: int | None = None  # nothing before this patch seq is wanted (resumed)
         self._head_at = 0.0  # monotonic s when the head last moved
+        self._moved_from: tuple[int, float] | None = None  # the head and _head_at before that
         self._suspects: list[EcgFrame] = []  # consecutive impossible live frames
 
     # --- the shell's events --------------------------------------------------------------
@@ -315,6 +319,8 @@ class PatchSession:
         if len(self._suspects) < _RESTART_FRAMES:
             return []  # held: a glitch, or a restart the next frames will confirm
         frames, self._suspects = self._suspects, []
+        if self._after_a_false_move(frames[0], mono):
+            return self._shift(self._head_moved_falsely(frames, now, mono))
         return self._restart(frames, now, mono)
 
     def _plausible(self, frame: EcgFrame, mono: float) -> bool:
@@ -325,8 +331,37 @@ class PatchSession:
             return True
         if frame.backfill:
             return frame.end_seq <= head
-        allowed = (mono - self._head_at + _SLACK_S) * FS * 1.02 * self.time_scale
-        return head - _BACK_S * FS <= frame.first_seq <= head + allowed
+        return _within(frame.first_seq, head, self._head_at, mono, self.time_scale)
+
+    def _after_a_false_move(self, frame: EcgFrame, mono: float) -> bool:
+        """Impossible frames numbered beyond anything a recording begun since the head last
+        moved could hold (so not a restart), that lie behind the head or would have been
+        possible before its last move: that move was a frame numbered wrongly (yet within
+        what the clock allowed), and the patch's counter is still the one it was."""
+        head = self.stream.ledger.next_seq
+        youngest = (mono - self._head_at + _SLACK_S) * FS * 1.02 * self.time_scale
+        if head is None or frame.first_seq <= youngest:
+            return False
+        if frame.first_seq < head:
+            return True
+        before = self._moved_from
+        return before is not None and _within(frame.first_seq, *before, mono, self.time_scale)
+
+    def _head_moved_falsely(self, frames: list[EcgFrame], now: float, mono: float) -> list[Output]:
+        """Go on with the patch's own numbering: the frames are taken as live frames of the
+        stream (behind the head nothing of them is delivered twice and the hole they lie in
+        is backfilled; past it they extend it as usual); reported, since the frame that
+        moved the head was delivered under numbers the patch did not give its samples."""
+        self.counters.add("head_glitches")
+        head = self.stream.ledger.next_seq or 0
+        detail = (f"ECG frames from sample {frames[0].first_seq} go on by the patch's counter,"
+                  f" {frames[0].first_seq - head:+d} samples from the stream's head: a frame"
+                  " numbered wrongly had moved it (its samples stand where the patch did not"
+                  " put them)")  # fmt: skip
+        out: list[Output] = [self._error("ECG frame", detail, now, "head_glitches")]
+        for f in frames:
+            out += self._frame(f, now, mono)
+        return out
 
     def _suspects_agree(self, frame: EcgFrame) -> bool:
         """Keep ``frame`` among consecutive impossible ones; False if it starts a new run."""
@@ -343,6 +378,7 @@ class PatchSession:
         before = self.stream.duplicates
         blocks = self.stream.feed(frame, now)
         if head is None or (self.stream.ledger.next_seq or 0) > head:
+            self._moved_from = None if head is None else (head, self._head_at)
             self._head_at = mono
         self.counters.add("duplicate_samples", self.stream.duplicates - before)
         if frame.backfill:
@@ -361,8 +397,9 @@ class PatchSession:
         the clock allows, frame after frame): the old stream ends; what it still owed is
         lost; the new one is numbered on after it. Its sample 0 is placed where the wall
         time says it was recorded (never before the old stream's end): the time between is
-        a gap, and the new recording's samples before its first live frame are backfilled
-        like any hole."""
+        a gap, and the new recording's samples before its first live frame are owed from
+        the start (its extent then says which the patch still holds) and backfilled like
+        any hole."""
         self.counters.add("restarts")
         ledger, off = self.stream.ledger, self._offset
         old_end = (ledger.next_seq or 0) + off
@@ -378,7 +415,9 @@ class PatchSession:
         self.counters.add("samples_lost", sum(b - a for a, b in owed))
         self._offset = new_zero
         self._floor = None
+        self._moved_from = None
         self.stream = PatchStream(self.source, lead=self.stream.lead)
+        self.stream.ledger.want_from(0)  # a recording begins at 0: owed until its extent
         self._started, self._held = False, None
         self.backfill.restarted(self.stream)
         for f in frames:
@@ -479,6 +518,14 @@ _NAMES = {
     uuids.PATCH_SYMPTOM: "symptom",
     uuids.PATCH_STATUS: "status",
 }
+
+
+def _within(seq: int, head: int, head_at: float, mono: float, time_scale: float) -> bool:
+    """A live frame starting at ``seq`` is possible for a head at ``head`` that last moved at
+    ``head_at`` (monotonic s): it extends the head no further than the time since allows
+    (+ ``_SLACK_S``, 2 % clock tolerance), or repeats the last ``_BACK_S``."""
+    allowed = (mono - head_at + _SLACK_S) * FS * 1.02 * time_scale
+    return head - _BACK_S * FS <= seq <= head + allowed
 
 
 def _shifted(o: Output, off: int) -> Output:

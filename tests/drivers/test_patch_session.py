@@ -552,6 +552,48 @@ def test_a_restarted_recordings_first_samples_are_backfilled_not_declared_lost()
     assert link.s.stats()["samples_lost"] == 200
 
 
+def test_a_frame_numbered_ahead_of_the_counter_does_not_make_a_restart() -> None:
+    """One frame numbered 600 samples ahead of the patch's counter (within what the clock
+    allows) moves the head; the patch's next frames then run behind it, further than a
+    repeat may. Their numbers are far beyond what a recording begun since could hold, so
+    this is not a new recording: no stream is renumbered, nothing is declared lost, the
+    stream goes on by the patch's counter, the hole is backfilled, and it is reported."""
+    link = Link().streaming(5000)
+    link.mono += 2.0  # the patch's counter is at 5500
+    link.frame(6100, 6150)  # numbered 600 ahead
+    for k in range(3):  # the patch's own frames: 650 to 600 samples behind the head
+        link.frame(5500 + 50 * k, 5550 + 50 * k)
+    link.frame(5650, 6200)  # within a repeat of the head again, then past it
+    assert link.s.stats()["restarts"] == 0 and link.s.stats()["head_glitches"] == 1
+    assert not [e for e in link.events if isinstance(e, DeviceRestarted)] and not link.gaps
+    (error,) = [e for e in link.events if isinstance(e, DriverError)]
+    assert "-650 samples from the stream's head" in error.detail
+    delivered = np.zeros(7000, int)
+    for b in link.blocks:
+        delivered[b.seq : b.end_seq] += 1
+    assert delivered.max() == 1 and delivered[:5000].all() and delivered[6100:6200].all()
+    link.tick(0.1)
+    assert link.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(5000, 6100))
+
+
+def test_a_frame_numbered_near_the_old_head_after_an_outage_does_not_make_a_restart() -> None:
+    """Back after a minute away, the first live frame is numbered 100 samples past the old
+    head (its number wrong, yet possible) and moves the head; the patch's own frames, a
+    minute further on, are then impossible for the 0.1 s since. They were possible before
+    that move and no recording begun since could hold their numbers: the stream goes on
+    by the patch's counter (no restart, no renumbering) and the minute is backfilled."""
+    link = Link().streaming(5000)
+    link.mono += 60.0  # the patch's counter is at 20000
+    link.frame(5100, 5150)
+    link.mono += 0.1
+    link.frame(20025, 20175)  # three frames (of at most 100 samples, then 50)
+    link.frame(20175, 20200)
+    assert link.s.stats()["restarts"] == 0 and link.s.stats()["head_glitches"] == 1
+    assert not link.gaps and max(b.end_seq for b in link.blocks) == 20200
+    owed = [(e.first, e.end) for e in link.s.stream.ledger.entries]
+    assert owed == [(5000, 5100), (5150, 20025)]
+
+
 def test_unsolicited_backfill_beyond_the_head_is_refused() -> None:
     link = Link().streaming(100)
     link.frame(250_000, 250_050, backfill=True)
