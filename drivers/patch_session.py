@@ -26,9 +26,11 @@ the extent of its memory and for every missing range. Per connection
 5. a live sample number impossible for the time since the head moved, consistently
    for ``_RESTART_FRAMES`` frames: the patch restarted its recording (the old stream
    ends, what it owed is lost, the new one is numbered on after it and its extent asked),
-   unless they run behind the head with numbers no recording begun since could reach: an
-   earlier frame numbered ahead of the counter had moved the head (reported; the stream
-   goes on by the patch's counter and the hole is backfilled);
+   unless no recording begun since could reach their numbers and they run behind the
+   head or were possible before its last move (an earlier frame numbered wrongly had
+   moved the head: reported; the stream goes on by the patch's counter and the hole is
+   backfilled), or the head is a previous gateway run's and they lie past it (the same
+   recording going on: after a reboot the clocks cannot judge the time between);
 6. no ECG for ``silence_timeout_s``: disconnect (a BlueZ notify stall).
 
 Symptom presses are de-duplicated by their press id, sample number and time together (a
@@ -87,6 +89,7 @@ _AHEAD_S = 60.0  # a sample number this far beyond the head is impossible (s of 
 _SLACK_S = 10.0  # a live frame may run ahead of the wall clock by this much (buffering)
 _BACK_S = 2.0  # a live frame may repeat this much of what came (seconds of samples)
 _RESTART_FRAMES = 3  # consecutive, consistent impossible live frames: the patch restarted
+_WORN_MAX_S = 31 * 86400.0  # a recording is never longer (patches are worn up to 21 days)
 _NO_SEQ = 0xFFFFFFFF  # never a sample number (a recording ends before it): "none", erased flash
 _COUNTERS = """connects frames_live frames_backfill samples duplicate_samples ranges_requested
 restarts impossible_frames head_glitches racp_busy
@@ -150,6 +153,7 @@ class PatchSession:
         self._floor: int | None = None  # nothing before this patch seq is wanted (resumed)
         self._head_at = 0.0  # monotonic s when the head last moved
         self._moved_from: tuple[int, float] | None = None  # the head and _head_at before that
+        self._resumed = False  # the head is a previous run's, no live frame has moved it yet
         self._suspects: list[EcgFrame] = []  # consecutive impossible live frames
 
     # --- the shell's events --------------------------------------------------------------
@@ -278,6 +282,7 @@ class PatchSession:
             ledger.entries.append(LedgerEntry(a - pos.offset, b - pos.offset))
         ledger.entries.sort(key=lambda e: e.first)
         ledger.first_seq = min([ledger.first_seq or 0, *(e.first for e in ledger.entries)])
+        self._resumed = True
 
     def stats(self) -> dict[str, Any]:
         """Counters since the driver started, plus the live state that matters."""
@@ -319,6 +324,8 @@ class PatchSession:
         if len(self._suspects) < _RESTART_FRAMES:
             return []  # held: a glitch, or a restart the next frames will confirm
         frames, self._suspects = self._suspects, []
+        if self._recording_goes_on(frames[0]):
+            return self._shift([o for f in frames for o in self._frame(f, now, mono)])
         if self._after_a_false_move(frames[0], mono):
             return self._shift(self._head_moved_falsely(frames, now, mono))
         return self._restart(frames, now, mono)
@@ -332,6 +339,17 @@ class PatchSession:
         if frame.backfill:
             return frame.end_seq <= head
         return _within(frame.first_seq, head, self._head_at, mono, self.time_scale)
+
+    def _recording_goes_on(self, frame: EcgFrame) -> bool:
+        """Consistent frames past the head of a previous gateway run, before any live frame
+        moved it: the time since cannot judge them (after a reboot the monotonic clock
+        starts again, and a Pi without a real-time clock may not know the date yet), and a
+        counter that never goes back within a recording says this is the same one going on
+        (within the longest a recording lasts)."""
+        head = self.stream.ledger.next_seq
+        if not self._resumed or head is None:
+            return False
+        return head <= frame.first_seq <= head + _WORN_MAX_S * FS
 
     def _after_a_false_move(self, frame: EcgFrame, mono: float) -> bool:
         """Impossible frames numbered beyond anything a recording begun since the head last
@@ -380,6 +398,7 @@ class PatchSession:
         if head is None or (self.stream.ledger.next_seq or 0) > head:
             self._moved_from = None if head is None else (head, self._head_at)
             self._head_at = mono
+            self._resumed = False
         self.counters.add("duplicate_samples", self.stream.duplicates - before)
         if frame.backfill:
             self.backfill.backfilled(blocks, mono)

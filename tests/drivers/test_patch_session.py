@@ -628,6 +628,27 @@ def test_resume_after_a_gateway_restart_asks_only_what_is_owed() -> None:
     assert again.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(500, 2000))
 
 
+def test_resume_after_a_reboot_goes_on_with_the_same_recording() -> None:
+    """The Pi lost power for ten minutes: its monotonic clock starts again (40 s at the
+    first frame), so the patch's frames, ten minutes on, are impossible for the time it
+    knows of. They lie past the previous run's head, and a counter never goes back within
+    a recording: the same recording goes on (no restart, nothing renumbered), and the ten
+    minutes are asked of the patch."""
+    first = Link()
+    first.connect()
+    first.frame(0, 300)
+    first.racp(_extent(0, 300))
+    again = Link()
+    again.s.resume(first.s.position())
+    again.mono = 40.0
+    again.connect()
+    again.frame(150_300, 150_600)
+    again.racp(_extent(0, 150_600))
+    assert again.s.stats()["restarts"] == 0 and not again.gaps
+    assert (again.blocks[0].seq, again.blocks[0].end_seq) == (150_300, 150_400)
+    assert again.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(300, 150_300))
+
+
 def test_losses_found_by_the_extent_come_before_the_blocks_they_free() -> None:
     """A patch back after longer than its memory, live data held for the EXTENT: the
     gap ("not in patch memory") is given before the held blocks, so the pipeline knows
