@@ -154,6 +154,7 @@ class PatchSession:
         self._head_at = 0.0  # monotonic s when the head last moved
         self._moved_from: tuple[int, float] | None = None  # the head and _head_at before that
         self._resumed = False  # the head is a previous run's, no live frame has moved it yet
+        self._resumed_utc = 0.0  # ... and its time (UTC s)
         self._suspects: list[EcgFrame] = []  # consecutive impossible live frames
 
     # --- the shell's events --------------------------------------------------------------
@@ -263,12 +264,18 @@ class PatchSession:
         """Where the recording stands: its next sample and the holes still owed by the
         patch (stream numbers), to resume after a gateway restart."""
         ledger = self.stream.ledger
-        if ledger.next_seq is None or not self.stream.clock.anchored:
+        nxt = ledger.next_seq
+        if nxt is None:
+            return None
+        if self.stream.clock.anchored:
+            utc = self.stream.utc_of(nxt)
+        elif self._resumed:  # nothing heard since a previous run's position: still that
+            utc = self._resumed_utc
+        else:
             return None
         off = self._offset
         holes = tuple((e.first + off, e.end + off) for e in ledger.entries)
-        nxt = ledger.next_seq
-        return StreamPosition(nxt + off, self.stream.utc_of(nxt), off, FS, holes)
+        return StreamPosition(nxt + off, utc, off, FS, holes)
 
     def resume(self, pos: StreamPosition) -> None:
         """Go on from a previous gateway run: samples from ``pos.next_seq`` on (and the
@@ -282,7 +289,7 @@ class PatchSession:
             ledger.entries.append(LedgerEntry(a - pos.offset, b - pos.offset))
         ledger.entries.sort(key=lambda e: e.first)
         ledger.first_seq = min([ledger.first_seq or 0, *(e.first for e in ledger.entries)])
-        self._resumed = True
+        self._resumed, self._resumed_utc = True, pos.utc
 
     def stats(self) -> dict[str, Any]:
         """Counters since the driver started, plus the live state that matters."""

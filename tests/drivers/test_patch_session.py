@@ -649,6 +649,21 @@ def test_resume_after_a_reboot_goes_on_with_the_same_recording() -> None:
     assert again.commands[-1] == Write(uuids.PATCH_RACP, encode_request_range(300, 150_300))
 
 
+def test_a_resumed_position_not_heard_from_since_is_kept() -> None:
+    """A gateway that stops again before the patch is heard from (no frame, no device
+    time) saves the position it resumed from, holes included, not nothing (found by the
+    device fuzz: two restarts in a row forgot the stream and its holes)."""
+    first = Link()
+    first.connect()
+    first.frame(0, 300)
+    first.racp(_extent(0, 300))
+    first.frame(400, 500)
+    pos = first.s.position()
+    again = Link()
+    again.s.resume(pos)
+    assert again.s.position() == pos
+
+
 def test_losses_found_by_the_extent_come_before_the_blocks_they_free() -> None:
     """A patch back after longer than its memory, live data held for the EXTENT: the
     gap ("not in patch memory") is given before the held blocks, so the pipeline knows

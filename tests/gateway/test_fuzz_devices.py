@@ -245,7 +245,7 @@ PATCH_STEP = st.one_of(
     st.tuples(st.just("done"), st.integers(0, 4), PATCH_SAMPLE, PATCH_SAMPLE, PATCH_WALL),
     st.tuples(st.just("symptom"), st.integers(0, 5), PATCH_SAMPLE, st.floats(-1e4, 1e4)),
     st.tuples(st.just("tick"), PATCH_WALL),
-    st.tuples(st.sampled_from(["drop", "junk_time"])),
+    st.tuples(st.sampled_from(["drop", "junk_time", "reboot"])),
     st.tuples(
         st.just("junk"), st.sampled_from(sorted(PATCH_CHARACTERISTICS)), st.binary(max_size=20)
     ),
@@ -256,19 +256,28 @@ class PatchLink:
     """Performs a PatchSession like the BLE shell does, collecting what it delivers."""
 
     def __init__(self) -> None:
-        self.s = PatchSession(
-            PatchSettings("dev", "E0:00:00:00:00:01"), racp_timeout_s=2.0, racp_retry_s=1.0
-        )
+        self.s = self._session()
         self.watched = Watched(PATCH_SETTINGS)
-        self.mono = 0.0
+        self.mono = 0.0  # s since the test began
+        self.boot = 0.0  # ... when the gateway's monotonic clock began
         self.dev = 0  # the patch's own counter (samples recorded so far)
         self.time_bytes: bytes | None = None
         self.blocks: list[SampleBlock] = []
         self.gaps: list[Gap] = []
 
+    @staticmethod
+    def _session() -> PatchSession:
+        settings = PatchSettings("dev", "E0:00:00:00:00:01")
+        return PatchSession(settings, racp_timeout_s=2.0, racp_retry_s=1.0)
+
     @property
     def now(self) -> float:
         return T0 + self.mono
+
+    @property
+    def clock(self) -> float:
+        """The gateway's monotonic clock (it starts again when the gateway's machine does)."""
+        return self.mono - self.boot
 
     def take(self, outputs: list[Any]) -> None:
         deliver, commands = [], []
@@ -291,22 +300,33 @@ class PatchLink:
                 data = self.time_bytes or encode_device_time(
                     DeviceTime(int((self.now - EPOCH_2000) * 1e6), self.dev)
                 )
-                self.take(self.s.read_done(c.uuid, data, self.now, self.mono))
+                self.take(self.s.read_done(c.uuid, data, self.now, self.clock))
             elif isinstance(c, Write):
-                self.take(self.s.write_done(c.uuid, self.now, self.mono))
+                self.take(self.s.write_done(c.uuid, self.now, self.clock))
             elif isinstance(c, Disconnect):
                 self.reconnect(c.reason)
 
     def reconnect(self, reason: str = "link lost") -> None:
-        self.take(self.s.link_lost(reason, self.now, self.mono))
-        self.take(self.s.connected(PATCH_CHARACTERISTICS, 247, self.now, self.mono))
+        self.take(self.s.link_lost(reason, self.now, self.clock))
+        self.take(self.s.connected(PATCH_CHARACTERISTICS, 247, self.now, self.clock))
+
+    def reboot(self) -> None:
+        """The gateway's machine restarts (a power cut): a new session goes on from the
+        position the old one saved, its monotonic clock from 0, and the patch reconnects."""
+        self.take(self.s.link_lost("gateway stops", self.now, self.clock))
+        pos = self.s.position()
+        self.s = self._session()
+        if pos is not None:
+            self.s.resume(pos)
+        self.boot = self.mono
+        self.take(self.s.connected(PATCH_CHARACTERISTICS, 247, self.now, self.clock))
 
     def wait(self, dt: float) -> None:
         self.mono += dt
         self.dev += int(dt * 250)
 
     def notify(self, uuid: str, data: bytes) -> None:
-        self.take(self.s.notified(uuid, data, self.now, self.mono))
+        self.take(self.s.notified(uuid, data, self.now, self.clock))
 
 
 @FUZZ
@@ -346,15 +366,17 @@ def test_any_patch_input_is_survived_and_accounted_for(steps: list[tuple]) -> No
             link.notify(uuids.PATCH_SYMPTOM, encode_symptom(SymptomPress(press_id, seq, us)))
         elif kind == "tick":
             link.wait(step[1])
-            link.take(link.s.tick(link.now, link.mono))
+            link.take(link.s.tick(link.now, link.clock))
         elif kind == "drop":
             link.reconnect()
+        elif kind == "reboot":
+            link.reboot()
         elif kind == "junk_time":
             link.time_bytes = b"\xff" * 5
             link.reconnect()
         else:
             link.notify(step[1], step[2])
-    link.take(link.s.link_lost("end", link.now, link.mono))  # (releases what was held)
+    link.take(link.s.link_lost("end", link.now, link.clock))  # (releases what was held)
     ledger, off = link.s.stream.ledger, link.s._offset
     owed = [(e.first + off, e.end + off) for e in ledger.entries]
     delivered = [(b.seq, b.end_seq) for b in link.blocks]
