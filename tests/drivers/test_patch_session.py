@@ -610,10 +610,7 @@ def test_an_extent_before_any_live_data_does_not_set_the_head() -> None:
 
 
 def test_resume_after_a_gateway_restart_asks_only_what_is_owed() -> None:
-    first = Link()
-    first.connect()
-    first.frame(0, 300)
-    first.racp(_extent(0, 300))
+    first = Link().streaming(300)
     first.frame(400, 500)  # 300..400 owed when the gateway stops
     pos = first.s.position()
     assert pos is not None and pos.next_seq == 500 and pos.holes == ((300, 400),)
@@ -634,10 +631,7 @@ def test_resume_after_a_reboot_goes_on_with_the_same_recording() -> None:
     knows of. They lie past the previous run's head, and a counter never goes back within
     a recording: the same recording goes on (no restart, nothing renumbered), and the ten
     minutes are asked of the patch."""
-    first = Link()
-    first.connect()
-    first.frame(0, 300)
-    first.racp(_extent(0, 300))
+    first = Link().streaming(300)
     again = Link()
     again.s.resume(first.s.position())
     again.mono = 40.0
@@ -653,10 +647,7 @@ def test_a_resumed_position_not_heard_from_since_is_kept() -> None:
     """A gateway that stops again before the patch is heard from (no frame, no device
     time) saves the position it resumed from, holes included, not nothing (found by the
     device fuzz: two restarts in a row forgot the stream and its holes)."""
-    first = Link()
-    first.connect()
-    first.frame(0, 300)
-    first.racp(_extent(0, 300))
+    first = Link().streaming(300)
     first.frame(400, 500)
     pos = first.s.position()
     again = Link()
@@ -669,10 +660,7 @@ def test_losses_found_by_the_extent_come_before_the_blocks_they_free() -> None:
     gap ("not in patch memory") is given before the held blocks, so the pipeline knows
     the hours lost before its analysis moves past them (found by the fuzz test: the
     other way round, it queued a periodic strip per period of the loss in one step)."""
-    first = Link()
-    first.connect()
-    first.frame(0, 300)
-    first.racp(_extent(0, 300))
+    first = Link().streaming(300)
     again = Link()
     again.s.resume(first.s.position())
     again.mono = 3600.0
