@@ -364,8 +364,7 @@ class PatchSession:
         possible before its last move: that move was a frame numbered wrongly (yet within
         what the clock allowed), and the patch's counter is still the one it was."""
         head = self.stream.ledger.next_seq
-        youngest = (mono - self._head_at + _SLACK_S) * FS * 1.02 * self.time_scale
-        if head is None or frame.first_seq <= youngest:
+        if head is None or frame.first_seq <= _reach(self._head_at, mono, self.time_scale):
             return False
         if frame.first_seq < head:
             return True
@@ -546,12 +545,17 @@ _NAMES = {
 }
 
 
+def _reach(since: float, mono: float, time_scale: float) -> float:
+    """Samples a patch can have recorded between monotonic ``since`` and ``mono`` (s): the
+    time between + ``_SLACK_S``, with 2 % clock tolerance."""
+    return (mono - since + _SLACK_S) * FS * 1.02 * time_scale
+
+
 def _within(seq: int, head: int, head_at: float, mono: float, time_scale: float) -> bool:
     """A live frame starting at ``seq`` is possible for a head at ``head`` that last moved at
-    ``head_at`` (monotonic s): it extends the head no further than the time since allows
-    (+ ``_SLACK_S``, 2 % clock tolerance), or repeats the last ``_BACK_S``."""
-    allowed = (mono - head_at + _SLACK_S) * FS * 1.02 * time_scale
-    return head - _BACK_S * FS <= seq <= head + allowed
+    ``head_at`` (monotonic s): it extends the head no further than :func:`_reach` allows,
+    or repeats the last ``_BACK_S``."""
+    return head - _BACK_S * FS <= seq <= head + _reach(head_at, mono, time_scale)
 
 
 def _shifted(o: Output, off: int) -> Output:

@@ -59,12 +59,10 @@ async def test_stop_stops_ecg_frames_and_start_resumes_them_at_the_current_sampl
     assert first >= beats[-1].at_sample  # the samples acquired while stopped are not sent
 
 
-
-
 async def test_a_late_host_then_a_stalled_one_get_every_frame_whole_and_in_order() -> None:
     """Before START nobody listens: a host that opens the port after the pty has filled
-    finds the latest frames, whole (no cut frame). After START the cart holds what the
-    line cannot take (flow control): a host that reads nothing for 0.4 s (about 70 kB at
+    finds the latest frames, whole (no cut frame). After START the cart queues what the
+    line cannot take yet: a host that reads nothing for 0.4 s (about 70 kB at
     10 x, three times what the pty holds) and then reads on gets every ECG frame, in order;
     so does one whose whole event loop stalls for 0.4 s (the cart then writes what fell
     due in one burst)."""
